@@ -1,0 +1,3 @@
+from lort.cli import main
+
+main()

@@ -1,0 +1,67 @@
+"""Typed stubs for the Rust extension ``lort._core``.
+
+Use :mod:`lort.analysis` for a friendlier face; this module is the raw core.
+"""
+
+from collections.abc import Callable
+from os import PathLike
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+HessianMode = Literal["bound", "exact", "none"]
+NanPolicy = Literal["raise", "omit"]
+
+ECE_BINS: int
+EXACT_MAX_CLASSES: int
+
+class LogitStats:
+    """Streaming per-class statistics of logits; merge shards exactly; picklable."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        hessian: HessianMode = "bound",
+        nan_policy: NanPolicy = "raise",
+        threads: int | None = None,
+    ) -> None: ...
+    @property
+    def num_classes(self) -> int: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def omitted_rows(self) -> int: ...
+    @property
+    def hessian(self) -> HessianMode: ...
+    @property
+    def nan_policy(self) -> NanPolicy: ...
+    def update(
+        self,
+        logits: npt.NDArray[np.float16] | npt.NDArray[np.float32] | npt.NDArray[np.float64],
+        labels: npt.NDArray[np.integer[Any]],
+        *,
+        progress: Callable[[int], object] | None = None,
+    ) -> None: ...
+    def update_npy(
+        self,
+        path: str | PathLike[str],
+        labels: npt.NDArray[np.integer[Any]],
+        *,
+        progress: Callable[[int], object] | None = None,
+    ) -> None: ...
+    def merge(self, other: LogitStats) -> None: ...
+    def copy(self) -> LogitStats: ...
+    def finalize(self, train_counts: npt.NDArray[np.int64] | None = None) -> dict[str, Any]: ...
+
+def analyze_npy(
+    path: str | PathLike[str],
+    labels: npt.NDArray[np.integer[Any]],
+    *,
+    hessian: HessianMode = "bound",
+    nan_policy: NanPolicy = "raise",
+    threads: int | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> LogitStats: ...
+def npy_header(path: str | PathLike[str]) -> tuple[str, int, int]: ...

@@ -1,0 +1,289 @@
+"""The Python face of ``lort._core``: input coercion, shards, results as dataclasses.
+
+The metrics are the paper's (arXiv 2403.00250, Section 4):
+
+- Logits Magnitude ``L_i = mean(z[y == i, i]) - mean(z[y != i, i])``;
+- Regularized Standard Deviation ``r_i = sigma_i / L_i`` with ``sigma_i`` the
+  population standard deviation (ddof=0) of ``z[y == i, i]`` (the positive rows).
+  ``rstd_neg`` and ``rstd_all`` use the negative rows and the whole column instead.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from lort import _core
+from lort.errors import FileReadError, InputError, LabelError
+
+HessianMode = Literal["bound", "exact", "none"]
+NanPolicy = Literal["raise", "omit"]
+PathLikeStr = str | os.PathLike[str]
+GROUP_NAMES = ("many", "medium", "few")
+
+_FLOATS = (np.float16, np.float32, np.float64)
+
+
+def coerce_logits(logits: npt.ArrayLike) -> np.ndarray:
+    """A C-contiguous, native-order float16/32/64 2-D array, or a clear error."""
+    arr = np.asarray(logits)
+    if arr.dtype.type not in _FLOATS:
+        raise InputError(
+            f"logits must be float16, float32 or float64, got {arr.dtype}; "
+            "convert with logits.astype(np.float32)"
+        )
+    if arr.ndim != 2:
+        raise InputError(f"logits must be 2-D (rows x classes), got shape {arr.shape}")
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return np.ascontiguousarray(arr)
+
+
+def coerce_labels(labels: npt.ArrayLike) -> np.ndarray:
+    """A contiguous, native-order 1-D integer array, or a clear error."""
+    arr = np.asarray(labels)
+    if arr.dtype.kind not in "iu":
+        raise LabelError(f"labels must be integers, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise LabelError(f"labels must be 1-D, got shape {arr.shape}")
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return np.ascontiguousarray(arr)
+
+
+def load_array(path: PathLikeStr, what: str) -> np.ndarray:
+    """``np.load`` of a small .npy file (labels, counts) with lort's errors."""
+    p = Path(path)
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileReadError(f"{what} file {p} does not exist") from None
+    except (OSError, ValueError) as e:
+        raise InputError(f"{what} file {p} is not a readable .npy array: {e}") from None
+    if not isinstance(arr, np.ndarray):
+        raise InputError(f"{what} file {p} holds an archive, not one array; save it with np.save")
+    return arr
+
+
+def counts_from_labels(train_labels: npt.ArrayLike, num_classes: int) -> np.ndarray:
+    """Training images per class from the training labels."""
+    lab = coerce_labels(train_labels)
+    if lab.size and (lab.min() < 0 or lab.max() >= num_classes):
+        raise LabelError(
+            f"train labels must lie in [0, {num_classes}), found {lab.min()}..{lab.max()}"
+        )
+    return np.bincount(lab, minlength=num_classes).astype(np.int64)
+
+
+def coerce_counts(train_counts: npt.ArrayLike, num_classes: int) -> np.ndarray:
+    counts = np.asarray(train_counts)
+    if counts.dtype.kind not in "iu" or counts.shape != (num_classes,):
+        raise InputError(
+            f"train counts must be {num_classes} integers (one per class), "
+            f"got shape {counts.shape} of {counts.dtype}"
+        )
+    return np.ascontiguousarray(counts, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Group:
+    """Many (> 100 training images), medium (20..100) or few (< 20) classes."""
+
+    classes: int
+    accuracy: float | None
+    mean_magnitude: float | None
+    mean_rstd: float | None
+
+
+@dataclass(frozen=True)
+class HessianCheck:
+    """Proposition 1: lambda_min of the bias Hessian (a bound or the exact value)."""
+
+    mode: str
+    lambda_min: float
+    scale: float
+    tolerance: float
+    psd: bool
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything ``finalize`` reports, with per-class arrays as numpy arrays."""
+
+    num_classes: int
+    rows: int
+    omitted_rows: int
+    accuracy: float | None
+    balanced_accuracy: float | None
+    nll: float | None
+    ece: float | None
+    per_class: dict[str, np.ndarray]
+    groups: dict[str, Group | None] | None
+    hessian: HessianCheck | None
+    ece_bins: dict[str, np.ndarray] = field(repr=False)
+
+    @classmethod
+    def from_core(cls, d: dict[str, Any]) -> Analysis:
+        groups = d["groups"]
+        hess = d["hessian"]
+        o = d["overall"]
+        return cls(
+            num_classes=d["num_classes"],
+            rows=o["rows"],
+            omitted_rows=o["omitted_rows"],
+            accuracy=o["accuracy"],
+            balanced_accuracy=o["balanced_accuracy"],
+            nll=o["nll"],
+            ece=o["ece"],
+            per_class=d["per_class"],
+            groups=None
+            if groups is None
+            else {k: None if g is None else Group(**g) for k, g in groups.items()},
+            hessian=None if hess is None else HessianCheck(**hess),
+            ece_bins=d["ece_bins"],
+        )
+
+    def overall_group(self) -> Group:
+        """The all-classes row of the summary table."""
+        pc = self.per_class
+        return Group(
+            classes=self.num_classes,
+            accuracy=self.accuracy,
+            mean_magnitude=_nanmean(pc["magnitude"]),
+            mean_rstd=_nanmean(pc["rstd"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: arrays become lists, NaN becomes None."""
+        return {
+            "num_classes": self.num_classes,
+            "rows": self.rows,
+            "omitted_rows": self.omitted_rows,
+            "overall": {
+                "accuracy": self.accuracy,
+                "balanced_accuracy": self.balanced_accuracy,
+                "nll": self.nll,
+                "ece": self.ece,
+                "mean_magnitude": self.overall_group().mean_magnitude,
+                "mean_rstd": self.overall_group().mean_rstd,
+            },
+            "groups": None
+            if self.groups is None
+            else {k: None if g is None else g.__dict__ for k, g in self.groups.items()},
+            "hessian": None if self.hessian is None else self.hessian.__dict__,
+            "per_class": {k: _jsonable(v) for k, v in self.per_class.items()},
+            "ece_bins": {k: _jsonable(v) for k, v in self.ece_bins.items()},
+            "definitions": {
+                "magnitude": "mean of z[:, i] over rows labelled i minus mean over other rows",
+                "rstd": "population std (ddof=0) of z[:, i] over rows labelled i, divided by L_i",
+                "rstd_neg": "std over rows not labelled i, divided by L_i",
+                "rstd_all": "std of the whole column, divided by L_i",
+                "groups": "many > 100 training images, medium 20..100, few < 20",
+                "ece": "15 equal-width bins over top-1 confidence, bin b = (b/15, (b+1)/15]",
+            },
+        }
+
+
+def _nanmean(a: np.ndarray) -> float | None:
+    finite = a[np.isfinite(a)]
+    return float(finite.mean()) if finite.size else None
+
+
+def _jsonable(a: np.ndarray) -> list[Any]:
+    if a.dtype.kind == "f":
+        return [None if not math.isfinite(v) else float(v) for v in a.tolist()]
+    return a.tolist()
+
+
+def new_stats(
+    num_classes: int,
+    *,
+    hessian: HessianMode = "bound",
+    nan_policy: NanPolicy = "raise",
+    threads: int | None = None,
+) -> _core.LogitStats:
+    return _core.LogitStats(num_classes, hessian=hessian, nan_policy=nan_policy, threads=threads)
+
+
+def analyze(
+    logits: PathLikeStr | Sequence[PathLikeStr] | npt.ArrayLike,
+    labels: PathLikeStr | npt.ArrayLike,
+    *,
+    train_counts: PathLikeStr | npt.ArrayLike | None = None,
+    train_labels: PathLikeStr | npt.ArrayLike | None = None,
+    hessian: HessianMode = "bound",
+    nan_policy: NanPolicy = "raise",
+    threads: int | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> Analysis:
+    """Analyze logits held in memory or streamed from .npy files.
+
+    Several files are row shards of one set: ``labels`` covers all their rows,
+    in order. Either ``train_counts`` or ``train_labels`` adds the many / medium /
+    few groups. ``progress`` is called with the number of rows done so far.
+    """
+    lab = coerce_labels(_maybe_load(labels, "labels"))
+    if isinstance(logits, (str, os.PathLike)):
+        logits = [logits]
+    if _is_path_list(logits):
+        paths = [Path(p) for p in logits]  # type: ignore[union-attr]
+        if not paths:
+            raise InputError("no logits files given")
+        headers = [_core.npy_header(p) for p in paths]
+        widths = {h[2] for h in headers}
+        if len(widths) != 1:
+            raise InputError(
+                "logits shards must have the same number of classes, got "
+                + ", ".join(f"{p} ({h[2]})" for p, h in zip(paths, headers, strict=True))
+            )
+        total = sum(h[1] for h in headers)
+        if total != lab.shape[0]:
+            raise LabelError(
+                f"the logits files hold {total} rows but {lab.shape[0]} labels were given; "
+                "pass one label per row, shards in order"
+            )
+        stats = new_stats(headers[0][2], hessian=hessian, nan_policy=nan_policy, threads=threads)
+        start = 0
+        for p, (_, rows, _) in zip(paths, headers, strict=True):
+            offset = start
+            cb = None if progress is None else (lambda n, o=offset: progress(o + n))
+            stats.update_npy(p, lab[start : start + rows], progress=cb)
+            start += rows
+    else:
+        arr = coerce_logits(logits)
+        stats = new_stats(arr.shape[1], hessian=hessian, nan_policy=nan_policy, threads=threads)
+        stats.update(arr, lab, progress=progress)
+    return summarize(stats, train_counts=train_counts, train_labels=train_labels)
+
+
+def summarize(
+    stats: _core.LogitStats,
+    *,
+    train_counts: PathLikeStr | npt.ArrayLike | None = None,
+    train_labels: PathLikeStr | npt.ArrayLike | None = None,
+) -> Analysis:
+    """Finalize an accumulator, with groups when training counts are known."""
+    if train_counts is not None and train_labels is not None:
+        raise InputError("give train_counts or train_labels, not both")
+    k = stats.num_classes
+    counts = None
+    if train_counts is not None:
+        counts = coerce_counts(_maybe_load(train_counts, "train counts"), k)
+    elif train_labels is not None:
+        counts = counts_from_labels(_maybe_load(train_labels, "train labels"), k)
+    return Analysis.from_core(stats.finalize(counts))
+
+
+def _maybe_load(x: PathLikeStr | npt.ArrayLike, what: str) -> npt.ArrayLike:
+    return load_array(x, what) if isinstance(x, (str, os.PathLike)) else x
+
+
+def _is_path_list(x: object) -> bool:
+    return isinstance(x, (list, tuple)) and all(isinstance(p, (str, os.PathLike)) for p in x)

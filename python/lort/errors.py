@@ -1,0 +1,32 @@
+"""Exceptions raised by lort. Catch :class:`LortError` for all of them.
+
+The Rust core raises these same classes (``lort._core`` imports them from here).
+"""
+
+
+class LortError(Exception):
+    """Base class of every error lort raises on bad input or a failed read."""
+
+
+class InputError(LortError, ValueError):
+    """An argument is malformed: shape, dtype, option or incompatible accumulators."""
+
+
+class LabelError(InputError):
+    """A label is outside ``[0, K)``, or labels and logits differ in length."""
+
+
+class NonFiniteError(InputError):
+    """The logits hold NaN or Inf (with ``nan_policy="raise"``); the message names the row."""
+
+
+class NpyFormatError(InputError):
+    """A ``.npy`` file is not one lort reads: dtype, byte order, memory order or shape."""
+
+
+class TruncatedFileError(NpyFormatError):
+    """A ``.npy`` file holds fewer bytes than its header promises."""
+
+
+class FileReadError(LortError, OSError):
+    """A file could not be opened or read."""

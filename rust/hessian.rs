@@ -1,0 +1,113 @@
+//! Proposition 1 of the paper: the Hessian of the mean softmax cross-entropy
+//! with respect to the classifier bias, H = mean_n(diag(s_n) - s_n s_n^T), is
+//! positive semi-definite.
+//!
+//! Bound mode: every off-diagonal entry of H is <= 0, so Gershgorin's theorem
+//! gives lambda_min(H) >= min_i mean_n[s_ni (1 - sum_j s_nj)]. Because softmax
+//! rows sum to one, the bound is 0 in exact arithmetic (H 1 = 0: the all-ones
+//! vector is an eigenvector with eigenvalue 0); what the pass computes is that
+//! bound in floating point, certified against a rounding tolerance.
+//!
+//! Exact mode: the K x K mean Hessian is accumulated in float64 (a rank-b
+//! update per block of rows) and its smallest eigenvalue is computed.
+
+use faer::linalg::matmul::triangular::{matmul, BlockStructure};
+use faer::{Accum, MatMut, MatRef, Par, Side};
+
+use crate::stats::HessianState;
+
+/// The Hessian verdict reported by `finalize`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HessianCheck {
+    pub mode: &'static str,
+    /// Gershgorin lower bound on lambda_min (bound) or lambda_min itself (exact).
+    pub lambda_min: f64,
+    /// Largest mean softmax probability of a class: the entries of H and
+    /// their rounding errors are relative to it.
+    pub scale: f64,
+    pub tolerance: f64,
+    pub psd: bool,
+}
+
+/// Rounding tolerance: a softmax row sums to one only up to about K ulps, and
+/// every entry of H carries that error times its class's mean probability.
+fn tolerance(k: usize, scale: f64) -> f64 {
+    4.0 * k as f64 * f64::EPSILON * scale.max(f64::MIN_POSITIVE)
+}
+
+/// Adds S^T S to the lower triangle of `gram` (K x K, column-major), where
+/// `probs` holds `b` softmax rows of length `k`, row-major.
+pub fn gram_update(gram: &mut [f64], k: usize, probs: &[f64], threads: usize) {
+    let b = probs.len() / k;
+    if b == 0 {
+        return;
+    }
+    let s = MatRef::from_row_major_slice(probs, b, k);
+    let dst = MatMut::from_column_major_slice_mut(gram, k, k);
+    let par = match std::num::NonZeroUsize::new(threads) {
+        Some(n) if n.get() > 1 => Par::Rayon(n),
+        _ => Par::Seq,
+    };
+    matmul(
+        dst,
+        BlockStructure::TriangularLower,
+        Accum::Add,
+        s.transpose(),
+        BlockStructure::Rectangular,
+        s,
+        BlockStructure::Rectangular,
+        1.0,
+        par,
+    );
+}
+
+/// The verdict for an accumulated state over `rows` rows; `None` when the mode
+/// is off or no row was seen.
+pub fn check(state: &HessianState, k: usize, rows: u64) -> Option<HessianCheck> {
+    if rows == 0 {
+        return None;
+    }
+    let n = rows as f64;
+    match state {
+        HessianState::None => None,
+        HessianState::Bound { gershgorin, psum } => {
+            let lambda_min = gershgorin.iter().fold(f64::INFINITY, |m, &g| m.min(g / n));
+            let scale = psum.iter().fold(0.0f64, |m, &p| m.max(p / n));
+            let tolerance = tolerance(k, scale);
+            Some(HessianCheck {
+                mode: "bound",
+                lambda_min,
+                scale,
+                tolerance,
+                psd: lambda_min >= -tolerance,
+            })
+        }
+        HessianState::Exact { ssum, gram } => {
+            // H = (diag(ssum) - gram) / n, filled from the lower triangle.
+            let mut h = faer::Mat::<f64>::zeros(k, k);
+            for j in 0..k {
+                for i in j..k {
+                    let mut v = -gram[j * k + i];
+                    if i == j {
+                        v += ssum[j];
+                    }
+                    h[(i, j)] = v / n;
+                    h[(j, i)] = v / n;
+                }
+            }
+            let scale = ssum.iter().fold(0.0f64, |m, &p| m.max(p / n));
+            let lambda_min = match h.self_adjoint_eigenvalues(Side::Lower) {
+                Ok(ev) => ev.first().copied().unwrap_or(f64::NAN),
+                Err(_) => f64::NAN,
+            };
+            let tolerance = tolerance(k, scale);
+            Some(HessianCheck {
+                mode: "exact",
+                lambda_min,
+                scale,
+                tolerance,
+                psd: lambda_min >= -tolerance,
+            })
+        }
+    }
+}
