@@ -2,9 +2,10 @@
 //! softmax normaliser, and the shifted negative sums, blocked over a few rows so
 //! each per-class accumulator is loaded and stored once per group of rows.
 //!
-//! Everything here is written over fixed-width lane arrays so that LLVM
-//! vectorises it; `Partial::process` compiles it twice, once with AVX2+FMA
-//! enabled (picked at run time) and once for the baseline target.
+//! The portable versions are written over fixed-width lane arrays so that LLVM
+//! vectorises them; `Partial::process` compiles the pass twice, once with
+//! AVX2+FMA enabled (picked at run time, `AVX = true`, where f32 rows use the
+//! intrinsics of `avx2.rs`) and once for the baseline target.
 
 /// Lanes per vector-shaped loop (8 x f32 = one AVX register).
 const LANES: usize = 8;
@@ -21,7 +22,32 @@ pub trait Logit: Copy + Send + Sync + PartialOrd + 'static {
     fn is_zero(self) -> bool;
     /// Sum of exp(x - max) over the row, in f64. When `out` is given it also
     /// receives each exp(x_j - max).
-    fn sum_exp(row: &[Self], max: Self, out: Option<&mut [f64]>) -> f64;
+    fn sum_exp_portable(row: &[Self], max: Self, out: Option<&mut [f64]>) -> f64;
+
+    /// `scan`, with the AVX2 version when `AVX` (the caller checked the CPU).
+    #[inline(always)]
+    fn scan<const AVX: bool>(row: &[Self]) -> Option<(Self, usize)> {
+        scan(row)
+    }
+
+    /// `sum_exp_portable`, with the AVX2 version when `AVX`.
+    #[inline(always)]
+    fn sum_exp<const AVX: bool>(row: &[Self], max: Self, out: Option<&mut [f64]>) -> f64 {
+        Self::sum_exp_portable(row, max, out)
+    }
+
+    /// `negatives_span`, with the AVX2 version when `AVX`.
+    #[inline(always)]
+    fn negatives<const AVX: bool, const R: usize>(
+        rows: &[&[Self]; R],
+        shift: &[f64],
+        s1: &mut [f64],
+        s2: &mut [f64],
+        a: usize,
+        b: usize,
+    ) {
+        negatives_span(rows, shift, s1, s2, a, b)
+    }
 }
 
 impl Logit for f32 {
@@ -44,8 +70,48 @@ impl Logit for f32 {
     fn is_zero(self) -> bool {
         self == 0.0
     }
+    #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    fn sum_exp(row: &[f32], max: f32, out: Option<&mut [f64]>) -> f64 {
+    fn scan<const AVX: bool>(row: &[f32]) -> Option<(f32, usize)> {
+        if AVX {
+            // SAFETY: AVX is true only where the CPU has avx2 and fma.
+            unsafe { crate::avx2::scan(row) }
+        } else {
+            scan(row)
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn sum_exp<const AVX: bool>(row: &[f32], max: f32, out: Option<&mut [f64]>) -> f64 {
+        if AVX {
+            // SAFETY: as above.
+            unsafe { crate::avx2::sum_exp(row, max, out) }
+        } else {
+            Self::sum_exp_portable(row, max, out)
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn negatives<const AVX: bool, const R: usize>(
+        rows: &[&[f32]; R],
+        shift: &[f64],
+        s1: &mut [f64],
+        s2: &mut [f64],
+        a: usize,
+        b: usize,
+    ) {
+        if AVX {
+            // SAFETY: as above.
+            unsafe { crate::avx2::negatives_span(rows, shift, s1, s2, a, b) }
+        } else {
+            negatives_span(rows, shift, s1, s2, a, b)
+        }
+    }
+
+    #[inline(always)]
+    fn sum_exp_portable(row: &[f32], max: f32, out: Option<&mut [f64]>) -> f64 {
         let mut acc = [0f64; LANES];
         let chunks = row.chunks_exact(LANES);
         let tail = chunks.remainder();
@@ -100,7 +166,7 @@ impl Logit for f64 {
         self == 0.0
     }
     #[inline(always)]
-    fn sum_exp(row: &[f64], max: f64, out: Option<&mut [f64]>) -> f64 {
+    fn sum_exp_portable(row: &[f64], max: f64, out: Option<&mut [f64]>) -> f64 {
         // float64 input keeps full precision: libm's exp, not the f32 polynomial.
         match out {
             None => row.iter().map(|&v| (v - max).exp()).sum(),
@@ -240,12 +306,15 @@ mod tests {
         for k in [1, 3, 8, 9, 17, 40] {
             let row = vec![2.5f32; k];
             assert_eq!(scan(&row), Some((2.5, 0)));
+            assert_eq!(f32::scan::<true>(&row), Some((2.5, 0)));
             let mut row: Vec<f32> = (0..k).map(|j| (j % 5) as f32).collect();
             let max = row.iter().cloned().fold(f32::MIN, f32::max);
             let first = row.iter().position(|&v| v == max).unwrap();
             assert_eq!(scan(&row), Some((max, first)));
+            assert_eq!(f32::scan::<true>(&row), Some((max, first)));
             row[k - 1] = 10.0;
             assert_eq!(scan(&row), Some((10.0, k - 1)));
+            assert_eq!(f32::scan::<true>(&row), Some((10.0, k - 1)));
         }
     }
 
@@ -265,13 +334,28 @@ mod tests {
 
     #[test]
     fn sum_exp_matches_f64_and_fills_exps() {
-        let row: Vec<f32> = (0..37).map(|j| (j as f32 * 0.37).sin() * 4.0).collect();
-        let max = row.iter().cloned().fold(f32::MIN, f32::max);
-        let mut exps = vec![0.0; row.len()];
-        let s = f32::sum_exp(&row, max, Some(&mut exps));
-        let want: f64 = row.iter().map(|&v| (v as f64 - max as f64).exp()).sum();
-        assert!(((s - want) / want).abs() < 3e-7);
-        assert!((exps.iter().sum::<f64>() - s).abs() < 1e-12);
-        assert_eq!(f32::sum_exp(&row, max, None), s);
+        for n in [3, 8, 37, 45, 1000] {
+            let row: Vec<f32> = (0..n).map(|j| (j as f32 * 0.37).sin() * 4.0).collect();
+            let max = row.iter().cloned().fold(f32::MIN, f32::max);
+            let mut exps = vec![0.0; row.len()];
+            let s = f32::sum_exp_portable(&row, max, Some(&mut exps));
+            let want: f64 = row.iter().map(|&v| (v as f64 - max as f64).exp()).sum();
+            assert!(((s - want) / want).abs() < 3e-7);
+            assert!((exps.iter().sum::<f64>() - s).abs() < 1e-12 * s);
+            assert_eq!(f32::sum_exp_portable(&row, max, None), s);
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                let mut fast = vec![0.0; row.len()];
+                let f = f32::sum_exp::<true>(&row, max, Some(&mut fast));
+                // FMA rounds differently from mul + add: both are within f32 accuracy.
+                assert!(((f - want) / want).abs() < 3e-7, "{n}: {f} vs {want}");
+                assert!(fast
+                    .iter()
+                    .zip(&exps)
+                    .all(|(a, b)| (a - b).abs() <= 5e-7 * b));
+                let f = f32::sum_exp::<true>(&row, max, None);
+                assert!(((f - want) / want).abs() < 3e-7, "{n}: {f} vs {want}");
+            }
+        }
     }
 }

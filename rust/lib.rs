@@ -3,6 +3,8 @@
 //! Pure Rust; the PyO3 bindings live in `py.rs` behind the `python` feature so
 //! that `cargo test` needs no interpreter.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 mod drive;
 pub mod error;
 pub mod hessian;

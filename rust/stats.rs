@@ -8,7 +8,7 @@
 //! row, which is cheaper per element and exact enough (the shift sits inside
 //! the data); they are folded into Welford form when the worker finishes.
 
-use crate::kernel::{negatives_span, scan, Logit};
+use crate::kernel::Logit;
 use crate::labels::Labels;
 use crate::{Error, Result};
 
@@ -17,7 +17,7 @@ pub const ECE_BINS: usize = 15;
 /// Largest K for which the exact K x K Hessian is accumulated.
 pub const EXACT_MAX_CLASSES: usize = 4096;
 /// Rows processed together by the negative-sum kernel.
-const GROUP: usize = 4;
+const GROUP: usize = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HessianMode {
@@ -355,7 +355,7 @@ impl Partial {
                 return unsafe { self.process_avx2(data, labels, row0, probs) };
             }
         }
-        self.process_impl(data, labels, row0, probs)
+        self.process_impl::<T, false>(data, labels, row0, probs)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -367,11 +367,11 @@ impl Partial {
         row0: u64,
         probs: Option<&mut [f64]>,
     ) -> std::result::Result<(), BadRow> {
-        self.process_impl(data, labels, row0, probs)
+        self.process_impl::<T, true>(data, labels, row0, probs)
     }
 
     #[inline(always)]
-    fn process_impl<T: Logit>(
+    fn process_impl<T: Logit, const AVX: bool>(
         &mut self,
         data: &[T],
         labels: &Labels,
@@ -388,7 +388,7 @@ impl Partial {
             let mut count = 0;
             for r in i..i + g {
                 let row = &data[r * k..(r + 1) * k];
-                let Some((max, arg)) = scan(row) else {
+                let Some((max, arg)) = T::scan::<AVX>(row) else {
                     if omit {
                         self.stats.omitted += 1;
                         continue;
@@ -397,7 +397,7 @@ impl Partial {
                 };
                 let y = labels.class((row0 + r as u64) as usize);
                 let prow = probs.as_deref_mut().map(|p| &mut p[r * k..(r + 1) * k]);
-                self.row_outputs(row, max, arg, y, prow);
+                self.row_outputs::<T, AVX>(row, max, arg, y, prow);
                 kept[count] = (r, y);
                 count += 1;
             }
@@ -409,10 +409,10 @@ impl Partial {
                 let rows: [&[T]; GROUP] =
                     std::array::from_fn(|r| &data[kept[r].0 * k..(kept[r].0 + 1) * k]);
                 let ys: [usize; GROUP] = std::array::from_fn(|r| kept[r].1);
-                self.negatives(&rows, &ys);
+                self.negatives::<T, AVX, GROUP>(&rows, &ys);
             } else {
                 for &(r, y) in &kept[..count] {
-                    self.negatives(&[&data[r * k..(r + 1) * k]], &[y]);
+                    self.negatives::<T, AVX, 1>(&[&data[r * k..(r + 1) * k]], &[y]);
                 }
             }
             i += g;
@@ -422,7 +422,7 @@ impl Partial {
 
     /// Everything a row contributes except its negative sums.
     #[inline(always)]
-    fn row_outputs<T: Logit>(
+    fn row_outputs<T: Logit, const AVX: bool>(
         &mut self,
         row: &[T],
         max: T,
@@ -444,7 +444,7 @@ impl Partial {
         st.correct[y] += hit as u64;
 
         let want_exps = !self.exps.is_empty();
-        let sum = T::sum_exp(row, max, want_exps.then_some(&mut self.exps[..]));
+        let sum = T::sum_exp::<AVX>(row, max, want_exps.then_some(&mut self.exps[..]));
         st.nll_sum += max.to_f64() + sum.ln() - zy;
         let conf = 1.0 / sum;
         let bin = &mut st.ece[ece_bin(conf)];
@@ -478,7 +478,11 @@ impl Partial {
 
     /// Adds a group of rows to the negative sums, skipping each row's label column.
     #[inline(always)]
-    fn negatives<T: Logit, const R: usize>(&mut self, rows: &[&[T]; R], ys: &[usize; R]) {
+    fn negatives<T: Logit, const AVX: bool, const R: usize>(
+        &mut self,
+        rows: &[&[T]; R],
+        ys: &[usize; R],
+    ) {
         let k = self.stats.k;
         let shift = self
             .shift
@@ -492,7 +496,7 @@ impl Partial {
             if ci > 0 && cuts[ci - 1] == c {
                 continue;
             }
-            negatives_span(rows, shift, s1, s2, a, c);
+            T::negatives::<AVX, R>(rows, shift, s1, s2, a, c);
             for (row, &y) in rows.iter().zip(ys) {
                 if y != c {
                     let d = row[c].to_f64() - shift[c];
@@ -502,7 +506,7 @@ impl Partial {
             }
             a = c + 1;
         }
-        negatives_span(rows, shift, s1, s2, a, k);
+        T::negatives::<AVX, R>(rows, shift, s1, s2, a, k);
     }
 
     /// Converts the shifted negative sums to Welford form and returns the result.
