@@ -476,20 +476,23 @@ def child_exact(spec: dict) -> dict:
     z, labels = in_memory_logits(n, k)
     gen = time.perf_counter() - t0
     out: dict = {"gen_s": gen, "modes": {}}
-    for mode in ("none", "bound", "exact"):
+    small = min(n, 1000)
+    runs = [("none", n), ("bound", n), ("exact", n), ("exact", small)]
+    for mode, rows in runs:
         times, cpu = [], []
         lam = None
         for _ in range(spec["repeats"]):
             c0 = time.process_time()
             t0 = time.perf_counter()
             s = core.LogitStats(k, hessian=mode, threads=threads)
-            s.update(z, labels)
+            s.update(z[:rows], labels[:rows])
             rep = s.finalize()
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
             if rep.get("hessian"):
                 lam = (rep["hessian"]["lambda_min"], rep["hessian"]["psd"])
-        out["modes"][mode] = {"times": times, "cpu_times": cpu, "hessian": lam}
+        key = mode if rows == n else f"{mode}, first {rows:,} rows"
+        out["modes"][key] = {"times": times, "cpu_times": cpu, "hessian": lam, "rows": rows}
     out["peak_rss_kib"] = proc_status_kib("VmHWM")
     return out
 
@@ -497,6 +500,9 @@ def child_exact(spec: dict) -> dict:
 def child_main(spec_json: str) -> None:
     spec = json.loads(spec_json)
     result = child_exact(spec) if spec["method"] == "exact" else child_file(spec)
+    core = sys.modules.get("lort._core")
+    if core is not None and getattr(core, "__file__", None):
+        result["lort_build"] = build_stamp(core.__file__)
     print(CHILD_MARK + json.dumps(result), flush=True)
 
 
@@ -574,6 +580,10 @@ def compare(a: dict, b: dict, tol: float = 1e-6) -> str:
     return ", ".join(parts) + (" -> ok" if ok else f" -> MISMATCH (magnitude/accuracy > {tol:g})")
 
 
+def build_stamp(path: str) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(path)))
+
+
 def extension_info() -> str:
     """Where lort._core is loaded from and when it was built (others may
     rebuild it while the benchmark runs)."""
@@ -586,7 +596,7 @@ def extension_info() -> str:
         return f"lort._core not importable: {e}"
     if spec is None or spec.origin is None:
         return "lort._core not found"
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(spec.origin)))
+    stamp = build_stamp(spec.origin)
     try:
         torch = importlib.metadata.version("torch")
     except importlib.metadata.PackageNotFoundError:
@@ -657,6 +667,7 @@ def main() -> None:
 
     results: dict = {"command": sys.argv, "cpu": cpu_model(), "threads": threads, "sizes": []}
     md_blocks: list[str] = []
+    builds: set[str | None] = set()
     header = ["method", "runs", "median s", "GB/s", "vs best numpy", "CPU s", "peak RSS MiB"]
 
     variants: list[tuple[str, object]] = []
@@ -703,6 +714,8 @@ def main() -> None:
                 with np.load(stats_out) as z:
                     stats[name] = {key: z[key] for key in z.files}
             rows_out.append(r)
+            if r.get("lort_build"):
+                builds.add(r["lort_build"])
             say(
                 f"   {name:<26} runs {' '.join(f'{t:.3f}' for t in r['times'])} s; "
                 f"cache warm-up read {nbytes / r['warm_s'] / 1e9:.2f} GB/s; "
@@ -780,13 +793,13 @@ def main() -> None:
                     f"lort hessian={mode}",
                     str(len(m["times"])),
                     f"{med:.3f}",
-                    f"{4 * n * k / med / 1e9:.2f}",
-                    f"{med / none_s:.2f}x",
+                    f"{4 * m['rows'] * k / med / 1e9:.2f}",
+                    f"{med / none_s:.2f}x" if m["rows"] == n else "",
                     f"{statistics.median(m['cpu_times']):.2f}",
                     "" if lam is None else f"{lam[0]:.3g} ({'psd' if lam[1] else 'NOT psd'})",
                 ]
             )
-            say(f"   {mode:<6} runs {' '.join(f'{t:.3f}' for t in m['times'])} s")
+            say(f"   {mode:<24} runs {' '.join(f'{t:.3f}' for t in m['times'])} s")
         eheader = ["method", "runs", "median s", "GB/s", "vs none", "CPU s", "lambda_min"]
         say()
         say(fmt_table(table, eheader))
@@ -795,6 +808,17 @@ def main() -> None:
             f"exact: {exact_s:.3f} s (target < 1 s); peak RSS {r['peak_rss_kib'] / 1024:.0f} MiB "
             f"(the {4 * n * k / MIB:.0f} MiB of logits included)"
         )
+        small = [m for m in r["modes"].values() if m["rows"] < n]
+        if small:
+            fixed = statistics.median(small[0]["times"])
+            gram = exact_s - fixed - none_s
+            flops = 2.0 * n * k * (k + 1) / 2
+            say(
+                f"exact minus its cost on {small[0]['rows']:,} rows (eigenvalues, set-up) "
+                f"minus the 'none' pass: {gram:.3f} s for the Gram update's "
+                f"{flops / 1e9:.0f} GFLOP = {flops / max(gram, 1e-9) / 1e9:.0f} GFLOP/s"
+            )
+        builds.add(r.get("lort_build"))
         say()
         md_blocks.append(
             f"hessian='exact', N = {n:,}, K = {k:,} in memory, {threads} threads\n\n"
@@ -812,6 +836,13 @@ def main() -> None:
     say()
     say(f"total benchmark time: {time.perf_counter() - started:.0f} s")
     say(f"lort at the end: {extension_info()}")
+    builds.discard(None)
+    if len(builds) > 1:
+        say(
+            f"WARNING: lort._core was rebuilt during the run; children loaded builds "
+            f"{sorted(builds)}, so rows are not all comparable"
+        )
+    results["lort_builds"] = sorted(builds)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
 

@@ -310,6 +310,21 @@ pub(crate) struct Partial {
     exps: Vec<f64>,
 }
 
+/// sum_j e_j * inv, in lanes so that it vectorises (a plain float sum cannot
+/// be reordered by the compiler).
+#[inline(always)]
+fn scaled_sum(e: &[f64], inv: f64) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = e.chunks_exact(8);
+    let tail: f64 = chunks.remainder().iter().map(|v| v * inv).sum();
+    for c in chunks {
+        for l in 0..8 {
+            acc[l] += c[l] * inv;
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
 /// A row that holds NaN or Inf under `nan_policy = "raise"` (its global index).
 pub(crate) struct BadRow(pub u64);
 
@@ -457,7 +472,7 @@ impl Partial {
         match &mut st.hessian {
             HessianState::None => {}
             HessianState::Bound { gershgorin, psum } => {
-                let total: f64 = self.exps.iter().map(|e| e * inv).sum();
+                let total = scaled_sum(&self.exps, inv);
                 let w = 1.0 - total;
                 for ((g, p), e) in gershgorin.iter_mut().zip(psum.iter_mut()).zip(&self.exps) {
                     let s = e * inv;
