@@ -1,0 +1,71 @@
+"""Normalisation statistics and the train (augment) / eval image transforms.
+
+Three pipelines, picked by :attr:`TransformSpec.kind`:
+
+- ``digits``: 1x8x8 float tensors in [0, 1]; augment shifts by up to one pixel (zero
+  padding), no flip.
+- ``small`` (32px CIFAR and small imagefolder images, PIL input): augment is
+  RandomCrop(size, padding=4) + horizontal flip; eval only converts. Small imagefolder images
+  are normalised with the CIFAR statistics, as the CIFAR-10 JPEG set they are made for.
+- ``large`` (224px ImageNet-LT, iNaturalist 2018 and large imagefolder images, PIL input):
+  augment is RandomResizedCrop(224) + horizontal flip (+ ColorJitter(0.4, 0.4, 0.4, 0) for
+  ImageNet-LT); eval is Resize(256) + CenterCrop(224).
+
+torchvision is imported when a transform is built, so ``lort.data`` imports without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2023, 0.1994, 0.2010)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INAT_MEAN = (0.466, 0.471, 0.380)
+INAT_STD = (0.195, 0.194, 0.192)
+# Pixel mean and standard deviation of all 1,797 sklearn digits scaled to [0, 1].
+DIGITS_MEAN = (0.3053,)
+DIGITS_STD = (0.3760,)
+
+LARGE_SIZE = 224
+LARGE_RESIZE = 256
+SMALL_PADDING = 4
+DIGITS_PADDING = 1
+
+
+@dataclass(frozen=True)
+class TransformSpec:
+    """What a dataset's images need: pipeline kind, output side and normalisation."""
+
+    kind: Literal["digits", "small", "large"]
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    color_jitter: bool = False
+
+
+def build_transform(spec: TransformSpec, augment: bool) -> Callable[[Any], Any]:
+    """The torchvision transform mapping one decoded image to a normalised float tensor."""
+    from torchvision import transforms as T
+
+    normalize = T.Normalize(spec.mean, spec.std)
+    if spec.kind == "digits":
+        steps = [T.RandomCrop(spec.image_size, padding=DIGITS_PADDING)] if augment else []
+        return T.Compose([*steps, normalize])
+    if spec.kind == "small":
+        steps = (
+            [T.RandomCrop(spec.image_size, padding=SMALL_PADDING), T.RandomHorizontalFlip()]
+            if augment
+            else []
+        )
+        return T.Compose([*steps, T.ToTensor(), normalize])
+    if augment:
+        steps = [T.RandomResizedCrop(spec.image_size), T.RandomHorizontalFlip()]
+        if spec.color_jitter:
+            steps.append(T.ColorJitter(0.4, 0.4, 0.4, 0))
+    else:
+        steps = [T.Resize(LARGE_RESIZE), T.CenterCrop(spec.image_size)]
+    return T.Compose([*steps, T.ToTensor(), normalize])
