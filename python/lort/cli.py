@@ -19,7 +19,7 @@ from lort.analysis import analyze as run_analysis
 from lort.errors import LortError
 from lort.report import print_analysis, write_json
 
-out = Console()
+out_console = Console()
 err = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -127,7 +127,7 @@ def analyze(
             progress=lambda n: bar.update(task, completed=n),
         )
     title = ", ".join(str(p) for p in logits)
-    print_analysis(out, result, title)
+    print_analysis(out_console, result, title)
     if json_out is not None:
         data = result.to_dict()
         data["inputs"] = {
@@ -140,3 +140,121 @@ def analyze(
         }
         write_json(json_out, data)
         err.print(f"wrote {json_out}")
+
+
+@main.command()
+@click.option(
+    "--config", "config_file", type=existing, help="YAML file of options; flags override it."
+)
+@click.option(
+    "--dataset",
+    help="digits-lt (default), cifar10-lt, cifar100-lt, imagefolder, imagenet-lt, inat2018.",
+)
+@click.option("--data-root", help="Folder holding the dataset in its standard layout.")
+@click.option("--download", is_flag=True, default=None, help="Let torchvision download CIFAR.")
+@click.option(
+    "--imbalance-ratio", type=float, help="Largest / smallest class count (10, 50, 100...)."
+)
+@click.option(
+    "--lt-split",
+    type=click.Choice(["ltwb", "ldam"]),
+    help="Which images a long-tailed class keeps.",
+)
+@click.option(
+    "--val-fraction", type=float, help="Stratified validation split carved from training data."
+)
+@click.option("--arch", help="small-cnn, resnet32, resnet34-cifar, resnet50, resnext50.")
+@click.option("--stage1-loss", type=click.Choice(["ce", "ce-drw", "ldam-drw", "bs"]))
+@click.option("--method", help="Stage-2 re-training method (lort, ce, cosine, lws, ...).")
+@click.option("--smooth", help="LORT's delta, or 'auto' to pick it on the validation split.")
+@click.option("--stage2-mode", type=click.Choice(["cached", "live"]))
+@click.option("--live-bn", type=click.Choice(["eval", "train"]), help="BatchNorm in live stage 2.")
+@click.option("--epochs1", type=click.IntRange(min=0), help="Stage-1 epochs.")
+@click.option("--lr1", type=float, help="Stage-1 learning rate.")
+@click.option("--wd1", type=float, help="Stage-1 weight decay.")
+@click.option("--batch1", type=click.IntRange(min=1), help="Stage-1 batch size.")
+@click.option("--epochs2", type=click.IntRange(min=0), help="Stage-2 epochs.")
+@click.option("--lr2", type=float, help="Stage-2 learning rate.")
+@click.option("--wd2", type=float, help="Stage-2 weight decay.")
+@click.option("--batch2", type=click.IntRange(min=1), help="Stage-2 batch size.")
+@click.option("--tau", type=float, help="tau of tau-norm / logit adjustment.")
+@click.option(
+    "--no-flip-tta", "flip_tta", flag_value=False, default=None, help="Evaluate without flip TTA."
+)
+@click.option("--seed", type=int)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--workers", type=click.IntRange(min=0), help="DataLoader worker processes.")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder [runs/<timestamp>]."
+)
+@click.option("--resume", is_flag=True, help="Continue a stopped run in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@click.option("--dry-run", is_flag=True, help="Build the data, write the manifest, print the plan.")
+@click.option("--stop-after", type=click.Choice(["stage1"]), help="Stop after this phase.")
+@clean_errors
+def fit(
+    config_file: Path | None,
+    out: Path | None,
+    resume: bool,
+    overwrite: bool,
+    dry_run: bool,
+    stop_after: str | None,
+    **flags: Any,
+) -> None:
+    """Train both stages and evaluate: a long-tailed dataset, a backbone with
+    cross-entropy and weight decay, then a re-trained classifier (LORT by default)."""
+    import time
+
+    from lort.config import load_yaml, resolve
+    from lort.fit import FitOptions
+    from lort.fit import fit as run_fit
+
+    stages = {"1": {}, "2": {}}
+    for short, key in (
+        ("epochs", "epochs"),
+        ("lr", "lr"),
+        ("wd", "weight_decay"),
+        ("batch", "batch_size"),
+    ):
+        for n in "12":
+            v = flags.pop(f"{short}{n}")
+            if v is not None:
+                stages[n][key] = v
+    flags["stage1"] = stages["1"] or None
+    flags["stage2"] = stages["2"] or None
+    cfg = resolve(load_yaml(config_file) if config_file else {}, flags)
+    if out is None:
+        out = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    opts = FitOptions(
+        out=out, resume=resume, overwrite=overwrite, dry_run=dry_run, stop_after=stop_after
+    )
+    with Progress(
+        TextColumn("{task.description:8}"),
+        BarColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(phase: str, step: int, total: int, loss: float, acc: float) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total, stats="")
+            bar.update(tasks[phase], completed=step, stats=f"loss {loss:.3f} acc {100 * acc:5.1f}%")
+
+        started = time.perf_counter()
+        result = run_fit(cfg, opts, err.print, progress)
+    if result.analysis is None:
+        return
+    print_analysis(out_console, result.analysis, f"{cfg.dataset}: {cfg.method} on {cfg.arch}")
+    sel = result.report.get("smooth", {})
+    if sel.get("mode") == "auto":
+        r = "inf" if sel["rho"] is None else f"{sel['rho']:.2f}"
+        out_console.print(f"delta {sel['delta']} chosen on the validation split (rho {r})")
+    err.print(
+        f"done in {time.perf_counter() - started:.1f} s; results in {result.folder}/ "
+        f"(report.json; `lort analyze {result.folder}/logits.npy --labels "
+        f"{result.folder}/labels.npy --train-counts {result.folder}/train_counts.npy`)"
+    )

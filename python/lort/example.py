@@ -12,22 +12,18 @@ from pathlib import Path
 
 import numpy as np
 
+from lort.data import long_tail_counts
+
 NUM_CLASSES = 20
 N_MAX = 1000
 IMBALANCE = 100
 TEST_PER_CLASS = 100
 
 
-def long_tail_counts(num_classes: int, n_max: int, imbalance: float) -> np.ndarray:
-    """n_i = floor(n_max * (1 / imbalance) ** (i / (C - 1))), the usual exponential profile."""
-    i = np.arange(num_classes)
-    return np.floor(n_max * (1.0 / imbalance) ** (i / max(num_classes - 1, 1))).astype(np.int64)
-
-
 def write_example(folder: Path, seed: int = 0) -> dict[str, Path]:
     """Write logits.npy, labels.npy and train_counts.npy into ``folder``."""
     rng = np.random.default_rng(seed)
-    counts = long_tail_counts(NUM_CLASSES, N_MAX, IMBALANCE)
+    counts = long_tail_counts(N_MAX, NUM_CLASSES, IMBALANCE)
     share = np.log(counts / counts.max())  # 0 for the head, about -4.6 for the tail
     labels = np.repeat(np.arange(NUM_CLASSES), TEST_PER_CLASS)
     logits = rng.normal(0.0, 1.0, size=(labels.size, NUM_CLASSES))

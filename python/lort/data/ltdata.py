@@ -1,0 +1,62 @@
+"""``LTData``: the labels, image sources and manifest of one built long-tailed dataset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from lort.data.sources import ImageFiles, Images
+from lort.data.transforms import TransformSpec
+from lort.errors import InputError
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
+Split = Literal["train", "val", "test"]
+
+
+@dataclass(eq=False)
+class LTData:
+    """A long-tailed training set with its validation and (balanced) test sets.
+
+    ``sources`` maps each split that exists to its images, aligned with its labels;
+    ``transform_spec`` says how :meth:`dataset` decodes and normalises them.
+    """
+
+    name: str
+    num_classes: int
+    class_names: list[str]
+    image_size: int
+    in_channels: int
+    train_labels: np.ndarray
+    val_labels: np.ndarray | None
+    test_labels: np.ndarray
+    manifest: dict[str, Any]
+    transform_spec: TransformSpec = field(repr=False)
+    sources: dict[str, Images] = field(repr=False)
+
+    def dataset(self, split: Split, augment: bool = False) -> Dataset:
+        """A torch Dataset yielding (normalised float image C x H x W, int label).
+
+        ``augment=True`` applies the training augmentation (see :mod:`lort.data.transforms`);
+        ``augment=False`` the deterministic eval transform.
+        """
+        from lort.data.images import ArrayImages, FileImages
+        from lort.data.transforms import build_transform
+
+        labels = {"train": self.train_labels, "val": self.val_labels, "test": self.test_labels}
+        if split not in labels:
+            raise InputError(f"unknown split {split!r}; choose train, val or test")
+        if labels[split] is None:
+            raise InputError(f"{self.name} has no validation set: build it with val_fraction > 0")
+        images = self.sources[split]
+        transform = build_transform(self.transform_spec, augment)
+        if isinstance(images, ImageFiles):
+            return FileImages(images.root, images.paths, labels[split], transform)
+        return ArrayImages(images, labels[split], transform)
+
+    def train_counts(self) -> np.ndarray:
+        """Training images per class (int64, length ``num_classes``)."""
+        return np.bincount(self.train_labels, minlength=self.num_classes).astype(np.int64)

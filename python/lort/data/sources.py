@@ -1,0 +1,74 @@
+"""What a dataset loader reads from disk, before any long-tail cut or validation split.
+
+A loader returns :class:`RawSplits`: the full training set (labels and images), the test set,
+a validation set where the dataset ships one, and what the long-tail profile needs. Images are
+either an in-memory array (first axis = image) or :class:`ImageFiles`, paths relative to a
+root; :func:`take` subsets either kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lort.data.transforms import TransformSpec
+from lort.errors import FileReadError, InputError
+
+
+@dataclass(frozen=True, eq=False)
+class ImageFiles:
+    """Image files: ``paths`` (a NumPy string array) relative to ``root``."""
+
+    root: Path
+    paths: np.ndarray
+
+
+Images = np.ndarray | ImageFiles
+
+
+@dataclass(eq=False)
+class RawSplits:
+    """A loader's result.
+
+    ``n_max`` is the head count of the long-tail profile and ``default_ratio`` the imbalance
+    ratio used when the caller gives none (None: keep the natural counts). ``train_ids`` are
+    the ids recorded in the manifest for the training images (default: their positions).
+    """
+
+    class_names: list[str]
+    transform_spec: TransformSpec
+    in_channels: int
+    train_labels: np.ndarray
+    train_images: Images
+    test_labels: np.ndarray
+    test_images: Images
+    n_max: int | None
+    default_ratio: float | None
+    val_labels: np.ndarray | None = None
+    val_images: Images | None = None
+    train_ids: np.ndarray | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def take(images: Images, indices: np.ndarray) -> Images:
+    """The images at ``indices``, as a new contiguous array or file list."""
+    if isinstance(images, ImageFiles):
+        return ImageFiles(images.root, images.paths[indices])
+    return np.ascontiguousarray(images[indices])
+
+
+def require_root(
+    name: str, data_root: str | Path | None, layout: Callable[[Path], str], hint: str
+) -> Path:
+    """``data_root`` as a Path to an existing folder, or an error that shows ``layout(root)``."""
+    if data_root is None:
+        raise InputError(f"{name} reads its images from disk: pass --data-root. {hint}")
+    root = Path(data_root).expanduser()
+    if not root.is_dir():
+        raise FileReadError(
+            f"{name}: data root {root} is not a folder. Expected layout:\n{layout(root)}\n{hint}"
+        )
+    return root

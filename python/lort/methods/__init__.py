@@ -1,0 +1,57 @@
+"""Classifier re-training methods (stage 2) as records of parts, and stage-1 losses.
+
+Every method of the paper's Table 1 is a :class:`Method` in :data:`METHODS`; the functions
+below turn its parts into torch objects::
+
+    method = get_method("lort")
+    head = make_head(method, feature_dim, num_classes, init=model.head)
+    loss_fn = make_loss(method, train_counts, smooth=0.98)
+    weights = make_sampler_weights(method, train_labels)   # None: plain shuffling
+    ...  loss_fn(head(features), labels).backward(); opt.step()
+    apply_constraint(method, head)                          # after every step
+    logits = inference_logits(method, head, test_features, train_counts)
+"""
+
+from lort.methods.base import METHODS, Method, get_method
+from lort.methods.constraints import apply_constraint, max_norm_
+from lort.methods.heads import CosineHead, LinearHead, LWSHead, StageTwoHead, make_head
+from lort.methods.inference import inference_logits, tau_normalised_weight
+from lort.methods.losses import (
+    LossFn,
+    SoftmaxLoss,
+    class_balanced_weights,
+    ldam_margins,
+    log_prior,
+    make_loss,
+)
+from lort.methods.sampling import class_balanced_sample_weights, make_sampler_weights
+from lort.methods.stage1 import STAGE1_LOSSES, drw_epoch, make_stage1_loss
+from lort.methods.targets import rho, soft_target
+
+__all__ = [
+    "METHODS",
+    "STAGE1_LOSSES",
+    "CosineHead",
+    "LWSHead",
+    "LinearHead",
+    "LossFn",
+    "Method",
+    "SoftmaxLoss",
+    "StageTwoHead",
+    "apply_constraint",
+    "class_balanced_sample_weights",
+    "class_balanced_weights",
+    "drw_epoch",
+    "get_method",
+    "inference_logits",
+    "ldam_margins",
+    "log_prior",
+    "make_head",
+    "make_loss",
+    "make_sampler_weights",
+    "make_stage1_loss",
+    "max_norm_",
+    "rho",
+    "soft_target",
+    "tau_normalised_weight",
+]

@@ -1,0 +1,53 @@
+"""Inference logits, with the post-hoc corrections of tau-norm and logit adjustment.
+
+- tau-normalisation (Kang et al., 2020): ``z_j = <W_j / ||W_j||^tau, f> + b_j``; ``tau = 0``
+  is the trained head itself, ``tau = 1`` uses unit-norm class weights.
+- post-hoc logit adjustment (Menon et al., 2021): ``z - tau * log prior``,
+  ``prior_j = n_j / sum n``.
+"""
+
+from __future__ import annotations
+
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lort.errors import InputError
+from lort.methods.base import Method
+from lort.methods.heads import LinearHead
+from lort.methods.losses import log_prior
+
+
+def tau_normalised_weight(weight: Tensor, tau: float) -> Tensor:
+    """Rows ``W_j / ||W_j||^tau`` (a zero row stays zero)."""
+    norms = weight.norm(dim=1, keepdim=True)
+    return weight / norms.clamp_min(torch.finfo(weight.dtype).tiny).pow(tau)
+
+
+@torch.no_grad()
+def inference_logits(
+    method: Method,
+    head: nn.Module,
+    features: Tensor,
+    train_counts: npt.ArrayLike,
+    *,
+    tau: float = 1.0,
+) -> Tensor:
+    """Test-time logits of ``head`` on ``features`` (B x D), corrected as ``method`` says.
+
+    ``train_counts`` (per-class training image counts) is read by logit adjustment only.
+    """
+    if method.inference == "tau-norm":
+        if not isinstance(head, LinearHead):
+            raise InputError(f"tau-norm needs a linear head, got {type(head).__name__}")
+        return F.linear(features, tau_normalised_weight(head.weight, tau), head.bias)
+    logits = head(features)
+    if method.inference == "logit-adjust":
+        prior = log_prior(train_counts)
+        if prior.numel() != logits.shape[1]:
+            raise InputError(
+                f"train_counts has {prior.numel()} classes but the head has {logits.shape[1]}"
+            )
+        return logits - tau * prior.to(logits)
+    return logits

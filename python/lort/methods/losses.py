@@ -1,0 +1,188 @@
+"""Training losses: one softmax formula covers CE, LORT, focal, LDAM and balanced softmax.
+
+For logits ``z`` (B x K), labels ``y`` and target rows ``q`` (one-hot or LORT's), a row's loss is
+
+    l = -sum_k q_k (1 - p_k)^gamma log p_k,   p = softmax(s * (z + shift - m_y onehot(y)))
+
+- CE: ``gamma = 0``, ``s = 1``, no shift, no margin; LORT: the same with ``q`` smoothed.
+- focal (Lin et al., 2017): ``gamma > 0``.
+- balanced softmax (Ren et al., 2020): ``shift = log prior``, ``prior_j = n_j / sum n``.
+- LDAM (Cao et al., 2019): margins ``m_j`` proportional to ``n_j^(-1/4)``, the largest
+  (the rarest class's) equal to ``max_margin``, and scale ``s`` (30) on cosine logits.
+
+The batch loss is the mean of ``l``, or with per-class weights ``w`` (class-balanced loss,
+DRW) ``sum w_y l / sum w_y``, the reduction of ``F.cross_entropy(..., weight=w)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lort.errors import InputError
+from lort.methods.base import LossKind, Method
+from lort.methods.targets import check_delta, retarget
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def check_counts(train_counts: npt.ArrayLike, *, need_positive: str | None = None) -> np.ndarray:
+    """Per-class training counts as a 1-D int64 array; InputError if malformed.
+
+    ``need_positive`` names what needs every count to be at least 1 (a log prior, margins,
+    effective numbers); a class without training images is then an error.
+    """
+    counts = np.asarray(train_counts)
+    if counts.ndim != 1 or counts.size == 0:
+        raise InputError(f"train_counts must be a non-empty 1-D array, got shape {counts.shape}")
+    whole_floats = counts.dtype.kind == "f" and bool(
+        np.all(np.isfinite(counts) & (counts == np.round(counts)))
+    )
+    if counts.dtype.kind not in "iu" and not whole_floats:
+        raise InputError(f"train_counts must hold whole numbers, got dtype {counts.dtype}")
+    counts = counts.astype(np.int64)
+    if np.any(counts < 0):
+        raise InputError("train_counts must not be negative")
+    if need_positive is not None and np.any(counts == 0):
+        empty = np.flatnonzero(counts == 0)[:10].tolist()
+        raise InputError(
+            f"{need_positive} needs at least one training image per class; classes {empty} have "
+            "none: drop those classes from the dataset or choose a method that ignores counts"
+        )
+    return counts
+
+
+def log_prior(train_counts: npt.ArrayLike) -> Tensor:
+    """``log(n_j / sum n)`` as a float64 tensor of length K."""
+    counts = check_counts(train_counts, need_positive="the log prior").astype(np.float64)
+    return torch.from_numpy(np.log(counts / counts.sum()))
+
+
+def class_balanced_weights(train_counts: npt.ArrayLike, beta: float = 0.9999) -> Tensor:
+    """Cui et al. (2019): ``w_j = (1 - beta) / (1 - beta^n_j)``, scaled to sum to K (float64)."""
+    if not 0.0 <= beta < 1.0:
+        raise InputError(f"the class-balanced beta must lie in [0, 1), got {beta}")
+    counts = check_counts(train_counts, need_positive="the effective number").astype(np.float64)
+    weights = (1.0 - beta) / (1.0 - np.power(beta, counts))
+    return torch.from_numpy(weights * counts.size / weights.sum())
+
+
+def ldam_margins(train_counts: npt.ArrayLike, max_margin: float = 0.5) -> Tensor:
+    """LDAM margins ``m_j = C n_j^(-1/4)`` with ``C`` such that ``max_j m_j = max_margin``."""
+    if not max_margin >= 0.0:
+        raise InputError(f"the LDAM max margin must be non-negative, got {max_margin}")
+    counts = check_counts(train_counts, need_positive="LDAM").astype(np.float64)
+    margins = counts**-0.25
+    return torch.from_numpy(margins * (max_margin / margins.max()))
+
+
+@dataclass(frozen=True, eq=False)
+class SoftmaxLoss:
+    """The formula of the module docstring as a callable ``(logits, labels) -> scalar``."""
+
+    num_classes: int
+    delta: float = 0.0
+    gamma: float = 0.0
+    scale: float = 1.0
+    shift: Tensor | None = None
+    margins: Tensor | None = None
+    class_weight: Tensor | None = None
+
+    def __call__(self, logits: Tensor, labels: Tensor) -> Tensor:
+        if logits.ndim != 2 or logits.shape[1] != self.num_classes:
+            raise InputError(
+                f"logits must have shape (batch, {self.num_classes}), got {tuple(logits.shape)}"
+            )
+        labels = labels.long()
+        z = logits
+        if self.shift is not None:
+            z = z + self.shift.to(z)
+        if self.margins is not None:
+            z = z - F.one_hot(labels, self.num_classes).to(z) * self.margins.to(z)[labels, None]
+        if self.scale != 1.0:
+            z = z * self.scale
+        log_p = F.log_softmax(z, dim=1)
+        q = retarget(labels, self.num_classes, self.delta, z.dtype)
+        if self.gamma != 0.0:
+            # 1 - p via expm1 keeps it accurate near p = 1; the clamp keeps (.)^gamma's
+            # gradient finite when p rounds to 1 and gamma < 1.
+            one_minus_p = (-torch.expm1(log_p)).clamp_min(torch.finfo(z.dtype).tiny)
+            q = q * one_minus_p.pow(self.gamma)
+        row_loss = -(q * log_p).sum(dim=1)
+        if self.class_weight is None:
+            return row_loss.mean()
+        w = self.class_weight.to(z)[labels]
+        return (w * row_loss).sum() / w.sum()
+
+
+def build_loss(
+    kind: LossKind,
+    train_counts: np.ndarray,
+    *,
+    delta: float = 0.0,
+    focal_gamma: float = 1.0,
+    ldam_max_margin: float = 0.5,
+    ldam_scale: float = 30.0,
+    class_weight: Tensor | None = None,
+) -> SoftmaxLoss:
+    """The loss ``kind`` for classes with ``train_counts`` images (shared by stage 1 and 2)."""
+    k = int(train_counts.size)
+    if kind == "ce":
+        return SoftmaxLoss(k, delta=delta, class_weight=class_weight)
+    if kind == "focal":
+        if not focal_gamma >= 0.0:
+            raise InputError(f"the focal gamma must be non-negative, got {focal_gamma}")
+        return SoftmaxLoss(k, delta=delta, gamma=float(focal_gamma), class_weight=class_weight)
+    if kind == "ldam":
+        if not ldam_scale > 0.0:
+            raise InputError(f"the LDAM scale must be positive, got {ldam_scale}")
+        margins = ldam_margins(train_counts, ldam_max_margin)
+        return SoftmaxLoss(
+            k, delta=delta, scale=float(ldam_scale), margins=margins, class_weight=class_weight
+        )
+    if kind == "balanced-softmax":
+        return SoftmaxLoss(k, delta=delta, shift=log_prior(train_counts), class_weight=class_weight)
+    raise InputError(f"unknown loss {kind!r}; expected ce, focal, ldam or balanced-softmax")
+
+
+def make_loss(
+    method: Method,
+    train_counts: npt.ArrayLike,
+    *,
+    smooth: float = 0.0,
+    focal_gamma: float = 1.0,
+    ldam_max_margin: float = 0.5,
+    ldam_scale: float = 30.0,
+    cb_beta: float = 0.9999,
+) -> LossFn:
+    """The stage-2 training loss of ``method``: ``(logits, labels) -> scalar``.
+
+    ``smooth`` is LORT's ``delta`` (in [0, 1)); a method with one-hot targets refuses a
+    non-zero value rather than ignore it. The other keywords are read only by the methods
+    that list them in ``Method.hyper``.
+    """
+    counts = check_counts(train_counts)
+    delta = check_delta(smooth, allow_one=False)
+    if method.target == "onehot" and delta != 0.0:
+        raise InputError(
+            f"--smooth applies to LORT only; method {method.name!r} trains on one-hot targets "
+            "(leave smooth at 0 or choose --method lort)"
+        )
+    class_weight = None
+    if method.reweight == "class-balanced":
+        class_weight = class_balanced_weights(counts, cb_beta)
+    return build_loss(
+        method.loss,
+        counts,
+        delta=delta,
+        focal_gamma=focal_gamma,
+        ldam_max_margin=ldam_max_margin,
+        ldam_scale=ldam_scale,
+        class_weight=class_weight,
+    )

@@ -1,0 +1,68 @@
+"""Where a run executes: the device, and its rank under torch.distributed.
+
+``torchrun --nproc_per_node N -m lort fit ...`` sets WORLD_SIZE, RANK and
+LOCAL_RANK; the process group then uses NCCL on CUDA and gloo on the CPU.
+Only rank 0 logs and writes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from lort.errors import InputError
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    def describe(self) -> dict[str, object]:
+        info: dict[str, object] = {
+            "device": str(self.device),
+            "world_size": self.world,
+            "torch": torch.__version__,
+            "cpu_threads": torch.get_num_threads(),
+        }
+        if self.device.type == "cuda":
+            info["gpu"] = torch.cuda.get_device_name(self.device)
+        return info
+
+
+def pick_device(flag: str, local_rank: int = 0) -> torch.device:
+    if flag == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but no CUDA device is available")
+    if flag == "cuda" or (flag == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def start(device_flag: str) -> Runtime:
+    """The runtime of this process; joins the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Runtime(pick_device(device_flag))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(device_flag, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Runtime(device, dist.get_rank(), dist.get_world_size())
+
+
+def stop(rt: Runtime) -> None:
+    if rt.distributed and dist.is_initialized():
+        dist.destroy_process_group()

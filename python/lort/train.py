@@ -1,0 +1,236 @@
+"""The two training stages, each a short loop of single-purpose steps.
+
+Stage 1 trains backbone and classifier with a (by default plain cross-entropy)
+loss and weight decay. Stage 2 freezes the backbone and re-trains only the
+classifier with one of the re-training methods, either on cached features
+(``cached``) or with the backbone in the loop (``live``). Both use SGD with
+momentum 0.9 and a per-step cosine schedule to 0."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, WeightedRandomSampler
+
+from lort.config import StageConfig
+from lort.methods import (
+    Method,
+    apply_constraint,
+    make_head,
+    make_loss,
+    make_sampler_weights,
+    make_stage1_loss,
+)
+from lort.runtime import Runtime
+
+Progress = Callable[[str, int, int, float, float], None]
+"""progress(phase, step, total_steps, loss, accuracy) after every step."""
+
+
+def cosine_schedule(
+    opt: torch.optim.Optimizer, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    total = max(total_steps, 1)
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+    )
+
+
+def sgd(params: Iterator[nn.Parameter] | list[nn.Parameter], st: StageConfig) -> torch.optim.SGD:
+    return torch.optim.SGD(params, lr=st.lr, momentum=0.9, weight_decay=st.weight_decay)
+
+
+def autocast(device: torch.device) -> torch.autocast | nullcontext[None]:
+    """bf16 autocast on CUDA; full precision on the CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@dataclass
+class Stage1State:
+    """Everything a stage-1 checkpoint holds (one dict, nanoGPT style)."""
+
+    model: dict
+    optimizer: dict
+    scheduler: dict
+    epoch: int  # epochs completed
+
+
+def stage1_loader(
+    ds: Dataset, st: StageConfig, rt: Runtime, seed: int, epoch: int, workers: int
+) -> DataLoader:
+    """Shuffled batches; the order depends only on (seed, epoch), so a resumed
+    run sees the same batches as an uninterrupted one."""
+    if rt.distributed:
+        sampler = DistributedSampler(ds, rt.world, rt.rank, shuffle=True, seed=seed)
+        sampler.set_epoch(epoch)
+        return DataLoader(ds, batch_size=st.batch_size, sampler=sampler, num_workers=workers)
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return DataLoader(ds, batch_size=st.batch_size, shuffle=True, generator=g, num_workers=workers)
+
+
+def train_stage1(
+    model: nn.Module,
+    train_set: Dataset,
+    train_counts: np.ndarray,
+    st: StageConfig,
+    loss_name: str,
+    rt: Runtime,
+    *,
+    seed: int,
+    workers: int,
+    resume: Stage1State | None,
+    checkpoint: Callable[[Stage1State], None],
+    progress: Progress,
+) -> None:
+    model.to(rt.device)
+    if rt.device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    net: nn.Module = model
+    if rt.distributed:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None
+        )
+    steps_per_epoch = len(stage1_loader(train_set, st, rt, seed, 0, 0))
+    opt = sgd(model.parameters(), st)
+    sched = cosine_schedule(opt, st.epochs * steps_per_epoch)
+    start = 0
+    if resume is not None:
+        model.load_state_dict(resume.model)
+        opt.load_state_dict(resume.optimizer)
+        sched.load_state_dict(resume.scheduler)
+        start = resume.epoch
+    total = st.epochs * steps_per_epoch
+    for epoch in range(start, st.epochs):
+        torch.manual_seed(seed * 100_003 + epoch)  # augmentation draws
+        loss_fn = make_stage1_loss(loss_name, train_counts, epoch, st.epochs)
+        net.train()
+        for i, (x, y) in enumerate(stage1_loader(train_set, st, rt, seed, epoch, workers)):
+            x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
+            if rt.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(rt.device):
+                logits = net(x)
+            loss = loss_fn(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            acc = (logits.argmax(1) == y).float().mean().item()
+            progress("stage 1", epoch * steps_per_epoch + i + 1, total, loss.item(), acc)
+        checkpoint(Stage1State(model.state_dict(), opt.state_dict(), sched.state_dict(), epoch + 1))
+
+
+def train_head_cached(
+    method: Method,
+    feats: torch.Tensor,
+    feats_flip: torch.Tensor | None,
+    labels: torch.Tensor,
+    train_counts: np.ndarray,
+    init: nn.Linear,
+    st: StageConfig,
+    *,
+    smooth: float,
+    seed: int,
+    progress: Progress | None = None,
+) -> nn.Module:
+    """Re-train a classifier on cached features. Each step uses the plain or the
+    flipped view of each sample at random (the cache's stand-in for the flip
+    augmentation)."""
+    torch.manual_seed(seed)
+    n, dim = feats.shape
+    k = len(train_counts)
+    head = make_head(method, dim, k, init)
+    loss_fn = make_loss(method, train_counts, smooth=smooth)
+    weights = make_sampler_weights(method, labels.numpy())
+    params = [p for p in head.parameters() if p.requires_grad]
+    opt = sgd(params, st)
+    steps = math.ceil(n / st.batch_size)
+    sched = cosine_schedule(opt, st.epochs * steps)
+    w = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+    for epoch in range(st.epochs):
+        order = torch.randperm(n) if w is None else torch.multinomial(w, n, replacement=True)
+        flip = torch.rand(n) < 0.5 if feats_flip is not None else None
+        for i in range(steps):
+            idx = order[i * st.batch_size : (i + 1) * st.batch_size]
+            x = feats[idx]
+            if flip is not None and feats_flip is not None:
+                x = torch.where(flip[idx, None], feats_flip[idx], x)
+            logits = head(x)
+            loss = loss_fn(logits, labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            apply_constraint(method, head)
+            if progress is not None:
+                acc = (logits.argmax(1) == labels[idx]).float().mean().item()
+                progress("stage 2", epoch * steps + i + 1, st.epochs * steps, loss.item(), acc)
+    return head.eval()
+
+
+def train_head_live(
+    method: Method,
+    model: nn.Module,
+    train_set: Dataset,
+    train_labels: np.ndarray,
+    train_counts: np.ndarray,
+    st: StageConfig,
+    rt: Runtime,
+    *,
+    smooth: float,
+    bn: str,
+    seed: int,
+    workers: int,
+    progress: Progress | None = None,
+) -> nn.Module:
+    """Re-train the classifier with the frozen backbone in the loop and
+    augmentation on. ``bn="train"`` lets BatchNorm statistics move (as the
+    official LORT code does, keeping the model in train mode); ``bn="eval"``
+    keeps the backbone exactly as stage 1 left it."""
+    torch.manual_seed(seed)
+    backbone = model.backbone.to(rt.device)
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    head = make_head(method, model.feature_dim, len(train_counts), model.head).to(rt.device)
+    loss_fn = make_loss(method, train_counts, smooth=smooth)
+    weights = make_sampler_weights(method, train_labels)
+    g = torch.Generator().manual_seed(seed)
+    if weights is None:
+        loader = DataLoader(
+            train_set, batch_size=st.batch_size, shuffle=True, generator=g, num_workers=workers
+        )
+    else:
+        sampler = WeightedRandomSampler(weights.tolist(), len(weights), generator=g)
+        loader = DataLoader(
+            train_set, batch_size=st.batch_size, sampler=sampler, num_workers=workers
+        )
+    params = [p for p in head.parameters() if p.requires_grad]
+    opt = sgd(params, st)
+    sched = cosine_schedule(opt, st.epochs * len(loader))
+    backbone.train(bn == "train")
+    total = st.epochs * len(loader)
+    for epoch in range(st.epochs):
+        for i, (x, y) in enumerate(loader):
+            x, y = x.to(rt.device), y.to(rt.device)
+            with torch.no_grad(), autocast(rt.device):
+                f = backbone(x)
+            logits = head(f.float())
+            loss = loss_fn(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            apply_constraint(method, head)
+            if progress is not None:
+                acc = (logits.argmax(1) == y).float().mean().item()
+                progress("stage 2", epoch * len(loader) + i + 1, total, loss.item(), acc)
+    backbone.eval()
+    return head.eval()
