@@ -95,6 +95,16 @@ def copy_run(src: Path, dst: Path) -> Path:
     return dst
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Any:
+    """Tiny models on a shared 2-core machine: one intra-op thread avoids the spinning of
+    idle threads (the bare end-to-end test, which is timed, restores the default)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield threads
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def stage1_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("fit") / "stage1"
@@ -114,11 +124,15 @@ def full_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # 1. A bare `lort fit`, end to end.
 
 
-def test_bare_defaults_end_to_end(tmp_path: Path) -> None:
+def test_bare_defaults_end_to_end(tmp_path: Path, one_thread: int) -> None:
     run = tmp_path / "run"
-    started = time.perf_counter()
-    result = ok("fit", "--out", run)
-    wall = time.perf_counter() - started
+    torch.set_num_threads(one_thread)  # as a user's `lort fit` runs
+    try:
+        started = time.perf_counter()
+        result = ok("fit", "--out", run)
+        wall = time.perf_counter() - started
+    finally:
+        torch.set_num_threads(1)
 
     for name in OUTPUTS:
         assert (run / name).is_file(), name
@@ -310,7 +324,7 @@ def test_atomic_write_leaves_old_file_and_no_temp_on_failure(tmp_path: Path) -> 
 def test_dry_run_writes_manifest_and_config_and_trains_nothing(tmp_path: Path) -> None:
     run = tmp_path / "run"
     result = ok("fit", "--out", run, "--dry-run", "--method", "ce")
-    assert sorted(os.listdir(run)) == ["config.yaml", "manifest.json"]
+    assert sorted(os.listdir(run)) == ["config.yaml", "manifest.json", "state.json"]
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["dataset"] == "digits-lt" and manifest["test_total"] == DIGITS_TEST_ROWS
     assert yaml.safe_load((run / "config.yaml").read_text())["method"] == "ce"
@@ -358,7 +372,7 @@ def test_existing_run_folder_is_refused_and_left_alone(full_run: Path, tmp_path:
 def test_overwrite_replaces_the_run_folder(full_run: Path, tmp_path: Path) -> None:
     run = copy_run(full_run, tmp_path / "run")
     ok("fit", "--out", run, "--overwrite", "--dry-run", "--seed", "3")
-    assert sorted(os.listdir(run)) == ["config.yaml", "manifest.json"]
+    assert sorted(os.listdir(run)) == ["config.yaml", "manifest.json", "state.json"]
     assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == 3
 
 

@@ -222,9 +222,15 @@ def fit(
                 stages[n][key] = v
     flags["stage1"] = stages["1"] or None
     flags["stage2"] = stages["2"] or None
-    cfg = resolve(load_yaml(config_file) if config_file else {}, flags)
     if out is None:
+        if resume:
+            raise click.UsageError("--resume needs --out: the run folder to continue")
         out = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    base = load_yaml(config_file) if config_file else {}
+    if resume and (out / "config.yaml").exists():
+        # A resumed run keeps its saved config; flags still override (e.g. --method).
+        base = load_yaml(out / "config.yaml") | base
+    cfg = resolve(base, flags)
     opts = FitOptions(
         out=out, resume=resume, overwrite=overwrite, dry_run=dry_run, stop_after=stop_after
     )
@@ -249,6 +255,7 @@ def fit(
     if result.analysis is None:
         return
     print_analysis(out_console, result.analysis, f"{cfg.dataset}: {cfg.method} on {cfg.arch}")
+    _print_baselines(result.report.get("baselines", {}))
     sel = result.report.get("smooth", {})
     if sel.get("mode") == "auto":
         r = "inf" if sel["rho"] is None else f"{sel['rho']:.2f}"
@@ -258,3 +265,18 @@ def fit(
         f"(report.json; `lort analyze {result.folder}/logits.npy --labels "
         f"{result.folder}/labels.npy --train-counts {result.folder}/train_counts.npy`)"
     )
+
+
+def _print_baselines(baselines: dict[str, Any]) -> None:
+    """One line per method on the same cached features: all / many / medium / few."""
+    if len(baselines) < 2:
+        return
+
+    def pct(v: float | None) -> str:
+        return "—" if v is None else f"{100 * v:.1f}"
+
+    out_console.print("same features, test accuracy (all / many / medium / few):")
+    for key, accs in baselines.items():
+        name = accs.get("name", key)
+        cols = " / ".join(pct(accs.get(g)) for g in ("all", "many", "medium", "few"))
+        out_console.print(f"  {name:14} {cols}")

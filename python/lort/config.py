@@ -149,6 +149,17 @@ def resolve(file_values: dict[str, Any], flags: dict[str, Any]) -> FitConfig:
 
 
 def validate(cfg: FitConfig) -> None:
+    """Every option checked before anything is built or written."""
+    from lort.methods import STAGE1_LOSSES, get_method
+    from lort.models import ARCHS
+
+    get_method(cfg.method)
+    if cfg.arch not in ARCHS:
+        raise InputError(f"unknown --arch {cfg.arch!r}; choose one of {', '.join(ARCHS)}")
+    if cfg.stage1_loss not in STAGE1_LOSSES:
+        raise InputError(
+            f"unknown --stage1-loss {cfg.stage1_loss!r}; choose one of {', '.join(STAGE1_LOSSES)}"
+        )
     if cfg.stage2_mode not in ("cached", "live"):
         raise InputError(f"--stage2-mode must be cached or live, got {cfg.stage2_mode!r}")
     if cfg.live_bn not in ("eval", "train"):

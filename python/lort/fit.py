@@ -22,6 +22,7 @@ from lort import _core, runtime
 from lort.analysis import Analysis, summarize
 from lort.config import FitConfig
 from lort.data import LTData, build_dataset
+from lort.errors import InputError
 from lort.features import CACHE, FeatureCache, build_cache
 from lort.methods import Method, get_method, inference_logits, rho
 from lort.models import build_model
@@ -30,6 +31,8 @@ from lort.train import Progress, Stage1State, train_head_cached, train_head_live
 
 AUTO_VAL_FRACTION = 0.2
 LOW_RHO = 1.5
+# Re-trained on the same cached features next to every run, for comparison.
+BASELINES = ("ce", "logit-adjust")
 
 
 @dataclass
@@ -148,14 +151,15 @@ def _fit(
     head = _stage2(cfg, rt, method, cache, data, model, counts, smooth, progress)
     timings["stage2_s"] = time.perf_counter() - t
 
+    baselines = _baselines(cfg, method, cache, data, model.head, counts) if rt.is_main else {}
     t = time.perf_counter()
     if cfg.stage2_mode == "live" and cfg.live_bn == "train":
         cache = build_cache(model.backbone, _eval_sets(data, ("test",)), rt, flip=flips_for(cfg))
-    logits = _test_logits(cfg, method, head, cache, counts)
+    logits = _head_logits(cfg, method, head, cache, counts, "test")
     analysis = _evaluate(rt, logits, data.test_labels, counts)
     timings["eval_s"] = time.perf_counter() - t
     if not rt.is_main:
-        return FitResult(folder.root, analysis)
+        return FitResult(folder.root, None)
 
     folder.write_npy("logits.npy", logits.astype(np.float32))
     folder.write_npy("labels.npy", data.test_labels.astype(np.int64))
@@ -170,6 +174,7 @@ def _fit(
         "smooth": selection,
         "flip_tta": flips_for(cfg),
         "notes": notes,
+        "baselines": baselines,
         "results": analysis.to_dict(),
         "timings": timings,
         "runtime": rt.describe(),
@@ -185,8 +190,33 @@ def _fit(
             "report.json",
         ],
     }
+    report["baselines"]["method"] |= _group_accuracies(analysis)
     folder.write_json("report.json", report)
     return FitResult(folder.root, analysis, report)
+
+
+# Options that shape stage 1 and the feature cache: a resumed run must keep them.
+FROZEN = (
+    "dataset",
+    "data_root",
+    "imbalance_ratio",
+    "lt_split",
+    "val_fraction",
+    "seed",
+    "arch",
+    "stage1_loss",
+    "stage1",
+)
+
+
+def check_unchanged(saved: dict[str, Any], now: dict[str, Any]) -> None:
+    changed = [k for k in FROZEN if saved.get(k) != now.get(k)]
+    if changed:
+        what = "; ".join(f"{k}: run has {saved.get(k)!r}, asked {now.get(k)!r}" for k in changed)
+        raise InputError(
+            f"--resume cannot change what stage 1 was trained with ({what}); drop those "
+            "options, or start a new run with another --out"
+        )
 
 
 def _open_folder(opts: FitOptions, rt: runtime.Runtime) -> RunFolder:
@@ -212,7 +242,9 @@ def _stage1(
     ckpt = folder.path("stage1.ckpt")
     resume = None
     if ckpt.exists():
-        resume = Stage1State(**folder.load_torch("stage1.ckpt")["state"])
+        saved = folder.load_torch("stage1.ckpt")
+        check_unchanged(saved["config"], cfg.to_dict())
+        resume = Stage1State(**saved["state"])
     if folder.done("stage1") and resume is not None:
         model.load_state_dict(resume.model)
         return
@@ -386,10 +418,34 @@ def _head_logits(
     return z.float().numpy()
 
 
-def _test_logits(
-    cfg: FitConfig, method: Method, head: nn.Module, cache: FeatureCache, counts: np.ndarray
-) -> np.ndarray:
-    return _head_logits(cfg, method, head, cache, counts, "test")
+def _group_accuracies(a: Analysis) -> dict[str, float | None]:
+    groups = a.groups or {}
+    return {"all": a.accuracy} | {
+        name: (None if g is None else g.accuracy) for name, g in groups.items()
+    }
+
+
+def _baselines(
+    cfg: FitConfig,
+    method: Method,
+    cache: FeatureCache,
+    data: LTData,
+    init: nn.Linear,
+    counts: np.ndarray,
+) -> dict[str, Any]:
+    """Test accuracy of plain CE re-training and post-hoc logit adjustment on the
+    same cached features and seed: the yardstick for the chosen method."""
+    out: dict[str, Any] = {"method": {"name": method.name}}
+    for name in BASELINES:
+        if name == method.name:
+            continue
+        other = get_method(name)
+        head = _train_cached(cfg, other, cache, data, init, counts, 0.0)
+        z = _head_logits(cfg, other, head, cache, counts, "test")
+        stats = _core.LogitStats(z.shape[1], hessian="none")
+        stats.update(z, data.test_labels)
+        out[name] = _group_accuracies(summarize(stats, train_counts=counts))
+    return out
 
 
 def _evaluate(

@@ -60,7 +60,10 @@ class RunFolder:
         elif resume:
             raise InputError(f"nothing to resume: {root} does not exist or is empty")
         root.mkdir(parents=True, exist_ok=True)
-        return cls(root)
+        folder = cls(root)
+        if not (root / STATE).exists():
+            folder.write_json(STATE, {"done": []})
+        return folder
 
     def path(self, name: str) -> Path:
         return self.root / name
