@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,6 +128,22 @@ def train_stage1(
         checkpoint(Stage1State(model.state_dict(), opt.state_dict(), sched.state_dict(), epoch + 1))
 
 
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run a block with n intra-op threads (a tiny head's steps are faster on one
+    thread than split across several)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# Below this many multiply-adds per step, a cached stage-2 step runs on one thread.
+SMALL_STEP = 1 << 24
+
+
 def train_head_cached(
     method: Method,
     feats: torch.Tensor,
@@ -155,24 +171,30 @@ def train_head_cached(
     steps = math.ceil(n / st.batch_size)
     sched = cosine_schedule(opt, st.epochs * steps)
     w = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
-    for epoch in range(st.epochs):
-        order = torch.randperm(n) if w is None else torch.multinomial(w, n, replacement=True)
-        flip = torch.rand(n) < 0.5 if feats_flip is not None else None
-        for i in range(steps):
-            idx = order[i * st.batch_size : (i + 1) * st.batch_size]
-            x = feats[idx]
-            if flip is not None and feats_flip is not None:
-                x = torch.where(flip[idx, None], feats_flip[idx], x)
-            logits = head(x)
-            loss = loss_fn(logits, labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            apply_constraint(method, head)
-            if progress is not None:
-                acc = (logits.argmax(1) == labels[idx]).float().mean().item()
-                progress("stage 2", epoch * steps + i + 1, st.epochs * steps, loss.item(), acc)
+    threads = 1 if st.batch_size * dim * k < SMALL_STEP else torch.get_num_threads()
+    views = None if feats_flip is None else torch.cat([feats, feats_flip])
+    with torch_threads(threads):
+        for epoch in range(st.epochs):
+            order = torch.randperm(n) if w is None else torch.multinomial(w, n, replacement=True)
+            ys = labels[order]
+            if views is not None:  # row i of the flipped view is row n + i
+                order = order + n * (torch.rand(n) < 0.5)
+            # One gather per epoch; the steps then slice it.
+            xs = (feats if views is None else views)[order]
+            for i in range(steps):
+                x = xs[i * st.batch_size : (i + 1) * st.batch_size]
+                y = ys[i * st.batch_size : (i + 1) * st.batch_size]
+                logits = head(x)
+                loss = loss_fn(logits, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                apply_constraint(method, head)
+                if progress is not None:
+                    acc = (logits.argmax(1) == y).float().mean().item()
+                    total = st.epochs * steps
+                    progress("stage 2", epoch * steps + i + 1, total, loss.item(), acc)
     return head.eval()
 
 

@@ -107,6 +107,9 @@ class SoftmaxLoss:
             z = z - F.one_hot(labels, self.num_classes).to(z) * self.margins.to(z)[labels, None]
         if self.scale != 1.0:
             z = z * self.scale
+        if self.gamma == 0.0 and self.class_weight is None:
+            # The common case (CE, LORT, balanced softmax, LDAM) as torch's fused kernel.
+            return F.cross_entropy(z, labels, label_smoothing=self.delta)
         log_p = F.log_softmax(z, dim=1)
         q = retarget(labels, self.num_classes, self.delta, z.dtype)
         if self.gamma != 0.0:
