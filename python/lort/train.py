@@ -128,6 +128,28 @@ def train_stage1(
         checkpoint(Stage1State(model.state_dict(), opt.state_dict(), sched.state_dict(), epoch + 1))
 
 
+def head_step(
+    method: Method,
+    head: nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    x: torch.Tensor,
+    y: torch.Tensor,
+) -> tuple[float, Callable[[], float]]:
+    """One stage-2 step: loss, update, schedule, the method's weight constraint.
+    Returns the loss and a callable for the batch accuracy (computed only when
+    someone displays it)."""
+    logits = head(x)
+    loss = loss_fn(logits, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    apply_constraint(method, head)
+    return loss.item(), lambda: (logits.argmax(1) == y).float().mean().item()
+
+
 @contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Run a block with n intra-op threads (a tiny head's steps are faster on one
@@ -184,17 +206,9 @@ def train_head_cached(
             for i in range(steps):
                 x = xs[i * st.batch_size : (i + 1) * st.batch_size]
                 y = ys[i * st.batch_size : (i + 1) * st.batch_size]
-                logits = head(x)
-                loss = loss_fn(logits, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                apply_constraint(method, head)
+                loss, acc = head_step(method, head, loss_fn, opt, sched, x, y)
                 if progress is not None:
-                    acc = (logits.argmax(1) == y).float().mean().item()
-                    total = st.epochs * steps
-                    progress("stage 2", epoch * steps + i + 1, total, loss.item(), acc)
+                    progress("stage 2", epoch * steps + i + 1, st.epochs * steps, loss, acc())
     return head.eval()
 
 
@@ -244,15 +258,8 @@ def train_head_live(
             x, y = x.to(rt.device), y.to(rt.device)
             with torch.no_grad(), autocast(rt.device):
                 f = backbone(x)
-            logits = head(f.float())
-            loss = loss_fn(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            apply_constraint(method, head)
+            loss, acc = head_step(method, head, loss_fn, opt, sched, f.float(), y)
             if progress is not None:
-                acc = (logits.argmax(1) == y).float().mean().item()
-                progress("stage 2", epoch * len(loader) + i + 1, total, loss.item(), acc)
+                progress("stage 2", epoch * len(loader) + i + 1, total, loss, acc())
     backbone.eval()
     return head.eval()
