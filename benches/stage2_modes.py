@@ -37,15 +37,16 @@ What it does:
   live backbone's features are not 512-d, the first method is also timed on
   cached features of that width, so the ratio compares like with like.
 
-What it prints: the CPU model, torch version and thread count and the exact
-command line; the cached runs; a table per mode (method, runs, median seconds
-for 20 epochs, optimiser steps per second, ms per step, CPU seconds, whether
-the 2 s target is met); the live measurement and its extrapolation; the ratio live / cached
-for 20 epochs; and the same tables as Markdown. The load average is printed
-at the start and the end: the timings are only meaningful on an idle machine
-(with --threads 2 on a busy 2-core machine torch's threads wait for each other
-and cached mode slows down many times over; CPU seconds far above the wall
-seconds show that).
+What it prints: the CPU model, torch version and thread count, the exact
+command line and the git commit of the lort code it ran (with the files under
+python/ that differ from it); the cached runs; a table per mode (method, runs,
+median seconds for 20 epochs, optimiser steps per second, ms per step, CPU
+seconds, whether the 2 s target is met); the live measurement and its
+extrapolation; the ratio live / cached for 20 epochs; and the same tables as
+Markdown. The load average is printed at the start and the end: the timings
+are only meaningful on an idle machine (with --threads 2 on a busy 2-core
+machine torch's threads wait for each other and cached mode can slow down many
+times over).
 """
 
 from __future__ import annotations
@@ -57,8 +58,10 @@ import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -233,6 +236,27 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def code_version() -> str:
+    """The git commit of the checkout and the files under python/ that differ from it
+    (read-only git queries; "unknown" outside a git checkout)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*argv: str) -> str:
+        out = subprocess.run(
+            ["git", "-C", str(root), *argv], capture_output=True, text=True, check=True
+        )
+        return out.stdout.rstrip("\n")
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        changed = [line[3:] for line in git("status", "--porcelain", "--", "python").splitlines()]
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    if not changed:
+        return f"commit {head}, python/ unchanged"
+    return f"commit {head}, working tree differs in {', '.join(changed)}"
+
+
 def fmt_table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
@@ -309,6 +333,7 @@ def main() -> None:
         f"{torch.get_num_interop_threads()} inter-op threads"
     )
     say(f"python:   {platform.python_version()}, numpy {np.__version__}")
+    say(f"lort:     {code_version()}")
     say(f"date:     {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
     say(f"load avg: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     say(
