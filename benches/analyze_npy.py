@@ -63,6 +63,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _tables import fmt_md, fmt_table  # benches/ is on sys.path when run as a script
+
 SEED = 20_240_301
 IMBALANCE = 100  # train counts fall from N_MAX_TRAIN to N_MAX_TRAIN / IMBALANCE
 N_MAX_TRAIN = 1000
@@ -545,22 +547,6 @@ def label_of(method: str, variant) -> str:
     if method == "torch":
         return f"torch f64 {variant:g} MiB chunks"
     return f"read only {variant:g} MiB"
-
-
-def fmt_table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
-    out = [line, "-" * len(line)]
-    for r in rows:
-        cells = zip(r, widths, strict=True)
-        out.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(cells)))
-    return "\n".join(out)
-
-
-def fmt_md(rows: list[list[str]], header: list[str]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
 
 
 def max_abs(a: np.ndarray, b: np.ndarray) -> float:

@@ -68,6 +68,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from _tables import fmt_md, fmt_table  # benches/ is on sys.path when run as a script
 from lort.config import StageConfig
 from lort.methods import METHODS, get_method
 from lort.models import ARCHS, build_model
@@ -255,22 +256,6 @@ def code_version() -> str:
     if not changed:
         return f"commit {head}, python/ unchanged"
     return f"commit {head}, working tree differs in {', '.join(changed)}"
-
-
-def fmt_table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
-    out = [line, "-" * len(line)]
-    for r in rows:
-        cells = zip(r, widths, strict=True)
-        out.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(cells)))
-    return "\n".join(out)
-
-
-def fmt_md(rows: list[list[str]], header: list[str]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
 
 
 def fmt_s(seconds: float) -> str:
