@@ -13,6 +13,8 @@ from lort.models.cifar_resnet import PadShortcut
 # (arch, input shape, feature dim); the torchvision nets get one small image only.
 SHAPES = [
     ("small-cnn", (3, 1, 8, 8), 64),
+    ("resnet8", (2, 3, 32, 32), 64),
+    ("resnet20", (2, 3, 32, 32), 64),
     ("resnet32", (2, 3, 32, 32), 64),
     ("resnet34-cifar", (2, 3, 32, 32), 512),
     ("resnet50", (1, 3, 64, 64), 2048),
@@ -21,7 +23,15 @@ SHAPES = [
 
 
 def test_archs_are_the_contract() -> None:
-    assert ARCHS == ("small-cnn", "resnet32", "resnet34-cifar", "resnet50", "resnext50")
+    assert ARCHS == (
+        "small-cnn",
+        "resnet8",
+        "resnet20",
+        "resnet32",
+        "resnet34-cifar",
+        "resnet50",
+        "resnext50",
+    )
     assert sorted(a for a, _, _ in SHAPES) == sorted(ARCHS)
 
 
@@ -40,6 +50,16 @@ def test_shapes_and_backbone_head_split(arch: str, shape: tuple[int, ...], dim: 
     assert features.shape == (shape[0], dim)
     assert logits.shape == (shape[0], 7)
     torch.testing.assert_close(logits, model.head(features), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("arch", "params", "convs"), [("resnet8", 75_290, 7), ("resnet20", 269_722, 19)]
+)
+def test_smaller_cifar_resnets(arch: str, params: int, convs: int) -> None:
+    """ResNet-(6n+2): each extra block per stage adds 97,216 parameters (ResNet-20: 0.27M)."""
+    model = build_model(arch, num_classes=10)
+    assert sum(p.numel() for p in model.parameters()) == params
+    assert sum(isinstance(m, nn.Conv2d) for m in model.modules()) == convs
 
 
 def test_resnet32_is_ldam_drw_layout() -> None:

@@ -72,6 +72,12 @@ existing = click.Path(exists=False, dir_okay=False, path_type=Path)
 )
 @click.option("--threads", type=click.IntRange(min=1), help="Worker threads [LORT_NUM_THREADS].")
 @click.option("--example", is_flag=True, help="Analyze a small synthetic long-tailed example.")
+@click.option(
+    "--plot",
+    "plot_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write logit_histograms.png and group_metrics.png (paper Figs. 2, 3) here.",
+)
 @clean_errors
 def analyze(
     logits: tuple[Path, ...],
@@ -83,6 +89,7 @@ def analyze(
     nan_policy: str,
     threads: int | None,
     example: bool,
+    plot_dir: Path | None,
 ) -> None:
     """Per-class logit statistics of LOGITS.npy (several files are row shards, merged).
 
@@ -104,6 +111,8 @@ def analyze(
         raise click.UsageError("--labels is required: a .npy of integer labels, one per row")
     if train_counts is not None and train_labels is not None:
         raise click.UsageError("give --train-counts or --train-labels, not both")
+    if plot_dir is not None and train_counts is None and train_labels is None:
+        raise click.UsageError("--plot needs --train-counts or --train-labels")
 
     total = sum(_core.npy_header(p)[1] for p in logits)
     with Progress(
@@ -140,6 +149,40 @@ def analyze(
         }
         write_json(json_out, data)
         err.print(f"wrote {json_out}")
+    if plot_dir is not None:
+        for written in _plot_analysis(plot_dir, list(logits), labels, result, title):
+            err.print(f"wrote {written}")
+
+
+def _plot_analysis(
+    folder: Path, logits: list[Path], labels: Path, result: Any, title: str
+) -> list[Path]:
+    """Figs. 2 and 3 of one analysis: logit histograms and L / r per class group."""
+    import numpy as np
+
+    from lort import plots
+    from lort.analysis import coerce_labels, load_array
+
+    counts = result.per_class["train_count"]
+    lab = coerce_labels(load_array(labels, "labels"))
+    k = result.num_classes
+    if len(logits) == 1:
+        z = np.load(logits[0], mmap_mode="r", allow_pickle=False)
+        max_rows = 200_000
+    else:
+        # Shards are subsampled into memory: keep that under ~50M logits.
+        max_rows = min(200_000, max(10_000, 50_000_000 // k))
+        z, lab = plots.load_shards_subsampled(logits, lab, max_rows)
+    name = logits[0].name if len(logits) == 1 else f"{logits[0].name} +{len(logits) - 1}"
+    pc = result.per_class
+    return [
+        plots.plot_logit_histograms(
+            z, lab, counts, folder / "logit_histograms.png", title, max_rows=max_rows
+        ),
+        plots.plot_group_metrics(
+            {name: (pc["magnitude"], pc["rstd"])}, counts, folder / "group_metrics.png", title
+        ),
+    ]
 
 
 @main.command()
@@ -163,7 +206,9 @@ def analyze(
 @click.option(
     "--val-fraction", type=float, help="Stratified validation split carved from training data."
 )
-@click.option("--arch", help="small-cnn, resnet32, resnet34-cifar, resnet50, resnext50.")
+@click.option(
+    "--arch", help="small-cnn, resnet8, resnet20, resnet32, resnet34-cifar, resnet50, resnext50."
+)
 @click.option("--stage1-loss", type=click.Choice(["ce", "ce-drw", "ldam-drw", "bs"]))
 @click.option("--method", help="Stage-2 re-training method (lort, ce, cosine, lws, ...).")
 @click.option("--smooth", help="LORT's delta, or 'auto' to pick it on the validation split.")
@@ -184,6 +229,12 @@ def analyze(
 @click.option("--seed", type=int)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--workers", type=click.IntRange(min=0), help="DataLoader worker processes.")
+@click.option(
+    "--compile/--no-compile",
+    "compile_model",
+    default=None,
+    help="Stage 1 through torch.compile (CUDA graphs on a GPU). Pays on long GPU runs.",
+)
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder [runs/<timestamp>]."
 )
@@ -260,6 +311,11 @@ def fit(
     if sel.get("mode") == "auto":
         r = "inf" if sel["rho"] is None else f"{sel['rho']:.2f}"
         out_console.print(f"delta {sel['delta']} chosen on the validation split (rho {r})")
+    timings = result.report.get("timings", {})
+    if "stage1_images_per_s" in timings:
+        err.print(
+            f"stage 1: {timings['stage1_s']:.1f} s, {timings['stage1_images_per_s']:,.0f} images/s"
+        )
     err.print(
         f"done in {time.perf_counter() - started:.1f} s; results in {result.folder}/ "
         f"(report.json; `lort analyze {result.folder}/logits.npy --labels "
@@ -280,3 +336,121 @@ def _print_baselines(baselines: dict[str, Any]) -> None:
         name = accs.get("name", key)
         cols = " / ".join(pct(accs.get(g)) for g in ("all", "many", "medium", "few"))
         out_console.print(f"  {name:14} {cols}")
+
+
+run_dir_arg = click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+
+
+def _points_progress(label: str) -> tuple[Progress, Callable[[int, int, str, bool], None]]:
+    """A transient bar over re-training points (stderr, off when not a terminal)."""
+    bar = Progress(
+        TextColumn(f"{label} " + "{task.fields[point]:18}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+    task = bar.add_task(label, total=None, point="")
+
+    def on_point(done: int, total: int, name: str, reused: bool) -> None:
+        bar.update(task, completed=done, total=total, point=name + (" (cached)" if reused else ""))
+
+    return bar, on_point
+
+
+@main.command()
+@run_dir_arg
+@click.option(
+    "--methods",
+    default="all",
+    show_default=True,
+    help="'all' (the twelve of Table 1) or comma-separated method names.",
+)
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Stage-2 seeds seed, seed+1, ... (the run's backbone); mean ± std when > 1.",
+)
+@click.option(
+    "--select-on",
+    type=click.Choice(["val", "none"]),
+    help="How LORT gets delta when the run's smooth is 'auto': picked on the validation "
+    "split as `lort fit` does, or none (the run's delta). [val when the run has one]",
+)
+@clean_errors
+def compare(run_dir: Path, methods: str, seeds: int, select_on: str | None) -> None:
+    """Re-train stage-2 methods on RUN_DIR's cached features (the paper's Table 1).
+
+    Every (method, seed) is one re-training with the run's stage-2 settings, evaluated on
+    the test split as `lort fit` does; finished ones are kept in RUN_DIR/compare/ and reused.
+    Writes compare.json, compare.csv and figures/ (group_metrics.png, logit_histograms.png).
+    """
+    import time
+
+    from lort.compare import compare as run_compare
+    from lort.compare import parse_methods, print_compare, write_figures
+
+    names = parse_methods(methods)
+    started = time.perf_counter()
+    bar, on_point = _points_progress("compare")
+    with bar:
+        result = run_compare(run_dir, names, seeds, select_on, on_point, figures=False)
+    print_compare(out_console, result)
+    write_figures(result)
+    total = len(names) * seeds
+    err.print(
+        f"{total - result.reused} re-trained, {result.reused} reused in "
+        f"{time.perf_counter() - started:.1f} s; wrote " + ", ".join(str(p) for p in result.files)
+    )
+
+
+@main.command()
+@run_dir_arg
+@click.option("--smooth", help="LORT deltas in [0, 1), comma-separated (the paper's Fig. 4).")
+@click.option("--lr", help="Stage-2 learning rates, comma-separated (Fig. 5) [the run's].")
+@click.option("--wd", help="Stage-2 weight decays, comma-separated (Fig. 5) [the run's].")
+@click.option("--method", help="Method of the --lr/--wd grid [the run's].")
+@clean_errors
+def sweep(
+    run_dir: Path, smooth: str | None, lr: str | None, wd: str | None, method: str | None
+) -> None:
+    """Re-train on RUN_DIR's cached features over LORT's delta (--smooth) or a stage-2
+    learning rate x weight decay grid (--lr / --wd); one re-training per point.
+
+    With a validation split the value is chosen on it and only the chosen point's test
+    accuracy is printed; all points are in RUN_DIR/sweep-smooth.json or sweep-lr-wd.json.
+    """
+    import math
+    import time
+
+    from lort.sweep import parse_values, print_sweep, sweep_lr_wd, sweep_smooth, write_figures
+
+    grid = lr is not None or wd is not None
+    if smooth is not None and grid:
+        raise click.UsageError("give --smooth (a delta sweep) or --lr/--wd (a grid), not both")
+    if smooth is None and not grid:
+        raise click.UsageError("give --smooth D1,D2,... or --lr X1,X2,... and/or --wd Y1,Y2,...")
+    if smooth is not None and method not in (None, "lort"):
+        raise click.UsageError("--smooth sweeps LORT's delta; --method is for --lr/--wd grids")
+    started = time.perf_counter()
+    bar, on_point = _points_progress("sweep")
+    if smooth is not None:
+        deltas = parse_values(smooth, "--smooth", low=0.0, low_open=False, high=1.0)
+        with bar:
+            result = sweep_smooth(run_dir, deltas, on_point, figures=False)
+    else:
+        inf = math.inf
+        lrs = None if lr is None else parse_values(lr, "--lr", low=0.0, low_open=True, high=inf)
+        wds = None if wd is None else parse_values(wd, "--wd", low=0.0, low_open=False, high=inf)
+        with bar:
+            result = sweep_lr_wd(run_dir, lrs, wds, method, on_point, figures=False)
+    print_sweep(out_console, result)
+    write_figures(result)
+    err.print(
+        f"{len(result.points) - result.reused} re-trained, {result.reused} reused in "
+        f"{time.perf_counter() - started:.1f} s; wrote " + ", ".join(str(p) for p in result.files)
+    )

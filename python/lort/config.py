@@ -48,6 +48,7 @@ class FitConfig:
     seed: int = 0
     device: str = "auto"
     workers: int = 0
+    compile_model: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from lort.data.tensor_images import TensorImages
 from lort.runtime import Runtime
 from lort.train import autocast
 
@@ -18,14 +19,22 @@ CACHE = "features.npz"
 SPLITS = ("train", "val", "test")
 
 
+EvalSet = Dataset | TensorImages
+
+
 @torch.no_grad()
 def extract(
-    backbone: nn.Module, dataset: Dataset, rt: Runtime, *, flip: bool, batch_size: int = 256
+    backbone: nn.Module, dataset: EvalSet, rt: Runtime, *, flip: bool, batch_size: int = 256
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Features of every sample in order (eval mode), and of its mirror image."""
     backbone.eval().to(rt.device)
     plain, mirrored = [], []
-    for x, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+    batches = (
+        dataset.in_order(batch_size)
+        if isinstance(dataset, TensorImages)
+        else DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    )
+    for x, _ in batches:
         x = x.to(rt.device)
         with autocast(rt.device):
             plain.append(backbone(x).float().cpu())
@@ -58,7 +67,7 @@ class FeatureCache:
 
 
 def build_cache(
-    backbone: nn.Module, datasets: dict[str, Dataset], rt: Runtime, *, flip: bool
+    backbone: nn.Module, datasets: dict[str, EvalSet], rt: Runtime, *, flip: bool
 ) -> FeatureCache:
     arrays: dict[str, np.ndarray] = {}
     for split, ds in datasets.items():

@@ -136,8 +136,10 @@ def _fit(
     counts = data.train_counts()
 
     t = time.perf_counter()
-    _stage1(cfg, opts, rt, folder, data, model, counts, progress)
+    epochs_run = _stage1(cfg, opts, rt, folder, data, model, counts, progress)
     timings["stage1_s"] = time.perf_counter() - t
+    if epochs_run:
+        timings["stage1_images_per_s"] = epochs_run * len(data.train_labels) / timings["stage1_s"]
     if opts.stop_after == "stage1":
         say(f"stopped after stage 1; continue with: lort fit --resume --out {folder.root}")
         return FitResult(folder.root, None)
@@ -154,7 +156,9 @@ def _fit(
     baselines = _baselines(cfg, method, cache, data, model.head, counts) if rt.is_main else {}
     t = time.perf_counter()
     if cfg.stage2_mode == "live" and cfg.live_bn == "train":
-        cache = build_cache(model.backbone, _eval_sets(data, ("test",)), rt, flip=flips_for(cfg))
+        cache = build_cache(
+            model.backbone, _eval_sets(data, ("test",), rt), rt, flip=flips_for(cfg)
+        )
     logits = _head_logits(cfg, method, head, cache, counts, "test")
     analysis = _evaluate(rt, logits, data.test_labels, counts)
     timings["eval_s"] = time.perf_counter() - t
@@ -238,7 +242,8 @@ def _stage1(
     model: nn.Module,
     counts: np.ndarray,
     progress: Progress,
-) -> None:
+) -> int:
+    """Train (or finish) stage 1; returns the number of epochs trained now."""
     ckpt = folder.path("stage1.ckpt")
     resume = None
     if ckpt.exists():
@@ -247,7 +252,7 @@ def _stage1(
         resume = Stage1State(**saved["state"])
     if folder.done("stage1") and resume is not None:
         model.load_state_dict(resume.model)
-        return
+        return 0
 
     def checkpoint(state: Stage1State) -> None:
         if rt.is_main:
@@ -256,9 +261,10 @@ def _stage1(
             )
 
     assert cfg.stage1 is not None
+    in_memory = data.tensor_images("train", rt.device)
     train_stage1(
         model,
-        data.dataset("train", augment=True),
+        data.dataset("train", augment=True) if in_memory is None else in_memory,
         counts,
         cfg.stage1,
         cfg.stage1_loss,
@@ -268,17 +274,24 @@ def _stage1(
         resume=resume,
         checkpoint=checkpoint,
         progress=progress,
+        compile_model=cfg.compile_model,
     )
     model.cpu()
     if rt.is_main:
         folder.mark_done("stage1")
     if rt.distributed:
         dist.barrier()
+    return cfg.stage1.epochs - (0 if resume is None else resume.epoch)
 
 
-def _eval_sets(data: LTData, splits: tuple[str, ...]) -> dict[str, Any]:
+def _eval_sets(data: LTData, splits: tuple[str, ...], rt: runtime.Runtime) -> dict[str, Any]:
+    """The unaugmented splits: decoded once onto the device where that applies."""
     present = {"train": True, "val": data.val_labels is not None, "test": True}
-    return {s: data.dataset(s, augment=False) for s in splits if present[s]}  # type: ignore[arg-type]
+    sets: dict[str, Any] = {}
+    for s in (s for s in splits if present[s]):
+        decoded = data.tensor_images(s, rt.device)  # type: ignore[arg-type]
+        sets[s] = data.dataset(s, augment=False) if decoded is None else decoded  # type: ignore[arg-type]
+    return sets
 
 
 def _features(
@@ -288,7 +301,7 @@ def _features(
         return FeatureCache.load(str(folder.path(CACHE)))
     if rt.is_main:
         cache = build_cache(
-            model.backbone, _eval_sets(data, ("train", "val", "test")), rt, flip=flips_for(cfg)
+            model.backbone, _eval_sets(data, ("train", "val", "test"), rt), rt, flip=flips_for(cfg)
         )
         folder.write_npz(CACHE, **cache.arrays)
         folder.mark_done("features")

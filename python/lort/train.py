@@ -9,7 +9,7 @@ momentum 0.9 and a per-step cosine schedule to 0."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, WeightedRandomSampler
 
 from lort.config import StageConfig
+from lort.data.tensor_images import TensorImages, epoch_seed
 from lort.methods import (
     Method,
     apply_constraint,
@@ -42,8 +43,13 @@ def cosine_schedule(
     )
 
 
-def sgd(params: Iterator[nn.Parameter] | list[nn.Parameter], st: StageConfig) -> torch.optim.SGD:
-    return torch.optim.SGD(params, lr=st.lr, momentum=0.9, weight_decay=st.weight_decay)
+def sgd(
+    params: Iterator[nn.Parameter] | list[nn.Parameter], st: StageConfig, fused: bool = False
+) -> torch.optim.SGD:
+    """SGD with momentum 0.9; ``fused`` (CUDA only) updates all tensors in one kernel."""
+    return torch.optim.SGD(
+        params, lr=st.lr, momentum=0.9, weight_decay=st.weight_decay, fused=fused or None
+    )
 
 
 def autocast(device: torch.device) -> torch.autocast | nullcontext[None]:
@@ -64,21 +70,63 @@ class Stage1State:
 
 
 def stage1_loader(
-    ds: Dataset, st: StageConfig, rt: Runtime, seed: int, epoch: int, workers: int
+    ds: Dataset,
+    st: StageConfig,
+    rt: Runtime,
+    seed: int,
+    epoch: int,
+    workers: int,
+    drop_last: bool = False,
 ) -> DataLoader:
     """Shuffled batches; the order depends only on (seed, epoch), so a resumed
     run sees the same batches as an uninterrupted one."""
+    b = st.batch_size
     if rt.distributed:
         sampler = DistributedSampler(ds, rt.world, rt.rank, shuffle=True, seed=seed)
         sampler.set_epoch(epoch)
-        return DataLoader(ds, batch_size=st.batch_size, sampler=sampler, num_workers=workers)
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return DataLoader(ds, batch_size=st.batch_size, shuffle=True, generator=g, num_workers=workers)
+        return DataLoader(
+            ds, batch_size=b, sampler=sampler, num_workers=workers, drop_last=drop_last
+        )
+    g = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+    return DataLoader(
+        ds, batch_size=b, shuffle=True, generator=g, num_workers=workers, drop_last=drop_last
+    )
+
+
+TrainSet = Dataset | TensorImages
+
+
+def epoch_batches(
+    train_set: TrainSet,
+    st: StageConfig,
+    rt: Runtime,
+    seed: int,
+    epoch: int,
+    workers: int,
+    drop_last: bool = False,
+) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of (images, labels): augmented on the device for in-memory images,
+    through a DataLoader otherwise."""
+    if isinstance(train_set, TensorImages):
+        return train_set.epoch(st.batch_size, seed, epoch, rt.rank, rt.world, drop_last)
+    return stage1_loader(train_set, st, rt, seed, epoch, workers, drop_last)
+
+
+def steps_per_epoch(
+    train_set: TrainSet, st: StageConfig, rt: Runtime, seed: int, drop_last: bool = False
+) -> int:
+    if isinstance(train_set, TensorImages):
+        return train_set.steps(st.batch_size, rt.world, drop_last)
+    return len(stage1_loader(train_set, st, rt, seed, 0, 0, drop_last))
+
+
+# On CUDA, progress is read back every this many steps: reading a loss waits for the GPU.
+CUDA_SYNC_EVERY = 50
 
 
 def train_stage1(
     model: nn.Module,
-    train_set: Dataset,
+    train_set: TrainSet,
     train_counts: np.ndarray,
     st: StageConfig,
     loss_name: str,
@@ -89,32 +137,44 @@ def train_stage1(
     resume: Stage1State | None,
     checkpoint: Callable[[Stage1State], None],
     progress: Progress,
+    compile_model: bool = False,
 ) -> None:
+    """Stage 1: SGD with a per-step cosine schedule, a checkpoint after every epoch.
+    ``compile_model`` runs the network through ``torch.compile`` (with CUDA graphs on a
+    GPU) and drops each epoch's last, short batch so that one batch shape is compiled; the
+    weights and checkpoints are those of ``model`` either way."""
+    cuda = rt.device.type == "cuda"
     model.to(rt.device)
-    if rt.device.type == "cuda":
+    if cuda:
         model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
     net: nn.Module = model
     if rt.distributed:
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None
+            model, device_ids=[rt.device.index] if cuda else None
         )
-    steps_per_epoch = len(stage1_loader(train_set, st, rt, seed, 0, 0))
-    opt = sgd(model.parameters(), st)
-    sched = cosine_schedule(opt, st.epochs * steps_per_epoch)
+    if compile_model:
+        net = torch.compile(net, mode="reduce-overhead" if cuda else None, dynamic=False)  # type: ignore[assignment]
+    drop = compile_model
+    per_epoch = steps_per_epoch(train_set, st, rt, seed, drop)
+    opt = sgd(model.parameters(), st, fused=cuda)
+    sched = cosine_schedule(opt, st.epochs * per_epoch)
     start = 0
     if resume is not None:
         model.load_state_dict(resume.model)
         opt.load_state_dict(resume.optimizer)
         sched.load_state_dict(resume.scheduler)
         start = resume.epoch
-    total = st.epochs * steps_per_epoch
+    total = st.epochs * per_epoch
+    every = CUDA_SYNC_EVERY if cuda else 1
     for epoch in range(start, st.epochs):
-        torch.manual_seed(seed * 100_003 + epoch)  # augmentation draws
+        torch.manual_seed(epoch_seed(seed, epoch))  # augmentation draws
         loss_fn = make_stage1_loss(loss_name, train_counts, epoch, st.epochs)
         net.train()
-        for i, (x, y) in enumerate(stage1_loader(train_set, st, rt, seed, epoch, workers)):
+        seen = torch.zeros(3, device=rt.device)  # loss sum, correct, images since last report
+        for i, (x, y) in enumerate(epoch_batches(train_set, st, rt, seed, epoch, workers, drop)):
             x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
-            if rt.device.type == "cuda":
+            if cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(rt.device):
                 logits = net(x)
@@ -123,8 +183,16 @@ def train_stage1(
             loss.backward()
             opt.step()
             sched.step()
-            acc = (logits.argmax(1) == y).float().mean().item()
-            progress("stage 1", epoch * steps_per_epoch + i + 1, total, loss.item(), acc)
+            with torch.no_grad():
+                seen[0] += loss.detach() * len(y)
+                seen[1] += (logits.argmax(1) == y).sum()
+                seen[2] += len(y)
+            if (i + 1) % every == 0 or i + 1 == per_epoch:
+                loss_sum, correct, count = seen.tolist()
+                progress(
+                    "stage 1", epoch * per_epoch + i + 1, total, loss_sum / count, correct / count
+                )
+                seen.zero_()
         checkpoint(Stage1State(model.state_dict(), opt.state_dict(), sched.state_dict(), epoch + 1))
 
 

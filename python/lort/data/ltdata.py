@@ -12,7 +12,10 @@ from lort.data.transforms import TransformSpec
 from lort.errors import InputError
 
 if TYPE_CHECKING:
+    import torch
     from torch.utils.data import Dataset
+
+    from lort.data.tensor_images import TensorImages
 
 Split = Literal["train", "val", "test"]
 
@@ -56,6 +59,20 @@ class LTData:
         if isinstance(images, ImageFiles):
             return FileImages(images.root, images.paths, labels[split], transform)
         return ArrayImages(images, labels[split], transform)
+
+    def tensor_images(self, split: Split, device: torch.device) -> TensorImages | None:
+        """The split decoded once onto ``device`` with on-device augmentation (see
+        :mod:`lort.data.tensor_images`), or None where that does not apply: datasets other
+        than 32-pixel ones, images of mixed sizes, or too many of them."""
+        from lort.data.tensor_images import TensorImages, decode_small
+
+        labels = {"train": self.train_labels, "val": self.val_labels, "test": self.test_labels}
+        if self.transform_spec.kind != "small" or labels.get(split) is None:
+            return None
+        pixels = decode_small(self.sources[split], self.image_size)
+        if pixels is None:
+            return None
+        return TensorImages(pixels, labels[split], self.transform_spec, device)
 
     def train_counts(self) -> np.ndarray:
         """Training images per class (int64, length ``num_classes``)."""

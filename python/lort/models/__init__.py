@@ -13,12 +13,19 @@ import torch
 from torch import nn
 
 from lort.errors import InputError
-from lort.models.cifar_resnet import resnet32_backbone, resnet34_cifar_backbone
+from lort.models.cifar_resnet import (
+    resnet8_backbone,
+    resnet20_backbone,
+    resnet32_backbone,
+    resnet34_cifar_backbone,
+)
 from lort.models.small_cnn import small_cnn_backbone
 from lort.models.torchvision_nets import resnet50_backbone, resnext50_backbone
 
 _BACKBONES: dict[str, Callable[[int], tuple[nn.Module, int]]] = {
     "small-cnn": small_cnn_backbone,
+    "resnet8": resnet8_backbone,
+    "resnet20": resnet20_backbone,
     "resnet32": resnet32_backbone,
     "resnet34-cifar": resnet34_cifar_backbone,
     "resnet50": resnet50_backbone,
@@ -50,7 +57,8 @@ def build_model(arch: str, num_classes: int, in_channels: int = 3) -> Classifier
         raise InputError(f"in_channels must be at least 1, got {in_channels}")
     backbone, feature_dim = _BACKBONES[arch](in_channels)
     model = Classifier(backbone, feature_dim, num_classes)
-    if arch == "resnet32":  # LDAM-DRW initialises its classifier like its convolutions
+    if arch in ("resnet8", "resnet20", "resnet32"):
+        # LDAM-DRW initialises its classifier like its convolutions
         nn.init.kaiming_normal_(model.head.weight)
     return model
 

@@ -92,11 +92,27 @@ def kaiming_init(module: nn.Module) -> None:
         nn.init.kaiming_normal_(module.weight)
 
 
-def resnet32_backbone(in_channels: int) -> tuple[nn.Module, int]:
-    """LDAM-DRW's ResNet-32 without its classifier; 64-d features."""
-    net = CifarResNet(in_channels, (16, 32, 64), (5, 5, 5), shortcut="A")
+def cifar_resnet_backbone(in_channels: int, blocks: int) -> tuple[nn.Module, int]:
+    """He et al.'s CIFAR ResNet-(6n+2) with n = ``blocks`` per stage, as LDAM-DRW builds it
+    (option-A shortcuts, Kaiming init), without its classifier; 64-d features."""
+    net = CifarResNet(in_channels, (16, 32, 64), (blocks,) * 3, shortcut="A")
     net.apply(kaiming_init)
     return net, net.feature_dim
+
+
+def resnet32_backbone(in_channels: int) -> tuple[nn.Module, int]:
+    """LDAM-DRW's ResNet-32 (the CIFAR-10/100-LT standard)."""
+    return cifar_resnet_backbone(in_channels, 5)
+
+
+def resnet20_backbone(in_channels: int) -> tuple[nn.Module, int]:
+    """ResNet-20: the same family, 3 blocks per stage."""
+    return cifar_resnet_backbone(in_channels, 3)
+
+
+def resnet8_backbone(in_channels: int) -> tuple[nn.Module, int]:
+    """ResNet-8: one block per stage, for CPU-sized recipes."""
+    return cifar_resnet_backbone(in_channels, 1)
 
 
 def resnet34_cifar_backbone(in_channels: int) -> tuple[nn.Module, int]:

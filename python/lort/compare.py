@@ -1,0 +1,309 @@
+"""``lort compare``: the paper's Table 1 on one run's frozen features.
+
+Every method (and every seed ``cfg.seed, cfg.seed + 1, ...``) re-trains the classifier on the
+run's feature cache with the run's stage-2 settings and is evaluated on the test split as
+``lort fit`` evaluates; the seeds vary stage 2 only (the batch order and flip draws), the
+backbone is the run's. Each (method, seed) is stored in ``RUN/compare/<method>-seed<seed>.json``
+with the fingerprint of its settings and reused while that matches, so an interrupted compare
+keeps what it finished. The table goes to ``RUN/compare.json`` and ``RUN/compare.csv``, and the
+figures to ``RUN/figures/``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from lort.errors import InputError
+from lort.methods import METHODS, get_method
+from lort.retrain import (
+    WEIGHT_NORM_DEFINITION,
+    FinishedRun,
+    OnPoint,
+    Point,
+    cached_point,
+    load_run,
+    smooth_plan,
+    write_csv,
+)
+
+ACCURACY = ("all", "many", "medium", "few")
+GROUPS = ("many", "medium", "few")
+METRICS = (
+    *ACCURACY,
+    "balanced_accuracy",
+    *(f"{q}_{g}" for q in ("L", "r", "w") for g in ("all", *GROUPS)),
+)
+
+
+def parse_methods(spec: str) -> list[str]:
+    """``all`` or a comma-separated list of method names (order kept, repeats dropped)."""
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise InputError(f"--methods needs 'all' or method names; choose from {', '.join(METHODS)}")
+    if names == ["all"]:
+        return list(METHODS)
+    bad = [n for n in names if n not in METHODS]
+    if bad:
+        raise InputError(
+            f"unknown method(s) {', '.join(map(repr, bad))} in --methods; choose 'all' or from "
+            f"{', '.join(METHODS)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def _stats(values: list[float | None]) -> dict[str, Any]:
+    xs = [v for v in values if v is not None]
+    return {
+        "mean": statistics.fmean(xs) if xs else None,
+        "std": statistics.stdev(xs) if len(xs) > 1 else None,
+        "values": values,
+    }
+
+
+@dataclass
+class CompareResult:
+    run: FinishedRun
+    methods: list[str]
+    seeds: list[int]
+    select_on: str
+    points: dict[str, list[dict[str, Any]]]  # method -> one result per seed
+    reused: int
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def compare(
+    root: Path,
+    methods: list[str],
+    seeds: int = 1,
+    select_on: str | None = None,
+    on_point: OnPoint | None = None,
+    figures: bool = True,
+) -> CompareResult:
+    """Re-train ``methods`` x ``seeds`` on the run in ``root``; write the table and figures."""
+    if seeds < 1:
+        raise InputError(f"--seeds must be at least 1, got {seeds}")
+    for m in methods:
+        get_method(m)
+    run = load_run(root)
+    if select_on is None:
+        select_on = "val" if run.has_val else "none"
+    if select_on not in ("val", "none"):
+        raise InputError(f"--select-on must be val or none, got {select_on!r}")
+    if select_on == "val" and not run.has_val:
+        raise InputError(
+            f"{root} has no validation split (val_fraction {run.cfg.val_fraction}); "
+            "use --select-on none"
+        )
+    assert run.cfg.stage2 is not None
+    seed_list = [run.cfg.seed + i for i in range(seeds)]
+    # Plans first: a method that cannot run stops the command before any training.
+    plans = {m: smooth_plan(run, get_method(m), select_on) for m in methods}
+    todo = [(m, s) for m in methods for s in seed_list]
+    points: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    reused = 0
+    for i, (m, s) in enumerate(todo):
+        point = Point(get_method(m), s, run.cfg.stage2, plans[m])
+        result, was_cached = cached_point(run, f"compare/{m}-seed{s}.json", point)
+        reused += was_cached
+        points[m].append(result)
+        if on_point is not None:
+            on_point(i + 1, len(todo), f"{m} seed {s}", was_cached)
+    res = CompareResult(run, methods, seed_list, select_on, points, reused)
+    if run.cfg.stage2_mode != "cached":
+        res.notes.append(
+            f"the run trained stage 2 {run.cfg.stage2_mode}; compare re-trains every method on "
+            "the cached features"
+        )
+    res.rows = [_row(m, points[m], plans[m].mode, plans[m].source) for m in methods]
+    _write(res)
+    if figures:
+        write_figures(res)
+    return res
+
+
+def _row(method: str, results: list[dict[str, Any]], mode: str, source: str) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "method": method,
+        "title": METHODS[method].title,
+        "seeds": [r["seed"] for r in results],
+        "delta": [r["delta"] for r in results],
+        "delta_from": {
+            "select": "picked on the validation split, per seed",
+            "fixed": source,
+            "unused": None,
+        }[mode],
+        "val_balanced_accuracy": _stats([r["val_balanced_accuracy"] for r in results]),
+    }
+    for key in METRICS:
+        row[key] = _stats([r["test"][key] for r in results])
+    return row
+
+
+def _write(res: CompareResult) -> None:
+    run = res.run
+    assert run.cfg.stage2 is not None
+    data = {
+        "run": str(run.root),
+        "methods": res.methods,
+        "seeds": res.seeds,
+        "select_on": res.select_on,
+        "stage2": {
+            "mode": "cached",
+            "epochs": run.cfg.stage2.epochs,
+            "lr": run.cfg.stage2.lr,
+            "weight_decay": run.cfg.stage2.weight_decay,
+            "batch_size": run.cfg.stage2.batch_size,
+            "tau": run.cfg.tau,
+        },
+        "notes": res.notes,
+        "definitions": {
+            "all/many/medium/few": "test top-1 accuracy (fraction): all rows, then the mean "
+            "per-class accuracy over many (> 100 training images), medium (20..100) and few "
+            "(< 20) classes",
+            "L_*": "mean Logits Magnitude of the group's classes (see `lort analyze`)",
+            "r_*": "mean Regularized Standard Deviation of the group's classes",
+            "w_*": WEIGHT_NORM_DEFINITION,
+            "val_balanced_accuracy": "class-mean accuracy on the validation split",
+            "mean/std": "over the seeds; std is the sample std (n - 1), null for one seed",
+            "seeds": "vary stage 2 only (batch order, flip draws); the backbone is the run's",
+        },
+        "rows": res.rows,
+        "points": {m: [f"compare/{m}-seed{s}.json" for s in res.seeds] for m in res.methods},
+    }
+    run.folder.write_json("compare.json", data)
+    header = ["method", "seed", "delta", "val_balanced_accuracy", *METRICS]
+    rows = [
+        [m, r["seed"], r["delta"], r["val_balanced_accuracy"], *(r["test"][k] for k in METRICS)]
+        for m in res.methods
+        for r in res.points[m]
+    ]
+    write_csv(run.folder, "compare.csv", header, rows)
+    res.files += [run.root / "compare.json", run.root / "compare.csv"]
+
+
+def _array(values: list[float | None]) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def write_figures(res: CompareResult) -> None:
+    """``RUN/figures/group_metrics.png`` (Fig. 3) and ``logit_histograms.png`` (Fig. 2)."""
+    from lort.plots import plot_group_metrics, plot_logit_histograms
+
+    run = res.run
+    figs = run.root / "figures"
+    per_method = {
+        m: (
+            _array(res.points[m][0]["per_class"]["magnitude"]),
+            _array(res.points[m][0]["per_class"]["rstd"]),
+        )
+        for m in res.methods
+    }
+    seed = res.seeds[0]
+    res.files.append(
+        plot_group_metrics(
+            per_method,
+            run.counts,
+            figs / "group_metrics.png",
+            f"{run.root}, stage 2 re-trained on its features (test split, seed {seed})",
+        )
+    )
+    logits = np.load(run.root / "logits.npy", mmap_mode="r")
+    labels = np.load(run.root / "labels.npy")
+    counts = np.load(run.root / "train_counts.npy")
+    method = run.report.get("method", {}).get("name", run.cfg.method)
+    res.files.append(
+        plot_logit_histograms(
+            logits,
+            labels,
+            counts,
+            figs / "logit_histograms.png",
+            f"{run.root}, test split, the run's own {method} classifier",
+        )
+    )
+
+
+# --------------------------------------------------------------------------------------
+# On screen.
+
+
+def _pct(s: dict[str, Any], spread: bool) -> str:
+    if s["mean"] is None:
+        return "—"
+    text = f"{100 * s['mean']:.1f}"
+    if spread and s["std"] is not None:
+        text += f" ± {100 * s['std']:.1f}"
+    return text
+
+
+def _num(s: dict[str, Any], spec: str = ".3f") -> str:
+    return "—" if s["mean"] is None else format(s["mean"], spec)
+
+
+def _delta(row: dict[str, Any]) -> str:
+    ds = [d for d in row["delta"] if d is not None]
+    if not ds:
+        return "—"
+    return ", ".join(dict.fromkeys(f"{d:g}" for d in ds))
+
+
+def print_compare(console: Console, res: CompareResult) -> None:
+    """Table 1 (accuracy, mean ± std over seeds), then mean L and r, then mean ||w_c||,
+    each per group."""
+    n = len(res.seeds)
+    spread = n > 1
+    seeds = f"seed {res.seeds[0]}" if n == 1 else f"{n} seeds {res.seeds[0]}..{res.seeds[-1]}"
+    acc = Table(
+        title=f"{res.run.root}: test top-1 accuracy (%), {seeds}"
+        + (", mean ± std" if spread else ""),
+        title_justify="left",
+    )
+    acc.add_column("method")
+    for col in ("All", "Many", "Medium", "Few"):
+        acc.add_column(col, justify="right")
+    acc.add_column("delta", justify="right")
+    for row in res.rows:
+        acc.add_row(row["method"], *(_pct(row[k], spread) for k in ACCURACY), _delta(row))
+    console.print(acc)
+    first = res.points[res.methods[0]][0]["test"]
+    sizes = ", ".join(f"{g} {first[f'classes_{g}']}" for g in GROUPS)
+    short = {"many": "many", "medium": "med", "few": "few"}
+    geo = Table(
+        title=f"mean L and r per group ({sizes} classes)",
+        title_justify="left",
+    )
+    norms = Table(
+        title="mean class weight norm ||w_c|| per group",
+        title_justify="left",
+    )
+    geo.add_column("method")
+    norms.add_column("method")
+    for q in ("L", "r"):
+        for g in GROUPS:
+            geo.add_column(f"{q} {short[g]}", justify="right")
+    for g in GROUPS:
+        norms.add_column(g.capitalize(), justify="right")
+    for row in res.rows:
+        geo.add_row(row["method"], *(_num(row[f"{q}_{g}"]) for q in ("L", "r") for g in GROUPS))
+        norms.add_row(row["method"], *(_num(row[f"w_{g}"]) for g in GROUPS))
+    console.print(geo)
+    console.print(norms)
+    if spread:
+        console.print(f"[dim]L, r and ||w_c||: means over {n} seeds; std in compare.json[/dim]")
+    for row in res.rows:
+        if row["delta_from"] is not None:
+            console.print(f"{row['method']}: delta {_delta(row)} ({row['delta_from']})")
+    console.print(
+        "[dim]||w_c||: the weight vector the head applies at inference (LWS: scale x W, "
+        "tau-norm: W / ||W||^tau, cosine: |s|, LDAM's normed layer: 1); see compare.json[/dim]"
+    )
+    for note in res.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")

@@ -1,0 +1,481 @@
+"""The paper's figures as PNG files (arXiv 2403.00250, Figs. 2-5), drawn headless.
+
+matplotlib is optional (``pip install 'lort[plot]'``) and imported only when a
+figure is drawn. Figures are built with the object-oriented API
+(:class:`matplotlib.figure.Figure` on the Agg canvas), never through
+``pyplot``: nothing registers a global figure, so nothing leaks, and the
+caller's backend is left alone. Every file is written to a temporary name in
+the destination folder and renamed, so a reader never sees half a PNG.
+
+Class groups follow :mod:`lort.analysis`: many > 100 training images,
+medium 20..100, few < 20.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import secrets
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from lort.errors import InputError, LabelError
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+DPI = 120
+MANY_ABOVE = 100  # many: more than 100 training images
+FEW_BELOW = 20  # few: fewer than 20 training images
+FALLBACK_CLASSES = 3
+MIN_BINS, MAX_BINS = 15, 80  # histogram bins: 2 sqrt(positives), clipped
+_CHUNK_ELEMENTS = 4_000_000  # logits read per step when histogramming
+
+_POS_COLOR = "tab:blue"
+_NEG_COLOR = "tab:orange"
+
+
+# ----------------------------------------------------------------------------------
+# Helpers shared by the figures
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    """A Figure on the Agg canvas, or an InputError naming the extra to install."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise InputError("drawing figures needs matplotlib: pip install 'lort[plot]'") from None
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: Path | str) -> Path:
+    """Write ``fig`` as PNG through a temp file and a rename; return the path."""
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # Not mkstemp: its files are 0600; open(..., "xb") honours the umask like any file.
+    tmp = dest.parent / f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        f = open(tmp, "xb")  # noqa: SIM115 (closed by the with below)
+        try:
+            with f:
+                fig.savefig(f, format="png", dpi=DPI)
+            os.replace(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    finally:
+        fig.clear()
+    return dest
+
+
+def _counts(train_counts: npt.ArrayLike) -> np.ndarray:
+    """Training counts as a 1-D int64 array (uint64 from the core included)."""
+    c = np.asarray(train_counts)
+    if c.ndim != 1 or (c.size and c.dtype.kind not in "iu"):
+        raise InputError(
+            f"train counts must be a 1-D array of integers, got shape {c.shape} of {c.dtype}"
+        )
+    return c.astype(np.int64)
+
+
+def _by_frequency(counts: np.ndarray) -> np.ndarray:
+    """Class indices from the most to the least frequent; ties keep index order."""
+    return np.argsort(-counts, kind="stable")
+
+
+def _pct(values: Sequence[float | None] | np.ndarray, what: str, n: int) -> np.ndarray:
+    a = np.asarray(values, dtype=np.float64) * 100.0
+    if a.shape != (n,):
+        raise InputError(f"{what} must hold {n} values (one per delta), got shape {a.shape}")
+    return a
+
+
+# ----------------------------------------------------------------------------------
+# Class groups
+
+
+def class_groups_by_frequency(train_counts: np.ndarray, size: int = 10) -> list[np.ndarray]:
+    """Classes from the most to the least frequent, cut into consecutive groups.
+
+    Classes are sorted by training count, descending; ties keep class-index order
+    (a stable sort). Groups hold ``max(1, min(size, K // 10))`` classes each, so
+    ``size`` is used as is once ``K >= 10 * size`` and smaller ``K`` still gives
+    about ten points (K = 10: ten single-class groups; K = 20: ten groups of two;
+    K = 100: ten groups of ten). The last group may be shorter.
+    """
+    if size < 1:
+        raise InputError(f"group size must be at least 1, got {size}")
+    counts = _counts(train_counts)
+    k = counts.size
+    step = max(1, min(size, k // 10))
+    order = _by_frequency(counts)
+    return [order[i : i + step] for i in range(0, k, step)]
+
+
+# ----------------------------------------------------------------------------------
+# Fig. 2: positive and negative logits of the many and few classes
+
+
+def subsample_rows(
+    logits: np.ndarray, labels: np.ndarray, max_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every k-th row, ``k = ceil(rows / max_rows)``, so at most ``max_rows`` remain.
+
+    Slicing a memmap gives a view: no data is read here.
+    """
+    if max_rows < 1:
+        raise InputError(f"max_rows must be at least 1, got {max_rows}")
+    if logits.ndim != 2:
+        raise InputError(f"logits must be 2-D (rows x classes), got shape {logits.shape}")
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
+        raise LabelError(
+            f"{logits.shape[0]} logits rows but labels of shape {labels.shape}; "
+            "pass one label per row"
+        )
+    step = max(1, math.ceil(logits.shape[0] / max_rows))
+    return logits[::step], labels[::step]
+
+
+def load_shards_subsampled(
+    paths: Sequence[Path | str], labels: np.ndarray, max_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row shards (.npy, memory-mapped) subsampled evenly and concatenated.
+
+    ``labels`` covers all the shards' rows, in order. Each shard keeps its share
+    ``floor(max_rows * rows / total)`` (at least one row), taken every k-th row.
+    """
+    maps = [np.load(p, mmap_mode="r", allow_pickle=False) for p in paths]
+    total = sum(m.shape[0] for m in maps)
+    if total != labels.shape[0]:
+        raise LabelError(f"the logits files hold {total} rows but {labels.shape[0]} labels")
+    parts: list[np.ndarray] = []
+    part_labels: list[np.ndarray] = []
+    start = 0
+    for m in maps:
+        rows = m.shape[0]
+        budget = max(1, (max_rows * rows) // max(total, 1))
+        z, y = subsample_rows(m, labels[start : start + rows], budget)
+        parts.append(np.asarray(z))
+        part_labels.append(np.asarray(y))
+        start += rows
+    return np.concatenate(parts), np.concatenate(part_labels)
+
+
+def histogram_groups(train_counts: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(subplot title, classes) for the many and the few classes.
+
+    An empty group falls back to the 3 most (or least) frequent classes, and the
+    title says so.
+    """
+    counts = _counts(train_counts)
+    order = _by_frequency(counts)
+    out = []
+    for name, mask, fallback, rule in (
+        ("many", counts > MANY_ABOVE, order[:FALLBACK_CLASSES], f"> {MANY_ABOVE}"),
+        ("few", counts < FEW_BELOW, order[::-1][:FALLBACK_CLASSES], f"< {FEW_BELOW}"),
+    ):
+        classes = np.flatnonzero(mask)
+        if classes.size:
+            title = f"{name} classes ({classes.size}, {rule} training images)"
+        else:
+            classes = np.sort(fallback)
+            extreme = "most" if name == "many" else "least"
+            title = (
+                f"no {name} classes ({rule} training images): "
+                f"the {classes.size} {extreme} frequent shown"
+            )
+        out.append((title, classes))
+    return out
+
+
+def _group_values_range(
+    logits: np.ndarray, labels: np.ndarray, classes: np.ndarray
+) -> tuple[float, float] | None:
+    lo, hi = math.inf, -math.inf
+    for z, _ in _chunks(logits, labels, classes):
+        finite = z[np.isfinite(z)]
+        if finite.size:
+            lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+    if lo > hi:
+        return None
+    if lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    return lo, hi
+
+
+def _chunks(
+    logits: np.ndarray, labels: np.ndarray, classes: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(columns ``classes`` as float64, positive mask) for bounded blocks of rows."""
+    rows = max(1, _CHUNK_ELEMENTS // max(1, logits.shape[1]))
+    for s in range(0, logits.shape[0], rows):
+        block = np.asarray(logits[s : s + rows])
+        z = block[:, classes].astype(np.float64)
+        pos = np.asarray(labels[s : s + rows])[:, None] == classes[None, :]
+        yield z, pos
+
+
+def _group_histograms(
+    logits: np.ndarray, labels: np.ndarray, classes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int] | None:
+    """Bin edges, positive and negative counts, and how many values of each."""
+    span = _group_values_range(logits, labels, classes)
+    if span is None:
+        return None
+    # Fewer bins when the positives are few (a few class has few test rows).
+    n_pos = int(np.isin(labels, classes).sum())
+    bins = int(np.clip(round(2 * math.sqrt(n_pos)), MIN_BINS, MAX_BINS))
+    edges = np.linspace(span[0], span[1], bins + 1)
+    pos_hist = np.zeros(bins, dtype=np.int64)
+    neg_hist = np.zeros(bins, dtype=np.int64)
+    for z, pos in _chunks(logits, labels, classes):
+        finite = np.isfinite(z)
+        pos_hist += np.histogram(z[pos & finite], bins=edges)[0]
+        neg_hist += np.histogram(z[~pos & finite], bins=edges)[0]
+    return edges, pos_hist, neg_hist, int(pos_hist.sum()), int(neg_hist.sum())
+
+
+def plot_logit_histograms(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    train_counts: np.ndarray,
+    path: Path,
+    title: str,
+    max_rows: int = 200_000,
+) -> Path:
+    """Paper Fig. 2: densities of positive ``z[y == c, c]`` and negative ``z[y != c, c]``
+    logits pooled over the many classes and over the few classes.
+
+    ``logits`` may be a memmap of millions of rows: it is first cut to at most
+    ``max_rows`` rows (every k-th, :func:`subsample_rows`), then read in blocks.
+    """
+    counts = _counts(train_counts)
+    if logits.ndim != 2 or logits.shape[1] != counts.size:
+        raise InputError(
+            f"logits of shape {logits.shape} do not match {counts.size} training counts"
+        )
+    z, y = subsample_rows(logits, labels, max_rows)
+    y = np.asarray(y)
+    if y.size and y.dtype.kind not in "iu":
+        raise LabelError(f"labels must be integers, got dtype {y.dtype}")
+    if y.size and (y.min() < 0 or y.max() >= counts.size):
+        raise LabelError(f"labels must lie in [0, {counts.size}), found {y.min()}..{y.max()}")
+
+    fig = _new_figure(11, 4.2)
+    axes = fig.subplots(1, 2)
+    for ax, (sub_title, classes) in zip(axes, histogram_groups(counts), strict=True):
+        ax.set_title(sub_title, fontsize=10)
+        ax.set_xlabel("logit z[:, c]")
+        ax.set_ylabel("density")
+        hist = _group_histograms(z, y, classes) if z.shape[0] else None
+        if hist is None:
+            ax.text(0.5, 0.5, "no test rows", ha="center", va="center", transform=ax.transAxes)
+            continue
+        edges, pos_hist, neg_hist, n_pos, n_neg = hist
+        width = np.diff(edges)
+        for counts_, n, color, label in (
+            (neg_hist, n_neg, _NEG_COLOR, f"negative z[y≠c, c] ({n_neg:,})"),
+            (pos_hist, n_pos, _POS_COLOR, f"positive z[y=c, c] ({n_pos:,})"),
+        ):
+            if n == 0:
+                continue
+            density = counts_ / (n * width)
+            ax.stairs(density, edges, fill=True, alpha=0.35, color=color)
+            ax.stairs(density, edges, color=color, linewidth=1.2, label=label)
+        ax.legend(fontsize=8, loc="best")
+    rows_note = f"{z.shape[0]:,} rows"
+    if z.shape[0] < logits.shape[0]:
+        rows_note = f"{z.shape[0]:,} of {logits.shape[0]:,} rows, evenly spaced"
+    fig.suptitle(f"Positive and negative logits: {title}\n({rows_note})", fontsize=11)
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------------
+# Fig. 3: L and r per group of classes
+
+
+def _group_means(values: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+    """Mean over each group's finite values; NaN for a group with none."""
+    out = np.full(len(groups), np.nan)
+    for i, g in enumerate(groups):
+        v = values[g]
+        v = v[np.isfinite(v)]
+        if v.size:
+            out[i] = v.mean()
+    return out
+
+
+def _group_label(first: int, last: int) -> str:
+    return str(first) if first == last else f"{first}-{last}"
+
+
+def plot_group_metrics(
+    per_method: dict[str, tuple[np.ndarray, np.ndarray]],
+    train_counts: np.ndarray,
+    path: Path,
+    title: str,
+) -> Path:
+    """Paper Fig. 3: mean Logits Magnitude L and mean Regularized Std r per group of
+    classes (:func:`class_groups_by_frequency`), one line per method.
+
+    ``per_method`` maps a method name to its (L, r) arrays, one value per class.
+    Classes with a NaN or infinite value (no test rows) are left out of a group's
+    mean; a group with none left is a gap in the line.
+    """
+    counts = _counts(train_counts)
+    k = counts.size
+    if not per_method:
+        raise InputError("plot_group_metrics needs at least one method")
+    groups = class_groups_by_frequency(counts)
+    starts = np.cumsum([0] + [g.size for g in groups])
+    labels = [_group_label(int(a), int(b) - 1) for a, b in itertools.pairwise(starts)]
+    x = np.arange(len(groups))
+
+    style = {"marker": "o", "markersize": 4 if len(groups) <= 30 else 2}
+    fig = _new_figure(11, 4.2)
+    ax_l, ax_r = fig.subplots(1, 2)
+    for name, (mag, rstd) in per_method.items():
+        mag = np.asarray(mag, dtype=np.float64)
+        rstd = np.asarray(rstd, dtype=np.float64)
+        if mag.shape != (k,) or rstd.shape != (k,):
+            raise InputError(
+                f"method {name!r}: L and r must hold {k} values (one per class), "
+                f"got shapes {mag.shape} and {rstd.shape}"
+            )
+        ax_l.plot(x, _group_means(mag, groups), label=name, **style)
+        ax_r.plot(x, _group_means(rstd, groups), label=name, **style)
+
+    per_group = groups[0].size
+    what = "single classes" if per_group == 1 else f"groups of {per_group} classes"
+    for ax, metric in ((ax_l, "mean Logits Magnitude L"), (ax_r, "mean Regularized Std r")):
+        ax.set_title(metric, fontsize=10)
+        ax.set_ylabel(metric)
+        ax.set_xlabel(f"{what} by training images, most to fewest (0 = most)")
+        _set_group_ticks(ax, x, labels)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Logits Magnitude and Regularized Std per class group: {title}", fontsize=11)
+    return _save(fig, path)
+
+
+def _set_group_ticks(ax: Axes, x: np.ndarray, labels: list[str]) -> None:
+    """Group labels on the x axis, thinned to about 12 so they stay legible."""
+    every = max(1, math.ceil(len(x) / 12))
+    shown = labels[::every]
+    rotation = 45 if len(shown) * max(len(s) for s in shown) > 48 else 0
+    ax.set_xticks(x[::every], shown, rotation=rotation)
+    ax.set_xlim(-0.5, len(x) - 0.5)
+
+
+# ----------------------------------------------------------------------------------
+# Fig. 4: accuracy against LORT's delta
+
+
+def plot_smooth_sweep(
+    deltas: list[float],
+    test_acc: list[float],
+    path: Path,
+    title: str,
+    val_acc: list[float] | None = None,
+    chosen: float | None = None,
+) -> Path:
+    """Paper Fig. 4: top-1 accuracy (%) against delta; accuracies are fractions in [0, 1].
+
+    A test line, an optional validation line, and a dashed vertical line at ``chosen``.
+    """
+    d = np.asarray(deltas, dtype=np.float64)
+    if d.ndim != 1 or d.size == 0:
+        raise InputError("plot_smooth_sweep needs at least one delta")
+    order = np.argsort(d, kind="stable")
+    fig = _new_figure(6.4, 4.4)
+    ax = fig.subplots()
+    series = [("test", test_acc, "tab:blue")]
+    if val_acc is not None:
+        series.append(("validation", val_acc, "tab:green"))
+    for name, acc, color in series:
+        pct = _pct(acc, f"{name} accuracies", d.size)
+        ax.plot(d[order], pct[order], marker="o", markersize=4, color=color, label=name)
+    if chosen is not None:
+        ax.axvline(chosen, color="0.3", linestyle="--", linewidth=1, label=f"chosen δ = {chosen:g}")
+    ax.set_xlabel("δ (LORT smoothing)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9)
+    ax.set_title(f"Accuracy against δ: {title}", fontsize=11)
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------------
+# Fig. 5: accuracy over the learning-rate x weight-decay grid
+
+
+def _grid_index(values: np.ndarray, v: float, what: str) -> int:
+    hits = np.flatnonzero(np.isclose(values, v, rtol=1e-6, atol=0.0))
+    if hits.size == 0:
+        raise InputError(f"chosen {what} {v:g} is not one of the grid's values")
+    return int(hits[0])
+
+
+def plot_lr_wd_heatmap(
+    lrs: list[float],
+    wds: list[float],
+    acc: np.ndarray,
+    path: Path,
+    title: str,
+    chosen: tuple[float, float] | None = None,
+) -> Path:
+    """Paper Fig. 5: top-1 accuracy (%) over learning rate (rows, y) x weight decay
+    (columns, x); ``acc`` has shape ``(len(lrs), len(wds))`` and holds fractions.
+
+    Each cell shows its percentage (one decimal; NaN cells show a dash).
+    ``chosen = (lr, wd)``, values from the grid, outlines that cell.
+    """
+    lr = np.asarray(lrs, dtype=np.float64)
+    wd = np.asarray(wds, dtype=np.float64)
+    a = np.asarray(acc, dtype=np.float64)
+    if a.shape != (lr.size, wd.size) or a.size == 0:
+        raise InputError(
+            f"acc must have shape (len(lrs), len(wds)) = ({lr.size}, {wd.size}), got {a.shape}"
+        )
+    pct = a * 100.0
+    fig = _new_figure(max(4.8, 1.0 + 0.9 * wd.size), max(3.6, 1.2 + 0.55 * lr.size))
+    ax = fig.subplots()
+    img = ax.imshow(np.ma.masked_invalid(pct), cmap="viridis", origin="lower", aspect="auto")
+    cbar = fig.colorbar(img, ax=ax)
+    cbar.set_label("top-1 accuracy (%)")
+    ax.set_xticks(np.arange(wd.size), [f"{v:g}" for v in wd])
+    ax.set_yticks(np.arange(lr.size), [f"{v:g}" for v in lr])
+    ax.set_xlabel("weight decay")
+    ax.set_ylabel("learning rate")
+    finite = pct[np.isfinite(pct)]
+    mid = (finite.min() + finite.max()) / 2 if finite.size else 0.0
+    fontsize = 9 if wd.size <= 8 else 7
+    for i in range(lr.size):
+        for j in range(wd.size):
+            v = pct[i, j]
+            text = "—" if not math.isfinite(v) else f"{v:.1f}"
+            color = "black" if (math.isfinite(v) and v > mid) else "white"
+            if not math.isfinite(v):
+                color = "0.3"
+            ax.text(j, i, text, ha="center", va="center", color=color, fontsize=fontsize)
+    if chosen is not None:
+        from matplotlib.patches import Rectangle
+
+        i = _grid_index(lr, chosen[0], "learning rate")
+        j = _grid_index(wd, chosen[1], "weight decay")
+        ax.add_patch(
+            Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5)
+        )
+    sub = "" if chosen is None else f"\nchosen (outlined): lr {chosen[0]:g}, wd {chosen[1]:g}"
+    ax.set_title(f"Accuracy over learning rate x weight decay: {title}{sub}", fontsize=10)
+    return _save(fig, path)

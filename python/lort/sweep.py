@@ -1,0 +1,394 @@
+"""``lort sweep``: LORT's delta (the paper's Figure 4) and a stage-2 learning rate x weight
+decay grid (Figure 5) on one run's frozen features.
+
+Every point is one re-training on the run's feature cache (see :mod:`lort.retrain`), stored in
+``RUN/sweep/`` with its fingerprint and reused while that matches. When the run has a
+validation split the chosen value is the point with the best class-mean (balanced) accuracy on
+it, and only that point's test accuracy is reported as a result; without one nothing is
+selected and the test numbers are an illustration. Results go to ``RUN/sweep-smooth.json``
+/ ``.csv`` and ``RUN/sweep-lr-wd.json`` / ``.csv``, figures to ``RUN/figures/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from lort.errors import InputError
+from lort.methods import get_method, rho
+from lort.retrain import (
+    FinishedRun,
+    OnPoint,
+    Point,
+    SmoothPlan,
+    cached_point,
+    float_name,
+    load_run,
+    run_delta,
+    write_csv,
+)
+
+TEST_KEYS = ("all", "many", "medium", "few")
+SELECTED = (
+    "chosen on the validation split (best class-mean accuracy); the test accuracy of the "
+    "other points is recorded for illustration only and played no part in the choice"
+)
+UNSELECTED = (
+    "the run has no validation split: no value is selected, and the test accuracies are "
+    "for illustration only (choosing on them would be choosing on the test set)"
+)
+
+
+def parse_values(text: str, option: str, *, low: float, low_open: bool, high: float) -> list[float]:
+    """Comma-separated numbers, each in the interval; sorted, repeats dropped."""
+    parts = [p.strip() for p in text.split(",")]
+    if not any(parts):
+        raise InputError(f"{option} needs comma-separated numbers, e.g. {option} 0,0.5,0.9")
+    values = []
+    for p in parts:
+        if not p:
+            raise InputError(f"{option} {text!r} has an empty entry; separate numbers by commas")
+        try:
+            v = float(p)
+        except ValueError:
+            raise InputError(f"{option}: {p!r} is not a number") from None
+        inside = (v > low if low_open else v >= low) and v < high
+        if not (math.isfinite(v) and inside):
+            lo = "(" if low_open else "["
+            raise InputError(f"{option} values must lie in {lo}{low:g}, {high:g}), got {p}")
+        values.append(v)
+    return sorted(set(values))
+
+
+@dataclass
+class SweepResult:
+    run: FinishedRun
+    kind: str  # "smooth" or "lr-wd"
+    method: str
+    points: list[dict[str, Any]]
+    chosen: dict[str, Any] | None
+    reused: int
+    data: dict[str, Any] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+
+def _record(result: dict[str, Any], **where: Any) -> dict[str, Any]:
+    return {
+        **where,
+        "val_balanced_accuracy": result["val_balanced_accuracy"],
+        "test": {k: result["test"][k] for k in (*TEST_KEYS, "balanced_accuracy")},
+    }
+
+
+def _choose(run: FinishedRun, points: list[dict[str, Any]]) -> dict[str, Any] | None:
+    if not run.has_val:
+        return None
+    scores = [p["val_balanced_accuracy"] for p in points]
+    return points[int(np.argmax(scores))]  # the first of equals, as `lort fit` picks
+
+
+def sweep_smooth(
+    root: Path, deltas: list[float], on_point: OnPoint | None = None, figures: bool = True
+) -> SweepResult:
+    """Re-train LORT once per delta with the run's stage-2 settings and seed."""
+    if not deltas:
+        raise InputError("--smooth needs at least one delta")
+    bad = [d for d in deltas if not 0.0 <= d < 1.0]
+    if bad:
+        raise InputError(f"--smooth values must lie in [0, 1), got {bad[0]:g}")
+    run = load_run(root)
+    assert run.cfg.stage2 is not None
+    method = get_method("lort")
+    points, reused = [], 0
+    for i, d in enumerate(deltas):
+        point = Point(method, run.cfg.seed, run.cfg.stage2, SmoothPlan("fixed", d))
+        result, was_cached = cached_point(run, f"sweep/smooth-{float_name(d)}.json", point)
+        reused += was_cached
+        points.append(_record(result, delta=d, rho=_finite(rho(run.k, d))))
+        if on_point is not None:
+            on_point(i + 1, len(deltas), f"delta {d:g}", was_cached)
+    chosen = _choose(run, points)
+    res = SweepResult(run, "smooth", "lort", points, chosen, reused)
+    res.data = {
+        "run": str(run.root),
+        "method": "lort",
+        "seed": run.cfg.seed,
+        "stage2": dataclasses.asdict(run.cfg.stage2),
+        "selection": "validation split" if run.has_val else "none",
+        "note": SELECTED if run.has_val else UNSELECTED,
+        "chosen": None
+        if chosen is None
+        else {
+            "delta": chosen["delta"],
+            "val_balanced_accuracy": chosen["val_balanced_accuracy"],
+            "test": chosen["test"],
+        },
+        "points": points,
+        "definitions": _definitions(),
+    }
+    run.folder.write_json("sweep-smooth.json", res.data)
+    write_csv(
+        run.folder,
+        "sweep-smooth.csv",
+        ["delta", "rho", "val_balanced_accuracy", *(f"test_{k}" for k in TEST_KEYS), "chosen"],
+        [
+            [
+                p["delta"],
+                p["rho"],
+                p["val_balanced_accuracy"],
+                *(p["test"][k] for k in TEST_KEYS),
+                int(p is chosen),
+            ]
+            for p in points
+        ],
+    )
+    res.files += [run.root / "sweep-smooth.json", run.root / "sweep-smooth.csv"]
+    if figures:
+        write_figures(res)
+    return res
+
+
+def _lr_wd_delta(run: FinishedRun, method_name: str) -> tuple[SmoothPlan, str | None]:
+    """A smooth-target method's delta, held fixed over the grid: the run's own, or picked on
+    the validation split at the run's stage-2 settings (as `lort fit` / `lort compare` do)."""
+    method = get_method(method_name)
+    if method.target != "smooth":
+        return SmoothPlan("unused"), None
+    fixed = run_delta(run)
+    if fixed is not None:
+        return SmoothPlan("fixed", fixed[0], source=fixed[1]), fixed[1]
+    if not run.has_val:
+        raise InputError(
+            f"{method_name} needs a delta for the grid: the run's smooth is 'auto' and there is "
+            f"no validation split to pick it on; fix one with "
+            f"`lort fit --resume --out {run.root} --smooth DELTA`"
+        )
+    assert run.cfg.stage2 is not None
+    select = SmoothPlan("select", grid=tuple(run.cfg.smooth_grid), source="validation split")
+    point = Point(method, run.cfg.seed, run.cfg.stage2, select)
+    result, _ = cached_point(run, f"compare/{method_name}-seed{run.cfg.seed}.json", point)
+    why = "picked on the validation split at the run's stage-2 lr and weight decay"
+    return SmoothPlan("fixed", float(result["delta"]), source=why), why
+
+
+def sweep_lr_wd(
+    root: Path,
+    lrs: list[float] | None,
+    wds: list[float] | None,
+    method_name: str | None = None,
+    on_point: OnPoint | None = None,
+    figures: bool = True,
+) -> SweepResult:
+    """Re-train ``method`` (the run's by default) once per (lr, weight decay) pair."""
+    if method_name is not None:
+        get_method(method_name)
+    run = load_run(root)
+    st = run.cfg.stage2
+    assert st is not None
+    name = method_name or run.cfg.method
+    method = get_method(name)
+    lr_list = lrs or [st.lr]
+    wd_list = wds or [st.weight_decay]
+    plan, delta_from = _lr_wd_delta(run, name)
+    grid = [(lr, wd) for lr in lr_list for wd in wd_list]
+    points, reused = [], 0
+    for i, (lr, wd) in enumerate(grid):
+        stage2 = dataclasses.replace(st, lr=lr, weight_decay=wd)
+        file = f"sweep/lr-wd-{name}-lr{float_name(lr)}-wd{float_name(wd)}.json"
+        result, was_cached = cached_point(run, file, Point(method, run.cfg.seed, stage2, plan))
+        reused += was_cached
+        points.append(_record(result, lr=lr, weight_decay=wd))
+        if on_point is not None:
+            on_point(i + 1, len(grid), f"lr {lr:g} wd {wd:g}", was_cached)
+    chosen = _choose(run, points)
+    res = SweepResult(run, "lr-wd", name, points, chosen, reused)
+    res.data = {
+        "run": str(run.root),
+        "method": name,
+        "seed": run.cfg.seed,
+        "epochs": st.epochs,
+        "batch_size": st.batch_size,
+        "delta": plan.delta if plan.mode == "fixed" else None,
+        "delta_from": delta_from,
+        "lrs": lr_list,
+        "weight_decays": wd_list,
+        "selection": "validation split" if run.has_val else "none",
+        "note": SELECTED if run.has_val else UNSELECTED,
+        "chosen": None
+        if chosen is None
+        else {
+            "lr": chosen["lr"],
+            "weight_decay": chosen["weight_decay"],
+            "val_balanced_accuracy": chosen["val_balanced_accuracy"],
+            "test": chosen["test"],
+        },
+        "points": points,
+        "definitions": _definitions(),
+    }
+    run.folder.write_json("sweep-lr-wd.json", res.data)
+    write_csv(
+        run.folder,
+        "sweep-lr-wd.csv",
+        [
+            "lr",
+            "weight_decay",
+            "val_balanced_accuracy",
+            *(f"test_{k}" for k in TEST_KEYS),
+            "chosen",
+        ],
+        [
+            [
+                p["lr"],
+                p["weight_decay"],
+                p["val_balanced_accuracy"],
+                *(p["test"][k] for k in TEST_KEYS),
+                int(p is chosen),
+            ]
+            for p in points
+        ],
+    )
+    res.files += [run.root / "sweep-lr-wd.json", run.root / "sweep-lr-wd.csv"]
+    if figures:
+        write_figures(res)
+    return res
+
+
+def write_figures(res: SweepResult) -> None:
+    """``RUN/figures/sweep_smooth.png`` or ``RUN/figures/sweep_lr_wd.png``."""
+    run, points, chosen = res.run, res.points, res.chosen
+    if res.kind == "smooth":
+        from lort.plots import plot_smooth_sweep
+
+        res.files.append(
+            plot_smooth_sweep(
+                [p["delta"] for p in points],
+                [p["test"]["all"] for p in points],
+                run.root / "figures" / "sweep_smooth.png",
+                f"{run.root}, LORT"
+                + ("" if run.has_val else " (no validation split: illustration, nothing chosen)"),
+                val_acc=[p["val_balanced_accuracy"] for p in points] if run.has_val else None,
+                chosen=None if chosen is None else chosen["delta"],
+            )
+        )
+        return
+    from lort.plots import plot_lr_wd_heatmap
+
+    lrs, wds = res.data["lrs"], res.data["weight_decays"]
+    n = len(wds)
+    acc = np.array(
+        [[_test_all(p) for p in points[i * n : (i + 1) * n]] for i in range(len(lrs))],
+        dtype=np.float64,
+    )
+    what = "test; chosen on val" if run.has_val else "test; no val split, illustration"
+    res.files.append(
+        plot_lr_wd_heatmap(
+            lrs,
+            wds,
+            acc,
+            run.root / "figures" / "sweep_lr_wd.png",
+            f"{run.root}, {res.method} ({what})",
+            chosen=None if chosen is None else (chosen["lr"], chosen["weight_decay"]),
+        )
+    )
+
+
+def _test_all(p: dict[str, Any]) -> float:
+    v = p["test"]["all"]
+    return math.nan if v is None else float(v)
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _definitions() -> dict[str, str]:
+    return {
+        "val_balanced_accuracy": "class-mean accuracy on the validation split (the criterion)",
+        "test": "test top-1 accuracy (fraction): all rows, then the mean per-class accuracy "
+        "over many (> 100 training images), medium (20..100) and few (< 20) classes",
+        "rho": "1 + K (1 - delta) / delta, the true-class / other-class target ratio",
+    }
+
+
+# --------------------------------------------------------------------------------------
+# On screen.
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.1f}"
+
+
+def _test_line(p: dict[str, Any]) -> str:
+    t = p["test"]
+    return " / ".join(f"{k.capitalize()} {_pct(t[k])}" for k in TEST_KEYS)
+
+
+def print_sweep(console: Console, res: SweepResult) -> None:
+    """Validation scores per point and the chosen point's test accuracy; without a
+    validation split the test accuracy of every point, said to be an illustration."""
+    run = res.run
+    what = "validation balanced accuracy (%)" if run.has_val else "test accuracy (%)"
+    t = Table()
+    if res.kind == "smooth":
+        console.print(f"{run.root}: LORT, {what} per delta")
+        t.add_column("delta", justify="right")
+        t.add_column("rho", justify="right")
+        if run.has_val:
+            t.add_column("val balanced acc", justify="right")
+        else:
+            for k in TEST_KEYS:
+                t.add_column(f"test {k.capitalize()}", justify="right")
+        for p in res.points:
+            r = "inf" if p["rho"] is None else f"{p['rho']:.2f}"
+            cells = (
+                [_pct(p["val_balanced_accuracy"])]
+                if run.has_val
+                else [_pct(p["test"][k]) for k in TEST_KEYS]
+            )
+            mark = " ◀" if p is res.chosen else ""
+            t.add_row(f"{p['delta']:g}", r, *cells[:-1], cells[-1] + mark)
+        console.print(t)
+        if res.chosen is not None:
+            c = res.chosen
+            console.print(
+                f"chosen delta {c['delta']:g} (validation balanced accuracy "
+                f"{_pct(c['val_balanced_accuracy'])}%): test accuracy {_test_line(c)}"
+            )
+    else:
+        d = res.data
+        if not run.has_val:
+            what = "test accuracy, All (%)"
+        console.print(f"{run.root}: {res.method}, {what}, stage-2 lr (rows) x weight decay")
+        if d["delta"] is not None:
+            console.print(f"{res.method}: delta {d['delta']:g} ({d['delta_from']})")
+        t.add_column("lr \\ wd", justify="right")
+        for wd in d["weight_decays"]:
+            t.add_column(f"{wd:g}", justify="right")
+        n = len(d["weight_decays"])
+        for i, lr in enumerate(d["lrs"]):
+            row = res.points[i * n : (i + 1) * n]
+            cells = [
+                _pct(p["val_balanced_accuracy"] if run.has_val else p["test"]["all"])
+                + (" ◀" if p is res.chosen else "")
+                for p in row
+            ]
+            t.add_row(f"{lr:g}", *cells)
+        console.print(t)
+        if res.chosen is not None:
+            c = res.chosen
+            console.print(
+                f"chosen lr {c['lr']:g}, weight decay {c['weight_decay']:g} (validation "
+                f"balanced accuracy {_pct(c['val_balanced_accuracy'])}%): test accuracy "
+                f"{_test_line(c)}"
+            )
+    if run.has_val:
+        console.print(f"[dim]{SELECTED}; see {run.root}/sweep-{res.kind}.json[/dim]")
+    else:
+        console.print(f"[yellow]{UNSELECTED}[/yellow]")
