@@ -139,7 +139,9 @@ def _fit(
     epochs_run = _stage1(cfg, opts, rt, folder, data, model, counts, progress)
     timings["stage1_s"] = time.perf_counter() - t
     if epochs_run:
-        timings["stage1_images_per_s"] = epochs_run * len(data.train_labels) / timings["stage1_s"]
+        n, b = len(data.train_labels), cfg.stage1.batch_size  # type: ignore[union-attr]
+        per_epoch = n // b * b if cfg.compile_model else n  # --compile drops the short batch
+        timings["stage1_images_per_s"] = epochs_run * per_epoch / timings["stage1_s"]
     if opts.stop_after == "stage1":
         say(f"stopped after stage 1; continue with: lort fit --resume --out {folder.root}")
         return FitResult(folder.root, None)
@@ -149,7 +151,7 @@ def _fit(
     timings["features_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    smooth, selection = _choose_smooth(cfg, method, cache, data, model.head, counts)
+    smooth, selection = choose_smooth(cfg, method, cache, data, model.head, counts)
     head = _stage2(cfg, rt, method, cache, data, model, counts, smooth, progress)
     timings["stage2_s"] = time.perf_counter() - t
 
@@ -159,8 +161,8 @@ def _fit(
         cache = build_cache(
             model.backbone, _eval_sets(data, ("test",), rt), rt, flip=flips_for(cfg)
         )
-    logits = _head_logits(cfg, method, head, cache, counts, "test")
-    analysis = _evaluate(rt, logits, data.test_labels, counts)
+    logits = head_logits(cfg, method, head, cache, counts, "test")
+    analysis = evaluate(rt, logits, data.test_labels, counts)
     timings["eval_s"] = time.perf_counter() - t
     if not rt.is_main:
         return FitResult(folder.root, None)
@@ -194,7 +196,7 @@ def _fit(
             "report.json",
         ],
     }
-    report["baselines"]["method"] |= _group_accuracies(analysis)
+    report["baselines"]["method"] |= group_accuracies(analysis)
     folder.write_json("report.json", report)
     return FitResult(folder.root, analysis, report)
 
@@ -315,13 +317,13 @@ def _finite(x: float) -> float | None:
     return x if np.isfinite(x) else None
 
 
-def _balanced_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+def balanced_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
     pred = logits.argmax(1)
     accs = [float((pred[labels == c] == c).mean()) for c in range(k) if (labels == c).any()]
     return float(np.mean(accs))
 
 
-def _choose_smooth(
+def choose_smooth(
     cfg: FitConfig,
     method: Method,
     cache: FeatureCache,
@@ -339,9 +341,9 @@ def _choose_smooth(
     assert cfg.stage2 is not None and data.val_labels is not None
     scores = []
     for d in cfg.smooth_grid:
-        head = _train_cached(cfg, method, cache, data, init, counts, d)
-        val_logits = _head_logits(cfg, method, head, cache, counts, "val")
-        scores.append(_balanced_accuracy(val_logits, data.val_labels, k))
+        head = train_cached(cfg, method, cache, data, init, counts, d)
+        val_logits = head_logits(cfg, method, head, cache, counts, "val")
+        scores.append(balanced_accuracy(val_logits, data.val_labels, k))
     best = int(np.argmax(scores))
     d = cfg.smooth_grid[best]
     return d, {
@@ -355,7 +357,7 @@ def _choose_smooth(
     }
 
 
-def _train_cached(
+def train_cached(
     cfg: FitConfig,
     method: Method,
     cache: FeatureCache,
@@ -394,7 +396,7 @@ def _stage2(
     progress: Progress,
 ) -> nn.Module:
     if cfg.stage2_mode == "cached":
-        return _train_cached(cfg, method, cache, data, model.head, counts, smooth, progress)
+        return train_cached(cfg, method, cache, data, model.head, counts, smooth, progress)
     assert cfg.stage2 is not None
     return train_head_live(
         method,
@@ -413,7 +415,7 @@ def _stage2(
 
 
 @torch.no_grad()
-def _head_logits(
+def head_logits(
     cfg: FitConfig,
     method: Method,
     head: nn.Module,
@@ -431,7 +433,7 @@ def _head_logits(
     return z.float().numpy()
 
 
-def _group_accuracies(a: Analysis) -> dict[str, float | None]:
+def group_accuracies(a: Analysis) -> dict[str, float | None]:
     groups = a.groups or {}
     return {"all": a.accuracy} | {
         name: (None if g is None else g.accuracy) for name, g in groups.items()
@@ -453,15 +455,15 @@ def _baselines(
         if name == method.name:
             continue
         other = get_method(name)
-        head = _train_cached(cfg, other, cache, data, init, counts, 0.0)
-        z = _head_logits(cfg, other, head, cache, counts, "test")
+        head = train_cached(cfg, other, cache, data, init, counts, 0.0)
+        z = head_logits(cfg, other, head, cache, counts, "test")
         stats = _core.LogitStats(z.shape[1], hessian="none")
         stats.update(z, data.test_labels)
-        out[name] = _group_accuracies(summarize(stats, train_counts=counts))
+        out[name] = group_accuracies(summarize(stats, train_counts=counts))
     return out
 
 
-def _evaluate(
+def evaluate(
     rt: runtime.Runtime, logits: np.ndarray, labels: np.ndarray, counts: np.ndarray
 ) -> Analysis:
     """Statistics of the test logits; under DDP each rank takes a shard and the

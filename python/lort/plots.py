@@ -341,10 +341,15 @@ def plot_group_metrics(
     labels = [_group_label(int(a), int(b) - 1) for a, b in itertools.pairwise(starts)]
     x = np.arange(len(groups))
 
-    style = {"marker": "o", "markersize": 4 if len(groups) <= 30 else 2}
+    size = 4 if len(groups) <= 30 else 2
+    # Twelve methods outrun a 10-colour cycle: vary colour and marker together.
+    markers = "osD^vP*Xhp<>"
     fig = _new_figure(11, 4.2)
     ax_l, ax_r = fig.subplots(1, 2)
-    for name, (mag, rstd) in per_method.items():
+    for i, (name, (mag, rstd)) in enumerate(per_method.items()):
+        style = {"marker": markers[i % len(markers)], "markersize": size, "color": f"C{i % 10}"}
+        if i >= 10:
+            style["linestyle"] = "--"
         mag = np.asarray(mag, dtype=np.float64)
         rstd = np.asarray(rstd, dtype=np.float64)
         if mag.shape != (k,) or rstd.shape != (k,):

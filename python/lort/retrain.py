@@ -1,8 +1,8 @@
 """Re-train one stage-2 configuration on a finished ``lort fit`` run's cached features.
 
 ``lort compare`` and ``lort sweep`` are built on :func:`load_run` and :func:`retrain`. A point
-goes through the very functions ``lort fit`` uses for its own stage 2 (``_choose_smooth``,
-``_train_cached``, ``_head_logits``, ``_evaluate``), so re-training the run's method with the
+goes through the very functions ``lort fit`` uses for its own stage 2 (``choose_smooth``,
+``train_cached``, ``head_logits``, ``evaluate``), so re-training the run's method with the
 run's settings and seed gives the numbers of ``lort fit --resume --out RUN --method M``, bit
 for bit. Nothing here touches the backbone: every point is one re-training on the cache (or,
 for LORT with ``--smooth auto``, one per delta of the grid plus the final one).
@@ -35,6 +35,16 @@ from lort.config import FitConfig, StageConfig, load_yaml, resolve
 from lort.data import LTData
 from lort.errors import InputError
 from lort.features import CACHE, FeatureCache
+from lort.fit import (
+    balanced_accuracy,
+    choose_smooth,
+    evaluate,
+    flips_for,
+    group_accuracies,
+    head_logits,
+    load_data,
+    train_cached,
+)
 from lort.methods import CosineHead, LWSHead, Method, tau_normalised_weight
 from lort.runfolder import RunFolder, atomic_write
 from lort.runtime import Runtime
@@ -109,8 +119,6 @@ class FinishedRun:
 
 def load_run(root: Path) -> FinishedRun:
     """The run in ``root``; InputError saying what to do when it is not a finished run."""
-    from lort.fit import load_data
-
     root = Path(root)
     if not root.is_dir():
         raise InputError(
@@ -263,19 +271,13 @@ class Point:
             "method": self.method.name,
             "seed": self.seed,
             "stage2": dataclasses.asdict(self.stage2),
-            "flip_tta": _flips(run.cfg),
+            "flip_tta": flips_for(run.cfg),
         }
         if self.method.target == "smooth":
             fp["smooth"] = self.smooth.fingerprint()
         if "tau" in self.method.hyper:
             fp["tau"] = run.cfg.tau
         return fp
-
-
-def _flips(cfg: FitConfig) -> bool:
-    from lort.fit import flips_for
-
-    return flips_for(cfg)
 
 
 @torch.no_grad()
@@ -309,9 +311,7 @@ def summary(
 ) -> dict[str, float | int | list[float | None] | None]:
     """The flat record of one point: accuracies (fractions, class means per group as the
     core reports them), mean L, mean r and mean ||w_c|| overall and per group."""
-    from lort.fit import _group_accuracies
-
-    out: dict[str, Any] = dict(_group_accuracies(a))
+    out: dict[str, Any] = dict(group_accuracies(a))
     out["balanced_accuracy"] = a.balanced_accuracy
     overall = a.overall_group()
     out["L_all"], out["r_all"] = overall.mean_magnitude, overall.mean_rstd
@@ -330,8 +330,6 @@ def summary(
 def retrain(run: FinishedRun, point: Point) -> dict[str, Any]:
     """Re-train ``point`` on the run's cache and evaluate it on the test split (and the
     validation split, when there is one) exactly as ``lort fit`` does."""
-    from lort.fit import _balanced_accuracy, _choose_smooth, _evaluate, _head_logits, _train_cached
-
     cfg = dataclasses.replace(
         run.cfg,
         method=point.method.name,
@@ -341,15 +339,15 @@ def retrain(run: FinishedRun, point: Point) -> dict[str, Any]:
         smooth_grid=list(point.smooth.grid) or run.cfg.smooth_grid,
     )
     method = point.method
-    delta, selection = _choose_smooth(cfg, method, run.cache, run.data, run.init, run.counts)
-    head = _train_cached(cfg, method, run.cache, run.data, run.init, run.counts, delta)
-    logits = _head_logits(cfg, method, head, run.cache, run.counts, "test")
-    analysis = _evaluate(Runtime(torch.device("cpu")), logits, run.data.test_labels, run.counts)
+    delta, selection = choose_smooth(cfg, method, run.cache, run.data, run.init, run.counts)
+    head = train_cached(cfg, method, run.cache, run.data, run.init, run.counts, delta)
+    logits = head_logits(cfg, method, head, run.cache, run.counts, "test")
+    analysis = evaluate(Runtime(torch.device("cpu")), logits, run.data.test_labels, run.counts)
     val = None
     if run.has_val:
         assert run.data.val_labels is not None
-        val_logits = _head_logits(cfg, method, head, run.cache, run.counts, "val")
-        val = _balanced_accuracy(val_logits, run.data.val_labels, run.k)
+        val_logits = head_logits(cfg, method, head, run.cache, run.counts, "val")
+        val = balanced_accuracy(val_logits, run.data.val_labels, run.k)
     norms = weight_norms(method, head, cfg.tau)
     pc = analysis.per_class
     return {
