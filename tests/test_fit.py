@@ -21,9 +21,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from click.testing import CliRunner, Result
 
-from lort.cli import main
+from cli_helpers import flat, ok, run_cli
 from lort.config import resolve
 from lort.fit import FitOptions, fit
 from lort.methods import METHODS, rho
@@ -52,29 +51,6 @@ OUTPUTS = (
     "train_counts.npy",
     "report.json",
 )
-
-
-def run_cli(*args: str | Path) -> Result:
-    """``lort ARGS`` in this process; a crash is never allowed, whatever the exit code."""
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(
-            f"lort {' '.join(map(str, args))} crashed instead of failing cleanly: "
-            f"{result.exception!r}\n{result.output}"
-        ) from result.exception
-    assert "Traceback" not in result.output
-    return result
-
-
-def ok(*args: str | Path) -> Result:
-    result = run_cli(*args)
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def flat(text: str) -> str:
-    """Text with rich's line wrapping undone (every run of whitespace becomes one space)."""
-    return " ".join(text.split())
 
 
 def read_report(folder: Path) -> dict[str, Any]:

@@ -9,20 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
 
 pytest.importorskip("matplotlib")
 from matplotlib.image import imread
 
+from cli_helpers import PNG, run_cli
 from lort import plots
-from lort.cli import main
 from lort.errors import InputError, LabelError
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def assert_png(path: Path) -> None:
-    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    assert path.read_bytes()[:8] == PNG
     img = imread(path)
     assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
     assert not list(path.parent.glob(f".{path.name}.*")), "temp file left behind"
@@ -36,14 +33,6 @@ def synthetic(rows: int = 600, k: int = 10, seed: int = 0):
     logits[np.arange(rows), labels] += 3.0
     counts = np.round(500 * 100 ** (-np.arange(k) / max(k - 1, 1))).astype(np.int64)
     return logits, labels, counts
-
-
-def run_cli(*args: str | Path) -> Result:
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"crashed: {result.exception!r}\n{result.output}")
-    assert "Traceback" not in result.output
-    return result
 
 
 # ----------------------------------------------------------------------------------

@@ -16,38 +16,11 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from click.testing import CliRunner, Result
 
-from lort.cli import main
+from cli_helpers import PNG, flat, mtimes, ok, run_cli
 
-PNG = b"\x89PNG\r\n\x1a\n"
 RUN_FLAGS = ("--epochs1", "3", "--epochs2", "4")
 TEST_KEYS = ("all", "many", "medium", "few")
-
-
-def run_cli(*args: str | Path) -> Result:
-    """``lort ARGS`` in this process; a crash is never allowed, whatever the exit code."""
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(
-            f"lort {' '.join(map(str, args))} crashed: {result.exception!r}\n{result.output}"
-        ) from result.exception
-    assert "Traceback" not in result.output
-    return result
-
-
-def ok(*args: str | Path) -> Result:
-    result = run_cli(*args)
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def flat(text: str) -> str:
-    return " ".join(text.split())
-
-
-def mtimes(folder: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in sorted(folder.iterdir())}
 
 
 def read(path: Path) -> Any:

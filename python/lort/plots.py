@@ -17,6 +17,7 @@ import itertools
 import math
 import os
 import secrets
+import textwrap
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -453,7 +454,8 @@ def plot_lr_wd_heatmap(
             f"acc must have shape (len(lrs), len(wds)) = ({lr.size}, {wd.size}), got {a.shape}"
         )
     pct = a * 100.0
-    fig = _new_figure(max(4.8, 1.0 + 0.9 * wd.size), max(3.6, 1.2 + 0.55 * lr.size))
+    width = max(4.8, 1.0 + 0.9 * wd.size)
+    fig = _new_figure(width, max(3.6, 1.2 + 0.55 * lr.size))
     ax = fig.subplots()
     img = ax.imshow(np.ma.masked_invalid(pct), cmap="viridis", origin="lower", aspect="auto")
     cbar = fig.colorbar(img, ax=ax)
@@ -482,5 +484,6 @@ def plot_lr_wd_heatmap(
             Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5)
         )
     sub = "" if chosen is None else f"\nchosen (outlined): lr {chosen[0]:g}, wd {chosen[1]:g}"
-    ax.set_title(f"Accuracy over learning rate x weight decay: {title}{sub}", fontsize=10)
+    head = textwrap.fill(f"Accuracy over learning rate x weight decay: {title}", int(width * 9))
+    ax.set_title(head + sub, fontsize=10)
     return _save(fig, path)

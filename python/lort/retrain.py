@@ -36,6 +36,7 @@ from lort.data import LTData
 from lort.errors import InputError
 from lort.features import CACHE, FeatureCache
 from lort.fit import (
+    FROZEN,
     balanced_accuracy,
     choose_smooth,
     evaluate,
@@ -54,21 +55,7 @@ NEEDED = ("config.yaml", "manifest.json", "stage1.ckpt", CACHE, "report.json")
 POINT_VERSION = 1
 # The config keys that shape the delta ``lort fit`` picks on the validation split: its report's
 # choice stands for the run while these are unchanged.
-SELECTION_KEYS = (
-    "dataset",
-    "data_root",
-    "imbalance_ratio",
-    "lt_split",
-    "val_fraction",
-    "seed",
-    "arch",
-    "stage1_loss",
-    "stage1",
-    "smooth",
-    "smooth_grid",
-    "stage2",
-    "flip_tta",
-)
+SELECTION_KEYS = (*FROZEN, "smooth", "smooth_grid", "stage2", "flip_tta")
 
 WEIGHT_NORM_DEFINITION = (
     "mean over the group's classes of ||w_c||, the norm of the class weight vector the head "
