@@ -11,8 +11,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,13 +21,12 @@ import torch
 import yaml
 
 from cli_helpers import flat, ok, run_cli
+from conftest import CLASS_TEST, CLASS_TRAIN_MAX, TAIL_RATIO
 from lort.config import resolve
 from lort.fit import FitOptions, fit
 from lort.methods import METHODS, rho
 from lort.models import ARCHS
 from lort.runfolder import STATE, RunFolder, atomic_write
-
-SHARED_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 # The small recipe most tests use: 2 stage-1 epochs, 2 stage-2 epochs, a fixed delta
 # (no sweep over the delta grid).
@@ -508,38 +505,6 @@ def test_live_stage2(bn: str, full_run: Path, tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------------------
 # 10. imagefolder on real CIFAR-10 JPEGs.
-
-CLASS_TRAIN_MAX, CLASS_TEST, TAIL_RATIO = 40, 10, 10.0
-
-
-@pytest.fixture(scope="module")
-def small_cifar_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """train/<class>/ with 40 down to 4 images (a long tail), test/<class>/ with 10."""
-    if not SHARED_ARCHIVE.is_file():
-        pytest.skip(f"the shared CIFAR-10 JPEG archive is absent: {SHARED_ARCHIVE}")
-    root = tmp_path_factory.mktemp("cifar10-small")
-    wanted = ["train/*/00[0-3]?.jpg", "test/*/000?.jpg"]
-    if shutil.which("tar"):
-        subprocess.run(
-            ["tar", "xzf", str(SHARED_ARCHIVE), "-C", str(root), "--wildcards", *wanted],
-            check=True,
-        )
-    else:
-        with tarfile.open(SHARED_ARCHIVE) as archive:
-            for member in archive:
-                parts = member.name.split("/")
-                if member.isfile() and len(parts) == 3:
-                    index = int(parts[2].split(".")[0])
-                    limit = CLASS_TRAIN_MAX if parts[0] == "train" else CLASS_TEST
-                    if index < limit:
-                        archive.extract(member, root, filter="data")
-    classes = sorted(p.name for p in (root / "train").iterdir())
-    assert len(classes) == 10
-    for i, name in enumerate(classes):
-        keep = math.floor(CLASS_TRAIN_MAX * TAIL_RATIO ** (-i / 9))
-        for f in sorted((root / "train" / name).iterdir())[keep:]:
-            f.unlink()
-    return root
 
 
 def test_imagefolder_on_cifar10_jpegs(small_cifar_folder: Path, tmp_path: Path) -> None:
