@@ -106,3 +106,16 @@ def test_in_order_is_the_eval_transform() -> None:
     x = torch.cat([b for b, _ in batches])
     for i in range(7):
         torch.testing.assert_close(x[i], reference(px[i], 4, 4, False), rtol=1e-5, atol=1e-5)
+
+
+def test_chunked_gathers_give_the_same_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """How many images one gather augments does not change a single batch."""
+    import lort.data.tensor_images as ti_module
+
+    ti = TensorImages(pixels(23), np.arange(23), SPEC, CPU)
+    whole = list(ti.epoch(4, seed=3, epoch=1))
+    monkeypatch.setattr(ti_module, "CHUNK_IMAGES", 5)  # one batch of 4 per gather
+    pieces = list(ti.epoch(4, seed=3, epoch=1))
+    assert len(whole) == len(pieces) == 6
+    for (a, ya), (b, yb) in zip(whole, pieces, strict=True):
+        assert torch.equal(a, b) and torch.equal(ya, yb)

@@ -120,7 +120,8 @@ def steps_per_epoch(
     return len(stage1_loader(train_set, st, rt, seed, 0, 0, drop_last))
 
 
-# On CUDA, progress is read back every this many steps: reading a loss waits for the GPU.
+# On CUDA, progress is read back every this many steps: reading a loss waits for the GPU, and
+# each small op of bookkeeping costs as much host time as a kernel launch.
 CUDA_SYNC_EVERY = 50
 
 
@@ -171,7 +172,6 @@ def train_stage1(
         torch.manual_seed(epoch_seed(seed, epoch))  # augmentation draws
         loss_fn = make_stage1_loss(loss_name, train_counts, epoch, st.epochs)
         net.train()
-        seen = torch.zeros(3, device=rt.device)  # loss sum, correct, images since last report
         for i, (x, y) in enumerate(epoch_batches(train_set, st, rt, seed, epoch, workers, drop)):
             x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
             if cuda:
@@ -183,16 +183,9 @@ def train_stage1(
             loss.backward()
             opt.step()
             sched.step()
-            with torch.no_grad():
-                seen[0] += loss.detach() * len(y)
-                seen[1] += (logits.argmax(1) == y).sum()
-                seen[2] += len(y)
-            if (i + 1) % every == 0 or i + 1 == per_epoch:
-                loss_sum, correct, count = seen.tolist()
-                progress(
-                    "stage 1", epoch * per_epoch + i + 1, total, loss_sum / count, correct / count
-                )
-                seen.zero_()
+            if (i + 1) % every == 0 or i + 1 == per_epoch:  # this batch's loss and accuracy
+                acc = (logits.argmax(1) == y).float().mean().item()
+                progress("stage 1", epoch * per_epoch + i + 1, total, loss.item(), acc)
         checkpoint(Stage1State(model.state_dict(), opt.state_dict(), sched.state_dict(), epoch + 1))
 
 
