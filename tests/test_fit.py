@@ -22,11 +22,12 @@ import yaml
 
 from cli_helpers import flat, ok, run_cli
 from conftest import CLASS_TEST, CLASS_TRAIN_MAX, TAIL_RATIO
+from lort.atomic import atomic_write
 from lort.config import resolve
 from lort.fit import FitOptions, fit
 from lort.methods import METHODS, rho
 from lort.models import ARCHS
-from lort.runfolder import STATE, RunFolder, atomic_write
+from lort.runfolder import STATE, RunFolder
 
 # The small recipe most tests use: 2 stage-1 epochs, 2 stage-2 epochs, a fixed delta
 # (no sweep over the delta grid).
@@ -290,6 +291,15 @@ def test_atomic_write_leaves_old_file_and_no_temp_on_failure(tmp_path: Path) -> 
         atomic_write(tmp_path / "report.json", half_write)
     assert folder.read_json("report.json") == {"a": 1}
     assert temp_files(tmp_path) == []
+
+
+def test_written_files_get_the_umask_mode_not_0600(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        RunFolder(tmp_path).write_json("report.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "report.json").stat().st_mode & 0o777 == 0o644
 
 
 # --------------------------------------------------------------------------------------

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
-import secrets
 import textwrap
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from lort.atomic import atomic_write
 from lort.errors import InputError, LabelError
 
 if TYPE_CHECKING:
@@ -61,18 +60,8 @@ def _new_figure(width: float, height: float) -> Figure:
 def _save(fig: Figure, path: Path | str) -> Path:
     """Write ``fig`` as PNG through a temp file and a rename; return the path."""
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkstemp: its files are 0600; open(..., "xb") honours the umask like any file.
-    tmp = dest.parent / f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
-        f = open(tmp, "xb")  # noqa: SIM115 (closed by the with below)
-        try:
-            with f:
-                fig.savefig(f, format="png", dpi=DPI)
-            os.replace(tmp, dest)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        atomic_write(dest, lambda f: fig.savefig(f, format="png", dpi=DPI))
     finally:
         fig.clear()
     return dest

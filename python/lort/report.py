@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from lort.analysis import GROUP_NAMES, Analysis, Group
+from lort.atomic import atomic_write
 
 
 def _fmt(v: float | None, spec: str) -> str:
@@ -67,14 +66,5 @@ def print_analysis(console: Console, a: Analysis, title: str) -> None:
 
 def write_json(path: str | os.PathLike[str], data: dict[str, Any]) -> None:
     """Write JSON through a temp file and a rename, so a reader never sees half a file."""
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(data, indent=1, allow_nan=False) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))

@@ -31,6 +31,7 @@ from torch import nn
 
 from lort import __version__
 from lort.analysis import GROUP_NAMES, Analysis
+from lort.atomic import atomic_write
 from lort.config import FitConfig, StageConfig, load_yaml, resolve
 from lort.data import LTData
 from lort.errors import InputError
@@ -47,7 +48,7 @@ from lort.fit import (
     train_cached,
 )
 from lort.methods import CosineHead, LWSHead, Method, tau_normalised_weight
-from lort.runfolder import RunFolder, atomic_write
+from lort.runfolder import RunFolder
 from lort.runtime import Runtime
 
 # What a finished run folder must hold for a re-training.
