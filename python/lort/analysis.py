@@ -27,6 +27,8 @@ HessianMode = Literal["bound", "exact", "none"]
 NanPolicy = Literal["raise", "omit"]
 PathLikeStr = str | os.PathLike[str]
 GROUP_NAMES = ("many", "medium", "few")
+MANY_ABOVE = 100  # many: more than 100 training images (the core's rule)
+FEW_BELOW = 20  # few: fewer than 20; medium is in between
 
 _FLOATS = (np.float16, np.float32, np.float64)
 
@@ -156,8 +158,8 @@ class Analysis:
         return Group(
             classes=self.num_classes,
             accuracy=self.accuracy,
-            mean_magnitude=_nanmean(pc["magnitude"]),
-            mean_rstd=_nanmean(pc["rstd"]),
+            mean_magnitude=finite_mean(pc["magnitude"]),
+            mean_rstd=finite_mean(pc["rstd"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,9 +193,20 @@ class Analysis:
         }
 
 
-def _nanmean(a: np.ndarray) -> float | None:
+def finite_mean(a: np.ndarray) -> float | None:
+    """Mean of the finite values; None when there are none."""
     finite = a[np.isfinite(a)]
     return float(finite.mean()) if finite.size else None
+
+
+def shot_groups(train_counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Class indices of the many, medium and few groups (:data:`GROUP_NAMES`)."""
+    c = np.asarray(train_counts)
+    return {
+        "many": np.flatnonzero(c > MANY_ABOVE),
+        "medium": np.flatnonzero((c >= FEW_BELOW) & (c <= MANY_ABOVE)),
+        "few": np.flatnonzero(c < FEW_BELOW),
+    }
 
 
 def _jsonable(a: np.ndarray) -> list[Any]:

@@ -136,12 +136,10 @@ def _fit(
     counts = data.train_counts()
 
     t = time.perf_counter()
-    epochs_run = _stage1(cfg, opts, rt, folder, data, model, counts, progress)
+    images = _stage1(cfg, opts, rt, folder, data, model, counts, progress)
     timings["stage1_s"] = time.perf_counter() - t
-    if epochs_run:
-        n, b = len(data.train_labels), cfg.stage1.batch_size  # type: ignore[union-attr]
-        per_epoch = n // b * b if cfg.compile_model else n  # --compile drops the short batch
-        timings["stage1_images_per_s"] = epochs_run * per_epoch / timings["stage1_s"]
+    if images:
+        timings["stage1_images_per_s"] = images * rt.world / timings["stage1_s"]
     if opts.stop_after == "stage1":
         say(f"stopped after stage 1; continue with: lort fit --resume --out {folder.root}")
         return FitResult(folder.root, None)
@@ -245,7 +243,7 @@ def _stage1(
     counts: np.ndarray,
     progress: Progress,
 ) -> int:
-    """Train (or finish) stage 1; returns the number of epochs trained now."""
+    """Train (or finish) stage 1; returns the number of images this rank trained on now."""
     ckpt = folder.path("stage1.ckpt")
     resume = None
     if ckpt.exists():
@@ -264,7 +262,7 @@ def _stage1(
 
     assert cfg.stage1 is not None
     in_memory = data.tensor_images("train", rt.device)
-    train_stage1(
+    images = train_stage1(
         model,
         data.dataset("train", augment=True) if in_memory is None else in_memory,
         counts,
@@ -283,7 +281,7 @@ def _stage1(
         folder.mark_done("stage1")
     if rt.distributed:
         dist.barrier()
-    return cfg.stage1.epochs - (0 if resume is None else resume.epoch)
+    return images
 
 
 def _eval_sets(data: LTData, splits: tuple[str, ...], rt: runtime.Runtime) -> dict[str, Any]:

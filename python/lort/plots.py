@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from lort.analysis import FEW_BELOW, MANY_ABOVE
 from lort.atomic import atomic_write
 from lort.errors import InputError, LabelError
 
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 DPI = 120
-MANY_ABOVE = 100  # many: more than 100 training images
-FEW_BELOW = 20  # few: fewer than 20 training images
 FALLBACK_CLASSES = 3
 MIN_BINS, MAX_BINS = 15, 80  # histogram bins: 2 sqrt(positives), clipped
 _CHUNK_ELEMENTS = 4_000_000  # logits read per step when histogramming

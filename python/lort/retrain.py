@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from lort import __version__
-from lort.analysis import GROUP_NAMES, Analysis
+from lort.analysis import GROUP_NAMES, Analysis, finite_mean, shot_groups
 from lort.atomic import atomic_write
 from lort.config import FitConfig, StageConfig, load_yaml, resolve
 from lort.data import LTData
@@ -67,17 +67,6 @@ WEIGHT_NORM_DEFINITION = (
     "normalised too); ldam 1 (its normalised layer; the loss's s = 30 is a training-time "
     "scale, not used at inference)"
 )
-
-
-def shot_groups(counts: np.ndarray) -> dict[str, np.ndarray]:
-    """Class indices of the many (> 100 training images), medium (20..100) and few (< 20)
-    groups, the rule of the core's report."""
-    c = np.asarray(counts)
-    return {
-        "many": np.flatnonzero(c > 100),
-        "medium": np.flatnonzero((c >= 20) & (c <= 100)),
-        "few": np.flatnonzero(c < 20),
-    }
 
 
 @dataclass
@@ -284,12 +273,6 @@ def weight_norms(method: Method, head: nn.Module, tau: float) -> np.ndarray:
     return w.detach().double().norm(dim=1).numpy()
 
 
-def _mean(values: np.ndarray, idx: np.ndarray | None = None) -> float | None:
-    v = values if idx is None else values[idx]
-    v = v[np.isfinite(v)]
-    return float(v.mean()) if v.size else None
-
-
 def _jsonable(a: np.ndarray) -> list[float | None]:
     return [float(x) if np.isfinite(x) else None for x in np.asarray(a, dtype=np.float64)]
 
@@ -303,14 +286,14 @@ def summary(
     out["balanced_accuracy"] = a.balanced_accuracy
     overall = a.overall_group()
     out["L_all"], out["r_all"] = overall.mean_magnitude, overall.mean_rstd
-    out["w_all"] = _mean(norms)
+    out["w_all"] = finite_mean(norms)
     groups = a.groups or {}
     members = shot_groups(counts)
     for name in GROUP_NAMES:
         g = groups.get(name)
         out[f"L_{name}"] = None if g is None else g.mean_magnitude
         out[f"r_{name}"] = None if g is None else g.mean_rstd
-        out[f"w_{name}"] = _mean(norms, members[name])
+        out[f"w_{name}"] = finite_mean(norms[members[name]])
         out[f"classes_{name}"] = int(members[name].size)
     return out
 

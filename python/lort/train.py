@@ -139,11 +139,12 @@ def train_stage1(
     checkpoint: Callable[[Stage1State], None],
     progress: Progress,
     compile_model: bool = False,
-) -> None:
+) -> int:
     """Stage 1: SGD with a per-step cosine schedule, a checkpoint after every epoch.
     ``compile_model`` runs the network through ``torch.compile`` (with CUDA graphs on a
     GPU) and drops each epoch's last, short batch so that one batch shape is compiled; the
-    weights and checkpoints are those of ``model`` either way."""
+    weights and checkpoints are those of ``model`` either way. Returns the number of images
+    trained on (this rank, this call)."""
     cuda = rt.device.type == "cuda"
     model.to(rt.device)
     if cuda:
@@ -168,6 +169,7 @@ def train_stage1(
         start = resume.epoch
     total = st.epochs * per_epoch
     every = CUDA_SYNC_EVERY if cuda else 1
+    images = 0
     for epoch in range(start, st.epochs):
         torch.manual_seed(epoch_seed(seed, epoch))  # augmentation draws
         loss_fn = make_stage1_loss(loss_name, train_counts, epoch, st.epochs)
@@ -183,10 +185,12 @@ def train_stage1(
             loss.backward()
             opt.step()
             sched.step()
+            images += len(y)
             if (i + 1) % every == 0 or i + 1 == per_epoch:  # this batch's loss and accuracy
                 acc = (logits.argmax(1) == y).float().mean().item()
                 progress("stage 1", epoch * per_epoch + i + 1, total, loss.item(), acc)
         checkpoint(Stage1State(model.state_dict(), opt.state_dict(), sched.state_dict(), epoch + 1))
+    return images
 
 
 def head_step(

@@ -39,6 +39,7 @@ class LTData:
     manifest: dict[str, Any]
     transform_spec: TransformSpec = field(repr=False)
     sources: dict[str, Images] = field(repr=False)
+    _decoded: dict[str, np.ndarray | None] = field(default_factory=dict, repr=False, init=False)
 
     def dataset(self, split: Split, augment: bool = False) -> Dataset:
         """A torch Dataset yielding (normalised float image C x H x W, int label).
@@ -49,16 +50,22 @@ class LTData:
         from lort.data.images import ArrayImages, FileImages
         from lort.data.transforms import build_transform
 
-        labels = {"train": self.train_labels, "val": self.val_labels, "test": self.test_labels}
-        if split not in labels:
-            raise InputError(f"unknown split {split!r}; choose train, val or test")
-        if labels[split] is None:
-            raise InputError(f"{self.name} has no validation set: build it with val_fraction > 0")
+        labels = self.labels(split)
         images = self.sources[split]
         transform = build_transform(self.transform_spec, augment)
         if isinstance(images, ImageFiles):
-            return FileImages(images.root, images.paths, labels[split], transform)
-        return ArrayImages(images, labels[split], transform)
+            return FileImages(images.root, images.paths, labels, transform)
+        return ArrayImages(images, labels, transform)
+
+    def labels(self, split: Split) -> np.ndarray:
+        """The labels of ``split``, or an error naming a split that does not exist."""
+        labels = {"train": self.train_labels, "val": self.val_labels, "test": self.test_labels}
+        if split not in labels:
+            raise InputError(f"unknown split {split!r}; choose train, val or test")
+        found = labels[split]
+        if found is None:
+            raise InputError(f"{self.name} has no validation set: build it with val_fraction > 0")
+        return found
 
     def tensor_images(self, split: Split, device: torch.device) -> TensorImages | None:
         """The split decoded once onto ``device`` with on-device augmentation (see
@@ -66,13 +73,15 @@ class LTData:
         than 32-pixel ones, images of mixed sizes, or too many of them."""
         from lort.data.tensor_images import TensorImages, decode_small
 
-        labels = {"train": self.train_labels, "val": self.val_labels, "test": self.test_labels}
-        if self.transform_spec.kind != "small" or labels.get(split) is None:
+        labels = self.labels(split)
+        if self.transform_spec.kind != "small":
             return None
-        pixels = decode_small(self.sources[split], self.image_size)
+        if split not in self._decoded:  # stage 1 and the feature cache both read train
+            self._decoded[split] = decode_small(self.sources[split], self.image_size)
+        pixels = self._decoded[split]
         if pixels is None:
             return None
-        return TensorImages(pixels, labels[split], self.transform_spec, device)
+        return TensorImages(pixels, labels, self.transform_spec, device)
 
     def train_counts(self) -> np.ndarray:
         """Training images per class (int64, length ``num_classes``)."""
