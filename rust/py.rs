@@ -531,5 +531,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(npy_header, m)?)?;
     m.add("ECE_BINS", crate::stats::ECE_BINS)?;
     m.add("EXACT_MAX_CLASSES", crate::stats::EXACT_MAX_CLASSES)?;
+    m.add("GROUP_NAMES", crate::report::GROUP_NAMES)?;
+    m.add("MANY_ABOVE", crate::report::MANY_ABOVE)?;
+    m.add("FEW_BELOW", crate::report::FEW_BELOW)?;
     Ok(())
 }

@@ -60,12 +60,18 @@ pub struct Report {
     pub ece_bins: Vec<EceBin>,
 }
 
-/// The shot rule of long-tailed benchmarks: many > 100 training images,
-/// medium 20..=100, few < 20.
+/// The shot groups of long-tailed benchmarks, in order, and their thresholds: many
+/// > MANY_ABOVE training images, medium FEW_BELOW..=MANY_ABOVE, few < FEW_BELOW. The one
+/// definition of the rule; Python reads these through `lort._core`.
+pub const GROUP_NAMES: [&str; 3] = ["many", "medium", "few"];
+pub const MANY_ABOVE: u64 = 100;
+pub const FEW_BELOW: u64 = 20;
+
+/// The index into [`GROUP_NAMES`] of a class with `train_count` training images.
 pub fn shot_group(train_count: u64) -> usize {
     match train_count {
-        c if c > 100 => 0,
-        c if c >= 20 => 1,
+        c if c > MANY_ABOVE => 0,
+        c if c >= FEW_BELOW => 1,
         _ => 2,
     }
 }
@@ -149,7 +155,7 @@ impl LogitStats {
             predicted_count: self.predicted.clone(),
         };
         let groups = train_counts.map(|tc| {
-            ["many", "medium", "few"]
+            GROUP_NAMES
                 .iter()
                 .enumerate()
                 .map(|(g, &name)| {

@@ -22,8 +22,8 @@ import yaml
 
 from cli_helpers import flat, ok, run_cli
 from conftest import CLASS_TEST, CLASS_TRAIN_MAX, TAIL_RATIO
-from lort.atomic import atomic_write
 from lort.config import resolve
+from lort.files import atomic_write
 from lort.fit import FitOptions, fit
 from lort.methods import METHODS, rho
 from lort.models import ARCHS

@@ -15,6 +15,9 @@ NanPolicy = Literal["raise", "omit"]
 
 ECE_BINS: int
 EXACT_MAX_CLASSES: int
+GROUP_NAMES: list[str]
+MANY_ABOVE: int
+FEW_BELOW: int
 
 class LogitStats:
     """Streaming per-class statistics of logits; merge shards exactly; picklable."""

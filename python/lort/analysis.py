@@ -10,7 +10,6 @@ The metrics are the paper's (arXiv 2403.00250, Section 4):
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,13 +21,19 @@ import numpy.typing as npt
 
 from lort import _core
 from lort.errors import FileReadError, InputError, LabelError
+from lort.files import jsonable
 
 HessianMode = Literal["bound", "exact", "none"]
 NanPolicy = Literal["raise", "omit"]
 PathLikeStr = str | os.PathLike[str]
-GROUP_NAMES = ("many", "medium", "few")
-MANY_ABOVE = 100  # many: more than 100 training images (the core's rule)
-FEW_BELOW = 20  # few: fewer than 20; medium is in between
+# The many / medium / few rule is the core's; these are its values.
+GROUP_NAMES: tuple[str, ...] = tuple(_core.GROUP_NAMES)
+MANY_ABOVE: int = _core.MANY_ABOVE
+FEW_BELOW: int = _core.FEW_BELOW
+GROUP_RULE = (
+    f"many (> {MANY_ABOVE} training images), medium ({FEW_BELOW}..{MANY_ABOVE}) "
+    f"and few (< {FEW_BELOW}) classes"
+)
 
 _FLOATS = (np.float16, np.float32, np.float64)
 
@@ -84,19 +89,44 @@ def counts_from_labels(train_labels: npt.ArrayLike, num_classes: int) -> np.ndar
     return np.bincount(lab, minlength=num_classes).astype(np.int64)
 
 
-def coerce_counts(train_counts: npt.ArrayLike, num_classes: int) -> np.ndarray:
+def check_counts(
+    train_counts: npt.ArrayLike,
+    num_classes: int | None = None,
+    *,
+    need_positive: str | None = None,
+) -> np.ndarray:
+    """Per-class training counts as a contiguous 1-D int64 array, or InputError: whole
+    numbers (integers, or floats without a fraction), none negative, ``num_classes`` of them
+    when given. ``need_positive`` names what needs every count to be at least 1 (a log prior,
+    margins, effective numbers); a class without training images is then an error. The one
+    rule for counts, wherever they come from."""
     counts = np.asarray(train_counts)
-    if counts.dtype.kind not in "iu" or counts.shape != (num_classes,):
+    if num_classes is not None and counts.shape != (num_classes,):
         raise InputError(
-            f"train counts must be {num_classes} integers (one per class), "
-            f"got shape {counts.shape} of {counts.dtype}"
+            f"train counts must be {num_classes} numbers (one per class), got shape {counts.shape}"
         )
-    return np.ascontiguousarray(counts, dtype=np.int64)
+    if counts.ndim != 1 or counts.size == 0:
+        raise InputError(f"train counts must be a non-empty 1-D array, got shape {counts.shape}")
+    whole_floats = counts.dtype.kind == "f" and bool(
+        np.all(np.isfinite(counts) & (counts == np.round(counts)))
+    )
+    if counts.dtype.kind not in "iu" and not whole_floats:
+        raise InputError(f"train counts must hold whole numbers, got dtype {counts.dtype}")
+    counts = np.ascontiguousarray(counts, dtype=np.int64)
+    if np.any(counts < 0):
+        raise InputError("train counts must not be negative")
+    if need_positive is not None and np.any(counts == 0):
+        empty = np.flatnonzero(counts == 0)[:10].tolist()
+        raise InputError(
+            f"{need_positive} needs at least one training image per class; classes {empty} have "
+            "none: drop those classes from the dataset or choose a method that ignores counts"
+        )
+    return counts
 
 
 @dataclass(frozen=True)
 class Group:
-    """Many (> 100 training images), medium (20..100) or few (< 20) classes."""
+    """The classes of one shot group (:data:`GROUP_RULE`), or all of them."""
 
     classes: int
     accuracy: float | None
@@ -162,6 +192,13 @@ class Analysis:
             mean_rstd=finite_mean(pc["rstd"]),
         )
 
+    def group_accuracies(self) -> dict[str, float | None]:
+        """Top-1 accuracy of all rows, then the class-mean accuracy of each shot group."""
+        groups = self.groups or {}
+        return {"all": self.accuracy} | {
+            name: (None if g is None else g.accuracy) for name, g in groups.items()
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: arrays become lists, NaN becomes None."""
         return {
@@ -180,14 +217,15 @@ class Analysis:
             if self.groups is None
             else {k: None if g is None else g.__dict__ for k, g in self.groups.items()},
             "hessian": None if self.hessian is None else self.hessian.__dict__,
-            "per_class": {k: _jsonable(v) for k, v in self.per_class.items()},
-            "ece_bins": {k: _jsonable(v) for k, v in self.ece_bins.items()},
+            "per_class": {k: jsonable(v) for k, v in self.per_class.items()},
+            "ece_bins": {k: jsonable(v) for k, v in self.ece_bins.items()},
             "definitions": {
                 "magnitude": "mean of z[:, i] over rows labelled i minus mean over other rows",
                 "rstd": "population std (ddof=0) of z[:, i] over rows labelled i, divided by L_i",
                 "rstd_neg": "std over rows not labelled i, divided by L_i",
                 "rstd_all": "std of the whole column, divided by L_i",
-                "groups": "many > 100 training images, medium 20..100, few < 20",
+                "groups": f"many > {MANY_ABOVE} training images, medium "
+                f"{FEW_BELOW}..{MANY_ABOVE}, few < {FEW_BELOW}",
                 "ece": "15 equal-width bins over top-1 confidence, bin b = (b/15, (b+1)/15]",
             },
         }
@@ -207,12 +245,6 @@ def shot_groups(train_counts: np.ndarray) -> dict[str, np.ndarray]:
         "medium": np.flatnonzero((c >= FEW_BELOW) & (c <= MANY_ABOVE)),
         "few": np.flatnonzero(c < FEW_BELOW),
     }
-
-
-def _jsonable(a: np.ndarray) -> list[Any]:
-    if a.dtype.kind == "f":
-        return [None if not math.isfinite(v) else float(v) for v in a.tolist()]
-    return a.tolist()
 
 
 def new_stats(
@@ -288,7 +320,7 @@ def summarize(
     k = stats.num_classes
     counts = None
     if train_counts is not None:
-        counts = coerce_counts(_maybe_load(train_counts, "train counts"), k)
+        counts = check_counts(_maybe_load(train_counts, "train counts"), k)
     elif train_labels is not None:
         counts = counts_from_labels(_maybe_load(train_labels, "train labels"), k)
     return Analysis.from_core(stats.finalize(counts))
@@ -300,3 +332,13 @@ def _maybe_load(x: PathLikeStr | npt.ArrayLike, what: str) -> npt.ArrayLike:
 
 def _is_path_list(x: object) -> bool:
     return isinstance(x, (list, tuple)) and all(isinstance(p, (str, os.PathLike)) for p in x)
+
+
+def npy_rows(paths: Sequence[PathLikeStr]) -> int:
+    """Rows of the .npy files together, read from their headers."""
+    return sum(_core.npy_header(p)[1] for p in paths)
+
+
+def balanced_accuracy(logits: npt.ArrayLike, labels: npt.ArrayLike) -> float | None:
+    """Class-mean top-1 accuracy over the classes that have rows (the core's value)."""
+    return analyze(logits, labels, hessian="none").balanced_accuracy

@@ -1,5 +1,7 @@
-"""The ``lort`` command line: one rich Console for results (stdout) and one for
-diagnostics and progress (stderr)."""
+"""The ``lort`` command line: options in, a call, output out. One rich Console for results
+(stdout) and one for diagnostics and progress (stderr); the work is in the command modules
+(:mod:`lort.fit`, :mod:`lort.compare`, :mod:`lort.sweep`, :mod:`lort.analysis`) and what is
+printed in :mod:`lort.tables`."""
 
 from __future__ import annotations
 
@@ -14,10 +16,12 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from lort import __version__, _core
+from lort import __version__
 from lort.analysis import analyze as run_analysis
+from lort.analysis import npy_rows
 from lort.errors import LortError
-from lort.report import print_analysis, write_json
+from lort.files import write_json
+from lort.tables import print_analysis, print_compare, print_fit, print_sweep
 
 out_console = Console()
 err = Console(stderr=True)
@@ -114,7 +118,7 @@ def analyze(
     if plot_dir is not None and train_counts is None and train_labels is None:
         raise click.UsageError("--plot needs --train-counts or --train-labels")
 
-    total = sum(_core.npy_header(p)[1] for p in logits)
+    total = npy_rows(logits)
     with Progress(
         TextColumn("analyzing"),
         BarColumn(),
@@ -150,39 +154,10 @@ def analyze(
         write_json(json_out, data)
         err.print(f"wrote {json_out}")
     if plot_dir is not None:
-        for written in _plot_analysis(plot_dir, list(logits), labels, result, title):
+        from lort.plots import plot_analysis
+
+        for written in plot_analysis(plot_dir, list(logits), labels, result, title):
             err.print(f"wrote {written}")
-
-
-def _plot_analysis(
-    folder: Path, logits: list[Path], labels: Path, result: Any, title: str
-) -> list[Path]:
-    """Figs. 2 and 3 of one analysis: logit histograms and L / r per class group."""
-    import numpy as np
-
-    from lort import plots
-    from lort.analysis import coerce_labels, load_array
-
-    counts = result.per_class["train_count"]
-    lab = coerce_labels(load_array(labels, "labels"))
-    k = result.num_classes
-    if len(logits) == 1:
-        z = np.load(logits[0], mmap_mode="r", allow_pickle=False)
-        max_rows = 200_000
-    else:
-        # Shards are subsampled into memory: keep that under ~50M logits.
-        max_rows = min(200_000, max(10_000, 50_000_000 // k))
-        z, lab = plots.load_shards_subsampled(logits, lab, max_rows)
-    name = logits[0].name if len(logits) == 1 else f"{logits[0].name} +{len(logits) - 1}"
-    pc = result.per_class
-    return [
-        plots.plot_logit_histograms(
-            z, lab, counts, folder / "logit_histograms.png", title, max_rows=max_rows
-        ),
-        plots.plot_group_metrics(
-            {name: (pc["magnitude"], pc["rstd"])}, counts, folder / "group_metrics.png", title
-        ),
-    ]
 
 
 @main.command()
@@ -259,28 +234,15 @@ def fit(
     from lort.config import load_yaml, resolve
     from lort.fit import FitOptions
     from lort.fit import fit as run_fit
+    from lort.runfolder import resume_values
 
-    stages = {"1": {}, "2": {}}
-    for short, key in (
-        ("epochs", "epochs"),
-        ("lr", "lr"),
-        ("wd", "weight_decay"),
-        ("batch", "batch_size"),
-    ):
-        for n in "12":
-            v = flags.pop(f"{short}{n}")
-            if v is not None:
-                stages[n][key] = v
-    flags["stage1"] = stages["1"] or None
-    flags["stage2"] = stages["2"] or None
     if out is None:
         if resume:
             raise click.UsageError("--resume needs --out: the run folder to continue")
         out = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     base = load_yaml(config_file) if config_file else {}
-    if resume and (out / "config.yaml").exists():
-        # A resumed run keeps its saved config; flags still override (e.g. --method).
-        base = load_yaml(out / "config.yaml") | base
+    if resume:
+        base = resume_values(out, base)
     cfg = resolve(base, flags)
     opts = FitOptions(
         out=out, resume=resume, overwrite=overwrite, dry_run=dry_run, stop_after=stop_after
@@ -305,12 +267,8 @@ def fit(
         result = run_fit(cfg, opts, err.print, progress)
     if result.analysis is None:
         return
-    print_analysis(out_console, result.analysis, f"{cfg.dataset}: {cfg.method} on {cfg.arch}")
-    _print_baselines(result.report.get("baselines", {}))
-    sel = result.report.get("smooth", {})
-    if sel.get("mode") == "auto":
-        r = "inf" if sel["rho"] is None else f"{sel['rho']:.2f}"
-        out_console.print(f"delta {sel['delta']} chosen on the validation split (rho {r})")
+    title = f"{cfg.dataset}: {cfg.method} on {cfg.arch}"
+    print_fit(out_console, result.report, title, result.analysis)
     timings = result.report.get("timings", {})
     if "stage1_images_per_s" in timings:
         err.print(
@@ -321,21 +279,6 @@ def fit(
         f"(report.json; `lort analyze {result.folder}/logits.npy --labels "
         f"{result.folder}/labels.npy --train-counts {result.folder}/train_counts.npy`)"
     )
-
-
-def _print_baselines(baselines: dict[str, Any]) -> None:
-    """One line per method on the same cached features: all / many / medium / few."""
-    if len(baselines) < 2:
-        return
-
-    def pct(v: float | None) -> str:
-        return "—" if v is None else f"{100 * v:.1f}"
-
-    out_console.print("same features, test accuracy (all / many / medium / few):")
-    for key, accs in baselines.items():
-        name = accs.get("name", key)
-        cols = " / ".join(pct(accs.get(g)) for g in ("all", "many", "medium", "few"))
-        out_console.print(f"  {name:14} {cols}")
 
 
 run_dir_arg = click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
@@ -392,7 +335,7 @@ def compare(run_dir: Path, methods: str, seeds: int, select_on: str | None) -> N
     import time
 
     from lort.compare import compare as run_compare
-    from lort.compare import parse_methods, print_compare, write_figures
+    from lort.compare import parse_methods, write_figures
 
     names = parse_methods(methods)
     started = time.perf_counter()
@@ -427,7 +370,7 @@ def sweep(
     import math
     import time
 
-    from lort.sweep import parse_values, print_sweep, sweep_lr_wd, sweep_smooth, write_figures
+    from lort.sweep import parse_values, sweep_lr_wd, sweep_smooth, write_figures
 
     grid = lr is not None or wd is not None
     if smooth is not None and grid:

@@ -17,28 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 
+from lort.analysis import GROUP_NAMES, GROUP_RULE
 from lort.errors import InputError
-from lort.methods import METHODS, get_method
-from lort.retrain import (
-    WEIGHT_NORM_DEFINITION,
-    FinishedRun,
-    OnPoint,
-    Point,
-    cached_point,
-    load_run,
-    smooth_plan,
-    write_csv,
-)
+from lort.methods import METHODS, WEIGHT_NORM_DEFINITION, get_method
+from lort.points import OnPoint, Point, compare_point, stored_or_measured
+from lort.stage2 import FinishedRun, open_run
 
-ACCURACY = ("all", "many", "medium", "few")
-GROUPS = ("many", "medium", "few")
+ACCURACY = ("all", *GROUP_NAMES)
 METRICS = (
     *ACCURACY,
     "balanced_accuracy",
-    *(f"{q}_{g}" for q in ("L", "r", "w") for g in ("all", *GROUPS)),
+    *(f"{q}_{g}" for q in ("L", "r", "w") for g in ("all", *GROUP_NAMES)),
 )
 
 
@@ -93,7 +83,7 @@ def compare(
         raise InputError(f"--seeds must be at least 1, got {seeds}")
     for m in methods:
         get_method(m)
-    run = load_run(root)
+    run = open_run(root)
     if select_on is None:
         select_on = "val" if run.has_val else "none"
     if select_on not in ("val", "none"):
@@ -103,20 +93,19 @@ def compare(
             f"{root} has no validation split (val_fraction {run.cfg.val_fraction}); "
             "use --select-on none"
         )
-    assert run.cfg.stage2 is not None
     seed_list = [run.cfg.seed + i for i in range(seeds)]
     # Plans first: a method that cannot run stops the command before any training.
-    plans = {m: smooth_plan(run, get_method(m), select_on) for m in methods}
+    plans = {m: run.smooth_plan(get_method(m), select_on) for m in methods}
     todo = [(m, s) for m in methods for s in seed_list]
     points: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     reused = 0
     for i, (m, s) in enumerate(todo):
         point = Point(get_method(m), s, run.cfg.stage2, plans[m])
-        result, was_cached = cached_point(run, f"compare/{m}-seed{s}.json", point)
-        reused += was_cached
+        result, was_reused = stored_or_measured(run, compare_point(m, s), point)
+        reused += was_reused
         points[m].append(result)
         if on_point is not None:
-            on_point(i + 1, len(todo), f"{m} seed {s}", was_cached)
+            on_point(i + 1, len(todo), f"{m} seed {s}", was_reused)
     res = CompareResult(run, methods, seed_list, select_on, points, reused)
     if run.cfg.stage2_mode != "cached":
         res.notes.append(
@@ -150,7 +139,6 @@ def _row(method: str, results: list[dict[str, Any]], mode: str, source: str) -> 
 
 def _write(res: CompareResult) -> None:
     run = res.run
-    assert run.cfg.stage2 is not None
     data = {
         "run": str(run.root),
         "methods": res.methods,
@@ -167,8 +155,7 @@ def _write(res: CompareResult) -> None:
         "notes": res.notes,
         "definitions": {
             "all/many/medium/few": "test top-1 accuracy (fraction): all rows, then the mean "
-            "per-class accuracy over many (> 100 training images), medium (20..100) and few "
-            "(< 20) classes",
+            f"per-class accuracy over {GROUP_RULE}",
             "L_*": "mean Logits Magnitude of the group's classes (see `lort analyze`)",
             "r_*": "mean Regularized Standard Deviation of the group's classes",
             "w_*": WEIGHT_NORM_DEFINITION,
@@ -177,7 +164,7 @@ def _write(res: CompareResult) -> None:
             "seeds": "vary stage 2 only (batch order, flip draws); the backbone is the run's",
         },
         "rows": res.rows,
-        "points": {m: [f"compare/{m}-seed{s}.json" for s in res.seeds] for m in res.methods},
+        "points": {m: [compare_point(m, s) for s in res.seeds] for m in res.methods},
     }
     run.folder.write_json("compare.json", data)
     header = ["method", "seed", "delta", "val_balanced_accuracy", *METRICS]
@@ -186,7 +173,7 @@ def _write(res: CompareResult) -> None:
         for m in res.methods
         for r in res.points[m]
     ]
-    write_csv(run.folder, "compare.csv", header, rows)
+    run.folder.write_csv("compare.csv", header, rows)
     res.files += [run.root / "compare.json", run.root / "compare.csv"]
 
 
@@ -211,7 +198,7 @@ def write_figures(res: CompareResult) -> None:
     res.files.append(
         plot_group_metrics(
             per_method,
-            run.counts,
+            run.problem.counts,
             figs / "group_metrics.png",
             f"{run.root}, stage 2 re-trained on its features (test split, seed {seed})",
         )
@@ -229,81 +216,3 @@ def write_figures(res: CompareResult) -> None:
             f"{run.root}, test split, the run's own {method} classifier",
         )
     )
-
-
-# --------------------------------------------------------------------------------------
-# On screen.
-
-
-def _pct(s: dict[str, Any], spread: bool) -> str:
-    if s["mean"] is None:
-        return "—"
-    text = f"{100 * s['mean']:.1f}"
-    if spread and s["std"] is not None:
-        text += f" ± {100 * s['std']:.1f}"
-    return text
-
-
-def _num(s: dict[str, Any], spec: str = ".3f") -> str:
-    return "—" if s["mean"] is None else format(s["mean"], spec)
-
-
-def _delta(row: dict[str, Any]) -> str:
-    ds = [d for d in row["delta"] if d is not None]
-    if not ds:
-        return "—"
-    return ", ".join(dict.fromkeys(f"{d:g}" for d in ds))
-
-
-def print_compare(console: Console, res: CompareResult) -> None:
-    """Table 1 (accuracy, mean ± std over seeds), then mean L and r, then mean ||w_c||,
-    each per group."""
-    n = len(res.seeds)
-    spread = n > 1
-    seeds = f"seed {res.seeds[0]}" if n == 1 else f"{n} seeds {res.seeds[0]}..{res.seeds[-1]}"
-    acc = Table(
-        title=f"{res.run.root}: test top-1 accuracy (%), {seeds}"
-        + (", mean ± std" if spread else ""),
-        title_justify="left",
-    )
-    acc.add_column("method")
-    for col in ("All", "Many", "Medium", "Few"):
-        acc.add_column(col, justify="right")
-    acc.add_column("delta", justify="right")
-    for row in res.rows:
-        acc.add_row(row["method"], *(_pct(row[k], spread) for k in ACCURACY), _delta(row))
-    console.print(acc)
-    first = res.points[res.methods[0]][0]["test"]
-    sizes = ", ".join(f"{g} {first[f'classes_{g}']}" for g in GROUPS)
-    short = {"many": "many", "medium": "med", "few": "few"}
-    geo = Table(
-        title=f"mean L and r per group ({sizes} classes)",
-        title_justify="left",
-    )
-    norms = Table(
-        title="mean class weight norm ||w_c|| per group",
-        title_justify="left",
-    )
-    geo.add_column("method")
-    norms.add_column("method")
-    for q in ("L", "r"):
-        for g in GROUPS:
-            geo.add_column(f"{q} {short[g]}", justify="right")
-    for g in GROUPS:
-        norms.add_column(g.capitalize(), justify="right")
-    for row in res.rows:
-        geo.add_row(row["method"], *(_num(row[f"{q}_{g}"]) for q in ("L", "r") for g in GROUPS))
-        norms.add_row(row["method"], *(_num(row[f"w_{g}"]) for g in GROUPS))
-    console.print(geo)
-    console.print(norms)
-    if spread:
-        console.print(f"[dim]L, r and ||w_c||: means over {n} seeds; std in compare.json[/dim]")
-    for row in res.rows:
-        if row["delta_from"] is not None:
-            console.print(f"{row['method']}: delta {_delta(row)} ({row['delta_from']})")
-    console.print(
-        "[dim]||w_c||: the weight vector the head applies at inference (LWS: scale x W, "
-        "tau-norm: W / ||W||^tau, cosine: |s|, LDAM's normed layer: 1); see compare.json[/dim]"
-    )
-    for note in res.notes:
-        console.print(f"[yellow]note:[/yellow] {note}")

@@ -24,17 +24,21 @@ class StageConfig:
     batch_size: int
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FitConfig:
+    """Every option of a run, final once :func:`resolve` returns it. The fields are what
+    ``config.yaml`` holds, in this order; ``notes`` says what ``resolve`` decided for the user
+    (shown once, not saved)."""
+
     dataset: str = "digits-lt"
     data_root: str | None = None
     download: bool = False
     imbalance_ratio: float | None = None
     lt_split: str = "ltwb"
     val_fraction: float = 0.0
-    arch: str | None = None
+    arch: str
     stage1_loss: str = "ce"
-    stage1: StageConfig | None = None
+    stage1: StageConfig
     method: str = "lort"
     smooth: str | float = "auto"
     smooth_grid: list[float] = field(
@@ -42,16 +46,22 @@ class FitConfig:
     )
     stage2_mode: str = "cached"
     live_bn: str = "eval"
-    stage2: StageConfig | None = None
+    stage2: StageConfig
     tau: float = 1.0
     flip_tta: bool = True
     seed: int = 0
     device: str = "auto"
     workers: int = 0
     compile_model: bool = False
+    notes: tuple[str, ...] = field(default=(), compare=False, metadata={"saved": False})
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The saved config (``config.yaml``, the resume check, stored-point identities)."""
+        return {
+            f.name: dataclasses.asdict(self)[f.name]
+            for f in dataclasses.fields(self)
+            if f.metadata.get("saved", True)
+        }
 
 
 # Per-dataset defaults: the paper's recipes where it gives them (CIFAR100-LT:
@@ -116,37 +126,89 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+# ``lort fit`` flags that set one key of a stage: --epochs1 is stage1.epochs.
+STAGE_FLAGS = {
+    f"{short}{n}": (f"stage{n}", key)
+    for short, key in (
+        ("epochs", "epochs"),
+        ("lr", "lr"),
+        ("wd", "weight_decay"),
+        ("batch", "batch_size"),
+    )
+    for n in "12"
+}
+# ``--smooth auto`` picks delta on a validation split: this much of the training data is carved
+# for it (stratified) when the run asked for none.
+AUTO_VAL_FRACTION = 0.2
+
+
 def resolve(file_values: dict[str, Any], flags: dict[str, Any]) -> FitConfig:
-    """Dataset defaults < config file < flags (flags set to None are absent)."""
+    """Dataset defaults < config file < flags (flags set to None are absent; the stage flags
+    of :data:`STAGE_FLAGS` may stand for their nested keys). Validated, and final."""
+    nested: dict[str, Any] = {}
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key in STAGE_FLAGS:
+            stage, sub = STAGE_FLAGS[key]
+            nested.setdefault(stage, {})[sub] = value
+        else:
+            nested[key] = value
     values: dict[str, Any] = {}
-    for source in (file_values, {k: v for k, v in flags.items() if v is not None}):
+    for source in (file_values, nested):
         for key, value in source.items():
             if key in ("stage1", "stage2") and isinstance(value, dict):
                 values.setdefault(key, {}).update(value)
             else:
                 values[key] = value
-    known = {f.name for f in dataclasses.fields(FitConfig)}
+    known = {f.name for f in dataclasses.fields(FitConfig) if f.metadata.get("saved", True)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise InputError(
             f"unknown option(s) {', '.join(unknown)}; known options: {', '.join(sorted(known))}"
         )
-    dataset = values.get("dataset", FitConfig.dataset)
+    dataset = values.get("dataset", "digits-lt")
     if dataset not in DEFAULTS:
         raise InputError(f"unknown dataset {dataset!r}; choose one of {', '.join(DEFAULTS)}")
     base = DEFAULTS[dataset]
-    cfg = FitConfig(**{k: v for k, v in base.items() if k not in ("stage1", "stage2")})
-    for key, value in values.items():
-        if key not in ("stage1", "stage2"):
-            setattr(cfg, key, value)
+    merged = {k: v for k, v in base.items() if k not in ("stage1", "stage2")}
+    merged |= {k: v for k, v in values.items() if k not in ("stage1", "stage2")}
     for stage in ("stage1", "stage2"):
-        merged = dataclasses.asdict(base[stage]) | values.get(stage, {})
-        bad = sorted(set(merged) - set(STAGE_KEYS))
+        keys = dataclasses.asdict(base[stage]) | values.get(stage, {})
+        bad = sorted(set(keys) - set(STAGE_KEYS))
         if bad:
             raise InputError(f"unknown {stage} option(s) {', '.join(bad)}; use {STAGE_KEYS}")
-        setattr(cfg, stage, StageConfig(**merged))
+        merged[stage] = StageConfig(**keys)
+    if merged.get("smooth", "auto") != "auto":
+        merged["smooth"] = _delta(merged["smooth"], "--smooth")
+    cfg = FitConfig(**merged)
     validate(cfg)
-    return cfg
+    return _auto_validation(cfg)
+
+
+def _delta(value: Any, name: str) -> float:
+    from lort.methods import check_delta
+
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise InputError(f"{name} must be 'auto' or a number, got {value!r}") from None
+    return check_delta(value, allow_one=False, name=name)
+
+
+def _auto_validation(cfg: FitConfig) -> FitConfig:
+    """``--smooth auto`` for a smooth-target method needs a validation split: carve one."""
+    from lort.methods import get_method
+
+    wants = cfg.smooth == "auto" and get_method(cfg.method).target == "smooth"
+    if not wants or cfg.val_fraction != 0.0:
+        return cfg
+    note = (
+        f"--smooth auto picks delta on a validation split: carved {AUTO_VAL_FRACTION:.0%} "
+        "of the training data (stratified), since none was asked for"
+    )
+    return dataclasses.replace(cfg, val_fraction=AUTO_VAL_FRACTION, notes=(*cfg.notes, note))
 
 
 def validate(cfg: FitConfig) -> None:
@@ -169,15 +231,10 @@ def validate(cfg: FitConfig) -> None:
         raise InputError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise InputError(f"--val-fraction must be in [0, 1), got {cfg.val_fraction}")
-    if cfg.smooth != "auto":
-        try:
-            cfg.smooth = float(cfg.smooth)
-        except (TypeError, ValueError):
-            raise InputError(f"--smooth must be 'auto' or a number, got {cfg.smooth!r}") from None
-        if not 0.0 <= cfg.smooth < 1.0:
-            raise InputError(f"--smooth must be in [0, 1), got {cfg.smooth}")
-    if not cfg.smooth_grid or any(not 0.0 <= d < 1.0 for d in cfg.smooth_grid):
-        raise InputError(f"smooth_grid must be values in [0, 1), got {cfg.smooth_grid}")
+    if not cfg.smooth_grid:
+        raise InputError("smooth_grid must hold at least one delta")
+    for d in cfg.smooth_grid:
+        _delta(d, "every value of smooth_grid")
     for name in ("stage1", "stage2"):
         st: StageConfig = getattr(cfg, name)
         if st.epochs < 0 or st.lr <= 0 or st.weight_decay < 0 or st.batch_size < 1:

@@ -15,10 +15,6 @@ from lort.data.tensor_images import TensorImages
 from lort.runtime import Runtime
 from lort.train import autocast
 
-CACHE = "features.npz"
-SPLITS = ("train", "val", "test")
-
-
 EvalSet = Dataset | TensorImages
 
 

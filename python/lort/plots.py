@@ -7,8 +7,7 @@ figure is drawn. Figures are built with the object-oriented API
 caller's backend is left alone. Every file is written to a temporary name in
 the destination folder and renamed, so a reader never sees half a PNG.
 
-Class groups follow :mod:`lort.analysis`: many > 100 training images,
-medium 20..100, few < 20.
+Class groups follow the core's shot rule (:data:`lort.analysis.GROUP_RULE`).
 """
 
 from __future__ import annotations
@@ -21,11 +20,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import numpy.typing as npt
 
-from lort.analysis import FEW_BELOW, MANY_ABOVE
-from lort.atomic import atomic_write
+from lort.analysis import (
+    FEW_BELOW,
+    MANY_ABOVE,
+    Analysis,
+    check_counts,
+    coerce_labels,
+    load_array,
+)
 from lort.errors import InputError, LabelError
+from lort.files import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -66,22 +71,12 @@ def _save(fig: Figure, path: Path | str) -> Path:
     return dest
 
 
-def _counts(train_counts: npt.ArrayLike) -> np.ndarray:
-    """Training counts as a 1-D int64 array (uint64 from the core included)."""
-    c = np.asarray(train_counts)
-    if c.ndim != 1 or (c.size and c.dtype.kind not in "iu"):
-        raise InputError(
-            f"train counts must be a 1-D array of integers, got shape {c.shape} of {c.dtype}"
-        )
-    return c.astype(np.int64)
-
-
 def _by_frequency(counts: np.ndarray) -> np.ndarray:
     """Class indices from the most to the least frequent; ties keep index order."""
     return np.argsort(-counts, kind="stable")
 
 
-def _pct(values: Sequence[float | None] | np.ndarray, what: str, n: int) -> np.ndarray:
+def _percentages(values: Sequence[float | None] | np.ndarray, what: str, n: int) -> np.ndarray:
     a = np.asarray(values, dtype=np.float64) * 100.0
     if a.shape != (n,):
         raise InputError(f"{what} must hold {n} values (one per delta), got shape {a.shape}")
@@ -103,7 +98,7 @@ def class_groups_by_frequency(train_counts: np.ndarray, size: int = 10) -> list[
     """
     if size < 1:
         raise InputError(f"group size must be at least 1, got {size}")
-    counts = _counts(train_counts)
+    counts = check_counts(train_counts)
     k = counts.size
     step = max(1, min(size, k // 10))
     order = _by_frequency(counts)
@@ -166,7 +161,7 @@ def histogram_groups(train_counts: np.ndarray) -> list[tuple[str, np.ndarray]]:
     An empty group falls back to the 3 most (or least) frequent classes, and the
     title says so.
     """
-    counts = _counts(train_counts)
+    counts = check_counts(train_counts)
     order = _by_frequency(counts)
     out = []
     for name, mask, fallback, rule in (
@@ -248,7 +243,7 @@ def plot_logit_histograms(
     ``logits`` may be a memmap of millions of rows: it is first cut to at most
     ``max_rows`` rows (every k-th, :func:`subsample_rows`), then read in blocks.
     """
-    counts = _counts(train_counts)
+    counts = check_counts(train_counts)
     if logits.ndim != 2 or logits.shape[1] != counts.size:
         raise InputError(
             f"logits of shape {logits.shape} do not match {counts.size} training counts"
@@ -321,7 +316,7 @@ def plot_group_metrics(
     Classes with a NaN or infinite value (no test rows) are left out of a group's
     mean; a group with none left is a gap in the line.
     """
-    counts = _counts(train_counts)
+    counts = check_counts(train_counts)
     k = counts.size
     if not per_method:
         raise InputError("plot_group_metrics needs at least one method")
@@ -397,7 +392,7 @@ def plot_smooth_sweep(
     if val_acc is not None:
         series.append(("validation", val_acc, "tab:green"))
     for name, acc, color in series:
-        pct = _pct(acc, f"{name} accuracies", d.size)
+        pct = _percentages(acc, f"{name} accuracies", d.size)
         ax.plot(d[order], pct[order], marker="o", markersize=4, color=color, label=name)
     if chosen is not None:
         ax.axvline(chosen, color="0.3", linestyle="--", linewidth=1, label=f"chosen δ = {chosen:g}")
@@ -475,3 +470,34 @@ def plot_lr_wd_heatmap(
     head = textwrap.fill(f"Accuracy over learning rate x weight decay: {title}", int(width * 9))
     ax.set_title(head + sub, fontsize=10)
     return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------------
+# Figs. 2 and 3 of one ``lort analyze``
+
+
+def plot_analysis(
+    folder: Path, logits: Sequence[Path], labels: Path, result: Analysis, title: str
+) -> list[Path]:
+    """Logit histograms and L / r per class group of an analysis of .npy files (with
+    training counts): a memory-mapped file is subsampled to 200,000 rows, shards into memory
+    to about 50M logits."""
+    counts = result.per_class["train_count"]
+    lab = coerce_labels(load_array(labels, "labels"))
+    k = result.num_classes
+    if len(logits) == 1:
+        z = np.load(logits[0], mmap_mode="r", allow_pickle=False)
+        max_rows = 200_000
+    else:
+        max_rows = min(200_000, max(10_000, 50_000_000 // k))
+        z, lab = load_shards_subsampled(logits, lab, max_rows)
+    name = logits[0].name if len(logits) == 1 else f"{logits[0].name} +{len(logits) - 1}"
+    pc = result.per_class
+    return [
+        plot_logit_histograms(
+            z, lab, counts, folder / "logit_histograms.png", title, max_rows=max_rows
+        ),
+        plot_group_metrics(
+            {name: (pc["magnitude"], pc["rstd"])}, counts, folder / "group_metrics.png", title
+        ),
+    ]

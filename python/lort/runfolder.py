@@ -1,6 +1,8 @@
-"""A run folder: every file written through a temp file and a rename, so a kill
-never leaves a half-written checkpoint, array or report; and a small state file
-that says which phases are done, for ``--resume``."""
+"""A run folder: the files a ``lort fit`` run owns, the state file that says which phases
+are done, and the rules for reusing a folder (``--resume``, ``--overwrite``).
+
+Every file is written through a temp file and a rename (:mod:`lort.files`), so a kill never
+leaves a half-written checkpoint, array or report."""
 
 from __future__ import annotations
 
@@ -10,13 +12,61 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import yaml
 
-from lort.atomic import atomic_write
+from lort import files
 from lort.errors import InputError
 
 STATE = "state.json"
+CONFIG = "config.yaml"
+STAGE1 = "stage1.ckpt"
+FEATURES = "features.npz"
+REPORT = "report.json"
+# The files a finished run owns besides the state file, in the order report.json lists them.
+RUN_FILES = (
+    CONFIG,
+    "manifest.json",
+    STAGE1,
+    FEATURES,
+    "stage2.pt",
+    "logits.npy",
+    "labels.npy",
+    "train_counts.npy",
+    REPORT,
+)
+# What a stage-2 re-training on a finished run reads (``lort compare`` / ``lort sweep``).
+RETRAIN_NEEDS = (CONFIG, "manifest.json", STAGE1, FEATURES, REPORT)
+# Options that shape stage 1 and the feature cache: a resumed run must keep them.
+FROZEN = (
+    "dataset",
+    "data_root",
+    "imbalance_ratio",
+    "lt_split",
+    "val_fraction",
+    "seed",
+    "arch",
+    "stage1_loss",
+    "stage1",
+)
+
+
+def resume_values(out: Path, file_values: dict[str, Any]) -> dict[str, Any]:
+    """The option values a resumed run starts from: its saved config, then the config file
+    given now. Flags still override both (e.g. ``--method``)."""
+    from lort.config import load_yaml
+
+    saved = out / CONFIG
+    return load_yaml(saved) | file_values if saved.exists() else file_values
+
+
+def check_unchanged(saved: dict[str, Any], now: dict[str, Any]) -> None:
+    """A resumed run may change stage 2 and the evaluation, not what stage 1 was trained with."""
+    changed = [k for k in FROZEN if saved.get(k) != now.get(k)]
+    if changed:
+        what = "; ".join(f"{k}: run has {saved.get(k)!r}, asked {now.get(k)!r}" for k in changed)
+        raise InputError(
+            f"--resume cannot change what stage 1 was trained with ({what}); drop those "
+            "options, or start a new run with another --out"
+        )
 
 
 class RunFolder:
@@ -69,24 +119,27 @@ class RunFolder:
 
     # -- files ---------------------------------------------------------------
     def write_json(self, name: str, data: Any) -> None:
-        text = json.dumps(data, indent=1, allow_nan=False) + "\n"
-        atomic_write(self.path(name), lambda f: f.write(text.encode()))
+        files.write_json(self.path(name), data)
 
     def read_json(self, name: str) -> Any:
         return json.loads(self.path(name).read_text())
 
     def write_yaml(self, name: str, data: Any) -> None:
-        text = yaml.safe_dump(data, sort_keys=False)
-        atomic_write(self.path(name), lambda f: f.write(text.encode()))
+        files.write_yaml(self.path(name), data)
+
+    def write_csv(self, name: str, header: list[str], rows: list[list[Any]]) -> None:
+        files.write_csv(self.path(name), header, rows)
 
     def write_npy(self, name: str, array: np.ndarray) -> None:
-        atomic_write(self.path(name), lambda f: np.save(f, array))
+        files.write_npy(self.path(name), array)
 
     def write_npz(self, name: str, **arrays: np.ndarray) -> None:
-        atomic_write(self.path(name), lambda f: np.savez(f, **arrays))
+        files.write_npz(self.path(name), **arrays)
 
     def save_torch(self, name: str, obj: Any) -> None:
-        atomic_write(self.path(name), lambda f: torch.save(obj, f))
+        files.save_torch(self.path(name), obj)
 
     def load_torch(self, name: str) -> Any:
+        import torch
+
         return torch.load(self.path(name), map_location="cpu", weights_only=False)

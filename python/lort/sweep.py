@@ -18,24 +18,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 
+from lort.analysis import GROUP_NAMES, GROUP_RULE
 from lort.errors import InputError
-from lort.methods import get_method, rho
-from lort.retrain import (
-    FinishedRun,
+from lort.files import finite_or_none
+from lort.methods import check_delta, get_method, rho
+from lort.points import (
     OnPoint,
     Point,
-    SmoothPlan,
-    cached_point,
-    float_name,
-    load_run,
-    run_delta,
-    write_csv,
+    compare_point,
+    lr_wd_point,
+    smooth_point,
+    stored_or_measured,
 )
+from lort.stage2 import FinishedRun, SmoothPlan, open_run
 
-TEST_KEYS = ("all", "many", "medium", "few")
+TEST_KEYS = ("all", *GROUP_NAMES)
 SELECTED = (
     "chosen on the validation split (best class-mean accuracy); the test accuracy of the "
     "other points is recorded for illustration only and played no part in the choice"
@@ -100,20 +98,18 @@ def sweep_smooth(
     """Re-train LORT once per delta with the run's stage-2 settings and seed."""
     if not deltas:
         raise InputError("--smooth needs at least one delta")
-    bad = [d for d in deltas if not 0.0 <= d < 1.0]
-    if bad:
-        raise InputError(f"--smooth values must lie in [0, 1), got {bad[0]:g}")
-    run = load_run(root)
-    assert run.cfg.stage2 is not None
+    for d in deltas:
+        check_delta(d, allow_one=False, name="--smooth values")
+    run = open_run(root)
     method = get_method("lort")
     points, reused = [], 0
     for i, d in enumerate(deltas):
         point = Point(method, run.cfg.seed, run.cfg.stage2, SmoothPlan("fixed", d))
-        result, was_cached = cached_point(run, f"sweep/smooth-{float_name(d)}.json", point)
-        reused += was_cached
-        points.append(_record(result, delta=d, rho=_finite(rho(run.k, d))))
+        result, was_reused = stored_or_measured(run, smooth_point(d), point)
+        reused += was_reused
+        points.append(_record(result, delta=d, rho=finite_or_none(rho(run.problem.k, d))))
         if on_point is not None:
-            on_point(i + 1, len(deltas), f"delta {d:g}", was_cached)
+            on_point(i + 1, len(deltas), f"delta {d:g}", was_reused)
     chosen = _choose(run, points)
     res = SweepResult(run, "smooth", "lort", points, chosen, reused)
     res.data = {
@@ -134,8 +130,7 @@ def sweep_smooth(
         "definitions": _definitions(),
     }
     run.folder.write_json("sweep-smooth.json", res.data)
-    write_csv(
-        run.folder,
+    run.folder.write_csv(
         "sweep-smooth.csv",
         ["delta", "rho", "val_balanced_accuracy", *(f"test_{k}" for k in TEST_KEYS), "chosen"],
         [
@@ -161,7 +156,7 @@ def _lr_wd_delta(run: FinishedRun, method_name: str) -> tuple[SmoothPlan, str | 
     method = get_method(method_name)
     if method.target != "smooth":
         return SmoothPlan("unused"), None
-    fixed = run_delta(run)
+    fixed = run.fit_delta()
     if fixed is not None:
         return SmoothPlan("fixed", fixed[0], source=fixed[1]), fixed[1]
     if not run.has_val:
@@ -170,10 +165,10 @@ def _lr_wd_delta(run: FinishedRun, method_name: str) -> tuple[SmoothPlan, str | 
             f"no validation split to pick it on; fix one with "
             f"`lort fit --resume --out {run.root} --smooth DELTA`"
         )
-    assert run.cfg.stage2 is not None
     select = SmoothPlan("select", grid=tuple(run.cfg.smooth_grid), source="validation split")
     point = Point(method, run.cfg.seed, run.cfg.stage2, select)
-    result, _ = cached_point(run, f"compare/{method_name}-seed{run.cfg.seed}.json", point)
+    # The point `lort compare` makes for this method and seed: shared, not computed twice.
+    result, _ = stored_or_measured(run, compare_point(method_name, run.cfg.seed), point)
     why = "picked on the validation split at the run's stage-2 lr and weight decay"
     return SmoothPlan("fixed", float(result["delta"]), source=why), why
 
@@ -189,9 +184,8 @@ def sweep_lr_wd(
     """Re-train ``method`` (the run's by default) once per (lr, weight decay) pair."""
     if method_name is not None:
         get_method(method_name)
-    run = load_run(root)
+    run = open_run(root)
     st = run.cfg.stage2
-    assert st is not None
     name = method_name or run.cfg.method
     method = get_method(name)
     lr_list = lrs or [st.lr]
@@ -201,12 +195,12 @@ def sweep_lr_wd(
     points, reused = [], 0
     for i, (lr, wd) in enumerate(grid):
         stage2 = dataclasses.replace(st, lr=lr, weight_decay=wd)
-        file = f"sweep/lr-wd-{name}-lr{float_name(lr)}-wd{float_name(wd)}.json"
-        result, was_cached = cached_point(run, file, Point(method, run.cfg.seed, stage2, plan))
-        reused += was_cached
+        point = Point(method, run.cfg.seed, stage2, plan)
+        result, was_reused = stored_or_measured(run, lr_wd_point(name, lr, wd), point)
+        reused += was_reused
         points.append(_record(result, lr=lr, weight_decay=wd))
         if on_point is not None:
-            on_point(i + 1, len(grid), f"lr {lr:g} wd {wd:g}", was_cached)
+            on_point(i + 1, len(grid), f"lr {lr:g} wd {wd:g}", was_reused)
     chosen = _choose(run, points)
     res = SweepResult(run, "lr-wd", name, points, chosen, reused)
     res.data = {
@@ -233,8 +227,7 @@ def sweep_lr_wd(
         "definitions": _definitions(),
     }
     run.folder.write_json("sweep-lr-wd.json", res.data)
-    write_csv(
-        run.folder,
+    run.folder.write_csv(
         "sweep-lr-wd.csv",
         [
             "lr",
@@ -304,91 +297,10 @@ def _test_all(p: dict[str, Any]) -> float:
     return math.nan if v is None else float(v)
 
 
-def _finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
-
-
 def _definitions() -> dict[str, str]:
     return {
         "val_balanced_accuracy": "class-mean accuracy on the validation split (the criterion)",
         "test": "test top-1 accuracy (fraction): all rows, then the mean per-class accuracy "
-        "over many (> 100 training images), medium (20..100) and few (< 20) classes",
+        f"over {GROUP_RULE}",
         "rho": "1 + K (1 - delta) / delta, the true-class / other-class target ratio",
     }
-
-
-# --------------------------------------------------------------------------------------
-# On screen.
-
-
-def _pct(v: float | None) -> str:
-    return "—" if v is None else f"{100 * v:.1f}"
-
-
-def _test_line(p: dict[str, Any]) -> str:
-    t = p["test"]
-    return " / ".join(f"{k.capitalize()} {_pct(t[k])}" for k in TEST_KEYS)
-
-
-def print_sweep(console: Console, res: SweepResult) -> None:
-    """Validation scores per point and the chosen point's test accuracy; without a
-    validation split the test accuracy of every point, said to be an illustration."""
-    run = res.run
-    what = "validation balanced accuracy (%)" if run.has_val else "test accuracy (%)"
-    t = Table()
-    if res.kind == "smooth":
-        console.print(f"{run.root}: LORT, {what} per delta")
-        t.add_column("delta", justify="right")
-        t.add_column("rho", justify="right")
-        if run.has_val:
-            t.add_column("val balanced acc", justify="right")
-        else:
-            for k in TEST_KEYS:
-                t.add_column(f"test {k.capitalize()}", justify="right")
-        for p in res.points:
-            r = "inf" if p["rho"] is None else f"{p['rho']:.2f}"
-            cells = (
-                [_pct(p["val_balanced_accuracy"])]
-                if run.has_val
-                else [_pct(p["test"][k]) for k in TEST_KEYS]
-            )
-            mark = " ◀" if p is res.chosen else ""
-            t.add_row(f"{p['delta']:g}", r, *cells[:-1], cells[-1] + mark)
-        console.print(t)
-        if res.chosen is not None:
-            c = res.chosen
-            console.print(
-                f"chosen delta {c['delta']:g} (validation balanced accuracy "
-                f"{_pct(c['val_balanced_accuracy'])}%): test accuracy {_test_line(c)}"
-            )
-    else:
-        d = res.data
-        if not run.has_val:
-            what = "test accuracy, All (%)"
-        console.print(f"{run.root}: {res.method}, {what}, stage-2 lr (rows) x weight decay")
-        if d["delta"] is not None:
-            console.print(f"{res.method}: delta {d['delta']:g} ({d['delta_from']})")
-        t.add_column("lr \\ wd", justify="right")
-        for wd in d["weight_decays"]:
-            t.add_column(f"{wd:g}", justify="right")
-        n = len(d["weight_decays"])
-        for i, lr in enumerate(d["lrs"]):
-            row = res.points[i * n : (i + 1) * n]
-            cells = [
-                _pct(p["val_balanced_accuracy"] if run.has_val else p["test"]["all"])
-                + (" ◀" if p is res.chosen else "")
-                for p in row
-            ]
-            t.add_row(f"{lr:g}", *cells)
-        console.print(t)
-        if res.chosen is not None:
-            c = res.chosen
-            console.print(
-                f"chosen lr {c['lr']:g}, weight decay {c['weight_decay']:g} (validation "
-                f"balanced accuracy {_pct(c['val_balanced_accuracy'])}%): test accuracy "
-                f"{_test_line(c)}"
-            )
-    if run.has_val:
-        console.print(f"[dim]{SELECTED}; see {run.root}/sweep-{res.kind}.json[/dim]")
-    else:
-        console.print(f"[yellow]{UNSELECTED}[/yellow]")

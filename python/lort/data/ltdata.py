@@ -83,6 +83,11 @@ class LTData:
             return None
         return TensorImages(pixels, labels, self.transform_spec, device)
 
+    @property
+    def mirrorable(self) -> bool:
+        """Whether flip averaging applies to this data (see ``TransformSpec.mirrorable``)."""
+        return self.transform_spec.mirrorable
+
     def train_counts(self) -> np.ndarray:
         """Training images per class (int64, length ``num_classes``)."""
         return np.bincount(self.train_labels, minlength=self.num_classes).astype(np.int64)

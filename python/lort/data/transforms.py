@@ -46,6 +46,12 @@ class TransformSpec:
     std: tuple[float, ...]
     color_jitter: bool = False
 
+    @property
+    def mirrorable(self) -> bool:
+        """Whether a mirrored image is still an image of its class: the pipelines that flip
+        in training (a mirrored digit 2 is no 2)."""
+        return self.kind != "digits"
+
 
 def build_transform(spec: TransformSpec, augment: bool) -> Callable[[Any], Any]:
     """The torchvision transform mapping one decoded image to a normalised float tensor."""

@@ -10,12 +10,18 @@ below turn its parts into torch objects::
     ...  loss_fn(head(features), labels).backward(); opt.step()
     apply_constraint(method, head)                          # after every step
     logits = inference_logits(method, head, test_features, train_counts)
+    norms = inference_weight_norms(method, head, tau=1.0)   # ||w_c|| as applied at inference
 """
 
 from lort.methods.base import METHODS, Method, get_method
 from lort.methods.constraints import apply_constraint, max_norm_
 from lort.methods.heads import CosineHead, LinearHead, LWSHead, StageTwoHead, make_head
-from lort.methods.inference import inference_logits, tau_normalised_weight
+from lort.methods.inference import (
+    WEIGHT_NORM_DEFINITION,
+    inference_logits,
+    inference_weight_norms,
+    tau_normalised_weight,
+)
 from lort.methods.losses import (
     LossFn,
     SoftmaxLoss,
@@ -26,11 +32,12 @@ from lort.methods.losses import (
 )
 from lort.methods.sampling import class_balanced_sample_weights, make_sampler_weights
 from lort.methods.stage1 import STAGE1_LOSSES, drw_epoch, make_stage1_loss
-from lort.methods.targets import rho, soft_target
+from lort.methods.targets import check_delta, rho, soft_target
 
 __all__ = [
     "METHODS",
     "STAGE1_LOSSES",
+    "WEIGHT_NORM_DEFINITION",
     "CosineHead",
     "LWSHead",
     "LinearHead",
@@ -39,11 +46,13 @@ __all__ = [
     "SoftmaxLoss",
     "StageTwoHead",
     "apply_constraint",
+    "check_delta",
     "class_balanced_sample_weights",
     "class_balanced_weights",
     "drw_epoch",
     "get_method",
     "inference_logits",
+    "inference_weight_norms",
     "ldam_margins",
     "log_prior",
     "make_head",

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import numpy.typing as npt
 import torch
 import torch.nn.functional as F
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 
 from lort.errors import InputError
 from lort.methods.base import Method
-from lort.methods.heads import LinearHead
+from lort.methods.heads import CosineHead, LinearHead, LWSHead
 from lort.methods.losses import log_prior
 
 
@@ -51,3 +52,30 @@ def inference_logits(
             )
         return logits - tau * prior.to(logits)
     return logits
+
+
+WEIGHT_NORM_DEFINITION = (
+    "mean over the group's classes of ||w_c||, the norm of the class weight vector the head "
+    "applies at inference (biases left out): linear heads (lort, ce, balanced-softmax, "
+    "cb-resample, focal, cb-loss, maxnorm, logit-adjust) their row W_c (logit adjustment "
+    "shifts logits, not weights); tau-norm W_c / ||W_c||^tau; lws scale_c * W_c of the "
+    "stage-1 classifier; cosine |s| (the learnt scale on unit-norm weights, features "
+    "normalised too); ldam 1 (its normalised layer; the loss's s = 30 is a training-time "
+    "scale, not used at inference)"
+)
+
+
+@torch.no_grad()
+def inference_weight_norms(method: Method, head: nn.Module, tau: float) -> np.ndarray:
+    """Per-class norm of the weight vector ``head`` applies at inference (float64; see
+    :data:`WEIGHT_NORM_DEFINITION`)."""
+    k = int(head.weight.shape[0])
+    if method.inference == "tau-norm":
+        w = tau_normalised_weight(head.weight, tau)
+    elif isinstance(head, CosineHead):
+        return np.full(k, abs(float(head.scale)), dtype=np.float64)
+    elif isinstance(head, LWSHead):
+        w = head.scales[:, None] * head.weight
+    else:
+        w = head.weight
+    return w.detach().double().norm(dim=1).numpy()

@@ -25,37 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lort.analysis import check_counts
 from lort.errors import InputError
 from lort.methods.base import LossKind, Method
 from lort.methods.targets import check_delta, retarget
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
-
-
-def check_counts(train_counts: npt.ArrayLike, *, need_positive: str | None = None) -> np.ndarray:
-    """Per-class training counts as a 1-D int64 array; InputError if malformed.
-
-    ``need_positive`` names what needs every count to be at least 1 (a log prior, margins,
-    effective numbers); a class without training images is then an error.
-    """
-    counts = np.asarray(train_counts)
-    if counts.ndim != 1 or counts.size == 0:
-        raise InputError(f"train_counts must be a non-empty 1-D array, got shape {counts.shape}")
-    whole_floats = counts.dtype.kind == "f" and bool(
-        np.all(np.isfinite(counts) & (counts == np.round(counts)))
-    )
-    if counts.dtype.kind not in "iu" and not whole_floats:
-        raise InputError(f"train_counts must hold whole numbers, got dtype {counts.dtype}")
-    counts = counts.astype(np.int64)
-    if np.any(counts < 0):
-        raise InputError("train_counts must not be negative")
-    if need_positive is not None and np.any(counts == 0):
-        empty = np.flatnonzero(counts == 0)[:10].tolist()
-        raise InputError(
-            f"{need_positive} needs at least one training image per class; classes {empty} have "
-            "none: drop those classes from the dataset or choose a method that ignores counts"
-        )
-    return counts
 
 
 def log_prior(train_counts: npt.ArrayLike) -> Tensor:

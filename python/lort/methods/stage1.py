@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import numpy.typing as npt
 
+from lort.analysis import check_counts
 from lort.errors import InputError
-from lort.methods.losses import LossFn, build_loss, check_counts, class_balanced_weights
+from lort.methods.losses import LossFn, build_loss, class_balanced_weights
 
 STAGE1_LOSSES: tuple[str, ...] = ("ce", "ce-drw", "ldam-drw", "bs")
 

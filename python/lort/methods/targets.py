@@ -18,13 +18,19 @@ from torch import Tensor
 from lort.errors import InputError, LabelError
 
 
-def check_delta(delta: float, *, allow_one: bool = True) -> float:
-    """``delta`` as a float in [0, 1] (or [0, 1) with ``allow_one=False``), else InputError."""
-    delta = float(delta)
+def check_delta(
+    delta: float, *, allow_one: bool = True, name: str = "the smoothing delta"
+) -> float:
+    """``delta`` as a float in [0, 1] (or [0, 1) with ``allow_one=False``), else InputError
+    naming it as ``name``. The one statement of the delta's range."""
+    try:
+        delta = float(delta)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {delta!r}") from None
     upper_ok = delta <= 1.0 if allow_one else delta < 1.0
     if not (delta >= 0.0 and upper_ok):
         bound = "1]" if allow_one else "1)"
-        raise InputError(f"the smoothing delta must lie in [0, {bound}, got {delta}")
+        raise InputError(f"{name} must lie in [0, {bound}, got {delta}")
     return delta
 
 

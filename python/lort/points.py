@@ -1,0 +1,154 @@
+"""Stored re-training results of ``lort compare`` and ``lort sweep``: what a point is, where
+it lives in the run folder, and when a stored one is reused.
+
+A point is one stage-2 re-training on a finished run's feature cache (for LORT with delta
+picked on validation, one per delta of the grid plus the final one), measured as ``lort fit``
+measures its own: re-training the run's method with the run's settings and seed gives the
+numbers of ``lort fit --resume --out RUN --method M``, bit for bit. Nothing here touches the
+backbone.
+
+Each point is stored as a JSON file together with a *fingerprint*, a dict of everything that
+determines its numbers (the run's stage-1 classifier and data, the method, seed, stage-2
+settings, and the delta / tau / flip settings the method reads). A stored point is reused only
+when its fingerprint equals the one asked for. This module owns the points' file names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lort import __version__
+from lort.analysis import GROUP_NAMES, Analysis, finite_mean, shot_groups
+from lort.config import StageConfig
+from lort.files import jsonable
+from lort.methods import Method, inference_weight_norms
+from lort.stage2 import FinishedRun, SmoothPlan
+
+POINT_VERSION = 1
+
+OnPoint = Callable[[int, int, str, bool], None]
+"""on_point(done, total, label, reused) after every point."""
+
+
+def compare_point(method: str, seed: int) -> str:
+    """Where ``lort compare`` keeps one (method, seed)."""
+    return f"compare/{method}-seed{seed}.json"
+
+
+def smooth_point(delta: float) -> str:
+    """Where ``lort sweep --smooth`` keeps one delta."""
+    return f"sweep/smooth-{_float_name(delta)}.json"
+
+
+def lr_wd_point(method: str, lr: float, wd: float) -> str:
+    """Where ``lort sweep --lr/--wd`` keeps one grid cell."""
+    return f"sweep/lr-wd-{method}-lr{_float_name(lr)}-wd{_float_name(wd)}.json"
+
+
+def _float_name(x: float) -> str:
+    """A float as it appears in a file name (``repr``: 0.05, 1e-05, 0.0)."""
+    return repr(float(x))
+
+
+@dataclass(frozen=True)
+class Point:
+    """One stage-2 re-training: a method, a seed, stage-2 optimiser settings, a delta plan."""
+
+    method: Method
+    seed: int
+    stage2: StageConfig
+    smooth: SmoothPlan
+
+    def fingerprint(self, run: FinishedRun) -> dict[str, Any]:
+        fp: dict[str, Any] = {
+            "version": POINT_VERSION,
+            "lort": __version__,
+            "run": run.identity,
+            "method": self.method.name,
+            "seed": self.seed,
+            "stage2": dataclasses.asdict(self.stage2),
+            "flip_tta": run.problem.flips,
+        }
+        if self.method.target == "smooth":
+            fp["smooth"] = self.smooth.fingerprint()
+        if "tau" in self.method.hyper:
+            fp["tau"] = run.cfg.tau
+        return fp
+
+
+def summary(
+    a: Analysis, norms: np.ndarray, counts: np.ndarray
+) -> dict[str, float | int | list[float | None] | None]:
+    """The flat record of one point: accuracies (fractions, class means per group as the
+    core reports them), mean L, mean r and mean ||w_c|| overall and per group."""
+    out: dict[str, Any] = dict(a.group_accuracies())
+    out["balanced_accuracy"] = a.balanced_accuracy
+    overall = a.overall_group()
+    out["L_all"], out["r_all"] = overall.mean_magnitude, overall.mean_rstd
+    out["w_all"] = finite_mean(norms)
+    groups = a.groups or {}
+    members = shot_groups(counts)
+    for name in GROUP_NAMES:
+        g = groups.get(name)
+        out[f"L_{name}"] = None if g is None else g.mean_magnitude
+        out[f"r_{name}"] = None if g is None else g.mean_rstd
+        out[f"w_{name}"] = finite_mean(norms[members[name]])
+        out[f"classes_{name}"] = int(members[name].size)
+    return out
+
+
+def measure(run: FinishedRun, point: Point) -> dict[str, Any]:
+    """Re-train ``point`` on the run's cache and evaluate it on the test split (and the
+    validation split, when there is one) exactly as ``lort fit`` does."""
+    problem, method = run.problem, point.method
+    plan = point.smooth
+    delta, selection = problem.choose_smooth(
+        method,
+        "auto" if plan.mode == "select" else plan.delta,
+        list(plan.grid) or run.cfg.smooth_grid,
+        seed=point.seed,
+        stage2=point.stage2,
+    )
+    head = problem.train(method, delta, seed=point.seed, stage2=point.stage2)
+    analysis = problem.evaluate(problem.logits(method, head, "test"))
+    val = problem.val_score(method, head) if problem.has_val else None
+    norms = inference_weight_norms(method, head, run.cfg.tau)
+    pc = analysis.per_class
+    return {
+        "method": method.name,
+        "seed": point.seed,
+        "stage2": dataclasses.asdict(point.stage2),
+        "delta": delta if method.target == "smooth" else None,
+        "smooth": selection,
+        "val_balanced_accuracy": val,
+        "test": summary(analysis, norms, problem.counts),
+        "per_class": {
+            "accuracy": jsonable(pc["accuracy"]),
+            "magnitude": jsonable(pc["magnitude"]),
+            "rstd": jsonable(pc["rstd"]),
+            "weight_norm": jsonable(norms),
+        },
+    }
+
+
+def stored_or_measured(run: FinishedRun, name: str, point: Point) -> tuple[dict[str, Any], bool]:
+    """The stored result of ``point`` in RUN/``name`` if its fingerprint matches, else a fresh
+    measurement, stored there atomically. Returns (result, reused)."""
+    fp = point.fingerprint(run)
+    path = run.folder.path(name)
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError):
+            stored = None
+        if isinstance(stored, dict) and stored.get("fingerprint") == fp and "result" in stored:
+            return stored["result"], True
+    result = measure(run, point)
+    run.folder.write_json(name, {"fingerprint": fp, "result": result})
+    return result, False

@@ -1,0 +1,322 @@
+"""Stage 2 on frozen features: one problem, any number of classifier re-trainings.
+
+A :class:`Stage2` holds what every re-training of a run shares: the resolved config, the data's
+labels, the feature cache, the stage-1 classifier every head starts from, and the training
+counts. It trains a head of any method on the cached features, gives a head's logits for a
+split (the method's inference rule, flip averaging where the data mirrors), evaluates them
+through :mod:`lort.analysis`, and picks LORT's delta on the validation split (never the test
+set). ``lort fit`` builds one from the run it is training; ``lort compare`` and ``lort sweep``
+open one from a finished run folder with :func:`open_run`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from lort.analysis import Analysis, balanced_accuracy, new_stats, summarize
+from lort.config import FitConfig, StageConfig, load_yaml, resolve
+from lort.data import LTData, build_dataset
+from lort.data.ltdata import Split
+from lort.errors import InputError
+from lort.features import FeatureCache
+from lort.files import finite_or_none
+from lort.methods import Method, inference_logits, rho
+from lort.runfolder import FEATURES, FROZEN, REPORT, RETRAIN_NEEDS, STAGE1, RunFolder
+from lort.runtime import Runtime
+from lort.train import Progress, train_head_cached
+
+
+def load_data(cfg: FitConfig) -> LTData:
+    """The long-tailed dataset a config describes (rebuilt identically from a saved one)."""
+    return build_dataset(
+        cfg.dataset,
+        data_root=cfg.data_root,
+        imbalance_ratio=cfg.imbalance_ratio,
+        lt_split=cfg.lt_split,  # type: ignore[arg-type]
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        download=cfg.download,
+    )
+
+
+@dataclass
+class Stage2:
+    """One frozen-feature problem: the config, labels, feature cache, stage-1 head, counts."""
+
+    cfg: FitConfig
+    data: LTData
+    cache: FeatureCache
+    init: nn.Linear
+    counts: np.ndarray
+
+    @property
+    def k(self) -> int:
+        return self.data.num_classes
+
+    @property
+    def has_val(self) -> bool:
+        return self.data.val_labels is not None and len(self.data.val_labels) > 0
+
+    @property
+    def flips(self) -> bool:
+        """Whether logits average the plain and the mirrored view."""
+        return self.cfg.flip_tta and self.data.mirrorable
+
+    def train(
+        self,
+        method: Method,
+        smooth: float,
+        *,
+        seed: int | None = None,
+        stage2: StageConfig | None = None,
+        progress: Progress | None = None,
+    ) -> nn.Module:
+        """A head of ``method`` re-trained on the cached training features (the run's seed
+        and stage-2 settings unless given)."""
+        feats = self.cache.tensor("train")
+        if feats is None:
+            raise InputError("the feature cache holds no training features")
+        return train_head_cached(
+            method,
+            feats,
+            self.cache.tensor("train", flipped=True),
+            torch.from_numpy(self.data.train_labels),
+            self.counts,
+            self.init,
+            self.cfg.stage2 if stage2 is None else stage2,
+            smooth=smooth,
+            seed=self.cfg.seed if seed is None else seed,
+            progress=progress,
+        )
+
+    @torch.no_grad()
+    def logits(self, method: Method, head: nn.Module, split: Split) -> np.ndarray:
+        """Float32 logits of ``split`` as the method infers them, flip-averaged where the
+        data mirrors and the cache holds the mirrored view."""
+        head = head.cpu().eval()
+        feats = self.cache.tensor(split)
+        if feats is None:
+            raise InputError(f"the feature cache holds no {split} features")
+        tau = self.cfg.tau
+        z = inference_logits(method, head, feats, self.counts, tau=tau)
+        flipped = self.cache.tensor(split, flipped=True)
+        if self.flips and flipped is not None:
+            z = (z + inference_logits(method, head, flipped, self.counts, tau=tau)) / 2
+        return z.float().numpy()
+
+    def val_score(self, method: Method, head: nn.Module) -> float | None:
+        """Class-mean accuracy on the validation split: the criterion of every choice."""
+        return balanced_accuracy(self.logits(method, head, "val"), self.data.labels("val"))
+
+    def evaluate(
+        self,
+        logits: np.ndarray,
+        *,
+        rt: Runtime | None = None,
+        hessian: Literal["bound", "exact", "none"] = "bound",
+    ) -> Analysis:
+        """Statistics of test logits, with the shot groups of the training counts. Under
+        DDP each rank takes a shard and the accumulators merge exactly on every rank."""
+        labels = self.data.test_labels
+        stats = new_stats(logits.shape[1], hessian=hessian)
+        if rt is None or not rt.distributed:
+            stats.update(np.ascontiguousarray(logits), np.ascontiguousarray(labels))
+            return summarize(stats, train_counts=self.counts)
+        rows = slice(rt.rank, None, rt.world)
+        stats.update(np.ascontiguousarray(logits[rows]), np.ascontiguousarray(labels[rows]))
+        shards: list[Any] = [None] * rt.world
+        dist.all_gather_object(shards, stats)
+        stats = shards[0]
+        for other in shards[1:]:
+            stats.merge(other)
+        return summarize(stats, train_counts=self.counts)
+
+    def choose_smooth(
+        self,
+        method: Method,
+        smooth: str | float,
+        grid: list[float],
+        *,
+        seed: int | None = None,
+        stage2: StageConfig | None = None,
+    ) -> tuple[float, dict[str, Any]]:
+        """The label-smooth delta and how it was had: fixed, or (``smooth="auto"``) the grid
+        value with the best class-mean validation accuracy, the first of equals."""
+        if method.target != "smooth":
+            return 0.0, {"mode": "unused", "why": f"{method.name} trains on one-hot targets"}
+        if smooth != "auto":
+            d = float(smooth)
+            return d, {"mode": "fixed", "delta": d, "rho": finite_or_none(rho(self.k, d))}
+        if not self.has_val:
+            raise InputError("--smooth auto needs a validation split; give --val-fraction > 0")
+        scores = [
+            self.val_score(method, self.train(method, d, seed=seed, stage2=stage2)) for d in grid
+        ]
+        best = int(np.argmax(scores))
+        d = grid[best]
+        return d, {
+            "mode": "auto",
+            "grid": grid,
+            "val_balanced_accuracy": scores,
+            "delta": d,
+            "rho": finite_or_none(rho(self.k, d)),
+            "why": f"highest class-mean accuracy on the validation split "
+            f"({len(self.data.labels('val')):,} images) among {len(scores)} values of delta",
+        }
+
+
+# --------------------------------------------------------------------------------------
+# A finished run folder.
+
+# The config keys that shape the delta ``lort fit`` picks on the validation split: its report's
+# choice stands for the run while these are unchanged.
+SELECTION_KEYS = (*FROZEN, "smooth", "smooth_grid", "stage2", "flip_tta")
+
+
+@dataclass(frozen=True)
+class SmoothPlan:
+    """``select``: pick delta on the validation split over ``grid`` (as ``--smooth auto``);
+    ``fixed``: use ``delta``; ``unused``: one-hot targets."""
+
+    mode: Literal["select", "fixed", "unused"]
+    delta: float = 0.0
+    grid: tuple[float, ...] = ()
+    source: str = ""
+
+    def fingerprint(self) -> dict[str, Any]:
+        if self.mode == "select":
+            return {"mode": "select-on-val", "grid": list(self.grid)}
+        if self.mode == "fixed":
+            return {"mode": "fixed", "delta": self.delta}
+        return {"mode": "unused"}
+
+
+@dataclass
+class FinishedRun:
+    """A finished ``lort fit`` run: its folder, saved config and report, the stage-2 problem
+    on its features, and an identity of what its results depend on."""
+
+    root: Path
+    folder: RunFolder
+    raw_config: dict[str, Any]
+    report: dict[str, Any]
+    problem: Stage2
+    identity: dict[str, Any]
+
+    @property
+    def cfg(self) -> FitConfig:
+        return self.problem.cfg
+
+    @property
+    def has_val(self) -> bool:
+        return self.problem.has_val
+
+    def fit_delta(self) -> tuple[float, str] | None:
+        """A fixed delta the run itself gives: its config's, or the one ``lort fit`` chose on
+        the validation split (when its report is of a smooth-target method and current)."""
+        if self.cfg.smooth != "auto":
+            return float(self.cfg.smooth), "fixed in the run's config"
+        sel = self.report.get("smooth") or {}
+        saved = self.report.get("config") or {}
+        current = all(saved.get(k) == self.raw_config.get(k) for k in SELECTION_KEYS)
+        if sel.get("mode") == "auto" and current:
+            return float(sel["delta"]), "the delta `lort fit` chose on the validation split"
+        return None
+
+    def smooth_plan(self, method: Method, select_on: str) -> SmoothPlan:
+        """What ``lort fit`` would do for ``method``, or with ``select_on="none"`` a fixed
+        delta."""
+        if method.target != "smooth":
+            return SmoothPlan("unused")
+        if self.cfg.smooth != "auto":
+            return SmoothPlan("fixed", float(self.cfg.smooth), source="fixed in the run's config")
+        if select_on == "val":
+            if not self.has_val:
+                raise InputError(
+                    f"{self.root} has no validation split to pick delta on; use --select-on none"
+                )
+            return SmoothPlan("select", grid=tuple(self.cfg.smooth_grid), source="validation split")
+        fixed = self.fit_delta()
+        if fixed is None:
+            instead = (
+                "use --select-on val, or" if self.has_val else "the run has no validation split;"
+            )
+            raise InputError(
+                f"{method.name} needs a delta: the run's smooth is 'auto' and its report holds "
+                f"no chosen delta; {instead} fix one with "
+                f"`lort fit --resume --out {self.root} --smooth DELTA`"
+            )
+        return SmoothPlan("fixed", fixed[0], source=fixed[1])
+
+
+def open_run(root: Path) -> FinishedRun:
+    """The finished run in ``root``; InputError saying what to do when it is not one."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(
+            f"{root} is not a run folder (no such directory); make one with `lort fit --out {root}`"
+        )
+    missing = [n for n in RETRAIN_NEEDS if not (root / n).is_file()]
+    if missing:
+        raise InputError(
+            f"{root} is not a finished lort run (no {', '.join(missing)}); run "
+            f"`lort fit --out {root}` first (or `lort fit --resume --out {root}` to finish it)"
+        )
+    folder = RunFolder(root)
+    raw = load_yaml(folder.path("config.yaml"))
+    cfg = resolve(raw, {})
+    try:
+        report = folder.read_json(REPORT)
+        manifest = folder.read_json("manifest.json")
+    except (OSError, ValueError) as e:
+        raise InputError(f"{root}: cannot read the run's report or manifest: {e}") from None
+    data = load_data(cfg)
+    for key in ("kept_sha256", "val_sha256", "train_counts", "test_total"):
+        if data.manifest.get(key) != manifest.get(key):
+            raise InputError(
+                f"{root}: the dataset rebuilt from the run's config differs from the one it was "
+                f"trained on ({key} changed); its cached features no longer match the labels"
+            )
+    try:
+        cache = FeatureCache.load(str(folder.path(FEATURES)))
+        state = folder.load_torch(STAGE1)["state"]["model"]
+        weight, bias = state["head.weight"], state["head.bias"]
+    except Exception as e:  # a damaged file: say which
+        raise InputError(
+            f"{root}: cannot read the feature cache or stage-1 checkpoint: {e}"
+        ) from None
+    for split, labels in (
+        ("train", data.train_labels),
+        ("val", data.val_labels),
+        ("test", data.test_labels),
+    ):
+        rows = cache.get(split)
+        want = 0 if labels is None else len(labels)
+        if (0 if rows is None else len(rows)) != want:
+            raise InputError(
+                f"{root}: the feature cache holds {0 if rows is None else len(rows)} {split} rows "
+                f"but the data has {want}; re-run `lort fit` for this folder"
+            )
+    init = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        init.weight.copy_(weight)
+        init.bias.copy_(bias)
+    digest = hashlib.sha256()
+    for t in (weight, bias):
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    identity = {
+        "stage1_head_sha256": digest.hexdigest(),
+        "kept_sha256": manifest.get("kept_sha256"),
+        "val_sha256": manifest.get("val_sha256"),
+        "cache": {k: list(v.shape) for k, v in sorted(cache.arrays.items())},
+    }
+    problem = Stage2(cfg, data, cache, init, data.train_counts())
+    return FinishedRun(root, folder, raw, report, problem, identity)

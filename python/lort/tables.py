@@ -1,0 +1,240 @@
+"""What people read: rich tables of an analysis, a fit, a compare and a sweep."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+
+from lort.analysis import GROUP_NAMES, Analysis, Group
+
+if TYPE_CHECKING:
+    from lort.compare import CompareResult
+    from lort.sweep import SweepResult
+
+ACCURACY = ("all", *GROUP_NAMES)
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def _pct(v: float | None) -> str:
+    """A fraction as a percentage with one decimal."""
+    return "—" if v is None else f"{100 * v:.1f}"
+
+
+def _pct_spread(s: dict[str, Any], spread: bool) -> str:
+    """Mean (and ± std, when ``spread``) of a {mean, std} record, as percentages."""
+    text = _pct(s["mean"])
+    if spread and s["mean"] is not None and s["std"] is not None:
+        text += f" ± {100 * s['std']:.1f}"
+    return text
+
+
+def summary_table(a: Analysis, title: str) -> Table:
+    """Overall and many / medium / few: classes, accuracy, mean L, mean r."""
+    t = Table(title=title, title_justify="left")
+    t.add_column("group")
+    t.add_column("classes", justify="right")
+    t.add_column("top-1 acc", justify="right")
+    t.add_column("mean L", justify="right")
+    t.add_column("mean r", justify="right")
+    rows: list[tuple[str, Group | None]] = [("overall", a.overall_group())]
+    if a.groups is not None:
+        rows += [(name, a.groups[name]) for name in GROUP_NAMES]
+    for name, g in rows:
+        if g is None:
+            t.add_row(name, "0", "—", "—", "—")
+            continue
+        acc = None if g.accuracy is None else 100 * g.accuracy
+        t.add_row(
+            name,
+            str(g.classes),
+            _fmt(acc, ".2f"),
+            _fmt(g.mean_magnitude, ".4f"),
+            _fmt(g.mean_rstd, ".4f"),
+        )
+    return t
+
+
+def print_analysis(console: Console, a: Analysis, title: str) -> None:
+    console.print(summary_table(a, title))
+    bal = None if a.balanced_accuracy is None else 100 * a.balanced_accuracy
+    console.print(
+        f"rows {a.rows:,}"
+        + (f" ({a.omitted_rows:,} with NaN/Inf skipped)" if a.omitted_rows else "")
+        + f"  balanced acc {_fmt(bal, '.2f')}  NLL {_fmt(a.nll, '.4f')}"
+        + f"  ECE {_fmt(a.ece, '.4f')}"
+    )
+    if a.groups is None:
+        console.print("[dim]many / medium / few need --train-counts or --train-labels[/dim]")
+    h = a.hessian
+    if h is not None:
+        what = "Gershgorin bound on" if h.mode == "bound" else "exact"
+        verdict = "[green]PSD[/green]" if h.psd else "[red]NOT PSD[/red]"
+        console.print(
+            f"Hessian (bias, Prop. 1): {what} lambda_min = {h.lambda_min:.3e} "
+            f"(tolerance {h.tolerance:.1e}) -> {verdict}"
+        )
+
+
+def print_fit(console: Console, report: dict[str, Any], title: str, a: Analysis) -> None:
+    """A finished fit: its analysis, the baselines on the same features, the chosen delta."""
+    print_analysis(console, a, title)
+    baselines = report.get("baselines", {})
+    if len(baselines) >= 2:
+        console.print("same features, test accuracy (all / many / medium / few):")
+        for key, accs in baselines.items():
+            name = accs.get("name", key)
+            cols = " / ".join(_pct(accs.get(g)) for g in ACCURACY)
+            console.print(f"  {name:14} {cols}")
+    sel = report.get("smooth", {})
+    if sel.get("mode") == "auto":
+        r = "inf" if sel["rho"] is None else f"{sel['rho']:.2f}"
+        console.print(f"delta {sel['delta']} chosen on the validation split (rho {r})")
+
+
+# Compare.
+
+
+def _num(s: dict[str, Any], spec: str = ".3f") -> str:
+    return "—" if s["mean"] is None else format(s["mean"], spec)
+
+
+def _delta(row: dict[str, Any]) -> str:
+    ds = [d for d in row["delta"] if d is not None]
+    if not ds:
+        return "—"
+    return ", ".join(dict.fromkeys(f"{d:g}" for d in ds))
+
+
+def print_compare(console: Console, res: CompareResult) -> None:
+    """Table 1 (accuracy, mean ± std over seeds), then mean L and r, then mean ||w_c||,
+    each per group."""
+    n = len(res.seeds)
+    spread = n > 1
+    seeds = f"seed {res.seeds[0]}" if n == 1 else f"{n} seeds {res.seeds[0]}..{res.seeds[-1]}"
+    acc = Table(
+        title=f"{res.run.root}: test top-1 accuracy (%), {seeds}"
+        + (", mean ± std" if spread else ""),
+        title_justify="left",
+    )
+    acc.add_column("method")
+    for col in ("All", "Many", "Medium", "Few"):
+        acc.add_column(col, justify="right")
+    acc.add_column("delta", justify="right")
+    for row in res.rows:
+        acc.add_row(row["method"], *(_pct_spread(row[k], spread) for k in ACCURACY), _delta(row))
+    console.print(acc)
+    first = res.points[res.methods[0]][0]["test"]
+    sizes = ", ".join(f"{g} {first[f'classes_{g}']}" for g in GROUP_NAMES)
+    short = {"many": "many", "medium": "med", "few": "few"}
+    geo = Table(
+        title=f"mean L and r per group ({sizes} classes)",
+        title_justify="left",
+    )
+    norms = Table(
+        title="mean class weight norm ||w_c|| per group",
+        title_justify="left",
+    )
+    geo.add_column("method")
+    norms.add_column("method")
+    for q in ("L", "r"):
+        for g in GROUP_NAMES:
+            geo.add_column(f"{q} {short[g]}", justify="right")
+    for g in GROUP_NAMES:
+        norms.add_column(g.capitalize(), justify="right")
+    for row in res.rows:
+        geo.add_row(
+            row["method"], *(_num(row[f"{q}_{g}"]) for q in ("L", "r") for g in GROUP_NAMES)
+        )
+        norms.add_row(row["method"], *(_num(row[f"w_{g}"]) for g in GROUP_NAMES))
+    console.print(geo)
+    console.print(norms)
+    if spread:
+        console.print(f"[dim]L, r and ||w_c||: means over {n} seeds; std in compare.json[/dim]")
+    for row in res.rows:
+        if row["delta_from"] is not None:
+            console.print(f"{row['method']}: delta {_delta(row)} ({row['delta_from']})")
+    console.print(
+        "[dim]||w_c||: the weight vector the head applies at inference (LWS: scale x W, "
+        "tau-norm: W / ||W||^tau, cosine: |s|, LDAM's normed layer: 1); see compare.json[/dim]"
+    )
+    for note in res.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+
+
+# Sweep.
+
+
+def _test_line(p: dict[str, Any]) -> str:
+    t = p["test"]
+    return " / ".join(f"{k.capitalize()} {_pct(t[k])}" for k in ACCURACY)
+
+
+def print_sweep(console: Console, res: SweepResult) -> None:
+    """Validation scores per point and the chosen point's test accuracy; without a
+    validation split the test accuracy of every point, said to be an illustration."""
+    from lort.sweep import SELECTED, UNSELECTED
+
+    run = res.run
+    what = "validation balanced accuracy (%)" if run.has_val else "test accuracy (%)"
+    t = Table()
+    if res.kind == "smooth":
+        console.print(f"{run.root}: LORT, {what} per delta")
+        t.add_column("delta", justify="right")
+        t.add_column("rho", justify="right")
+        if run.has_val:
+            t.add_column("val balanced acc", justify="right")
+        else:
+            for k in ACCURACY:
+                t.add_column(f"test {k.capitalize()}", justify="right")
+        for p in res.points:
+            r = "inf" if p["rho"] is None else f"{p['rho']:.2f}"
+            cells = (
+                [_pct(p["val_balanced_accuracy"])]
+                if run.has_val
+                else [_pct(p["test"][k]) for k in ACCURACY]
+            )
+            mark = " ◀" if p is res.chosen else ""
+            t.add_row(f"{p['delta']:g}", r, *cells[:-1], cells[-1] + mark)
+        console.print(t)
+        if res.chosen is not None:
+            c = res.chosen
+            console.print(
+                f"chosen delta {c['delta']:g} (validation balanced accuracy "
+                f"{_pct(c['val_balanced_accuracy'])}%): test accuracy {_test_line(c)}"
+            )
+    else:
+        d = res.data
+        if not run.has_val:
+            what = "test accuracy, All (%)"
+        console.print(f"{run.root}: {res.method}, {what}, stage-2 lr (rows) x weight decay")
+        if d["delta"] is not None:
+            console.print(f"{res.method}: delta {d['delta']:g} ({d['delta_from']})")
+        t.add_column("lr \\ wd", justify="right")
+        for wd in d["weight_decays"]:
+            t.add_column(f"{wd:g}", justify="right")
+        n = len(d["weight_decays"])
+        for i, lr in enumerate(d["lrs"]):
+            row = res.points[i * n : (i + 1) * n]
+            cells = [
+                _pct(p["val_balanced_accuracy"] if run.has_val else p["test"]["all"])
+                + (" ◀" if p is res.chosen else "")
+                for p in row
+            ]
+            t.add_row(f"{lr:g}", *cells)
+        console.print(t)
+        if res.chosen is not None:
+            c = res.chosen
+            console.print(
+                f"chosen lr {c['lr']:g}, weight decay {c['weight_decay']:g} (validation "
+                f"balanced accuracy {_pct(c['val_balanced_accuracy'])}%): test accuracy "
+                f"{_test_line(c)}"
+            )
+    if run.has_val:
+        console.print(f"[dim]{SELECTED}; see {run.root}/sweep-{res.kind}.json[/dim]")
+    else:
+        console.print(f"[yellow]{UNSELECTED}[/yellow]")
