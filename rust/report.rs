@@ -60,9 +60,9 @@ pub struct Report {
     pub ece_bins: Vec<EceBin>,
 }
 
-/// The shot groups of long-tailed benchmarks, in order, and their thresholds: many
-/// > MANY_ABOVE training images, medium FEW_BELOW..=MANY_ABOVE, few < FEW_BELOW. The one
-/// definition of the rule; Python reads these through `lort._core`.
+/// The shot groups of long-tailed benchmarks, in order, and their thresholds: many has
+/// more than MANY_ABOVE training images, medium FEW_BELOW..=MANY_ABOVE, few fewer than
+/// FEW_BELOW. The one definition of the rule; Python reads these through `lort._core`.
 pub const GROUP_NAMES: [&str; 3] = ["many", "medium", "few"];
 pub const MANY_ABOVE: u64 = 100;
 pub const FEW_BELOW: u64 = 20;

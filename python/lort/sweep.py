@@ -1,7 +1,7 @@
 """``lort sweep``: LORT's delta (the paper's Figure 4) and a stage-2 learning rate x weight
 decay grid (Figure 5) on one run's frozen features.
 
-Every point is one re-training on the run's feature cache (see :mod:`lort.retrain`), stored in
+Every point is one re-training on the run's feature cache (see :mod:`lort.points`), stored in
 ``RUN/sweep/`` with its fingerprint and reused while that matches. When the run has a
 validation split the chosen value is the point with the best class-mean (balanced) accuracy on
 it, and only that point's test accuracy is reported as a result; without one nothing is
@@ -129,24 +129,7 @@ def sweep_smooth(
         "points": points,
         "definitions": _definitions(),
     }
-    run.folder.write_json("sweep-smooth.json", res.data)
-    run.folder.write_csv(
-        "sweep-smooth.csv",
-        ["delta", "rho", "val_balanced_accuracy", *(f"test_{k}" for k in TEST_KEYS), "chosen"],
-        [
-            [
-                p["delta"],
-                p["rho"],
-                p["val_balanced_accuracy"],
-                *(p["test"][k] for k in TEST_KEYS),
-                int(p is chosen),
-            ]
-            for p in points
-        ],
-    )
-    res.files += [run.root / "sweep-smooth.json", run.root / "sweep-smooth.csv"]
-    if figures:
-        write_figures(res)
+    _write(res, ("delta", "rho"), figures)
     return res
 
 
@@ -226,31 +209,31 @@ def sweep_lr_wd(
         "points": points,
         "definitions": _definitions(),
     }
-    run.folder.write_json("sweep-lr-wd.json", res.data)
-    run.folder.write_csv(
-        "sweep-lr-wd.csv",
-        [
-            "lr",
-            "weight_decay",
-            "val_balanced_accuracy",
-            *(f"test_{k}" for k in TEST_KEYS),
-            "chosen",
-        ],
+    _write(res, ("lr", "weight_decay"), figures)
+    return res
+
+
+def _write(res: SweepResult, keys: tuple[str, ...], figures: bool) -> None:
+    """``RUN/sweep-<kind>.json`` and ``.csv`` (a row per point: ``keys``, the validation
+    score, the test accuracies, whether it was chosen), then the figure."""
+    folder, name = res.run.folder, f"sweep-{res.kind}"
+    folder.write_json(f"{name}.json", res.data)
+    folder.write_csv(
+        f"{name}.csv",
+        [*keys, "val_balanced_accuracy", *(f"test_{k}" for k in TEST_KEYS), "chosen"],
         [
             [
-                p["lr"],
-                p["weight_decay"],
+                *(p[k] for k in keys),
                 p["val_balanced_accuracy"],
                 *(p["test"][k] for k in TEST_KEYS),
-                int(p is chosen),
+                int(p is res.chosen),
             ]
-            for p in points
+            for p in res.points
         ],
     )
-    res.files += [run.root / "sweep-lr-wd.json", run.root / "sweep-lr-wd.csv"]
+    res.files += [folder.path(f"{name}.json"), folder.path(f"{name}.csv")]
     if figures:
         write_figures(res)
-    return res
 
 
 def write_figures(res: SweepResult) -> None:
