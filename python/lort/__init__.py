@@ -7,6 +7,7 @@ statistics; :func:`lort.analysis.analyze` is its Python face.
 """
 
 from lort.errors import (
+    DamagedFileError,
     FileReadError,
     InputError,
     LabelError,
@@ -19,6 +20,7 @@ from lort.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "DamagedFileError",
     "FileReadError",
     "InputError",
     "LabelError",

@@ -11,6 +11,7 @@ The metrics are the paper's (arXiv 2403.00250, Section 4):
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,9 +66,25 @@ def coerce_labels(labels: npt.ArrayLike) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def regular_file(path: PathLikeStr, what: str) -> Path:
+    """``path`` if it is a regular file; lort reads nothing else (a FIFO or a device would
+    block or never end), checked before anything opens it."""
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise FileReadError(f"{what} file {p} does not exist") from None
+    except OSError as e:
+        raise FileReadError(f"cannot read {what} file {p}: {e.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a pipe or a device?)"
+        raise InputError(f"{what} file {p} is {kind}; give a .npy file")
+    return p
+
+
 def load_array(path: PathLikeStr, what: str) -> np.ndarray:
     """``np.load`` of a small .npy file (labels, counts) with lort's errors."""
-    p = Path(path)
+    p = regular_file(path, what)
     try:
         arr = np.load(p, allow_pickle=False)
     except FileNotFoundError:
@@ -278,7 +295,7 @@ def analyze(
     if isinstance(logits, (str, os.PathLike)):
         logits = [logits]
     if _is_path_list(logits):
-        paths = [Path(p) for p in logits]  # type: ignore[union-attr]
+        paths = [regular_file(p, "logits") for p in logits]  # type: ignore[union-attr]
         if not paths:
             raise InputError("no logits files given")
         headers = [_core.npy_header(p) for p in paths]
@@ -336,7 +353,7 @@ def _is_path_list(x: object) -> bool:
 
 def npy_rows(paths: Sequence[PathLikeStr]) -> int:
     """Rows of the .npy files together, read from their headers."""
-    return sum(_core.npy_header(p)[1] for p in paths)
+    return sum(_core.npy_header(regular_file(p, "logits"))[1] for p in paths)
 
 
 def balanced_accuracy(logits: npt.ArrayLike, labels: npt.ArrayLike) -> float | None:

@@ -6,6 +6,7 @@ printed in :mod:`lort.tables`."""
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -29,8 +30,14 @@ err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# What an interrupted command tells the user, set by the command once it knows.
+CONTINUE = "lort.continue"
+KEPT = "finished points are kept: the same command continues from them"
+
+
 def clean_errors(fn: F) -> F:
-    """Bad input ends the command with one line on stderr and a non-zero exit."""
+    """Bad input ends the command with one line on stderr and a non-zero exit; Ctrl-C with
+    a line that says how to continue."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -38,8 +45,12 @@ def clean_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except LortError as e:
             raise click.ClickException(str(e)) from None
+        except OSError as e:  # the file system said no: a path the user gave
+            where = f"{e.filename}: " if e.filename else ""
+            raise click.ClickException(f"{where}{e.strerror or e}") from None
         except KeyboardInterrupt:
-            err.print("interrupted")
+            hint = click.get_current_context().meta.get(CONTINUE)
+            err.print("interrupted" + (f"; {hint}" if hint else ""))
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
@@ -49,6 +60,10 @@ def clean_errors(fn: F) -> F:
 @click.version_option(__version__, prog_name="lort")
 def main() -> None:
     """Long-tailed recognition by logits retargeting (LORT, arXiv 2403.00250)."""
+    # OpenMP threads that wait for work sleep instead of spinning, unless the user says
+    # otherwise: spinning threads of a small model on a shared machine take the cores from
+    # whatever else runs. Read once, when torch loads; no command imports torch before this.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 existing = click.Path(exists=False, dir_okay=False, path_type=Path)
@@ -217,6 +232,11 @@ def analyze(
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
 @click.option("--dry-run", is_flag=True, help="Build the data, write the manifest, print the plan.")
 @click.option("--stop-after", type=click.Choice(["stage1"]), help="Stop after this phase.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="torch's intra-op threads [LORT_NUM_THREADS, else torch's choice].",
+)
 @clean_errors
 def fit(
     config_file: Path | None,
@@ -225,6 +245,7 @@ def fit(
     overwrite: bool,
     dry_run: bool,
     stop_after: str | None,
+    threads: int | None,
     **flags: Any,
 ) -> None:
     """Train both stages and evaluate: a long-tailed dataset, a backbone with
@@ -243,9 +264,16 @@ def fit(
     base = load_yaml(config_file) if config_file else {}
     if resume:
         base = resume_values(out, base)
-    cfg = resolve(base, flags)
+    click.get_current_context().meta[CONTINUE] = f"continue with `lort fit --resume --out {out}`"
+    source = str(config_file) if config_file else str(out / "config.yaml")
+    cfg = resolve(base, flags, source)
     opts = FitOptions(
-        out=out, resume=resume, overwrite=overwrite, dry_run=dry_run, stop_after=stop_after
+        out=out,
+        resume=resume,
+        overwrite=overwrite,
+        dry_run=dry_run,
+        stop_after=stop_after,
+        threads=threads,
     )
     with Progress(
         TextColumn("{task.description:8}"),
@@ -335,15 +363,15 @@ def compare(run_dir: Path, methods: str, seeds: int, select_on: str | None) -> N
     import time
 
     from lort.compare import compare as run_compare
-    from lort.compare import parse_methods, write_figures
+    from lort.compare import parse_methods
 
     names = parse_methods(methods)
+    click.get_current_context().meta[CONTINUE] = KEPT
     started = time.perf_counter()
     bar, on_point = _points_progress("compare")
     with bar:
-        result = run_compare(run_dir, names, seeds, select_on, on_point, figures=False)
+        result = run_compare(run_dir, names, seeds, select_on, on_point)
     print_compare(out_console, result)
-    write_figures(result)
     total = len(names) * seeds
     err.print(
         f"{total - result.reused} re-trained, {result.reused} reused in "
@@ -370,9 +398,10 @@ def sweep(
     import math
     import time
 
-    from lort.sweep import parse_values, sweep_lr_wd, sweep_smooth, write_figures
+    from lort.sweep import parse_values, sweep_lr_wd, sweep_smooth
 
     grid = lr is not None or wd is not None
+    click.get_current_context().meta[CONTINUE] = KEPT
     if smooth is not None and grid:
         raise click.UsageError("give --smooth (a delta sweep) or --lr/--wd (a grid), not both")
     if smooth is None and not grid:
@@ -384,15 +413,14 @@ def sweep(
     if smooth is not None:
         deltas = parse_values(smooth, "--smooth", low=0.0, low_open=False, high=1.0)
         with bar:
-            result = sweep_smooth(run_dir, deltas, on_point, figures=False)
+            result = sweep_smooth(run_dir, deltas, on_point)
     else:
         inf = math.inf
         lrs = None if lr is None else parse_values(lr, "--lr", low=0.0, low_open=True, high=inf)
         wds = None if wd is None else parse_values(wd, "--wd", low=0.0, low_open=False, high=inf)
         with bar:
-            result = sweep_lr_wd(run_dir, lrs, wds, method, on_point, figures=False)
+            result = sweep_lr_wd(run_dir, lrs, wds, method, on_point)
     print_sweep(out_console, result)
-    write_figures(result)
     err.print(
         f"{len(result.points) - result.reused} re-trained, {result.reused} reused in "
         f"{time.perf_counter() - started:.1f} s; wrote " + ", ".join(str(p) for p in result.files)

@@ -22,7 +22,7 @@ from lort.analysis import GROUP_NAMES, GROUP_RULE
 from lort.errors import InputError
 from lort.methods import METHODS, WEIGHT_NORM_DEFINITION, get_method
 from lort.points import OnPoint, Point, compare_point, stored_or_measured
-from lort.stage2 import FinishedRun, open_run
+from lort.stage2 import FinishedRun, open_run_locked
 
 ACCURACY = ("all", *GROUP_NAMES)
 METRICS = (
@@ -83,40 +83,41 @@ def compare(
         raise InputError(f"--seeds must be at least 1, got {seeds}")
     for m in methods:
         get_method(m)
-    run = open_run(root)
-    if select_on is None:
-        select_on = "val" if run.has_val else "none"
-    if select_on not in ("val", "none"):
-        raise InputError(f"--select-on must be val or none, got {select_on!r}")
-    if select_on == "val" and not run.has_val:
-        raise InputError(
-            f"{root} has no validation split (val_fraction {run.cfg.val_fraction}); "
-            "use --select-on none"
-        )
-    seed_list = [run.cfg.seed + i for i in range(seeds)]
-    # Plans first: a method that cannot run stops the command before any training.
-    plans = {m: run.smooth_plan(get_method(m), select_on) for m in methods}
-    todo = [(m, s) for m in methods for s in seed_list]
-    points: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
-    reused = 0
-    for i, (m, s) in enumerate(todo):
-        point = Point(get_method(m), s, run.cfg.stage2, plans[m])
-        result, was_reused = stored_or_measured(run, compare_point(m, s), point)
-        reused += was_reused
-        points[m].append(result)
-        if on_point is not None:
-            on_point(i + 1, len(todo), f"{m} seed {s}", was_reused)
-    res = CompareResult(run, methods, seed_list, select_on, points, reused)
-    if run.cfg.stage2_mode != "cached":
-        res.notes.append(
-            f"the run trained stage 2 {run.cfg.stage2_mode}; compare re-trains every method on "
-            "the cached features"
-        )
-    res.rows = [_row(m, points[m], plans[m].mode, plans[m].source) for m in methods]
-    _write(res)
-    if figures:
-        write_figures(res)
-    return res
+    notes: list[str] = []
+    with open_run_locked(root, notes.append) as run:
+        if select_on is None:
+            select_on = "val" if run.has_val else "none"
+        if select_on not in ("val", "none"):
+            raise InputError(f"--select-on must be val or none, got {select_on!r}")
+        if select_on == "val" and not run.has_val:
+            raise InputError(
+                f"{root} has no validation split (val_fraction {run.cfg.val_fraction}); "
+                "use --select-on none"
+            )
+        seed_list = [run.cfg.seed + i for i in range(seeds)]
+        # Plans first: a method that cannot run stops the command before any training.
+        plans = {m: run.smooth_plan(get_method(m), select_on) for m in methods}
+        todo = [(m, s) for m in methods for s in seed_list]
+        points: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+        reused = 0
+        for i, (m, s) in enumerate(todo):
+            point = Point(get_method(m), s, run.cfg.stage2, plans[m])
+            result, was_reused = stored_or_measured(run, compare_point(m, s), point)
+            reused += was_reused
+            points[m].append(result)
+            if on_point is not None:
+                on_point(i + 1, len(todo), f"{m} seed {s}", was_reused)
+        res = CompareResult(run, methods, seed_list, select_on, points, reused, notes=notes)
+        if run.cfg.stage2_mode != "cached":
+            res.notes.append(
+                f"the run trained stage 2 {run.cfg.stage2_mode}; compare re-trains every method on "
+                "the cached features"
+            )
+        res.rows = [_row(m, points[m], plans[m].mode, plans[m].source) for m in methods]
+        _write(res)
+        if figures:
+            write_figures(res)
+        return res
 
 
 def _row(method: str, results: list[dict[str, Any]], mode: str, source: str) -> dict[str, Any]:
@@ -203,9 +204,9 @@ def write_figures(res: CompareResult) -> None:
             f"{run.root}, stage 2 re-trained on its features (test split, seed {seed})",
         )
     )
-    logits = np.load(run.root / "logits.npy", mmap_mode="r")
-    labels = np.load(run.root / "labels.npy")
-    counts = np.load(run.root / "train_counts.npy")
+    logits = run.folder.load_npy("logits.npy", mmap=True)
+    labels = run.folder.load_npy("labels.npy")
+    counts = run.folder.load_npy("train_counts.npy")
     method = run.report.get("method", {}).get("name", run.cfg.method)
     res.files.append(
         plot_logit_histograms(

@@ -5,6 +5,7 @@ config is written next to every checkpoint."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,9 +143,80 @@ STAGE_FLAGS = {
 AUTO_VAL_FRACTION = 0.2
 
 
-def resolve(file_values: dict[str, Any], flags: dict[str, Any]) -> FitConfig:
+# The type of every option as a config file may give it, for one clear line per wrong key.
+_KINDS: dict[str, str] = {
+    "dataset": "str",
+    "data_root": "str?",
+    "download": "bool",
+    "imbalance_ratio": "number?",
+    "lt_split": "str",
+    "val_fraction": "number",
+    "arch": "str",
+    "stage1_loss": "str",
+    "stage1": "stage",
+    "method": "str",
+    "smooth": "smooth",
+    "smooth_grid": "numbers",
+    "stage2_mode": "str",
+    "live_bn": "str",
+    "stage2": "stage",
+    "tau": "number",
+    "flip_tta": "bool",
+    "seed": "int",
+    "device": "str",
+    "workers": "int",
+    "compile_model": "bool",
+}
+_STAGE_KINDS = {"epochs": "int", "lr": "number", "weight_decay": "number", "batch_size": "int"}
+_WANT = {
+    "str": "a string",
+    "str?": "a string",
+    "bool": "true or false",
+    "int": "an integer",
+    "number": "a number",
+    "number?": "a number",
+    "stage": "a mapping of epochs, lr, weight_decay, batch_size",
+    "smooth": "'auto' or a number",
+    "numbers": "a list of numbers",
+}
+
+
+def _is(kind: str, v: Any) -> bool:
+    number = isinstance(v, (int, float)) and not isinstance(v, bool)
+    return {
+        "str": isinstance(v, str),
+        "str?": v is None or isinstance(v, str),
+        "bool": isinstance(v, bool),
+        "int": isinstance(v, int) and not isinstance(v, bool),
+        "number": number,
+        "number?": v is None or number,
+        "stage": isinstance(v, dict),
+        "smooth": number or isinstance(v, str),
+        "numbers": isinstance(v, list) and all(_is("number", x) for x in v),
+    }[kind]
+
+
+def type_errors(values: dict[str, Any], source: str) -> list[str]:
+    """One line per option of ``values`` whose value has the wrong type."""
+    out = []
+    for key, value in values.items():
+        kind = _KINDS.get(key)
+        if kind is not None and not _is(kind, value):
+            out.append(f"{source}: {key} must be {_WANT[kind]}, got {value!r}")
+        elif kind == "stage":
+            for sub, v in value.items():
+                sub_kind = _STAGE_KINDS.get(sub)
+                if sub_kind is not None and not _is(sub_kind, v):
+                    out.append(f"{source}: {key}.{sub} must be {_WANT[sub_kind]}, got {v!r}")
+    return out
+
+
+def resolve(
+    file_values: dict[str, Any], flags: dict[str, Any], source: str = "config file"
+) -> FitConfig:
     """Dataset defaults < config file < flags (flags set to None are absent; the stage flags
-    of :data:`STAGE_FLAGS` may stand for their nested keys). Validated, and final."""
+    of :data:`STAGE_FLAGS` may stand for their nested keys). Type errors in ``file_values``
+    are reported against ``source``. Validated, and final."""
     nested: dict[str, Any] = {}
     for key, value in flags.items():
         if value is None:
@@ -154,6 +226,9 @@ def resolve(file_values: dict[str, Any], flags: dict[str, Any]) -> FitConfig:
             nested.setdefault(stage, {})[sub] = value
         else:
             nested[key] = value
+    errors = type_errors(file_values, source) + type_errors(nested, "options")
+    if errors:
+        raise InputError("\n".join(errors))
     values: dict[str, Any] = {}
     for source in (file_values, nested):
         for key, value in source.items():
@@ -235,7 +310,18 @@ def validate(cfg: FitConfig) -> None:
         raise InputError("smooth_grid must hold at least one delta")
     for d in cfg.smooth_grid:
         _delta(d, "every value of smooth_grid")
+    if not math.isfinite(cfg.tau):
+        raise InputError(f"--tau must be a finite number, got {cfg.tau}")
+    if cfg.imbalance_ratio is not None and not 1.0 <= cfg.imbalance_ratio < math.inf:
+        raise InputError(
+            f"--imbalance-ratio must be a finite number >= 1, got {cfg.imbalance_ratio}"
+        )
     for name in ("stage1", "stage2"):
         st: StageConfig = getattr(cfg, name)
-        if st.epochs < 0 or st.lr <= 0 or st.weight_decay < 0 or st.batch_size < 1:
-            raise InputError(f"{name} needs epochs >= 0, lr > 0, weight_decay >= 0, batch >= 1")
+        finite = math.isfinite(st.lr) and math.isfinite(st.weight_decay)
+        if not finite or st.epochs < 0 or st.lr <= 0 or st.weight_decay < 0 or st.batch_size < 1:
+            raise InputError(
+                f"{name} needs epochs >= 0, lr > 0, weight_decay >= 0 (both finite), batch >= 1; "
+                f"got epochs {st.epochs}, lr {st.lr}, weight_decay {st.weight_decay}, "
+                f"batch {st.batch_size}"
+            )

@@ -30,3 +30,12 @@ class TruncatedFileError(NpyFormatError):
 
 class FileReadError(LortError, OSError):
     """A file could not be opened or read."""
+
+
+class DamagedFileError(InputError):
+    """A file of a run folder is missing or differs from what lort recorded writing; the
+    message names it and says what to do."""
+
+    def __init__(self, message: str, name: str) -> None:
+        super().__init__(message)
+        self.name = name

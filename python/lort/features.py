@@ -56,11 +56,6 @@ class FeatureCache:
         a = self.get(split, flipped)
         return None if a is None else torch.from_numpy(a)
 
-    @classmethod
-    def load(cls, path: str) -> FeatureCache:
-        with np.load(path) as z:
-            return cls({k: z[k] for k in z.files})
-
 
 def build_cache(
     backbone: nn.Module, datasets: dict[str, EvalSet], rt: Runtime, *, flip: bool

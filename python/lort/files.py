@@ -4,12 +4,15 @@ numbers. Every file lort writes goes through :func:`atomic_write`."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,10 +21,35 @@ import numpy as np
 PathLike = str | os.PathLike[str]
 
 
-def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> None:
+# The temp files of :func:`atomic_write`: ``.NAME.PID.HEX.tmp``.
+TEMP_FILE = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$")
+_READ_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a file holds: its size and the sha256 of its bytes."""
+
+    size: int
+    sha256: str
+
+
+def digest(path: PathLike) -> Written:
+    """Size and sha256 of a file, read in blocks."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while block := f.read(_READ_BLOCK):
+            h.update(block)
+            size += len(block)
+    return Written(size, h.hexdigest())
+
+
+def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> Written:
     """Call ``write(f)`` on a temp file beside ``path``, flush it to disk, then rename it to
-    ``path``. The temp file is opened like any new file (so it gets the umask's mode, unlike
-    mkstemp's 0600) and removed if anything fails."""
+    ``path``; returns the size and sha256 of what was written. The temp file is opened like
+    any new file (so it gets the umask's mode, unlike mkstemp's 0600) and removed if anything
+    fails."""
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
@@ -30,49 +58,51 @@ def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        written = digest(tmp)  # read back: writers such as zipfile seek, so hash afterwards
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return written
 
 
-def write_text(path: PathLike, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
+def write_text(path: PathLike, text: str) -> Written:
+    return atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def write_json(path: PathLike, data: Any) -> None:
+def write_json(path: PathLike, data: Any) -> Written:
     """Indented JSON; NaN and infinity are refused (see :func:`finite_or_none`)."""
-    write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
+    return write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
 
 
-def write_yaml(path: PathLike, data: Any) -> None:
+def write_yaml(path: PathLike, data: Any) -> Written:
     import yaml
 
-    write_text(path, yaml.safe_dump(data, sort_keys=False))
+    return write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
-def write_csv(path: PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+def write_csv(path: PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Written:
     """One header line, then the rows; None becomes an empty cell."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     for row in rows:
         w.writerow(["" if v is None else v for v in row])
-    write_text(path, buf.getvalue())
+    return write_text(path, buf.getvalue())
 
 
-def write_npy(path: PathLike, array: np.ndarray) -> None:
-    atomic_write(path, lambda f: np.save(f, array))
+def write_npy(path: PathLike, array: np.ndarray) -> Written:
+    return atomic_write(path, lambda f: np.save(f, array))
 
 
-def write_npz(path: PathLike, **arrays: np.ndarray) -> None:
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+def write_npz(path: PathLike, **arrays: np.ndarray) -> Written:
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def save_torch(path: PathLike, obj: Any) -> None:
+def save_torch(path: PathLike, obj: Any) -> Written:
     import torch
 
-    atomic_write(path, lambda f: torch.save(obj, f))
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def finite_or_none(x: float) -> float | None:

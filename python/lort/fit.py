@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,20 @@ from lort import runtime
 from lort.analysis import Analysis
 from lort.config import FitConfig
 from lort.data import LTData
+from lort.errors import DamagedFileError
 from lort.features import FeatureCache, build_cache
 from lort.methods import Method, get_method, rho
 from lort.models import build_model
-from lort.runfolder import FEATURES, RUN_FILES, STAGE1, RunFolder, check_unchanged
+from lort.runfolder import (
+    CONFIG,
+    FEATURES,
+    MANIFEST,
+    RUN_FILES,
+    STAGE1,
+    RunFolder,
+    check_resume,
+    open_for_fit,
+)
 from lort.stage2 import Stage2, load_data
 from lort.train import Progress, Stage1State, train_head_live, train_stage1
 
@@ -41,6 +52,7 @@ class FitOptions:
     overwrite: bool = False
     dry_run: bool = False
     stop_after: str | None = None  # "stage1"
+    threads: int | None = None  # torch's intra-op threads (see runtime.set_threads)
 
 
 @dataclass
@@ -51,6 +63,10 @@ class FitResult:
 
 
 Say = Callable[[str], None]
+
+
+def _noting(say: Say) -> Callable[[str], None]:
+    return lambda n: say(f"[yellow]note:[/yellow] {n}")
 
 
 def plan_lines(cfg: FitConfig, data: LTData, method: Method, folder: Path) -> list[str]:
@@ -67,10 +83,12 @@ def plan_lines(cfg: FitConfig, data: LTData, method: Method, folder: Path) -> li
         f"stage 2      {method.name} ({cfg.stage2_mode}), smooth {cfg.smooth}, {s2.epochs} epochs, "
         f"lr {s2.lr}, wd {s2.weight_decay}, batch {s2.batch_size}",
         f"evaluation   flip TTA {'on' if flips else 'off'}",
+        f"threads      {runtime.threads_line()}",
     ]
 
 
 def fit(cfg: FitConfig, opts: FitOptions, say: Say, progress: Progress) -> FitResult:
+    runtime.set_threads(opts.threads)
     rt = runtime.start(cfg.device)
     try:
         return _fit(cfg, opts, rt, say if rt.is_main else (lambda _: None), progress)
@@ -86,6 +104,7 @@ def _fit(
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     data = load_data(cfg)
+    data.check_decodes()
     k = data.num_classes
     if cfg.smooth != "auto" and method.target == "smooth":
         r = rho(k, float(cfg.smooth))
@@ -95,12 +114,39 @@ def _fit(
                 f"1 + K(1-delta)/delta = {r:.2f} < {LOW_RHO}: the target barely prefers the true "
                 "class; the paper's delta 0.98 assumes K >= 100. Consider --smooth auto."
             )
-    folder = _open_folder(opts, rt)
+    if opts.resume:
+        check_resume(opts.out, cfg.to_dict())
+    # Everything is checked: from here on the run folder is written, by rank 0 alone.
+    with ExitStack() as stack:
+        if rt.is_main:
+            folder = stack.enter_context(
+                open_for_fit(
+                    opts.out, resume=opts.resume, overwrite=opts.overwrite, note=_noting(say)
+                )
+            )
+        if rt.distributed:
+            dist.barrier()
+        if not rt.is_main:
+            folder = RunFolder(opts.out)
+        return _run(cfg, opts, rt, folder, data, method, notes, say, progress)
+
+
+def _run(
+    cfg: FitConfig,
+    opts: FitOptions,
+    rt: runtime.Runtime,
+    folder: RunFolder,
+    data: LTData,
+    method: Method,
+    notes: list[str],
+    say: Say,
+    progress: Progress,
+) -> FitResult:
     for n in notes:
-        say(f"[yellow]note:[/yellow] {n}")
+        _noting(say)(n)
     if rt.is_main:
-        folder.write_yaml("config.yaml", cfg.to_dict())
-        folder.write_json("manifest.json", data.manifest)
+        folder.write_yaml(CONFIG, cfg.to_dict())
+        folder.write_json(MANIFEST, data.manifest)
     for line in plan_lines(cfg, data, method, folder.root):
         say(line)
     if opts.dry_run:
@@ -108,7 +154,7 @@ def _fit(
         return FitResult(folder.root, None)
 
     timings: dict[str, float] = {}
-    model = build_model(cfg.arch, k, data.in_channels)
+    model = build_model(cfg.arch, data.num_classes, data.in_channels)
     counts = data.train_counts()
 
     t = time.perf_counter()
@@ -121,7 +167,8 @@ def _fit(
         return FitResult(folder.root, None)
 
     t = time.perf_counter()
-    problem = Stage2(cfg, data, _features(rt, folder, data, model, cfg), model.head, counts)
+    cache = _features(rt, folder, data, model, cfg, say)
+    problem = Stage2(cfg, data, cache, model.head, counts)
     timings["features_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -168,16 +215,6 @@ def _fit(
     return FitResult(folder.root, analysis, report)
 
 
-def _open_folder(opts: FitOptions, rt: runtime.Runtime) -> RunFolder:
-    if rt.is_main:
-        folder = RunFolder.open(opts.out, resume=opts.resume, overwrite=opts.overwrite)
-    if rt.distributed:
-        dist.barrier()
-    if not rt.is_main:
-        folder = RunFolder(opts.out)
-    return folder
-
-
 def _stage1(
     cfg: FitConfig,
     opts: FitOptions,
@@ -190,10 +227,8 @@ def _stage1(
 ) -> int:
     """Train (or finish) stage 1; returns the number of images this rank trained on now."""
     resume = None
-    if folder.path(STAGE1).exists():
-        saved = folder.load_torch(STAGE1)
-        check_unchanged(saved["config"], cfg.to_dict())
-        resume = Stage1State(**saved["state"])
+    if folder.path(STAGE1).exists() or folder.done("stage1"):
+        resume = Stage1State(**folder.load_torch(STAGE1)["state"])
     if folder.done("stage1") and resume is not None:
         model.load_state_dict(resume.model)
         return 0
@@ -236,18 +271,32 @@ def _eval_sets(data: LTData, splits: tuple[str, ...], rt: runtime.Runtime) -> di
 
 
 def _features(
-    rt: runtime.Runtime, folder: RunFolder, data: LTData, model: nn.Module, cfg: FitConfig
+    rt: runtime.Runtime,
+    folder: RunFolder,
+    data: LTData,
+    model: nn.Module,
+    cfg: FitConfig,
+    say: Say,
 ) -> FeatureCache:
-    if folder.done("features"):
-        return FeatureCache.load(str(folder.path(FEATURES)))
+    """The feature cache: the one on disk when it is intact, else taken again from the
+    stage-1 backbone (a damaged or deleted cache is rebuilt with a note)."""
     if rt.is_main:
-        sets = _eval_sets(data, ("train", "val", "test"), rt)
-        cache = build_cache(model.backbone, sets, rt, flip=cfg.flip_tta and data.mirrorable)
-        folder.write_npz(FEATURES, **cache.arrays)
-        folder.mark_done("features")
+        intact = False
+        if folder.done("features"):
+            try:
+                folder.verify(FEATURES)
+                intact = True
+            except DamagedFileError as e:
+                _noting(say)(f"{e}; rebuilding it from the stage-1 backbone")
+                folder.undo("features")
+        if not intact:
+            sets = _eval_sets(data, ("train", "val", "test"), rt)
+            cache = build_cache(model.backbone, sets, rt, flip=cfg.flip_tta and data.mirrorable)
+            folder.write_npz(FEATURES, **cache.arrays)
+            folder.mark_done("features")
     if rt.distributed:
         dist.barrier()
-    return FeatureCache.load(str(folder.path(FEATURES)))
+    return FeatureCache(folder.load_npz(FEATURES))
 
 
 def _stage2_live(

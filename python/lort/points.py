@@ -16,7 +16,6 @@ when its fingerprint equals the one asked for. This module owns the points' file
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 from lort import __version__
 from lort.analysis import GROUP_NAMES, Analysis, finite_mean, shot_groups
 from lort.config import StageConfig
+from lort.errors import DamagedFileError
 from lort.files import jsonable
 from lort.methods import Method, inference_weight_norms
 from lort.stage2 import FinishedRun, SmoothPlan
@@ -141,11 +141,10 @@ def stored_or_measured(run: FinishedRun, name: str, point: Point) -> tuple[dict[
     """The stored result of ``point`` in RUN/``name`` if its fingerprint matches, else a fresh
     measurement, stored there atomically. Returns (result, reused)."""
     fp = point.fingerprint(run)
-    path = run.folder.path(name)
-    if path.is_file():
+    if run.folder.path(name).is_file():
         try:
-            stored = json.loads(path.read_text())
-        except (OSError, ValueError):
+            stored = run.folder.read_json(name)
+        except DamagedFileError:  # measured again below
             stored = None
         if isinstance(stored, dict) and stored.get("fingerprint") == fp and "result" in stored:
             return stored["result"], True

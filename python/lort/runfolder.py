@@ -1,30 +1,48 @@
 """A run folder: the files a ``lort fit`` run owns, the state file that says which phases
-are done, and the rules for reusing a folder (``--resume``, ``--overwrite``).
+are done and what every file held when lort wrote it, the lock that keeps two commands from
+writing one folder, and the rules for reusing a folder (``--resume``, ``--overwrite``).
 
-Every file is written through a temp file and a rename (:mod:`lort.files`), so a kill never
-leaves a half-written checkpoint, array or report."""
+What lort promises about a run folder:
+
+- every file is written through a temp file and a rename (:mod:`lort.files`), and its size and
+  sha256 are recorded in ``state.json``; every file lort reads back is checked against that
+  record first, so a damaged or missing file is an error naming it (or, where lort can derive
+  it again, rebuilt with a note), never a number computed from it;
+- one command writes a folder at a time (``.lort.lock``, created exclusively, holds its pid; a
+  lock left by a process that no longer runs is taken over with a note);
+- ``--overwrite`` removes only a lort run (recognised by ``state.json``) and only when every
+  entry in it is one lort writes; anything else in the folder is never touched;
+- a command that fails on bad input changes nothing: everything is checked before the first
+  byte is written; temp files a kill left behind are removed by the next writer.
+"""
 
 from __future__ import annotations
 
+import errno
+import fnmatch
 import json
-import shutil
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lort import files
-from lort.errors import InputError
+from lort.errors import DamagedFileError, InputError
 
 STATE = "state.json"
+LOCK = ".lort.lock"
 CONFIG = "config.yaml"
+MANIFEST = "manifest.json"
 STAGE1 = "stage1.ckpt"
 FEATURES = "features.npz"
 REPORT = "report.json"
 # The files a finished run owns besides the state file, in the order report.json lists them.
 RUN_FILES = (
     CONFIG,
-    "manifest.json",
+    MANIFEST,
     STAGE1,
     FEATURES,
     "stage2.pt",
@@ -33,8 +51,28 @@ RUN_FILES = (
     "train_counts.npy",
     REPORT,
 )
+# Everything lort writes into a run folder (glob patterns relative to it): the run's files,
+# then what `lort compare` and `lort sweep` add (their points are named by lort.points).
+OWNED = (
+    STATE,
+    LOCK,
+    *RUN_FILES,
+    "compare.json",
+    "compare.csv",
+    "sweep-*.json",
+    "sweep-*.csv",
+    "compare/*.json",
+    "sweep/*.json",
+    "figures/*.png",
+)
+OWNED_DIRS = ("compare", "sweep", "figures")
+# Files a user may edit (the resolved options): not hash-recorded; their content is checked
+# instead (types, and what stage 1 was trained with against the stage-1 checkpoint).
+EDITABLE = (CONFIG,)
 # What a stage-2 re-training on a finished run reads (``lort compare`` / ``lort sweep``).
-RETRAIN_NEEDS = (CONFIG, "manifest.json", STAGE1, FEATURES, REPORT)
+RETRAIN_NEEDS = (CONFIG, MANIFEST, STAGE1, FEATURES, REPORT)
+# Files lort can make again from the others: fit rebuilds them with a note when damaged.
+DERIVABLE = (FEATURES, "stage2.pt", "logits.npy", "labels.npy", "train_counts.npy", REPORT)
 # Options that shape stage 1 and the feature cache: a resumed run must keep them.
 FROZEN = (
     "dataset",
@@ -48,6 +86,8 @@ FROZEN = (
     "stage1",
 )
 
+Note = Callable[[str], None]
+
 
 def resume_values(out: Path, file_values: dict[str, Any]) -> dict[str, Any]:
     """The option values a resumed run starts from: its saved config, then the config file
@@ -55,49 +95,49 @@ def resume_values(out: Path, file_values: dict[str, Any]) -> dict[str, Any]:
     from lort.config import load_yaml
 
     saved = out / CONFIG
-    return load_yaml(saved) | file_values if saved.exists() else file_values
+    if not saved.is_file():
+        return file_values
+    RunFolder(out).verify(CONFIG)
+    return load_yaml(saved) | file_values
 
 
-def check_unchanged(saved: dict[str, Any], now: dict[str, Any]) -> None:
-    """A resumed run may change stage 2 and the evaluation, not what stage 1 was trained with."""
+def changed_frozen(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """What ``now`` changes of the options stage 1 was trained with (``saved``), if anything."""
     changed = [k for k in FROZEN if saved.get(k) != now.get(k)]
-    if changed:
-        what = "; ".join(f"{k}: run has {saved.get(k)!r}, asked {now.get(k)!r}" for k in changed)
+    if not changed:
+        return None
+    return "; ".join(f"{k}: run has {saved.get(k)!r}, asked {now.get(k)!r}" for k in changed)
+
+
+def check_resume(root: Path, now: dict[str, Any]) -> None:
+    """Before anything is written: a resumed run may change stage 2 and the evaluation, not
+    what stage 1 was trained with (as its checkpoint records it, else its saved config)."""
+    from lort.config import load_yaml
+
+    folder = RunFolder(root)
+    if (root / STAGE1).is_file() or folder.done("stage1"):
+        saved = folder.load_torch(STAGE1)["config"]
+    elif (root / CONFIG).is_file():
+        saved = load_yaml(folder.verify(CONFIG))
+    else:
+        return
+    what = changed_frozen(saved, now)
+    if what:
         raise InputError(
             f"--resume cannot change what stage 1 was trained with ({what}); drop those "
             "options, or start a new run with another --out"
         )
 
 
+def _advice(root: Path, name: str) -> str:
+    if name in DERIVABLE:
+        return f"`lort fit --resume --out {root}` makes it again"
+    return f"the run cannot go on from it: start again with `lort fit --out {root} --overwrite`"
+
+
 class RunFolder:
     def __init__(self, root: Path) -> None:
         self.root = root
-
-    @classmethod
-    def open(cls, root: Path, *, resume: bool, overwrite: bool) -> RunFolder:
-        """An existing, non-empty folder is reused only with resume or overwrite."""
-        if root.exists() and any(root.iterdir()):
-            if resume:
-                if not (root / STATE).exists():
-                    raise InputError(f"{root} is not a lort run folder (no {STATE}); cannot resume")
-            elif overwrite:
-                for p in root.iterdir():
-                    if p.is_dir():
-                        shutil.rmtree(p)
-                    else:
-                        p.unlink()
-            else:
-                raise InputError(
-                    f"run folder {root} already exists; pass --resume to continue it, "
-                    "--overwrite to start again, or choose another --out"
-                )
-        elif resume:
-            raise InputError(f"nothing to resume: {root} does not exist or is empty")
-        root.mkdir(parents=True, exist_ok=True)
-        folder = cls(root)
-        if not (root / STATE).exists():
-            folder.write_json(STATE, {"done": []})
-        return folder
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -105,7 +145,19 @@ class RunFolder:
     # -- state ---------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         p = self.path(STATE)
-        return json.loads(p.read_text()) if p.exists() else {"done": []}
+        if not p.exists():
+            return {"done": []}
+        try:
+            st = json.loads(p.read_text())
+            if not isinstance(st, dict) or not isinstance(st.get("done"), list):
+                raise ValueError("not a lort state record")
+        except (OSError, ValueError) as e:
+            raise DamagedFileError(
+                f"{p} is damaged ({e}); it records what the run has done and what its files "
+                f"hold: start again with `lort fit --out {self.root} --overwrite`",
+                STATE,
+            ) from None
+        return st
 
     def done(self, phase: str) -> bool:
         return phase in self.state()["done"]
@@ -115,31 +167,259 @@ class RunFolder:
         if phase not in st["done"]:
             st["done"].append(phase)
         st.setdefault("info", {})[phase] = info
-        self.write_json(STATE, st)
+        files.write_json(self.path(STATE), st)
+
+    def undo(self, phase: str) -> None:
+        """Mark ``phase`` as not done (its output is to be made again)."""
+        st = self.state()
+        if phase in st["done"]:
+            st["done"].remove(phase)
+            files.write_json(self.path(STATE), st)
+
+    # -- integrity -------------------------------------------------------------
+    def _record(self, name: str, written: files.Written) -> None:
+        if name in EDITABLE:
+            return
+        st = self.state()
+        st.setdefault("files", {})[name] = {"size": written.size, "sha256": written.sha256}
+        files.write_json(self.path(STATE), st)
+
+    def verify(self, name: str) -> Path:
+        """The path of ``name`` once it matches what lort recorded writing (size, sha256);
+        DamagedFileError naming it and saying what to do otherwise. A file lort has no
+        record of (one of :data:`EDITABLE`, or a run made before records were kept) is taken
+        as it is when present."""
+        p = self.path(name)
+        record = None if name in EDITABLE else self.state().get("files", {}).get(name)
+        if not p.is_file():
+            raise DamagedFileError(f"{p} is missing; {_advice(self.root, name)}", name)
+        if record is not None:
+            try:
+                found = files.digest(p)
+            except OSError as e:
+                raise DamagedFileError(
+                    f"cannot read {p} ({e.strerror}); {_advice(self.root, name)}", name
+                ) from None
+            if (found.size, found.sha256) != (record["size"], record["sha256"]):
+                what = "size" if found.size != record["size"] else "sha256"
+                raise DamagedFileError(
+                    f"{p} is damaged: its {what} differs from what lort wrote; "
+                    f"{_advice(self.root, name)}",
+                    name,
+                )
+        return p
+
+    def remove_leftovers(self, note: Note) -> None:
+        """Remove the temp files of writes a kill interrupted (call with the lock held)."""
+        found = [
+            p
+            for d in (self.root, *(self.root / s for s in OWNED_DIRS))
+            if d.is_dir()
+            for p in d.iterdir()
+            if p.is_file() and files.TEMP_FILE.match(p.name)
+        ]
+        for p in found:
+            p.unlink(missing_ok=True)
+        if found:
+            note(f"removed {len(found)} temp file(s) left by an interrupted write")
 
     # -- files ---------------------------------------------------------------
     def write_json(self, name: str, data: Any) -> None:
-        files.write_json(self.path(name), data)
+        self._record(name, files.write_json(self.path(name), data))
 
     def read_json(self, name: str) -> Any:
-        return json.loads(self.path(name).read_text())
+        p = self.verify(name)
+        try:
+            return json.loads(p.read_text())
+        except (OSError, ValueError) as e:
+            raise DamagedFileError(
+                f"{p} is damaged ({e}); {_advice(self.root, name)}", name
+            ) from None
 
     def write_yaml(self, name: str, data: Any) -> None:
-        files.write_yaml(self.path(name), data)
+        self._record(name, files.write_yaml(self.path(name), data))
 
     def write_csv(self, name: str, header: list[str], rows: list[list[Any]]) -> None:
-        files.write_csv(self.path(name), header, rows)
+        self._record(name, files.write_csv(self.path(name), header, rows))
 
     def write_npy(self, name: str, array: np.ndarray) -> None:
-        files.write_npy(self.path(name), array)
+        self._record(name, files.write_npy(self.path(name), array))
 
     def write_npz(self, name: str, **arrays: np.ndarray) -> None:
-        files.write_npz(self.path(name), **arrays)
+        self._record(name, files.write_npz(self.path(name), **arrays))
 
     def save_torch(self, name: str, obj: Any) -> None:
-        files.save_torch(self.path(name), obj)
+        self._record(name, files.save_torch(self.path(name), obj))
 
     def load_torch(self, name: str) -> Any:
         import torch
 
-        return torch.load(self.path(name), map_location="cpu", weights_only=False)
+        p = self.verify(name)
+        try:
+            return torch.load(p, map_location="cpu", weights_only=False)
+        except Exception as e:  # torch raises several kinds on a damaged file
+            raise DamagedFileError(
+                f"{p} is damaged ({type(e).__name__}); {_advice(self.root, name)}", name
+            ) from None
+
+    def load_npz(self, name: str) -> dict[str, np.ndarray]:
+        p = self.verify(name)
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except Exception as e:  # zipfile and numpy raise several kinds on a damaged file
+            raise DamagedFileError(
+                f"{p} is damaged ({type(e).__name__}); {_advice(self.root, name)}", name
+            ) from None
+
+    def load_npy(self, name: str, mmap: bool = False) -> np.ndarray:
+        p = self.verify(name)
+        try:
+            return np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise DamagedFileError(
+                f"{p} is damaged ({e}); {_advice(self.root, name)}", name
+            ) from None
+
+    # -- reuse rules ----------------------------------------------------------
+    def unowned(self) -> list[str]:
+        """Entries of the folder lort does not write (relative paths, sorted)."""
+        out = []
+        for p in sorted(self.root.iterdir()):
+            if p.is_dir() and p.name in OWNED_DIRS:
+                out += [
+                    f"{p.name}/{q.name}"
+                    for q in sorted(p.iterdir())
+                    if not _owned(f"{p.name}/{q.name}") or not q.is_file()
+                ]
+            elif not (p.is_file() and _owned(p.name)):
+                out.append(p.name + ("/" if p.is_dir() else ""))
+        return out
+
+    def clear(self) -> None:
+        """Remove what lort wrote (the caller checked :meth:`unowned` is empty), except the
+        lock the caller holds."""
+        for d in OWNED_DIRS:
+            sub = self.root / d
+            if sub.is_dir():
+                for q in sub.iterdir():
+                    q.unlink()
+                sub.rmdir()
+        for p in self.root.iterdir():
+            if p.name != LOCK:
+                p.unlink()
+
+
+def _owned(rel: str) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    return files.TEMP_FILE.match(name) is not None or any(
+        fnmatch.fnmatchcase(rel, pattern) for pattern in OWNED
+    )
+
+
+# --------------------------------------------------------------------------------------
+# The lock, and opening a folder for `lort fit`.
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a process of another user
+        return True
+    return True
+
+
+@contextmanager
+def locked(root: Path, note: Note) -> Iterator[None]:
+    """Hold ``root/.lort.lock`` (created exclusively, holding this pid) for the block. A lock
+    whose process no longer runs is taken over with a note; a live one is an InputError."""
+    lock = root / LOCK
+    for attempt in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or "0")
+            except (OSError, ValueError):
+                pid = 0
+            if attempt == 0 and pid > 0 and pid != os.getpid() and not _pid_alive(pid):
+                note(f"took over the lock of {root}, left by process {pid}, which no longer runs")
+                lock.unlink(missing_ok=True)
+                continue
+            who = f"process {pid}" if pid > 0 else "another lort command"
+            raise InputError(
+                f"{root} is in use by {who} (lock file {lock}); wait for it to finish, or "
+                f"remove {lock} if no lort command is running"
+            ) from None
+        except OSError as e:
+            raise InputError(f"cannot lock {root}: {e.strerror}; choose another folder") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _make_dir(root: Path) -> bool:
+    """Create ``root`` (and its parents); True if this call created it."""
+    if root.is_dir():
+        return False
+    try:
+        root.mkdir(parents=True)
+    except FileExistsError:
+        if not root.is_dir():
+            raise InputError(
+                f"--out {root} is a file, not a folder; choose another --out"
+            ) from None
+        return False
+    except OSError as e:
+        why = "a part of it is a file" if e.errno == errno.ENOTDIR else e.strerror
+        raise InputError(f"cannot create run folder {root}: {why}; choose another --out") from None
+    return True
+
+
+@contextmanager
+def open_for_fit(root: Path, *, resume: bool, overwrite: bool, note: Note) -> Iterator[RunFolder]:
+    """The run folder of a ``lort fit``, locked for the block. An existing, non-empty folder is
+    reused only with ``resume`` (a lort run) or ``overwrite`` (a lort run holding only what
+    lort writes, which is removed). A folder this call created and left empty is removed."""
+    created = _make_dir(root)
+    try:
+        with locked(root, note):
+            folder = RunFolder(root)
+            present = [p for p in root.iterdir() if p.name != LOCK]
+            if present:
+                if not (root / STATE).exists():
+                    raise InputError(
+                        f"{root} already exists and is not a lort run folder (no {STATE}); "
+                        "lort leaves it alone: choose another --out"
+                    )
+                if resume:
+                    folder.state()  # readable, or a clear error
+                    folder.remove_leftovers(note)
+                elif overwrite:
+                    foreign = folder.unowned()
+                    if foreign:
+                        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+                        raise InputError(
+                            f"--overwrite removes only what lort wrote, but {root} also holds "
+                            f"{shown}; move those away or choose another --out"
+                        )
+                    folder.clear()
+                else:
+                    raise InputError(
+                        f"run folder {root} already exists; pass --resume to continue it, "
+                        "--overwrite to start again, or choose another --out"
+                    )
+            elif resume:
+                raise InputError(f"nothing to resume: {root} does not exist or is empty")
+            if not (root / STATE).exists():
+                files.write_json(root / STATE, {"done": []})
+            yield folder
+    finally:
+        if created and not any(root.iterdir()):
+            root.rmdir()

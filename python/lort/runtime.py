@@ -41,6 +41,23 @@ class Runtime:
         return info
 
 
+def set_threads(threads: int | None) -> int:
+    """torch's intra-op threads: ``threads``, else LORT_NUM_THREADS, else torch's default."""
+    if threads is None and os.environ.get("LORT_NUM_THREADS"):
+        value = os.environ["LORT_NUM_THREADS"]
+        if not value.isdigit() or int(value) < 1:
+            raise InputError(f"LORT_NUM_THREADS={value!r} is not a positive integer")
+        threads = int(value)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def threads_line() -> str:
+    policy = os.environ.get("OMP_WAIT_POLICY", "unset").lower()
+    return f"{torch.get_num_threads()} (torch intra-op), OpenMP wait policy {policy}"
+
+
 def pick_device(flag: str, local_rank: int = 0) -> torch.device:
     if flag == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but no CUDA device is available")

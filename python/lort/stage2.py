@@ -12,6 +12,8 @@ open one from a finished run folder with :func:`open_run`.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +31,19 @@ from lort.errors import InputError
 from lort.features import FeatureCache
 from lort.files import finite_or_none
 from lort.methods import Method, inference_logits, rho
-from lort.runfolder import FEATURES, FROZEN, REPORT, RETRAIN_NEEDS, STAGE1, RunFolder
+from lort.runfolder import (
+    CONFIG,
+    FEATURES,
+    FROZEN,
+    MANIFEST,
+    REPORT,
+    RETRAIN_NEEDS,
+    STAGE1,
+    Note,
+    RunFolder,
+    changed_frozen,
+    locked,
+)
 from lort.runtime import Runtime
 from lort.train import Progress, train_head_cached
 
@@ -257,13 +271,28 @@ class FinishedRun:
         return SmoothPlan("fixed", fixed[0], source=fixed[1])
 
 
-def open_run(root: Path) -> FinishedRun:
-    """The finished run in ``root``; InputError saying what to do when it is not one."""
-    root = Path(root)
+@contextmanager
+def open_run_locked(root: Path, note: Note) -> Iterator[FinishedRun]:
+    """:func:`open_run` with the run folder locked for the block (a command that writes
+    into it), after removing what interrupted writes left behind."""
+    _require_dir(Path(root))
+    with locked(Path(root), note):
+        run = open_run(root)
+        run.folder.remove_leftovers(note)
+        yield run
+
+
+def _require_dir(root: Path) -> None:
     if not root.is_dir():
         raise InputError(
             f"{root} is not a run folder (no such directory); make one with `lort fit --out {root}`"
         )
+
+
+def open_run(root: Path) -> FinishedRun:
+    """The finished run in ``root``; InputError saying what to do when it is not one."""
+    root = Path(root)
+    _require_dir(root)
     missing = [n for n in RETRAIN_NEEDS if not (root / n).is_file()]
     if missing:
         raise InputError(
@@ -271,13 +300,10 @@ def open_run(root: Path) -> FinishedRun:
             f"`lort fit --out {root}` first (or `lort fit --resume --out {root}` to finish it)"
         )
     folder = RunFolder(root)
-    raw = load_yaml(folder.path("config.yaml"))
+    raw = load_yaml(folder.verify(CONFIG))
     cfg = resolve(raw, {})
-    try:
-        report = folder.read_json(REPORT)
-        manifest = folder.read_json("manifest.json")
-    except (OSError, ValueError) as e:
-        raise InputError(f"{root}: cannot read the run's report or manifest: {e}") from None
+    report = folder.read_json(REPORT)
+    manifest = folder.read_json(MANIFEST)
     data = load_data(cfg)
     for key in ("kept_sha256", "val_sha256", "train_counts", "test_total"):
         if data.manifest.get(key) != manifest.get(key):
@@ -285,14 +311,16 @@ def open_run(root: Path) -> FinishedRun:
                 f"{root}: the dataset rebuilt from the run's config differs from the one it was "
                 f"trained on ({key} changed); its cached features no longer match the labels"
             )
-    try:
-        cache = FeatureCache.load(str(folder.path(FEATURES)))
-        state = folder.load_torch(STAGE1)["state"]["model"]
-        weight, bias = state["head.weight"], state["head.bias"]
-    except Exception as e:  # a damaged file: say which
+    cache = FeatureCache(folder.load_npz(FEATURES))
+    stage1 = folder.load_torch(STAGE1)
+    changed = changed_frozen(stage1["config"], cfg.to_dict())
+    if changed:
         raise InputError(
-            f"{root}: cannot read the feature cache or stage-1 checkpoint: {e}"
-        ) from None
+            f"{root}/config.yaml no longer matches what stage 1 was trained with ({changed}); "
+            "put those values back (the run's report.json holds its config)"
+        )
+    state = stage1["state"]["model"]
+    weight, bias = state["head.weight"], state["head.bias"]
     for split, labels in (
         ("train", data.train_labels),
         ("val", data.val_labels),

@@ -31,7 +31,7 @@ from lort.points import (
     smooth_point,
     stored_or_measured,
 )
-from lort.stage2 import FinishedRun, SmoothPlan, open_run
+from lort.stage2 import FinishedRun, SmoothPlan, open_run_locked
 
 TEST_KEYS = ("all", *GROUP_NAMES)
 SELECTED = (
@@ -75,6 +75,7 @@ class SweepResult:
     reused: int
     data: dict[str, Any] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def _record(result: dict[str, Any], **where: Any) -> dict[str, Any]:
@@ -100,7 +101,18 @@ def sweep_smooth(
         raise InputError("--smooth needs at least one delta")
     for d in deltas:
         check_delta(d, allow_one=False, name="--smooth values")
-    run = open_run(root)
+    notes: list[str] = []
+    with open_run_locked(root, notes.append) as run:
+        return _sweep_smooth(run, deltas, on_point, figures, notes)
+
+
+def _sweep_smooth(
+    run: FinishedRun,
+    deltas: list[float],
+    on_point: OnPoint | None,
+    figures: bool,
+    notes: list[str],
+) -> SweepResult:
     method = get_method("lort")
     points, reused = [], 0
     for i, d in enumerate(deltas):
@@ -111,7 +123,7 @@ def sweep_smooth(
         if on_point is not None:
             on_point(i + 1, len(deltas), f"delta {d:g}", was_reused)
     chosen = _choose(run, points)
-    res = SweepResult(run, "smooth", "lort", points, chosen, reused)
+    res = SweepResult(run, "smooth", "lort", points, chosen, reused, notes=notes)
     res.data = {
         "run": str(run.root),
         "method": "lort",
@@ -167,7 +179,20 @@ def sweep_lr_wd(
     """Re-train ``method`` (the run's by default) once per (lr, weight decay) pair."""
     if method_name is not None:
         get_method(method_name)
-    run = open_run(root)
+    notes: list[str] = []
+    with open_run_locked(root, notes.append) as run:
+        return _sweep_lr_wd(run, lrs, wds, method_name, on_point, figures, notes)
+
+
+def _sweep_lr_wd(
+    run: FinishedRun,
+    lrs: list[float] | None,
+    wds: list[float] | None,
+    method_name: str | None,
+    on_point: OnPoint | None,
+    figures: bool,
+    notes: list[str],
+) -> SweepResult:
     st = run.cfg.stage2
     name = method_name or run.cfg.method
     method = get_method(name)
@@ -185,7 +210,7 @@ def sweep_lr_wd(
         if on_point is not None:
             on_point(i + 1, len(grid), f"lr {lr:g} wd {wd:g}", was_reused)
     chosen = _choose(run, points)
-    res = SweepResult(run, "lr-wd", name, points, chosen, reused)
+    res = SweepResult(run, "lr-wd", name, points, chosen, reused, notes=notes)
     res.data = {
         "run": str(run.root),
         "method": name,

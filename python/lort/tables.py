@@ -238,3 +238,5 @@ def print_sweep(console: Console, res: SweepResult) -> None:
         console.print(f"[dim]{SELECTED}; see {run.root}/sweep-{res.kind}.json[/dim]")
     else:
         console.print(f"[yellow]{UNSELECTED}[/yellow]")
+    for note in res.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")

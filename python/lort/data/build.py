@@ -107,6 +107,15 @@ def build_dataset(
         sources["val"] = raw.val_images
 
     train_labels = raw.train_labels[train_idx]
+    empty = np.flatnonzero(np.bincount(train_labels, minlength=num_classes) == 0)
+    if ratio is not None and empty.size:
+        names = ", ".join(raw.class_names[i] for i in empty[:5]) + (
+            " ..." if empty.size > 5 else ""
+        )
+        raise InputError(
+            f"{name}: imbalance ratio {ratio:g} leaves {empty.size} class(es) without a training "
+            f"image ({names}): the head class has {n_max}, so use a ratio of at most {n_max}"
+        )
     spec = raw.transform_spec
     manifest = make_manifest(
         dataset=name,

@@ -57,10 +57,16 @@ class FileImages(Dataset):
         return int(self.labels.size)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        path = self.root / str(self.paths[index])
-        try:
-            with Image.open(path) as image:
-                rgb = image.convert("RGB")
-        except OSError as exc:
-            raise FileReadError(f"cannot read image {path}: {exc}") from exc
+        rgb = read_rgb(self.root / str(self.paths[index]))
         return self.transform(rgb), int(self.labels[index])
+
+
+def read_rgb(path: Path) -> Image.Image:
+    """An image file decoded and converted to RGB; FileReadError naming it otherwise."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except OSError as exc:
+        raise FileReadError(
+            f"cannot read image {path}: {exc}; replace or remove the file"
+        ) from None

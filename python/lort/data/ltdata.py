@@ -83,6 +83,19 @@ class LTData:
             return None
         return TensorImages(pixels, labels, self.transform_spec, device)
 
+    def check_decodes(self) -> None:
+        """Decode the first image of every class in every split read from files, so that a
+        broken data root is reported before anything is trained or written."""
+        from lort.data.images import read_rgb
+
+        for split, images in self.sources.items():
+            if not isinstance(images, ImageFiles):
+                continue
+            labels = self.labels(split)  # type: ignore[arg-type]
+            _, first = np.unique(labels, return_index=True)
+            for i in first:
+                read_rgb(images.root / str(images.paths[i]))
+
     @property
     def mirrorable(self) -> bool:
         """Whether flip averaging applies to this data (see ``TransformSpec.mirrorable``)."""
