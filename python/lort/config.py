@@ -119,7 +119,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise InputError(f"config file {p} does not exist") from None
     except yaml.YAMLError as e:
-        raise InputError(f"config file {p} is not valid YAML: {e}") from None
+        problem = getattr(e, "problem", None) or type(e).__name__
+        mark = getattr(e, "problem_mark", None)
+        where = "" if mark is None else f" at line {mark.line + 1}, column {mark.column + 1}"
+        raise InputError(f"config file {p} is not valid YAML ({problem}{where})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read config file {p}: {e}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -304,6 +304,13 @@ def open_run(root: Path) -> FinishedRun:
     cfg = resolve(raw, {})
     report = folder.read_json(REPORT)
     manifest = folder.read_json(MANIFEST)
+    stage1 = folder.load_torch(STAGE1)
+    changed = changed_frozen(stage1["config"], cfg.to_dict())
+    if changed:
+        raise InputError(
+            f"{root}/config.yaml no longer matches what stage 1 was trained with ({changed}); "
+            "put those values back (the run's report.json holds its config)"
+        )
     data = load_data(cfg)
     for key in ("kept_sha256", "val_sha256", "train_counts", "test_total"):
         if data.manifest.get(key) != manifest.get(key):
@@ -312,13 +319,6 @@ def open_run(root: Path) -> FinishedRun:
                 f"trained on ({key} changed); its cached features no longer match the labels"
             )
     cache = FeatureCache(folder.load_npz(FEATURES))
-    stage1 = folder.load_torch(STAGE1)
-    changed = changed_frozen(stage1["config"], cfg.to_dict())
-    if changed:
-        raise InputError(
-            f"{root}/config.yaml no longer matches what stage 1 was trained with ({changed}); "
-            "put those values back (the run's report.json holds its config)"
-        )
     state = stage1["state"]["model"]
     weight, bias = state["head.weight"], state["head.bias"]
     for split, labels in (
