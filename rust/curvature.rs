@@ -198,15 +198,16 @@ pub struct LanczosOptions {
     pub block: usize,
     /// Largest Krylov basis kept (its memory is 2 x 8 x K bytes per vector).
     pub max_basis: usize,
-    /// Stop when both extreme Ritz pairs have residual |H y - theta y| <= tol * theta.
+    /// Stop when the error estimate of both extreme Ritz values (see `lanczos`)
+    /// is at most tol times the value.
     pub tol: f64,
 }
 
 impl Default for LanczosOptions {
     fn default() -> Self {
         Self {
-            block: 4,
-            max_basis: 320,
+            block: 2,
+            max_basis: 400,
             tol: 1e-5,
         }
     }
@@ -269,7 +270,7 @@ fn orthonormalize(x: &mut Vec<f64>, basis: &[f64], k: usize) -> usize {
             }
         }
         let norm = dot(&v, &v).sqrt();
-        if !(norm > 1e-10 * start) {
+        if norm.is_nan() || norm <= 1e-10 * start {
             continue;
         }
         v.iter_mut().for_each(|x| *x /= norm);
@@ -283,7 +284,9 @@ fn orthonormalize(x: &mut Vec<f64>, basis: &[f64], k: usize) -> usize {
 /// Block Lanczos with full reorthogonalisation on 1^perp: the basis V grows by
 /// the orthonormalised products of the last block; the extreme Ritz values of
 /// V^T H V estimate lambda_2 from above and lambda_max from below (they are
-/// Rayleigh quotients on 1^perp). K >= 2.
+/// Rayleigh quotients on 1^perp). Converged means both errors, estimated as
+/// min(|r|, |r|^2 / gap) from the residual r = H y - theta y and the gap to
+/// the neighbouring Ritz value, are within `tol` relative. K >= 2.
 pub fn lanczos(op: &mut dyn Operator, k: usize, opts: &LanczosOptions) -> Result<Curvature> {
     assert!(k >= 2);
     let dim = k - 1;
@@ -348,8 +351,22 @@ pub fn lanczos(op: &mut dyn Operator, k: usize, opts: &LanczosOptions) -> Result
             dot(&r, &r).sqrt()
         };
         let (lo, hi) = (vals[0], vals[p - 1]);
+        // Error of a Ritz value with residual r and gap g to the next Ritz value:
+        // at most |r|, and about |r|^2 / g once the vector has separated from its
+        // neighbours (Kato-Temple, with the Ritz gap standing in for the true one).
+        let error = |c: usize, theta: f64, next: f64| {
+            let r = residual(c, theta);
+            let gap = (next - theta).abs();
+            if gap > 0.0 {
+                r.min(r * r / gap)
+            } else {
+                r
+            }
+        };
         let converged = p == dim
-            || (residual(0, lo) <= opts.tol * lo.abs() && residual(p - 1, hi) <= opts.tol * hi);
+            || (p > 1
+                && error(0, lo, vals[1]) <= opts.tol * lo.abs()
+                && error(p - 1, hi, vals[p - 2]) <= opts.tol * hi);
         ritz = (lo, hi, converged);
         if converged || p >= max_basis {
             break;

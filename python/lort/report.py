@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
@@ -62,6 +63,16 @@ def print_analysis(console: Console, a: Analysis, title: str) -> None:
             f"Hessian (bias, Prop. 1): {what} lambda_min = {h.lambda_min:.3e} "
             f"(tolerance {h.tolerance:.1e}) -> {verdict}"
         )
+        c = h.curvature
+        if c is not None:
+            how = "exact" if c.method == "exact" else f"Lanczos, {c.passes} passes"
+            if not c.converged:
+                how += ", [yellow]not converged: lambda_2 is an upper estimate[/yellow]"
+            cond = f"{c.condition:.3g}" if math.isfinite(c.condition) else "inf"
+            console.print(
+                f"curvature on 1-perp ({how}): lambda_2 = {c.lambda_2:.3e}  "
+                f"lambda_max = {c.lambda_max:.3e}  condition {cond}"
+            )
 
 
 def write_json(path: str | os.PathLike[str], data: dict[str, Any]) -> None:
