@@ -19,7 +19,7 @@ use crate::{Error, Result};
 /// Bytes of logits one worker reads and processes at a time (fits in L2).
 const BLOCK_BYTES: usize = 512 * 1024;
 /// Bytes of softmax rows gathered per Gram-matrix update in exact mode.
-const EXACT_BLOCK_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const EXACT_BLOCK_BYTES: usize = 16 * 1024 * 1024;
 
 /// Rows in memory, in one of the accepted dtypes.
 #[derive(Clone, Copy)]
@@ -30,7 +30,7 @@ pub enum Rows<'a> {
 }
 
 impl Rows<'_> {
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Rows::F16(s) => s.len(),
             Rows::F32(s) => s.len(),
@@ -81,7 +81,7 @@ pub fn resolve_threads(requested: Option<usize>) -> Result<usize> {
 }
 
 /// One rayon pool per thread count, built on first use and kept.
-fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
+pub(crate) fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
     static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
     let mut pools = POOLS
         .get_or_init(Default::default)
@@ -101,7 +101,7 @@ fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
 }
 
 /// Where a block of rows comes from.
-enum Source<'a> {
+pub(crate) enum Source<'a> {
     Memory(Rows<'a>),
     File(&'a NpyFile),
 }
@@ -396,9 +396,12 @@ impl LogitStats {
         if ctl.cancelled() {
             return Err(Error::Interrupted);
         }
-        let mut total = self.empty_like();
-        for r in &results {
-            total.merge(r)?;
+        // Merging into the first partial, not into a fresh accumulator, keeps one
+        // K x K matrix fewer alive in exact mode; the result is the same.
+        let mut results = results.into_iter();
+        let mut total = results.next().unwrap_or_else(|| self.empty_like());
+        for r in results {
+            total.merge(&r)?;
         }
         Ok(Pass::Done(Box::new(total)))
     }
@@ -407,4 +410,125 @@ impl LogitStats {
 enum Pass {
     Done(Box<LogitStats>),
     BadRow(u64),
+}
+
+/// A block of rows as the kernels take them: float16 arrives widened to f32.
+pub(crate) enum Block<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+}
+
+impl Source<'_> {
+    /// Rows in the source (`k` values each).
+    pub(crate) fn rows(&self, k: usize) -> u64 {
+        match self {
+            Source::Memory(r) => (r.len() / k) as u64,
+            Source::File(f) => f.header().rows,
+        }
+    }
+
+    /// Runs `f(state, block, first_row)` over every block of rows, in parallel
+    /// on `ctl.threads` workers that each own a state made by `make`; returns
+    /// the states. A block that `f` rejects stops the pass with its error.
+    pub(crate) fn for_blocks<S: Send>(
+        &self,
+        k: usize,
+        ctl: &Control,
+        make: impl Fn() -> S + Sync,
+        f: impl Fn(&mut S, Block, u64) -> Result<()> + Sync,
+    ) -> Result<Vec<S>> {
+        let n = self.rows(k);
+        let itemsize = match self {
+            Source::Memory(Rows::F16(_)) => 2,
+            Source::Memory(Rows::F32(_)) => 4,
+            Source::Memory(Rows::F64(_)) => 8,
+            Source::File(file) => file.header().dtype.itemsize(),
+        };
+        let block = (BLOCK_BYTES / (k * itemsize)).max(1) as u64;
+        let blocks = n.div_ceil(block);
+        let next = AtomicU64::new(0);
+        let failure: Mutex<Option<Error>> = Mutex::new(None);
+        let stop = AtomicBool::new(false);
+        let states: Mutex<Vec<S>> = Mutex::new(Vec::new());
+        let workers = ctl.threads.min(blocks.max(1) as usize);
+        pool(ctl.threads)?.scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|_| {
+                    let mut state = make();
+                    let (mut raw, mut wide) = (ReadBuf::default(), Vec::<f32>::new());
+                    loop {
+                        if stop.load(Ordering::Relaxed) || ctl.cancelled() {
+                            break;
+                        }
+                        let b = next.fetch_add(1, Ordering::Relaxed);
+                        if b >= blocks {
+                            break;
+                        }
+                        let start = b * block;
+                        let len = block.min(n - start) as usize;
+                        let out = self.block(start, len, k, &mut raw, &mut wide, |rows| {
+                            f(&mut state, rows, start)
+                        });
+                        if let Err(e) = out {
+                            failure.lock().unwrap().get_or_insert(e);
+                            stop.store(true, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                    states.lock().unwrap().push(state);
+                });
+            }
+        });
+        if let Some(e) = failure.into_inner().unwrap() {
+            return Err(e);
+        }
+        if ctl.cancelled() {
+            return Err(Error::Interrupted);
+        }
+        Ok(states.into_inner().unwrap())
+    }
+
+    /// Rows [start, start + n) as a `Block`, read from the file if need be.
+    fn block<R>(
+        &self,
+        start: u64,
+        n: usize,
+        k: usize,
+        raw: &mut ReadBuf,
+        wide: &mut Vec<f32>,
+        f: impl FnOnce(Block) -> Result<R>,
+    ) -> Result<R> {
+        let (a, b) = (start as usize * k, (start as usize + n) * k);
+        let mut widen = |s: &[f16]| {
+            wide.resize(s.len(), 0.0);
+            s.convert_to_f32_slice(wide);
+        };
+        match self {
+            Source::Memory(Rows::F32(s)) => f(Block::F32(&s[a..b])),
+            Source::Memory(Rows::F64(s)) => f(Block::F64(&s[a..b])),
+            Source::Memory(Rows::F16(s)) => {
+                widen(&s[a..b]);
+                f(Block::F32(wide))
+            }
+            Source::File(file) => {
+                let dtype = file.header().dtype;
+                let raw = raw.bytes(n * k * dtype.itemsize());
+                file.read_rows_into(start, n, raw)?;
+                let words = raw.as_ptr();
+                // SAFETY: as in `Source::process`.
+                match dtype {
+                    Dtype::F32 => f(Block::F32(unsafe {
+                        std::slice::from_raw_parts(words.cast::<f32>(), n * k)
+                    })),
+                    Dtype::F64 => f(Block::F64(unsafe {
+                        std::slice::from_raw_parts(words.cast::<f64>(), n * k)
+                    })),
+                    Dtype::F16 => {
+                        widen(unsafe { std::slice::from_raw_parts(words.cast::<f16>(), n * k) });
+                        f(Block::F32(wide))
+                    }
+                }
+            }
+        }
+    }
 }

@@ -9,24 +9,31 @@
 //! bound in floating point, certified against a rounding tolerance.
 //!
 //! Exact mode: the K x K mean Hessian is accumulated in float64 (a rank-b
-//! update per block of rows) and its smallest eigenvalue is computed.
+//! update per block of rows, its diagonal summed separately without
+//! cancellation) and decomposed on the ones vector and its complement
+//! (`curvature::exact_spectrum`): lambda_min, lambda_2 and lambda_max.
 
 use faer::linalg::matmul::triangular::{matmul, BlockStructure};
-use faer::{Accum, MatMut, MatRef, Par, Side};
+use faer::{Accum, MatMut, MatRef, Par};
 
+use crate::curvature::{exact_spectrum, Curvature};
+use crate::drive::{pool, resolve_threads};
 use crate::stats::HessianState;
 
 /// The Hessian verdict reported by `finalize`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HessianCheck {
     pub mode: &'static str,
-    /// Gershgorin lower bound on lambda_min (bound) or lambda_min itself (exact).
+    /// Gershgorin lower bound on lambda_min (bound) or lambda_min itself, within
+    /// rounding (exact).
     pub lambda_min: f64,
     /// Largest mean softmax probability of a class: the entries of H and
     /// their rounding errors are relative to it.
     pub scale: f64,
     pub tolerance: f64,
     pub psd: bool,
+    /// lambda_2, lambda_max and their ratio on 1^perp (exact mode, K >= 2).
+    pub curvature: Option<Curvature>,
 }
 
 /// Rounding tolerance: a softmax row sums to one only up to about K ulps, and
@@ -80,33 +87,45 @@ pub fn check(state: &HessianState, k: usize, rows: u64) -> Option<HessianCheck> 
                 scale,
                 tolerance,
                 psd: lambda_min >= -tolerance,
+                curvature: None,
             })
         }
-        HessianState::Exact { ssum, gram } => {
-            // H = (diag(ssum) - gram) / n, filled from the lower triangle.
-            let mut h = faer::Mat::<f64>::zeros(k, k);
+        HessianState::Exact { ssum, dsum, gram } => {
+            let scale = ssum.iter().fold(0.0f64, |m, &p| m.max(p / n));
+            let tolerance = tolerance(k, scale);
+            if k < 2 {
+                // H = s (1 - s) = 0 for one class: no subspace orthogonal to 1.
+                return Some(HessianCheck {
+                    mode: "exact",
+                    lambda_min: dsum[0] / n,
+                    scale,
+                    tolerance,
+                    psd: dsum[0] / n >= -tolerance,
+                    curvature: None,
+                });
+            }
+            // H = (diag(dsum) - offdiag(gram)) / n, both triangles filled.
+            let mut h = vec![0.0; k * k];
             for j in 0..k {
-                for i in j..k {
-                    let mut v = -gram[j * k + i];
-                    if i == j {
-                        v += ssum[j];
-                    }
-                    h[(i, j)] = v / n;
-                    h[(j, i)] = v / n;
+                h[j * k + j] = dsum[j] / n;
+                for i in j + 1..k {
+                    let v = -gram[j * k + i] / n;
+                    h[j * k + i] = v;
+                    h[i * k + j] = v;
                 }
             }
-            let scale = ssum.iter().fold(0.0f64, |m, &p| m.max(p / n));
-            let lambda_min = match h.self_adjoint_eigenvalues(Side::Lower) {
-                Ok(ev) => ev.first().copied().unwrap_or(f64::NAN),
-                Err(_) => f64::NAN,
+            let threads = resolve_threads(None).unwrap_or(1);
+            let spectrum = match pool(threads) {
+                Ok(p) => p.install(|| exact_spectrum(&mut h, k, threads)),
+                Err(_) => exact_spectrum(&mut h, k, 1),
             };
-            let tolerance = tolerance(k, scale);
             Some(HessianCheck {
                 mode: "exact",
-                lambda_min,
+                lambda_min: spectrum.lambda_min,
                 scale,
                 tolerance,
-                psd: lambda_min >= -tolerance,
+                psd: spectrum.lambda_min >= -tolerance,
+                curvature: Some(spectrum.curvature),
             })
         }
     }

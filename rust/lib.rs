@@ -5,6 +5,7 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+pub mod curvature;
 mod drive;
 pub mod error;
 pub mod hessian;

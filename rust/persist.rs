@@ -7,7 +7,9 @@ use crate::stats::{
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"LORTSTAT";
-const VERSION: u32 = 1;
+/// 2 added the exact mode's diagonal sums; version 1 states of the other
+/// modes are laid out the same way and still read.
+const VERSION: u32 = 2;
 
 struct Writer(Vec<u8>);
 
@@ -94,10 +96,15 @@ impl LogitStats {
                 gershgorin: a,
                 psum: b,
             }
-            | HessianState::Exact { ssum: a, gram: b } => {
+            | HessianState::Exact {
+                ssum: a, gram: b, ..
+            } => {
                 w.f64s(a);
                 w.f64s(b);
             }
+        }
+        if let HessianState::Exact { dsum, .. } = &self.hessian {
+            w.f64s(dsum);
         }
         w.0
     }
@@ -108,7 +115,7 @@ impl LogitStats {
             return Err(Error::Input("not a LogitStats state (bad magic)".into()));
         }
         let version = u32::from_le_bytes(r.take(4)?.try_into().unwrap());
-        if version != VERSION {
+        if version != VERSION && version != 1 {
             return Err(Error::Input(format!(
                 "LogitStats state version {version} is not supported by this lort (expects {VERSION})"
             )));
@@ -124,6 +131,13 @@ impl LogitStats {
         let hessian = match r.u64()? {
             0 => HessianMode::None,
             1 => HessianMode::Bound,
+            2 if version == 1 => {
+                return Err(Error::Input(
+                    "this hessian='exact' LogitStats state was written by an older lort \
+                     (version 1, without the diagonal sums); recompute it"
+                        .into(),
+                ))
+            }
             2 => HessianMode::Exact,
             c => {
                 return Err(Error::Input(format!(
@@ -166,6 +180,7 @@ impl LogitStats {
             HessianMode::Exact => HessianState::Exact {
                 ssum: r.f64s(k)?,
                 gram: r.f64s(k * k)?,
+                dsum: r.f64s(k)?,
             },
         };
         if !r.0.is_empty() {

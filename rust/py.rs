@@ -11,6 +11,7 @@ use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
+use crate::curvature::{lanczos, Curvature, LanczosOptions, SoftmaxOperator};
 use crate::npy::NpyFile;
 use crate::report::Report;
 use crate::stats::{HessianMode, NanPolicy, Options};
@@ -504,6 +505,10 @@ fn report_dict<'py>(
             d.set_item("scale", h.scale)?;
             d.set_item("tolerance", h.tolerance)?;
             d.set_item("psd", h.psd)?;
+            match &h.curvature {
+                None => d.set_item("curvature", py.None())?,
+                Some(c) => d.set_item("curvature", curvature_dict(py, c, r.overall.rows)?)?,
+            }
             out.set_item("hessian", d)?;
         }
     }
@@ -524,11 +529,166 @@ fn report_dict<'py>(
     Ok(out)
 }
 
+fn curvature_dict<'py>(py: Python<'py>, c: &Curvature, rows: u64) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("method", c.method)?;
+    d.set_item("lambda_2", c.lambda_2)?;
+    d.set_item("lambda_max", c.lambda_max)?;
+    d.set_item("condition", c.condition)?;
+    d.set_item("passes", c.passes)?;
+    d.set_item("converged", c.converged)?;
+    d.set_item("rows", rows)?;
+    Ok(d)
+}
+
+fn lanczos_options(tol: f64, max_basis: usize, block: usize) -> PyResult<LanczosOptions> {
+    if !(tol > 0.0 && tol < 1.0) || max_basis == 0 || block == 0 {
+        return Err(errors::InputError::new_err(format!(
+            "Lanczos needs 0 < tol < 1, max_basis >= 1 and block >= 1 \
+             (got tol={tol}, max_basis={max_basis}, block={block})"
+        )));
+    }
+    Ok(LanczosOptions {
+        block,
+        max_basis,
+        tol,
+    })
+}
+
+/// lambda_2, lambda_max and their ratio for the bias Hessian of in-memory
+/// logits (N x K): the exact values (the K x K matrix) or the Lanczos estimate.
+#[pyfunction]
+#[pyo3(signature = (logits, *, method = "lanczos", nan_policy = "raise", threads = None,
+                    tol = 1e-5, max_basis = 400, block = 2))]
+#[allow(clippy::too_many_arguments)]
+fn curvature<'py>(
+    py: Python<'py>,
+    logits: &Bound<'py, PyAny>,
+    method: &str,
+    nan_policy: &str,
+    threads: Option<usize>,
+    tol: f64,
+    max_basis: usize,
+    block: usize,
+) -> PyResult<Bound<'py, PyDict>> {
+    let nan = NanPolicy::parse(nan_policy).map_err(to_py)?;
+    let threads = resolve_threads(threads).map_err(to_py)?;
+    let opts = lanczos_options(tol, max_basis, block)?;
+    let logits = LogitArray::extract(logits)?;
+    let (n, k) = logits.shape();
+    let rows = logits.rows()?;
+    let values = (n * k) as u64;
+    let (c, used) = match method {
+        "lanczos" => run_detached(py, values, threads, None, |ctl| {
+            let mut op = SoftmaxOperator::memory(rows, k, nan, ctl)?;
+            let c = lanczos(&mut op, k, &opts)?;
+            Ok((c, op.rows))
+        })?,
+        "exact" => {
+            if k < 2 {
+                return Err(errors::InputError::new_err(format!(
+                    "the curvature needs at least 2 classes (got {k})"
+                )));
+            }
+            let mut stats = LogitStats::new(
+                k,
+                Options {
+                    hessian: HessianMode::Exact,
+                    nan_policy: nan,
+                },
+            )
+            .map_err(to_py)?;
+            let labels = vec![0u8; n];
+            let labels = Labels::U8(&labels);
+            let delta = run_detached(py, values, threads, None, |ctl| {
+                stats.pass_rows(rows, &labels, ctl)
+            })?;
+            stats.merge(&delta).map_err(to_py)?;
+            drop(delta);
+            let report = py.detach(|| stats.finalize(None)).map_err(to_py)?;
+            let c = report.hessian.and_then(|h| h.curvature).ok_or_else(|| {
+                errors::InputError::new_err("the curvature needs at least one row of finite logits")
+            })?;
+            (c, report.overall.rows)
+        }
+        _ => {
+            return Err(errors::InputError::new_err(format!(
+                "method={method:?} is not a curvature method; use 'exact' or 'lanczos'"
+            )))
+        }
+    };
+    curvature_dict(py, &c, used)
+}
+
+/// The Lanczos estimate of the curvature over `.npy` files of logits (row
+/// shards of one set), one streaming pass per product; no K x K matrix.
+#[pyfunction]
+#[pyo3(signature = (paths, *, nan_policy = "raise", threads = None, tol = 1e-5,
+                    max_basis = 400, block = 2, progress = None))]
+#[allow(clippy::too_many_arguments)]
+fn curvature_npy<'py>(
+    py: Python<'py>,
+    paths: Vec<PathBuf>,
+    nan_policy: &str,
+    threads: Option<usize>,
+    tol: f64,
+    max_basis: usize,
+    block: usize,
+    progress: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let nan = NanPolicy::parse(nan_policy).map_err(to_py)?;
+    let threads = resolve_threads(threads).map_err(to_py)?;
+    let opts = lanczos_options(tol, max_basis, block)?;
+    if paths.is_empty() {
+        return Err(errors::InputError::new_err("no logits files given"));
+    }
+    let files = paths
+        .iter()
+        .map(|p| NpyFile::open(p))
+        .collect::<crate::Result<Vec<_>>>()
+        .map_err(to_py)?;
+    let k = files[0].header().cols as usize;
+    let values = files
+        .iter()
+        .map(|f| f.header().rows * f.header().cols)
+        .sum();
+    let (c, used) = run_detached(py, values, threads, progress, |ctl| {
+        let mut op = SoftmaxOperator::files(&files, nan, ctl)?;
+        let c = lanczos(&mut op, k, &opts)?;
+        Ok((c, op.rows))
+    })?;
+    curvature_dict(py, &c, used)
+}
+
+/// Bytes hessian='exact' needs beyond the plain pass, for K classes.
+#[pyfunction]
+fn exact_memory_bytes(num_classes: usize) -> u64 {
+    crate::stats::exact_memory_bytes(num_classes)
+}
+
+/// Bytes the Lanczos estimate needs beyond the pass, for K classes.
+#[pyfunction]
+#[pyo3(signature = (num_classes, *, threads = None, max_basis = 400, block = 2))]
+fn lanczos_memory_bytes(
+    num_classes: usize,
+    threads: Option<usize>,
+    max_basis: usize,
+    block: usize,
+) -> PyResult<u64> {
+    let threads = resolve_threads(threads).map_err(to_py)?;
+    let opts = lanczos_options(1e-5, max_basis, block)?;
+    Ok(opts.memory_bytes(num_classes, threads))
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyLogitStats>()?;
     m.add_function(wrap_pyfunction!(analyze_npy, m)?)?;
     m.add_function(wrap_pyfunction!(npy_header, m)?)?;
+    m.add_function(wrap_pyfunction!(curvature, m)?)?;
+    m.add_function(wrap_pyfunction!(curvature_npy, m)?)?;
+    m.add_function(wrap_pyfunction!(exact_memory_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(lanczos_memory_bytes, m)?)?;
     m.add("ECE_BINS", crate::stats::ECE_BINS)?;
     m.add("EXACT_MAX_CLASSES", crate::stats::EXACT_MAX_CLASSES)?;
     m.add("GROUP_NAMES", crate::report::GROUP_NAMES)?;

@@ -14,8 +14,17 @@ use crate::{Error, Result};
 
 /// Number of equal-width confidence bins of the expected calibration error.
 pub const ECE_BINS: usize = 15;
-/// Largest K for which the exact K x K Hessian is accumulated.
-pub const EXACT_MAX_CLASSES: usize = 4096;
+/// Largest K for which the exact K x K Hessian is accumulated (4.3 GB, see
+/// `exact_memory_bytes`).
+pub const EXACT_MAX_CLASSES: usize = 16_384;
+
+/// Peak memory of hessian='exact' over K classes beyond the plain pass: the
+/// accumulated K x K float64 Gram matrix, a second one (a pass's delta before it
+/// is merged, or the copy `finalize` decomposes in place), and the block of
+/// softmax rows gathered per Gram update.
+pub fn exact_memory_bytes(k: usize) -> u64 {
+    16 * (k as u64) * (k as u64) + crate::drive::EXACT_BLOCK_BYTES as u64
+}
 /// Rows processed together by the negative-sum kernel.
 const GROUP: usize = 8;
 
@@ -168,10 +177,12 @@ pub enum HessianState {
         gershgorin: Vec<f64>,
         psum: Vec<f64>,
     },
-    /// Sum over rows of s (the diagonal part) and of s s^T (K x K, column-major,
-    /// lower triangle kept).
+    /// Sums over rows of s, of s_i (1 - s_i) (the diagonal of H, computed
+    /// without cancellation) and of s s^T (K x K, column-major, lower triangle
+    /// kept; its diagonal is not used).
     Exact {
         ssum: Vec<f64>,
+        dsum: Vec<f64>,
         gram: Vec<f64>,
     },
 }
@@ -186,6 +197,7 @@ impl HessianState {
             },
             HessianMode::Exact => Self::Exact {
                 ssum: vec![0.0; k],
+                dsum: vec![0.0; k],
                 gram: vec![0.0; k * k],
             },
         }
@@ -206,8 +218,16 @@ impl HessianState {
                 add(gershgorin, g);
                 add(psum, p);
             }
-            (Self::Exact { ssum, gram }, Self::Exact { ssum: s, gram: g }) => {
+            (
+                Self::Exact { ssum, dsum, gram },
+                Self::Exact {
+                    ssum: s,
+                    dsum: d,
+                    gram: g,
+                },
+            ) => {
                 add(ssum, s);
+                add(dsum, d);
                 add(gram, g);
             }
             _ => {}
@@ -480,12 +500,20 @@ impl Partial {
                     *p += s;
                 }
             }
-            HessianState::Exact { ssum, .. } => {
+            HessianState::Exact { ssum, dsum, .. } => {
                 let out = probs.expect("exact mode passes a probability block");
-                for ((o, acc), e) in out.iter_mut().zip(ssum.iter_mut()).zip(&self.exps) {
+                // 1 - s_i = (sum - e_i) / sum. For the largest term (e = 1) that
+                // difference cancels when the row is nearly one-hot, so it is
+                // summed from the other terms instead; for every other i,
+                // sum - e_i >= sum / 2.
+                let others: f64 =
+                    self.exps[..arg].iter().sum::<f64>() + self.exps[arg + 1..].iter().sum::<f64>();
+                for (i, &e) in self.exps.iter().enumerate() {
                     let s = e * inv;
-                    *o = s;
-                    *acc += s;
+                    let rest = if i == arg { others } else { sum - e };
+                    out[i] = s;
+                    ssum[i] += s;
+                    dsum[i] += s * rest * inv;
                 }
             }
         }

@@ -25,9 +25,11 @@ Definitions (arXiv 2403.00250, Section 4, and ``lort.analysis``):
   value is finite (None when none is); a group with no classes is None;
 - the Hessian of the mean cross-entropy with respect to the bias,
   ``H = mean_n(diag(s_n) - s_n s_n^T)`` with ``s_n = softmax(z_n)``: its smallest
-  eigenvalue, the largest mean softmax probability of a class (``scale``: the
-  rounding errors of H's entries are relative to it) and the rounding tolerance
-  ``4 K eps max(scale, tiny)`` that the PSD verdict allows.
+  eigenvalue (0 in exact arithmetic: H 1 = 0), the largest mean softmax probability
+  of a class (``scale``: the rounding errors of H's entries are relative to it) and
+  the rounding tolerance ``4 K eps max(scale, tiny)`` that the PSD verdict allows;
+  and its curvature on the subspace orthogonal to the ones vector: smallest
+  (lambda_2) and largest eigenvalue there, and their ratio.
 """
 
 from __future__ import annotations
@@ -169,11 +171,44 @@ def group_stats(pc: dict[str, np.ndarray], train_counts: np.ndarray) -> dict[str
 
 
 def exact_hessian(z: np.ndarray) -> np.ndarray:
-    """``H = mean_n(diag(s_n) - s_n s_n^T)``, summed as diag(sum s) - S^T S."""
+    """``H = mean_n(diag(s_n) - s_n s_n^T)``, summed as diag(sum s (1 - s)) - offdiag(S^T S).
+
+    ``1 - s_i`` is ``(sum_j e_j - e_i) / sum_j e_j``, and for each row's largest term
+    the sum of the other terms: ``1 - s_max`` would cancel for a nearly one-hot row.
+    """
     n, _ = z.shape
     _, e = softmax_parts(z)
-    s = e / e.sum(axis=1, keepdims=True)
-    return (np.diag(s.sum(axis=0)) - s.T @ s) / n
+    total = e.sum(axis=1, keepdims=True)
+    s = e / total
+    rest = total - e
+    top = z.argmax(axis=1)
+    others = e.copy()
+    others[np.arange(n), top] = 0.0
+    rest[np.arange(n), top] = others.sum(axis=1)
+    h = -(s.T @ s)
+    np.fill_diagonal(h, (s * rest / total).sum(axis=0))
+    return h / n
+
+
+def ones_complement_basis(k: int) -> np.ndarray:
+    """An orthonormal basis (K x (K-1)) of the subspace orthogonal to the ones vector."""
+    projector = np.eye(k) - np.full((k, k), 1.0 / k)
+    q, _ = np.linalg.qr(projector[:, : k - 1])
+    return q
+
+
+def curvature_stats(z: np.ndarray) -> dict[str, float]:
+    """lambda_2, lambda_max and their ratio: ``numpy.linalg.eigvalsh`` of H projected
+    onto the subspace orthogonal to the ones vector (Q^T H Q; its eigenvalues are
+    those of P H P, P = I - 1 1^T / K, less the ones direction's 0)."""
+    q = ones_complement_basis(z.shape[1])
+    ev = np.linalg.eigvalsh(q.T @ exact_hessian(np.asarray(z, dtype=np.float64)) @ q)
+    lam2, lmax = float(ev[0]), float(ev[-1])
+    return {
+        "lambda_2": lam2,
+        "lambda_max": lmax,
+        "condition": lmax / lam2 if lam2 > 0 else float("inf"),
+    }
 
 
 def hessian_stats(z: np.ndarray) -> dict[str, float] | None:

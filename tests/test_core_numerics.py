@@ -41,7 +41,7 @@ def check(logits, labels, train_counts=None, *, hessian="bound", threads=None):
 
 def test_module_constants():
     assert _core.ECE_BINS == 15
-    assert _core.EXACT_MAX_CLASSES == 4096
+    assert _core.EXACT_MAX_CLASSES == 16_384
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)

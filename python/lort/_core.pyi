@@ -3,7 +3,7 @@
 Use :mod:`lort.analysis` for a friendlier face; this module is the raw core.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from os import PathLike
 from typing import Any, Literal
 
@@ -68,3 +68,27 @@ def analyze_npy(
     progress: Callable[[int], object] | None = None,
 ) -> LogitStats: ...
 def npy_header(path: str | PathLike[str]) -> tuple[str, int, int]: ...
+def curvature(
+    logits: npt.NDArray[np.float16] | npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    *,
+    method: Literal["exact", "lanczos"] = "lanczos",
+    nan_policy: NanPolicy = "raise",
+    threads: int | None = None,
+    tol: float = 1e-5,
+    max_basis: int = 400,
+    block: int = 2,
+) -> dict[str, Any]: ...
+def curvature_npy(
+    paths: Sequence[str | PathLike[str]],
+    *,
+    nan_policy: NanPolicy = "raise",
+    threads: int | None = None,
+    tol: float = 1e-5,
+    max_basis: int = 400,
+    block: int = 2,
+    progress: Callable[[int], object] | None = None,
+) -> dict[str, Any]: ...
+def exact_memory_bytes(num_classes: int) -> int: ...
+def lanczos_memory_bytes(
+    num_classes: int, *, threads: int | None = None, max_basis: int = 400, block: int = 2
+) -> int: ...

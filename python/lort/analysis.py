@@ -10,10 +10,11 @@ The metrics are the paper's (arXiv 2403.00250, Section 4):
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +27,10 @@ from lort.files import jsonable
 
 HessianMode = Literal["bound", "exact", "none"]
 NanPolicy = Literal["raise", "omit"]
+CurvatureMode = Literal["auto", "lanczos", "none"]
+CurvatureMethod = Literal["auto", "exact", "lanczos"]
+# curvature(method="auto") builds the K x K matrix up to this K (67 MB), Lanczos above.
+AUTO_EXACT_MAX_CLASSES = 2048
 PathLikeStr = str | os.PathLike[str]
 # The many / medium / few rule is the core's; these are its values.
 GROUP_NAMES: tuple[str, ...] = tuple(_core.GROUP_NAMES)
@@ -152,14 +157,53 @@ class Group:
 
 
 @dataclass(frozen=True)
+class Curvature:
+    """The bias Hessian on the subspace orthogonal to the ones vector (H 1 = 0).
+
+    ``lambda_2`` is its smallest eigenvalue there (the flattest direction in which
+    the biases can move), ``lambda_max`` the largest, ``condition`` their ratio
+    (infinite when lambda_2 <= 0). ``method`` is "exact" (eigenvalues of the K x K
+    matrix) or "lanczos" (block Lanczos on products H v, ``passes`` of them over
+    the logits; its lambda_2 is an upper and its lambda_max a lower estimate, both
+    within an estimated 1e-5 relative when ``converged``). ``rows``: the rows used.
+    """
+
+    method: str
+    lambda_2: float
+    lambda_max: float
+    condition: float
+    passes: int
+    converged: bool
+    rows: int
+
+
+@dataclass(frozen=True)
 class HessianCheck:
-    """Proposition 1: lambda_min of the bias Hessian (a bound or the exact value)."""
+    """Proposition 1: lambda_min of the bias Hessian (a bound or the exact value),
+    and its curvature on the subspace orthogonal to the ones vector."""
 
     mode: str
     lambda_min: float
     scale: float
     tolerance: float
     psd: bool
+    curvature: Curvature | None = None
+
+    @classmethod
+    def from_core(cls, d: dict[str, Any]) -> HessianCheck:
+        c = d.get("curvature")
+        return cls(**{**d, "curvature": None if c is None else Curvature(**c)})
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: an infinite condition number becomes None."""
+        out = asdict(self)
+        if out["curvature"] is not None:
+            out["curvature"] = {k: _finite_or_none(v) for k, v in out["curvature"].items()}
+        return out
+
+
+def _finite_or_none(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 @dataclass(frozen=True)
@@ -195,7 +239,7 @@ class Analysis:
             groups=None
             if groups is None
             else {k: None if g is None else Group(**g) for k, g in groups.items()},
-            hessian=None if hess is None else HessianCheck(**hess),
+            hessian=None if hess is None else HessianCheck.from_core(hess),
             ece_bins=d["ece_bins"],
         )
 
@@ -233,7 +277,7 @@ class Analysis:
             "groups": None
             if self.groups is None
             else {k: None if g is None else g.__dict__ for k, g in self.groups.items()},
-            "hessian": None if self.hessian is None else self.hessian.__dict__,
+            "hessian": None if self.hessian is None else self.hessian.to_dict(),
             "per_class": {k: jsonable(v) for k, v in self.per_class.items()},
             "ece_bins": {k: jsonable(v) for k, v in self.ece_bins.items()},
             "definitions": {
@@ -244,6 +288,10 @@ class Analysis:
                 "groups": f"many > {MANY_ABOVE} training images, medium "
                 f"{FEW_BELOW}..{MANY_ABOVE}, few < {FEW_BELOW}",
                 "ece": "15 equal-width bins over top-1 confidence, bin b = (b/15, (b+1)/15]",
+                "hessian": "H = mean_n(diag(s_n) - s_n s_n^T), s_n = softmax(z_n), the Hessian "
+                "of the mean cross-entropy in the classifier bias; H 1 = 0, so lambda_min is 0",
+                "curvature": "lambda_2 and lambda_max: smallest and largest eigenvalue of H on "
+                "the subspace orthogonal to the ones vector; condition = lambda_max / lambda_2",
             },
         }
 
@@ -264,14 +312,76 @@ def shot_groups(train_counts: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def _gb(nbytes: int) -> str:
+    return f"{nbytes / 1e9:.2f} GB"
+
+
+def check_memory(what: str, needed: int, max_memory: int | None, hint: str) -> None:
+    """InputError when ``needed`` bytes exceed the ``max_memory`` budget."""
+    if max_memory is not None and needed > max_memory:
+        raise InputError(
+            f"{what} needs {_gb(needed)} but the memory budget is {_gb(max_memory)}; {hint}"
+        )
+
+
 def new_stats(
     num_classes: int,
     *,
     hessian: HessianMode = "bound",
     nan_policy: NanPolicy = "raise",
     threads: int | None = None,
+    max_memory: int | None = None,
 ) -> _core.LogitStats:
+    """A ``LogitStats``; hessian='exact' is refused when its two K x K float64
+    matrices (:func:`lort._core.exact_memory_bytes`) exceed ``max_memory`` bytes."""
+    if hessian == "exact":
+        check_memory(
+            f"hessian='exact' at K = {num_classes:,}",
+            _core.exact_memory_bytes(num_classes),
+            max_memory,
+            "raise the budget or use hessian='bound' (its Lanczos curvature needs no K x K matrix)",
+        )
     return _core.LogitStats(num_classes, hessian=hessian, nan_policy=nan_policy, threads=threads)
+
+
+def curvature(
+    logits: npt.ArrayLike,
+    *,
+    method: CurvatureMethod = "auto",
+    nan_policy: NanPolicy = "raise",
+    threads: int | None = None,
+    max_memory: int | None = None,
+) -> Curvature:
+    """lambda_2, lambda_max and their ratio for the bias Hessian of in-memory logits.
+
+    The Hessian of the mean softmax cross-entropy in the classifier bias is
+    ``H = mean_n(diag(s_n) - s_n s_n^T)``; ``H 1 = 0``, so its curvature is read on
+    the subspace orthogonal to the ones vector. ``method="exact"`` decomposes the
+    K x K matrix (16 K^2 bytes); ``"lanczos"`` estimates both ends from products
+    ``H v`` over the rows (no K x K matrix); ``"auto"`` is exact up to
+    K = 2,048 and Lanczos above. Labels are not needed: H depends on the logits only.
+    """
+    arr = coerce_logits(logits)
+    k = arr.shape[1]
+    if k < 2:
+        raise InputError(f"the curvature needs at least 2 classes (got {k})")
+    if method == "auto":
+        method = "exact" if k <= AUTO_EXACT_MAX_CLASSES else "lanczos"
+    if method == "exact":
+        check_memory(
+            f"the exact curvature at K = {k:,}",
+            _core.exact_memory_bytes(k),
+            max_memory,
+            "raise the budget or use method='lanczos'",
+        )
+    elif method == "lanczos":
+        check_memory(
+            f"the Lanczos curvature at K = {k:,}",
+            _core.lanczos_memory_bytes(k, threads=threads),
+            max_memory,
+            "raise the budget",
+        )
+    return Curvature(**_core.curvature(arr, method=method, nan_policy=nan_policy, threads=threads))
 
 
 def analyze(
@@ -284,12 +394,22 @@ def analyze(
     nan_policy: NanPolicy = "raise",
     threads: int | None = None,
     progress: Callable[[int], object] | None = None,
+    curvature: CurvatureMode = "auto",
+    max_memory: int | None = None,
 ) -> Analysis:
     """Analyze logits held in memory or streamed from .npy files.
 
     Several files are row shards of one set: ``labels`` covers all their rows,
     in order. Either ``train_counts`` or ``train_labels`` adds the many / medium /
     few groups. ``progress`` is called with the number of rows done so far.
+
+    ``curvature`` (lambda_2 and lambda_max of the bias Hessian on the subspace
+    orthogonal to the ones vector, in ``result.hessian.curvature``): ``"auto"``
+    takes the exact values with hessian='exact' and a Lanczos estimate (further
+    streaming passes over the logits, no K x K matrix) with hessian='bound' for logits of
+    at most :data:`AUTO_LANCZOS_MAX_VALUES` values;
+    ``"lanczos"`` always runs the estimate; ``"none"`` skips it. ``max_memory``
+    (bytes) refuses a hessian='exact' or Lanczos run whose memory would exceed it.
     """
     lab = coerce_labels(_maybe_load(labels, "labels"))
     if isinstance(logits, (str, os.PathLike)):
@@ -311,18 +431,71 @@ def analyze(
                 f"the logits files hold {total} rows but {lab.shape[0]} labels were given; "
                 "pass one label per row, shards in order"
             )
-        stats = new_stats(headers[0][2], hessian=hessian, nan_policy=nan_policy, threads=threads)
+        k = headers[0][2]
+        lanczos = _wants_lanczos(curvature, hessian, total, k, threads, max_memory)
+        stats = new_stats(
+            k, hessian=hessian, nan_policy=nan_policy, threads=threads, max_memory=max_memory
+        )
         start = 0
         for p, (_, rows, _) in zip(paths, headers, strict=True):
             offset = start
             cb = None if progress is None else (lambda n, o=offset: progress(o + n))
             stats.update_npy(p, lab[start : start + rows], progress=cb)
             start += rows
+        curv = (
+            _core.curvature_npy(paths, nan_policy=nan_policy, threads=threads)
+            if lanczos and stats.rows
+            else None
+        )
     else:
         arr = coerce_logits(logits)
-        stats = new_stats(arr.shape[1], hessian=hessian, nan_policy=nan_policy, threads=threads)
+        k = arr.shape[1]
+        lanczos = _wants_lanczos(curvature, hessian, arr.shape[0], k, threads, max_memory)
+        stats = new_stats(
+            k, hessian=hessian, nan_policy=nan_policy, threads=threads, max_memory=max_memory
+        )
         stats.update(arr, lab, progress=progress)
-    return summarize(stats, train_counts=train_counts, train_labels=train_labels)
+        curv = (
+            _core.curvature(arr, method="lanczos", nan_policy=nan_policy, threads=threads)
+            if lanczos and stats.rows
+            else None
+        )
+    result = summarize(stats, train_counts=train_counts, train_labels=train_labels)
+    if curvature == "none" and result.hessian is not None:
+        result = replace(result, hessian=replace(result.hessian, curvature=None))
+    elif curv is not None and result.hessian is not None:
+        result = replace(result, hessian=replace(result.hessian, curvature=Curvature(**curv)))
+    return result
+
+
+# curvature="auto" runs the Lanczos estimate (tens of further passes over the logits) only
+# for logits up to this many values (200 MB of float32), where those passes take seconds.
+AUTO_LANCZOS_MAX_VALUES = 50_000_000
+
+
+def _wants_lanczos(
+    curvature: CurvatureMode,
+    hessian: HessianMode,
+    rows: int,
+    k: int,
+    threads: int | None,
+    budget: int | None,
+) -> bool:
+    """Whether analyze() runs the Lanczos estimate; checks its memory first."""
+    if curvature not in ("auto", "lanczos", "none"):
+        raise InputError(f"curvature={curvature!r} is not a mode; use 'auto', 'lanczos' or 'none'")
+    auto = hessian == "bound" and rows * k <= AUTO_LANCZOS_MAX_VALUES
+    want = (
+        k >= 2 and hessian != "none" and (curvature == "lanczos" or (curvature == "auto" and auto))
+    )
+    if want:
+        check_memory(
+            f"the Lanczos curvature at K = {k:,}",
+            _core.lanczos_memory_bytes(k, threads=threads),
+            budget,
+            "raise the budget or pass curvature='none'",
+        )
+    return want
 
 
 def summarize(

@@ -80,7 +80,22 @@ existing = click.Path(exists=False, dir_okay=False, path_type=Path)
     type=click.Choice(["bound", "exact", "none"]),
     default="bound",
     show_default=True,
-    help="Proposition 1 check: Gershgorin bound, exact eigenvalue (K <= 4096), or skip.",
+    help="Proposition 1 check: Gershgorin bound, exact eigenvalues (K <= 16,384; needs "
+    "16 K^2 bytes, 1.06 GB at K = 8,142, 4.3 GB at 16,384), or skip.",
+)
+@click.option(
+    "--curvature",
+    type=click.Choice(["auto", "lanczos", "none"]),
+    default="auto",
+    show_default=True,
+    help="lambda_2, lambda_max and condition of the bias Hessian orthogonal to the ones "
+    "vector: auto = exact with --hessian exact, else a Lanczos estimate (more passes over "
+    "the logits, 2 x 8 x K x 400 bytes, no K x K matrix) for up to 50M logits.",
+)
+@click.option(
+    "--max-memory",
+    metavar="SIZE",
+    help="Refuse a --hessian exact or Lanczos run that needs more than SIZE (e.g. 2G, 512M).",
 )
 @click.option(
     "--nan-policy",
@@ -105,6 +120,8 @@ def analyze(
     train_labels: Path | None,
     json_out: Path | None,
     hessian: str,
+    curvature: str,
+    max_memory: str | None,
     nan_policy: str,
     threads: int | None,
     example: bool,
@@ -113,8 +130,10 @@ def analyze(
     """Per-class logit statistics of LOGITS.npy (several files are row shards, merged).
 
     Prints accuracy, mean Logits Magnitude L and Regularized Standard Deviation r
-    overall and for many / medium / few classes, and the Hessian verdict.
+    overall and for many / medium / few classes, the Hessian verdict and the
+    Hessian's curvature orthogonal to the ones vector.
     """
+    budget = None if max_memory is None else _parse_size(max_memory)
     if example:
         if logits or labels or train_counts or train_labels:
             raise click.UsageError("--example takes no logits, labels or train counts")
@@ -153,9 +172,17 @@ def analyze(
             nan_policy=nan_policy,  # type: ignore[arg-type]
             threads=threads,
             progress=lambda n: bar.update(task, completed=n),
+            curvature=curvature,  # type: ignore[arg-type]
+            max_memory=budget,
         )
     title = ", ".join(str(p) for p in logits)
     print_analysis(out_console, result, title)
+    h = result.hessian
+    if curvature == "auto" and h is not None and h.curvature is None and result.num_classes > 1:
+        err.print(
+            "[dim]curvature skipped at this size (tens of passes over the logits); "
+            "--curvature lanczos computes it[/dim]"
+        )
     if json_out is not None:
         data = result.to_dict()
         data["inputs"] = {
@@ -164,6 +191,7 @@ def analyze(
             "train_counts": None if train_counts is None else str(train_counts),
             "train_labels": None if train_labels is None else str(train_labels),
             "hessian": hessian,
+            "curvature": curvature,
             "nan_policy": nan_policy,
         }
         write_json(json_out, data)
@@ -173,6 +201,25 @@ def analyze(
 
         for written in plot_analysis(plot_dir, list(logits), labels, result, title):
             err.print(f"wrote {written}")
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _parse_size(text: str) -> int:
+    """Bytes from '2G', '512M', '1.5G' or a plain number (binary units)."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = t[-1:] if t[-1:] in _SIZE_UNITS and t[-1:] else ""
+    try:
+        value = float(t[: len(t) - len(unit)])
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1e20:
+        raise click.BadParameter(
+            f"{text!r} is not a size; use e.g. 2G, 512M or a number of bytes",
+            param_hint="--max-memory",
+        )
+    return int(value * _SIZE_UNITS[unit])
 
 
 @main.command()

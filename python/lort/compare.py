@@ -29,6 +29,8 @@ METRICS = (
     *ACCURACY,
     "balanced_accuracy",
     *(f"{q}_{g}" for q in ("L", "r", "w") for g in ("all", *GROUP_NAMES)),
+    "lambda_2",
+    "condition",
 )
 
 
@@ -160,6 +162,10 @@ def _write(res: CompareResult) -> None:
             "L_*": "mean Logits Magnitude of the group's classes (see `lort analyze`)",
             "r_*": "mean Regularized Standard Deviation of the group's classes",
             "w_*": WEIGHT_NORM_DEFINITION,
+            "lambda_2/condition": "of the test logits' bias Hessian H = mean_n(diag(s_n) - s_n "
+            "s_n^T) on the subspace orthogonal to the ones vector (H 1 = 0): its smallest "
+            "eigenvalue there and lambda_max / lambda_2 (exact up to K = 2,048, Lanczos above; "
+            "condition null when infinite)",
             "val_balanced_accuracy": "class-mean accuracy on the validation split",
             "mean/std": "over the seeds; std is the sample std (n - 1), null for one seed",
             "seeds": "vary stage 2 only (batch order, flip draws); the backbone is the run's",

@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 
 from lort import __version__
-from lort.analysis import GROUP_NAMES, Analysis, finite_mean, shot_groups
+from lort.analysis import GROUP_NAMES, Analysis, curvature, finite_mean, shot_groups
 from lort.config import StageConfig
 from lort.errors import DamagedFileError
-from lort.files import jsonable
+from lort.files import finite_or_none, jsonable
 from lort.methods import Method, inference_weight_norms
 from lort.stage2 import FinishedRun, SmoothPlan
 
-POINT_VERSION = 1
+POINT_VERSION = 2  # 2: the test logits' bias-Hessian curvature
 
 OnPoint = Callable[[int, int, str, bool], None]
 """on_point(done, total, label, reused) after every point."""
@@ -116,7 +116,9 @@ def measure(run: FinishedRun, point: Point) -> dict[str, Any]:
         stage2=point.stage2,
     )
     head = problem.train(method, delta, seed=point.seed, stage2=point.stage2)
-    analysis = problem.evaluate(problem.logits(method, head, "test"))
+    logits = problem.logits(method, head, "test")
+    analysis = problem.evaluate(logits)
+    bias = curvature(logits)
     val = problem.val_score(method, head) if problem.has_val else None
     norms = inference_weight_norms(method, head, run.cfg.tau)
     pc = analysis.per_class
@@ -127,7 +129,8 @@ def measure(run: FinishedRun, point: Point) -> dict[str, Any]:
         "delta": delta if method.target == "smooth" else None,
         "smooth": selection,
         "val_balanced_accuracy": val,
-        "test": summary(analysis, norms, problem.counts),
+        "test": summary(analysis, norms, problem.counts)
+        | {"lambda_2": bias.lambda_2, "condition": finite_or_none(bias.condition)},
         "per_class": {
             "accuracy": jsonable(pc["accuracy"]),
             "magnitude": jsonable(pc["magnitude"]),

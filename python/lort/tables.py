@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -78,6 +79,16 @@ def print_analysis(console: Console, a: Analysis, title: str) -> None:
             f"Hessian (bias, Prop. 1): {what} lambda_min = {h.lambda_min:.3e} "
             f"(tolerance {h.tolerance:.1e}) -> {verdict}"
         )
+        c = h.curvature
+        if c is not None:
+            how = "exact" if c.method == "exact" else f"Lanczos, {c.passes} passes"
+            if not c.converged:
+                how += ", [yellow]not converged: lambda_2 is an upper estimate[/yellow]"
+            cond = f"{c.condition:.3g}" if math.isfinite(c.condition) else "inf"
+            console.print(
+                f"curvature on 1-perp ({how}): lambda_2 = {c.lambda_2:.3e}  "
+                f"lambda_max = {c.lambda_max:.3e}  condition {cond}"
+            )
 
 
 def print_fit(console: Console, report: dict[str, Any], title: str, a: Analysis) -> None:
@@ -151,8 +162,18 @@ def print_compare(console: Console, res: CompareResult) -> None:
             row["method"], *(_num(row[f"{q}_{g}"]) for q in ("L", "r") for g in GROUP_NAMES)
         )
         norms.add_row(row["method"], *(_num(row[f"w_{g}"]) for g in GROUP_NAMES))
+    curv = Table(
+        title="bias Hessian of the test logits on 1-perp (Prop. 1): lambda_2, condition",
+        title_justify="left",
+    )
+    curv.add_column("method")
+    curv.add_column("lambda_2", justify="right")
+    curv.add_column("condition", justify="right")
+    for row in res.rows:
+        curv.add_row(row["method"], _num(row["lambda_2"], ".3e"), _num(row["condition"], ".3g"))
     console.print(geo)
     console.print(norms)
+    console.print(curv)
     if spread:
         console.print(f"[dim]L, r and ||w_c||: means over {n} seeds; std in compare.json[/dim]")
     for row in res.rows:
