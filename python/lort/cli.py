@@ -22,7 +22,7 @@ from lort.analysis import analyze as run_analysis
 from lort.analysis import npy_rows
 from lort.errors import LortError
 from lort.files import write_json
-from lort.tables import print_analysis, print_compare, print_fit, print_sweep
+from lort.tables import print_analysis, print_compare, print_fit, print_pooled, print_sweep
 
 out_console = Console()
 err = Console(stderr=True)
@@ -379,7 +379,9 @@ def _points_progress(label: str) -> tuple[Progress, Callable[[int, int, str, boo
 
 
 @main.command()
-@run_dir_arg
+@click.argument(
+    "run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path)
+)
 @click.option(
     "--methods",
     default="all",
@@ -399,30 +401,54 @@ def _points_progress(label: str) -> tuple[Progress, Callable[[int, int, str, boo
     help="How LORT gets delta when the run's smooth is 'auto': picked on the validation "
     "split as `lort fit` does, or none (the run's delta). [val when the run has one]",
 )
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the pooled table of several runs [runs/compare-<timestamp>].",
+)
 @clean_errors
-def compare(run_dir: Path, methods: str, seeds: int, select_on: str | None) -> None:
-    """Re-train stage-2 methods on RUN_DIR's cached features (the paper's Table 1).
+def compare(
+    run_dirs: tuple[Path, ...], methods: str, seeds: int, select_on: str | None, out: Path | None
+) -> None:
+    """Re-train stage-2 methods on the cached features of each RUN_DIR (the paper's Table 1).
 
     Every (method, seed) is one re-training with the run's stage-2 settings, evaluated on
     the test split as `lort fit` does; finished ones are kept in RUN_DIR/compare/ and reused.
-    Writes compare.json, compare.csv and figures/ (group_metrics.png, logit_histograms.png).
+    Writes RUN_DIR/compare.json, compare.csv and figures/ (group_metrics.png,
+    logit_histograms.png). Several RUN_DIRs (stage-1 backbones, e.g. fits with different
+    seeds) are pooled: accuracy over the backbones and each method's paired difference
+    against LORT and the best method with 95% intervals, written to --out.
     """
     import time
 
+    from lort.compare import check_comparable, check_pooled_out, parse_methods, pool, write_pooled
     from lort.compare import compare as run_compare
-    from lort.compare import parse_methods
 
     names = parse_methods(methods)
+    folder = out or Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
+    if len(run_dirs) > 1:
+        check_pooled_out(folder)
     click.get_current_context().meta[CONTINUE] = KEPT
     started = time.perf_counter()
-    bar, on_point = _points_progress("compare")
-    with bar:
-        result = run_compare(run_dir, names, seeds, select_on, on_point)
-    print_compare(out_console, result)
-    total = len(names) * seeds
+    results = []
+    for run_dir in run_dirs:
+        bar, on_point = _points_progress("compare")
+        with bar:
+            results.append(run_compare(run_dir, names, seeds, select_on, on_point))
+    written = [p for r in results for p in r.files]
+    if len(results) == 1:
+        print_compare(out_console, results[0])
+    else:
+        check_comparable(results)
+        pooled = pool(results)
+        write_pooled(pooled, folder)
+        print_pooled(out_console, pooled)
+        written += pooled.files
+    reused = sum(r.reused for r in results)
+    total = len(names) * seeds * len(results)
     err.print(
-        f"{total - result.reused} re-trained, {result.reused} reused in "
-        f"{time.perf_counter() - started:.1f} s; wrote " + ", ".join(str(p) for p in result.files)
+        f"{total - reused} re-trained, {reused} reused in "
+        f"{time.perf_counter() - started:.1f} s; wrote " + ", ".join(str(p) for p in written)
     )
 
 

@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from lort import files
 from lort.analysis import GROUP_NAMES, GROUP_RULE
 from lort.errors import InputError
+from lort.intervals import paired, t_interval
 from lort.methods import METHODS, WEIGHT_NORM_DEFINITION, get_method
 from lort.points import OnPoint, Point, compare_point, stored_or_measured
 from lort.stage2 import FinishedRun, open_run_locked
@@ -70,6 +72,7 @@ class CompareResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    pooled: Pooled | None = None  # paired differences over the seeds, with two or more
 
 
 def compare(
@@ -116,6 +119,8 @@ def compare(
                 "the cached features"
             )
         res.rows = [_row(m, points[m], plans[m].mode, plans[m].source) for m in methods]
+        if len(seed_list) > 1:
+            res.pooled = pool([res])
         _write(res)
         if figures:
             write_figures(res)
@@ -173,6 +178,15 @@ def _write(res: CompareResult) -> None:
         "rows": res.rows,
         "points": {m: [compare_point(m, s) for s in res.seeds] for m in res.methods},
     }
+    if res.pooled is not None:
+        data["differences"] = {
+            "unit": "stage-2 seeds of this one backbone (they say nothing of another backbone)",
+            "reference": res.pooled.reference,
+            "best": res.pooled.best,
+            "rows": {
+                r["method"]: {k: r[k] for k in ("vs_reference", "vs_best")} for r in res.pooled.rows
+            },
+        }
     run.folder.write_json("compare.json", data)
     header = ["method", "seed", "delta", "val_balanced_accuracy", *METRICS]
     rows = [
@@ -182,6 +196,128 @@ def _write(res: CompareResult) -> None:
     ]
     run.folder.write_csv("compare.csv", header, rows)
     res.files += [run.root / "compare.json", run.root / "compare.csv"]
+
+
+# --------------------------------------------------------------------------------------
+# Several backbones, and paired differences.
+
+
+@dataclass
+class Pooled:
+    """Methods over several runs (stage-1 backbones) or the stage-2 seeds of one run: the
+    accuracy per method over the units, and each method's paired difference in All accuracy
+    against ``reference`` (LORT when compared) and against the best method, with 95%
+    t-intervals (:mod:`lort.intervals`)."""
+
+    runs: list[CompareResult]
+    unit: str  # "backbones" or "seeds"
+    reference: str
+    best: str
+    rows: list[dict[str, Any]]
+    files: list[Path] = field(default_factory=list)
+
+
+def pool(results: list[CompareResult]) -> Pooled:
+    """Pool per-run results: units are the runs when there are several (each the mean over
+    its seeds), else the seeds of the one run."""
+    methods = results[0].methods
+    several = len(results) > 1
+
+    def units(m: str, key: str) -> dict[str, float]:
+        if several:
+            out = {}
+            for res in results:
+                vals = [r["test"][key] for r in res.points[m] if r["test"][key] is not None]
+                if vals:
+                    out[str(res.run.root)] = statistics.fmean(vals)
+            return out
+        return {
+            str(r["seed"]): r["test"][key]
+            for r in results[0].points[m]
+            if r["test"][key] is not None
+        }
+
+    per = {m: {k: units(m, k) for k in ACCURACY} for m in methods}
+    means = {m: statistics.fmean(per[m]["all"].values()) for m in methods if per[m]["all"]}
+    best = max(means, key=lambda m: means[m])
+    reference = "lort" if "lort" in methods else methods[0]
+    rows = []
+    for m in methods:
+        row: dict[str, Any] = {"method": m, "title": METHODS[m].title}
+        for k in ACCURACY:
+            row[k] = _stats(list(per[m][k].values()))
+        for name, other in (("vs_reference", reference), ("vs_best", best)):
+            iv = t_interval(paired(per[m]["all"], per[other]["all"]))
+            row[name] = None if m == other or iv is None else iv.to_dict()
+        rows.append(row)
+    return Pooled(results, "backbones" if several else "seeds", reference, best, rows)
+
+
+def check_comparable(results: list[CompareResult]) -> None:
+    """Runs pooled together must be of one dataset and class set."""
+    first = results[0].run
+    for res in results[1:]:
+        run = res.run
+        if (run.cfg.dataset, run.problem.k) != (first.cfg.dataset, first.problem.k):
+            raise InputError(
+                f"{run.root} ({run.cfg.dataset}, K = {run.problem.k}) cannot be pooled with "
+                f"{first.root} ({first.cfg.dataset}, K = {first.problem.k}): compare runs of "
+                "one dataset"
+            )
+
+
+POOLED_FILES = ("compare.json", "compare.csv")
+
+
+def check_pooled_out(out: Path) -> None:
+    """The pooled table goes to a new folder, or one holding only an earlier pooled table."""
+    if out.exists() and (
+        not out.is_dir() or any(p.name not in POOLED_FILES for p in out.iterdir())
+    ):
+        raise InputError(
+            f"--out {out} exists and holds other files; the pooled table goes to a new folder "
+            "(or one that holds only an earlier compare.json and compare.csv)"
+        )
+
+
+def write_pooled(pooled: Pooled, out: Path) -> None:
+    """OUT/compare.json and OUT/compare.csv of several runs."""
+    data = {
+        "runs": [str(r.run.root) for r in pooled.runs],
+        "seeds": {str(r.run.root): r.seeds for r in pooled.runs},
+        "unit": pooled.unit,
+        "reference": pooled.reference,
+        "best": pooled.best,
+        "definitions": {
+            "all/many/medium/few": "mean (std) over the backbones of each backbone's mean over "
+            "its stage-2 seeds of the test top-1 accuracy (fraction); many/medium/few are "
+            f"class means over {GROUP_RULE}",
+            "vs_reference/vs_best": "paired difference in All accuracy (fraction) against the "
+            "reference method and the best one, per backbone; mean with a 95% Student-t "
+            "interval over the backbones; significant when the interval excludes 0",
+        },
+        "rows": pooled.rows,
+    }
+    files.write_json(out / "compare.json", data)
+    header = [
+        "method",
+        *(f"{k}_mean" for k in ACCURACY),
+        "vs_reference_mean",
+        "vs_reference_low",
+        "vs_reference_high",
+        "vs_best_mean",
+        "vs_best_low",
+        "vs_best_high",
+    ]
+    rows = []
+    for row in pooled.rows:
+        cells = [row["method"], *(row[k]["mean"] for k in ACCURACY)]
+        for name in ("vs_reference", "vs_best"):
+            iv = row[name]
+            cells += [None, None, None] if iv is None else [iv["mean"], iv["low"], iv["high"]]
+        rows.append(cells)
+    files.write_csv(out / "compare.csv", header, rows)
+    pooled.files += [out / "compare.json", out / "compare.csv"]
 
 
 def _array(values: list[float | None]) -> np.ndarray:

@@ -11,7 +11,7 @@ from rich.table import Table
 from lort.analysis import GROUP_NAMES, Analysis, Group
 
 if TYPE_CHECKING:
-    from lort.compare import CompareResult
+    from lort.compare import CompareResult, Pooled
     from lort.sweep import SweepResult
 
 ACCURACY = ("all", *GROUP_NAMES)
@@ -185,6 +185,54 @@ def print_compare(console: Console, res: CompareResult) -> None:
     )
     for note in res.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
+    if res.pooled is not None:
+        print_differences(console, res.pooled)
+
+
+def _diff(iv: dict[str, Any] | None) -> str:
+    """A paired difference in points with its interval; 'n.s.' when it holds 0."""
+    if iv is None:
+        return "—"
+    text = f"{100 * iv['mean']:+.1f} [{100 * iv['low']:+.1f}, {100 * iv['high']:+.1f}]"
+    return text if iv["significant"] else text + " n.s."
+
+
+def print_differences(console: Console, pooled: Pooled) -> None:
+    """Each method's paired difference in All accuracy against the reference and the best."""
+    n = next((r["vs_best"]["n"] for r in pooled.rows if r["vs_best"] is not None), 0)
+    unit = "backbones" if pooled.unit == "backbones" else "stage-2 seeds of one backbone"
+    t = Table(
+        title=f"paired difference in All accuracy (points), 95% t-interval over {n} {unit}",
+        title_justify="left",
+    )
+    t.add_column("method")
+    t.add_column(f"vs {pooled.reference}", justify="right")
+    t.add_column(f"vs best ({pooled.best})", justify="right")
+    for row in pooled.rows:
+        t.add_row(row["method"], _diff(row["vs_reference"]), _diff(row["vs_best"]))
+    console.print(t)
+    console.print("[dim]n.s.: the interval holds 0; the difference is not significant[/dim]")
+    if pooled.unit == "seeds":
+        console.print(
+            "[dim]the seeds vary stage 2 only: these intervals say nothing about another "
+            "backbone; pool runs with `lort compare RUN1 RUN2 ...`[/dim]"
+        )
+
+
+def print_pooled(console: Console, pooled: Pooled) -> None:
+    """Several backbones: accuracy per method (mean ± std over the backbones of each
+    backbone's seed mean), then the paired differences."""
+    t = Table(
+        title=f"test top-1 accuracy (%), {len(pooled.runs)} backbones, mean ± std",
+        title_justify="left",
+    )
+    t.add_column("method")
+    for col in ("All", "Many", "Medium", "Few"):
+        t.add_column(col, justify="right")
+    for row in pooled.rows:
+        t.add_row(row["method"], *(_pct_spread(row[k], True) for k in ACCURACY))
+    console.print(t)
+    print_differences(console, pooled)
 
 
 # Sweep.
