@@ -61,9 +61,13 @@ def stage1(dtype: torch.dtype = torch.float64) -> nn.Linear:
     return nn.Linear(D, K).to(dtype)
 
 
-def grid(method: Method, epochs: int = 3, batch: int = 16) -> list[HeadConfig]:
-    """Two seeds x two (lr, weight decay) x the method's two hyperparameter values."""
+def grid(
+    method: Method, epochs: int = 3, batch: int = 16, shared: bool = False
+) -> list[HeadConfig]:
+    """Two seeds x two (lr, weight decay) x the method's two hyperparameter values (or, if
+    ``shared``, the second value for all heads)."""
     name, values = HYPER.get(method.name, ("", ()))
+    values = values[1:] if shared else values
     hypers = [{name: v} for v in values] or [{}]
     return [
         HeadConfig(StageConfig(epochs, lr, wd, batch), seed, h)
@@ -118,12 +122,18 @@ def assert_same_head(got: nn.Module, want: nn.Module, rtol: float) -> None:
 # ------------------------------------------------------------------------- equivalence
 
 
-@pytest.mark.parametrize("name", list(METHODS))
-def test_each_head_is_the_one_trained_alone(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "shared"), [(m, False) for m in METHODS] + [(m, True) for m in HYPER]
+)
+def test_each_head_is_the_one_trained_alone(
+    monkeypatch: pytest.MonkeyPatch, name: str, shared: bool
+) -> None:
+    """A hyperparameter that differs between heads enters per head (per row, or the loss is
+    vmapped for per-class constants); a shared one as the single loss's own."""
     method = get_method(name)
     feats, flip, labels = data()
     init = stage1()
-    configs = grid(method)
+    configs = grid(method, shared=shared)
     results = train_head_grid(method, feats, flip, labels, COUNTS, init, configs)
     assert [r.config for r in results] == configs
     for r in results:

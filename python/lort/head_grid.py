@@ -391,8 +391,11 @@ class _Grid:
         self.wd = torch.tensor([c.stage.weight_decay for c in configs], dtype=dtype, device=device)
         self.decay = any(c.stage.weight_decay != 0.0 for c in configs)
         self.base_loss, self.varying = _stack_losses(method, counts, configs, device, dtype)
+        # A per-class constant that differs between heads (LDAM's margins, class-balanced
+        # weights) needs each head's loss on its own: vmap over the heads.
+        self.per_head = any(v.ndim > 1 for v in self.varying.values())
         self.loss = vmap(
-            lambda z, y, v: dataclasses.replace(self.base_loss, **v)(z, y), in_dims=(0, None, 0)
+            lambda z, y, v: dataclasses.replace(self.base_loss, **v)(z, y), in_dims=(1, None, 0)
         )
         if method.constraint == "maxnorm":
             thresholds = [c.hyper.get("threshold", DEFAULT_THRESHOLD) for c in configs]
@@ -492,13 +495,12 @@ class _Grid:
         losses, hits = [], []
         for grp in self.groups:
             assert grp.rows is not None and grp.ys is not None
-            x, y = self.views[grp.rows[batch]], grp.ys[batch]
+            x, y = self.views.index_select(0, grp.rows[batch]), grp.ys[batch]
             params = self.params if whole else {n: p[grp.heads] for n, p in self.params.items()}
             z = self._logits(params, x)
-            varying = {f: v[grp.heads] for f, v in self.varying.items()}
-            losses.append(self.loss(z, y, varying).sum())
+            losses.append(self._loss(z, y, grp.heads))
             if last:
-                hits.append((z.detach().argmax(-1) == y).float().mean(1))
+                hits.append((z.detach().argmax(-1) == y.unsqueeze(1)).float().mean(0))
         loss = losses[0] if whole else torch.stack(losses).sum()
         loss.backward()
         self._update(t)
@@ -507,18 +509,31 @@ class _Grid:
         return loss.item() / len(self.configs), torch.cat(hits).mean().item()
 
     def _logits(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
-        """(heads, batch, K) logits of the stacked heads, through the head's own forward."""
+        """(batch, heads, K) logits of the stacked heads, through the head's own forward."""
         if self.method.head == "lws":  # per-class scales broadcast over the stage-1 logits
-            scales = params["scales"].unsqueeze(1)
-            return functional_call(self.base, {"scales": scales}, (x,))
+            return functional_call(self.base, {"scales": params["scales"]}, (x.unsqueeze(1),))
         # The other heads act row by row on the weight: G heads are one head of G*K classes.
         wide = {"weight": params["weight"].flatten(0, 1)}
         if "bias" in params:
             wide["bias"] = params["bias"].flatten()
         if "scale" in params:  # the cosine head's learnt scale, one per head
             wide["scale"] = params["scale"].repeat_interleave(self.k)
-        z = functional_call(self.base, wide, (x,))
-        return z.unflatten(1, (-1, self.k)).transpose(0, 1)
+        return functional_call(self.base, wide, (x,)).unflatten(1, (-1, self.k))
+
+    def _loss(self, z: Tensor, y: Tensor, heads: slice) -> Tensor:
+        """The sum over heads of each one's loss on its logits ``z[:, h]`` and labels ``y``."""
+        varying = {f: v[heads] for f, v in self.varying.items()}
+        if self.per_head:
+            return self.loss(z, y, varying).sum()
+        # The heads share the batch and every per-class constant: one loss over all their
+        # rows, times the number of heads, is the sum of their losses (each row's gradient
+        # is the same 1 / batch); a hyperparameter that differs is one value per row.
+        b, g, k = z.shape
+        rows = {f: v.repeat(b).unsqueeze(1) for f, v in varying.items()}
+        return (
+            dataclasses.replace(self.base_loss, **rows)(z.reshape(b * g, k), y.repeat_interleave(g))
+            * g
+        )
 
     @torch.no_grad()
     def _update(self, t: int) -> None:

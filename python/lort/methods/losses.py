@@ -86,8 +86,8 @@ def ldam_margins(train_counts: npt.ArrayLike, max_margin: float = 0.5) -> Tensor
 class SoftmaxLoss:
     """The formula of the module docstring as a callable ``(logits, labels) -> scalar``.
 
-    ``delta``, ``gamma`` and ``scale`` may also be 0-d tensors: one configuration's value
-    while ``torch.func.vmap`` maps the loss over a grid of them (``lort.head_grid``); the
+    ``delta``, ``gamma`` and ``scale`` may also be tensors, for ``lort.head_grid``'s grids of
+    heads: (rows, 1), one value per row of the logits, or 0-d under ``torch.func.vmap``; the
     loss then takes the general path below instead of torch's fused kernel.
     """
 

@@ -28,9 +28,7 @@ def check_delta(delta: float, *, allow_one: bool = True) -> float:
     return delta
 
 
-def retarget(
-    labels: Tensor, num_classes: int, delta: float | Tensor, dtype: torch.dtype
-) -> Tensor:
+def retarget(labels: Tensor, num_classes: int, delta: float | Tensor, dtype: torch.dtype) -> Tensor:
     """:func:`soft_target` without argument checks, for the loss's inner loop (``delta`` may
     be a 0-d tensor under ``torch.func.vmap``)."""
     onehot = F.one_hot(labels, num_classes).to(dtype)
