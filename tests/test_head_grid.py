@@ -333,3 +333,21 @@ def test_clear_errors() -> None:
         run(ce, [HeadConfig(st, 0)], val=EvalSplit(feats[:, :3], None, labels))
     with pytest.raises(InputError, match=r"lie in \[0, 7\)"):
         run(ce, [HeadConfig(st, 0)], val=EvalSplit(feats, None, labels + 1))
+
+
+def test_progress_after_every_epoch() -> None:
+    feats, flip, labels = data()
+    calls: list[tuple[str, int, int, float, float]] = []
+    configs = grid(get_method("lort"))  # 8 heads, 3 epochs of 10 steps
+    train_head_grid(
+        get_method("lort"),
+        feats,
+        flip,
+        labels,
+        COUNTS,
+        stage1(),
+        configs,
+        progress=lambda *a: calls.append(a),
+    )
+    assert [(c[0], c[1], c[2]) for c in calls] == [("stage 2", s, 30) for s in (10, 20, 30)]
+    assert all(0.0 < c[3] < 10.0 and 0.0 <= c[4] <= 1.0 for c in calls)

@@ -387,7 +387,7 @@ class _Grid:
         self.momentum: dict[str, Tensor] = {}
         weights = make_sampler_weights(method, labels.cpu().numpy())
         self.sample_weights = None if weights is None else torch.as_tensor(weights)
-        self.lr = torch.tensor([c.stage.lr for c in configs], dtype=torch.float64, device=device)
+        self.lr = torch.tensor([c.stage.lr for c in configs], dtype=torch.float64)
         self.wd = torch.tensor([c.stage.weight_decay for c in configs], dtype=dtype, device=device)
         self.decay = any(c.stage.weight_decay != 0.0 for c in configs)
         self.base_loss, self.varying = _stack_losses(method, counts, configs, device, dtype)
@@ -436,8 +436,9 @@ class _Grid:
         with torch_threads(self.threads):
             for epoch in range(self.epochs):
                 self._draw_epoch()
+                lrs = self._learning_rates(epoch)
                 for i in range(self.steps):
-                    loss, acc = self._step(epoch * self.steps + i, i, last=i + 1 == self.steps)
+                    loss, acc = self._step(i, lrs[i], last=i + 1 == self.steps)
                 if progress is not None:
                     progress("stage 2", (epoch + 1) * self.steps, total, loss, acc)
                 if val is None:
@@ -487,9 +488,18 @@ class _Grid:
                 order = order + self.n * (torch.rand(self.n, generator=grp.generator) < 0.5)
             grp.rows = order.to(device)
 
-    def _step(self, t: int, i: int, last: bool) -> tuple[float, float]:
-        """Step ``t`` (batch ``i`` of its epoch) of every head; the mean loss and batch
-        accuracy over the heads when ``last`` (else NaN: reading them back costs a sync)."""
+    def _learning_rates(self, epoch: int) -> Tensor:
+        """(steps, heads): minus each head's learning rate at each step of ``epoch``, as the
+        SGD of lort.train.sgd reads it (base lr times the cosine factor, in Python floats)."""
+        t = range(epoch * self.steps, (epoch + 1) * self.steps)
+        factors = torch.tensor([self.cosine(s) for s in t], dtype=torch.float64)
+        lrs = factors.unsqueeze(1) * self.lr
+        return lrs.to(self.views.device, self.wd.dtype).neg_()
+
+    def _step(self, i: int, lr: Tensor, last: bool) -> tuple[float, float]:
+        """Batch ``i`` of this epoch for every head, ``lr`` minus their learning rates; the
+        mean loss and batch accuracy over the heads when ``last`` (else NaN: reading them
+        back costs a sync)."""
         batch = slice(i * self.batch, (i + 1) * self.batch)
         whole = len(self.groups) == 1
         losses, hits = [], []
@@ -503,7 +513,7 @@ class _Grid:
                 hits.append((z.detach().argmax(-1) == y.unsqueeze(1)).float().mean(0))
         loss = losses[0] if whole else torch.stack(losses).sum()
         loss.backward()
-        self._update(t)
+        self._update(lr)
         if not last:
             return math.nan, math.nan
         return loss.item() / len(self.configs), torch.cat(hits).mean().item()
@@ -536,9 +546,8 @@ class _Grid:
         )
 
     @torch.no_grad()
-    def _update(self, t: int) -> None:
+    def _update(self, lr: Tensor) -> None:
         """torch.optim.SGD (momentum 0.9, per-head lr and weight decay) and the constraint."""
-        lr = (self.lr * self.cosine(t)).to(self.wd.dtype).neg_()
         for name, p in self.params.items():
             shape = (-1, *[1] * (p.ndim - 1))
             grad = p.grad
