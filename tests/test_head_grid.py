@@ -327,7 +327,9 @@ def test_clear_errors() -> None:
         run(ce, [HeadConfig(StageConfig(0, 0.1, 0.0, 16), 0)])
     with pytest.raises(InputError, match="pass val too"):
         run(ce, [HeadConfig(st, 0)], test=EvalSplit(feats, None, labels))
-    with pytest.raises(InputError, match=r"not torch\.float64"):
+    with pytest.raises(
+        InputError, match=r"initial head is torch\.float32, the features torch\.float64"
+    ):
         train_head_grid(ce, feats, flip, labels, COUNTS, nn.Linear(D, K), [HeadConfig(st, 0)])
     with pytest.raises(InputError, match="evaluation features"):
         run(ce, [HeadConfig(st, 0)], val=EvalSplit(feats[:, :3], None, labels))

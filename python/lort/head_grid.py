@@ -202,10 +202,11 @@ def _check_inputs(
     feats: Tensor,
     feats_flip: Tensor | None,
     labels: Tensor,
-    num_classes: int,
+    counts: np.ndarray,
     configs: Sequence[HeadConfig],
     splits: Sequence[EvalSplit],
 ) -> None:
+    num_classes = counts.size
     if feats.ndim != 2 or not feats.dtype.is_floating_point or len(feats) == 0:
         raise InputError(
             f"training features must be a non-empty 2-D float tensor, got {feats.dtype} "
@@ -227,6 +228,7 @@ def _check_inputs(
             raise InputError(f"method {method.name!r} reads {reads}; got {', '.join(unread)}")
         if "threshold" in c.hyper:
             check_threshold(c.hyper["threshold"])
+        make_loss(method, counts, **_loss_hyper(c))  # its checks, before any training
 
 
 def _check_split(
@@ -282,7 +284,7 @@ def train_head_grid(
     counts = np.asarray(train_counts)
     k = counts.size
     splits = [s for s in (val, test) if s is not None]
-    _check_inputs(method, feats, feats_flip, labels, k, configs, splits)
+    _check_inputs(method, feats, feats_flip, labels, counts, configs, splits)
     device = feats.device
     budget = default_memory_budget(device) if memory_budget is None else memory_budget
     labels = labels.to(device)
@@ -372,8 +374,12 @@ class _Grid:
                 head = make_head(method, self.dim, self.k, init).to(device)
                 gen = torch.Generator()
                 gen.set_state(torch.get_rng_state())
-            if any(t.dtype != dtype for t in head.state_dict().values()):
-                raise InputError(f"the initial head is not {dtype} like the features")
+            wrong = {t.dtype for t in head.state_dict().values()} - {dtype}
+            if wrong:
+                raise InputError(
+                    f"the initial head is {wrong.pop()}, the features {dtype}: "
+                    "pass init in the features' dtype"
+                )
             self.groups.append(_SeedGroup(c.seed, slice(i, i + 1), gen, head))
         # The stacked heads run through the first template's forward. Its buffers (LWS's
         # stage-1 weights, the normed head's fixed scale) come from init or are constants,
@@ -605,6 +611,11 @@ class _Grid:
         return head.eval()
 
 
+def _loss_hyper(config: HeadConfig) -> dict[str, float]:
+    """The configuration's keywords of make_loss."""
+    return {h: v for h, v in config.hyper.items() if h in LOSS_HYPER}
+
+
 def _stack_losses(
     method: Method,
     counts: np.ndarray,
@@ -614,10 +625,7 @@ def _stack_losses(
 ) -> tuple[SoftmaxLoss, dict[str, Tensor]]:
     """The method's loss for every configuration (make_loss checks each one's values): the
     fields all share, in one SoftmaxLoss, and the others stacked per head (vmap's axis 0)."""
-    losses = [
-        make_loss(method, counts, **{h: v for h, v in c.hyper.items() if h in LOSS_HYPER})
-        for c in configs
-    ]
+    losses = [make_loss(method, counts, **_loss_hyper(c)) for c in configs]
     first = losses[0]
     if not all(isinstance(loss, SoftmaxLoss) for loss in losses):
         raise InputError(f"the grid trainer needs a SoftmaxLoss, got {type(first).__name__}")
