@@ -14,11 +14,22 @@ from lort.errors import InputError
 from lort.methods.base import Method
 
 
-@torch.no_grad()
-def max_norm_(weight: Tensor, threshold: float) -> Tensor:
-    """In place: ``W_j <- W_j * threshold / max(||W_j||, threshold)`` for every row ``j``."""
+def check_threshold(threshold: float) -> float:
+    """``threshold`` as a float if positive, else InputError."""
     if not threshold > 0.0:
         raise InputError(f"the MaxNorm threshold must be positive, got {threshold}")
+    return float(threshold)
+
+
+@torch.no_grad()
+def max_norm_(weight: Tensor, threshold: float | Tensor) -> Tensor:
+    """In place: ``W_j <- W_j * threshold / max(||W_j||, threshold)`` for every row ``j``.
+
+    A tensor ``threshold`` (checked by the caller) holds one radius per row, shape (K, 1):
+    ``lort.head_grid`` projects G stacked heads as one (G*K, D) weight.
+    """
+    if not isinstance(threshold, Tensor):
+        check_threshold(threshold)
     norms = weight.norm(dim=1, keepdim=True)
     return weight.mul_(threshold / norms.clamp_min(threshold))
 

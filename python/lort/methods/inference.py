@@ -20,7 +20,7 @@ from lort.methods.heads import CosineHead, LinearHead, LWSHead
 from lort.methods.losses import log_prior
 
 
-def tau_normalised_weight(weight: Tensor, tau: float) -> Tensor:
+def tau_normalised_weight(weight: Tensor, tau: float | Tensor) -> Tensor:
     """Rows ``W_j / ||W_j||^tau`` (a zero row stays zero)."""
     norms = weight.norm(dim=1, keepdim=True)
     return weight / norms.clamp_min(torch.finfo(weight.dtype).tiny).pow(tau)
@@ -33,11 +33,12 @@ def inference_logits(
     features: Tensor,
     train_counts: npt.ArrayLike,
     *,
-    tau: float = 1.0,
+    tau: float | Tensor = 1.0,
 ) -> Tensor:
     """Test-time logits of ``head`` on ``features`` (B x D), corrected as ``method`` says.
 
-    ``train_counts`` (per-class training image counts) is read by logit adjustment only.
+    ``train_counts`` (per-class training image counts) is read by logit adjustment only;
+    ``tau`` may be a 0-d tensor (one head's value under ``torch.func.vmap``).
     """
     if method.inference == "tau-norm":
         if not isinstance(head, LinearHead):

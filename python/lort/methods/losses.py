@@ -59,12 +59,17 @@ def ldam_margins(train_counts: npt.ArrayLike, max_margin: float = 0.5) -> Tensor
 
 @dataclass(frozen=True, eq=False)
 class SoftmaxLoss:
-    """The formula of the module docstring as a callable ``(logits, labels) -> scalar``."""
+    """The formula of the module docstring as a callable ``(logits, labels) -> scalar``.
+
+    ``delta``, ``gamma`` and ``scale`` may also be tensors, for ``lort.head_grid``'s grids of
+    heads: (rows, 1), one value per row of the logits, or 0-d under ``torch.func.vmap``; the
+    loss then takes the general path below instead of torch's fused kernel.
+    """
 
     num_classes: int
-    delta: float = 0.0
-    gamma: float = 0.0
-    scale: float = 1.0
+    delta: float | Tensor = 0.0
+    gamma: float | Tensor = 0.0
+    scale: float | Tensor = 1.0
     shift: Tensor | None = None
     margins: Tensor | None = None
     class_weight: Tensor | None = None
@@ -80,14 +85,15 @@ class SoftmaxLoss:
             z = z + self.shift.to(z)
         if self.margins is not None:
             z = z - F.one_hot(labels, self.num_classes).to(z) * self.margins.to(z)[labels, None]
-        if self.scale != 1.0:
+        if isinstance(self.scale, Tensor) or self.scale != 1.0:
             z = z * self.scale
-        if self.gamma == 0.0 and self.class_weight is None:
+        numbers = not isinstance(self.delta, Tensor) and not isinstance(self.gamma, Tensor)
+        if numbers and self.gamma == 0.0 and self.class_weight is None:
             # The common case (CE, LORT, balanced softmax, LDAM) as torch's fused kernel.
             return F.cross_entropy(z, labels, label_smoothing=self.delta)
         log_p = F.log_softmax(z, dim=1)
         q = retarget(labels, self.num_classes, self.delta, z.dtype)
-        if self.gamma != 0.0:
+        if isinstance(self.gamma, Tensor) or self.gamma != 0.0:
             # 1 - p via expm1 keeps it accurate near p = 1; the clamp keeps (.)^gamma's
             # gradient finite when p rounds to 1 and gamma < 1.
             one_minus_p = (-torch.expm1(log_p)).clamp_min(torch.finfo(z.dtype).tiny)

@@ -34,10 +34,11 @@ def check_delta(
     return delta
 
 
-def retarget(labels: Tensor, num_classes: int, delta: float, dtype: torch.dtype) -> Tensor:
-    """:func:`soft_target` without argument checks, for the loss's inner loop."""
+def retarget(labels: Tensor, num_classes: int, delta: float | Tensor, dtype: torch.dtype) -> Tensor:
+    """:func:`soft_target` without argument checks, for the loss's inner loop (``delta`` may
+    be a 0-d tensor under ``torch.func.vmap``)."""
     onehot = F.one_hot(labels, num_classes).to(dtype)
-    if delta == 0.0:
+    if not isinstance(delta, Tensor) and delta == 0.0:
         return onehot
     return onehot * (1.0 - delta) + delta / num_classes
 

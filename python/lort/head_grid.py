@@ -1,0 +1,646 @@
+"""Grid-batched stage 2: train G heads of one method at once on cached features.
+
+A stage-2 step on cached features is a (batch x D) by (D x K) product forward and backward;
+for one head most of its time is PyTorch's per-op overhead. Heads of one method differ only
+in numbers (learning rate, weight decay, seed, the method's hyperparameter), so
+:func:`train_head_grid` stacks G of them and pays the overhead once per step for all:
+
+* the heads' parameters are stacked along a leading axis of length G; the linear, cosine and
+  normed heads run as one head with G*K classes (one product), LWS as its per-class scales
+  broadcast over the shared stage-1 logits; the head modules' own ``forward`` is called, via
+  ``torch.func.functional_call``, with the stacked parameters;
+* each head's loss is the method's own :class:`~lort.methods.SoftmaxLoss`, mapped over the
+  heads with ``torch.func.vmap``; a hyperparameter that differs between heads (LORT's delta,
+  focal gamma, the class-balanced beta, LDAM's margin or scale) enters as a per-head tensor;
+* one backward pass for the sum of the G losses (each head's gradient is that of its own
+  loss), then one SGD-with-momentum-0.9 update with each head's learning rate, weight decay
+  and cosine schedule, with the semantics of ``torch.optim.SGD`` (``d = g + wd p``; the
+  momentum buffer is ``d`` on the first step and ``0.9 buf + d`` after; ``p -= lr_t buf``),
+  then the method's constraint (MaxNorm with each head's threshold);
+* batches: heads with the same seed see exactly the batches :func:`lort.train.train_head_cached`
+  would give each of them alone (the same ``randperm``/``multinomial`` and flip draws, from a
+  generator seeded as ``torch.manual_seed(seed)`` seeds the global one, which is left alone);
+  heads with different seeds train in the same step on their own batches.
+
+Equivalence with :func:`lort.train.train_head_cached`: the same draws and the same formulas,
+but products and reductions group their floating-point operations differently, so a head
+agrees with its lone training to rounding, not bit for bit. ``tests/test_head_grid.py`` checks
+every method family: in float64, parameters agree to a relative 1e-9 (about 1e-14 in
+practice); in float32, to a relative 1e-4 after a few hundred steps. Longer float32 runs drift
+as any two float32 runs of SGD with differently rounded gradients do (relative 1e-5 to 1e-3 of a
+weight after thousands of steps), far below the differences between seeds.
+
+Optionally, after every epoch, each head's class-mean accuracy and NLL are measured on a
+validation split (and on a test split, recorded, never used for selection) with the method's
+inference rule (:func:`lort.methods.inference_logits`: tau-norm, logit adjustment) and, when a
+flipped view is given, the mean of the plain and the flipped logits. The head at its best
+validation epoch (highest class-mean accuracy, then lowest NLL, then the earliest epoch) is
+kept beside the last one.
+
+Memory: heads are trained in chunks of at most :func:`chunk_size` heads, from a byte budget
+(:func:`default_memory_budget` unless given) for the stacked parameters, gradients, momentum,
+best-epoch copies and activations; evaluation runs over rows in blocks under the same budget.
+Everything runs on the features' device.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from lort.config import StageConfig
+from lort.errors import InputError, LabelError
+from lort.methods import (
+    Method,
+    SoftmaxLoss,
+    StageTwoHead,
+    apply_constraint,
+    inference_logits,
+    make_head,
+    make_loss,
+    make_sampler_weights,
+    max_norm_,
+)
+from lort.methods.constraints import check_threshold
+from lort.train import SMALL_STEP, Progress, cosine_schedule, torch_threads
+
+MOMENTUM = 0.9  # lort.train.sgd's
+LOSS_HYPER = frozenset(inspect.signature(make_loss).parameters) - {"method", "train_counts"}
+DEFAULT_THRESHOLD: float = inspect.signature(apply_constraint).parameters["threshold"].default
+DEFAULT_TAU: float = inspect.signature(inference_logits).parameters["tau"].default
+# The SoftmaxLoss fields that a method's hyperparameters set.
+LOSS_FIELDS = ("delta", "gamma", "scale", "shift", "margins", "class_weight")
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """One stage-2 training in a grid: its recipe, seed and method hyperparameters.
+
+    ``hyper`` maps names of ``Method.hyper`` (``smooth``, ``focal_gamma``, ``cb_beta``,
+    ``ldam_max_margin``, ``ldam_scale``, ``threshold``, ``tau``) to values; a name left out
+    takes the default of :func:`~lort.methods.make_loss`, :func:`~lort.methods.apply_constraint`
+    or :func:`~lort.methods.inference_logits`. ``tau`` changes only evaluation.
+    """
+
+    stage: StageConfig
+    seed: int
+    hyper: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvalSplit:
+    """Features of one evaluation split, their flipped view (or None) and the labels."""
+
+    feats: Tensor
+    feats_flip: Tensor | None
+    labels: Tensor
+
+
+@dataclass(frozen=True)
+class EpochScores:
+    """One head's scores after ``epoch`` (1-based) epochs; test scores None when not asked."""
+
+    epoch: int
+    val_accuracy: float
+    val_nll: float
+    test_accuracy: float | None
+    test_nll: float | None
+
+
+@dataclass
+class HeadResult:
+    """One configuration's outcome: the head after the last epoch and, when a validation
+    split was given, the head at ``best_epoch`` with the scores of every epoch."""
+
+    config: HeadConfig
+    head: StageTwoHead
+    best_head: StageTwoHead | None = None
+    best_epoch: int | None = None
+    history: list[EpochScores] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------- memory
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """Bytes the grid may use: half the free memory of a CUDA device, an eighth of the
+    physical memory otherwise."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 2
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 8
+
+
+def trainable_numel(method: Method, feature_dim: int, num_classes: int) -> int:
+    """Trainable numbers in one head of ``method``."""
+    k, d = num_classes, feature_dim
+    return {"linear": k * d + k, "cosine": k * d + 1, "normed": k * d, "lws": k}[method.head]
+
+
+def head_bytes(
+    method: Method,
+    feature_dim: int,
+    num_classes: int,
+    batch_size: int,
+    *,
+    itemsize: int = 4,
+    evaluate: bool = False,
+) -> int:
+    """Estimated bytes one head adds to a training chunk: parameter, gradient, momentum and
+    update temporaries (+ a best-epoch copy when evaluating), the weight copies of a
+    normalising head or rule, and the loss's activations (about ten batch x K tensors)."""
+    k, d = num_classes, feature_dim
+    p = trainable_numel(method, d, k)
+    weight_copies = 3 * k * d if method.head in ("cosine", "normed") else 0
+    if method.inference == "tau-norm" or method.constraint is not None:
+        weight_copies += k * d
+    return itemsize * (p * (5 if evaluate else 4) + weight_copies + 10 * batch_size * k)
+
+
+def chunk_size(
+    method: Method,
+    feature_dim: int,
+    num_classes: int,
+    batch_size: int,
+    budget: int,
+    *,
+    itemsize: int = 4,
+    evaluate: bool = False,
+) -> int:
+    """The most heads trained together within ``budget`` bytes (at least 1)."""
+    per_head = head_bytes(
+        method, feature_dim, num_classes, batch_size, itemsize=itemsize, evaluate=evaluate
+    )
+    return max(1, budget // per_head)
+
+
+EVAL_COPIES = 6  # (heads x rows x K) tensors alive while scoring a block of rows
+
+
+def eval_rows(heads: int, num_classes: int, budget: int, itemsize: int = 4) -> int:
+    """Rows of an evaluation split scored per product so the logits fit ``budget``."""
+    return max(1, budget // (EVAL_COPIES * heads * num_classes * itemsize))
+
+
+# ------------------------------------------------------------------------------- checks
+
+
+def _check_inputs(
+    method: Method,
+    feats: Tensor,
+    feats_flip: Tensor | None,
+    labels: Tensor,
+    counts: np.ndarray,
+    configs: Sequence[HeadConfig],
+    splits: Sequence[EvalSplit],
+) -> None:
+    num_classes = counts.size
+    if feats.ndim != 2 or not feats.dtype.is_floating_point or len(feats) == 0:
+        raise InputError(
+            f"training features must be a non-empty 2-D float tensor, got {feats.dtype} "
+            f"{tuple(feats.shape)}"
+        )
+    _check_split(feats, feats_flip, labels, num_classes, "training", feats)
+    for s in splits:
+        _check_split(s.feats, s.feats_flip, s.labels, num_classes, "evaluation", feats)
+    if not configs:
+        raise InputError("the grid needs at least one configuration")
+    for c in configs:
+        if c.stage.epochs < 1 or c.stage.batch_size < 1:
+            raise InputError(
+                f"a stage-2 configuration needs epochs >= 1 and batch_size >= 1, got {c.stage}"
+            )
+        unread = sorted(set(c.hyper) - set(method.hyper))
+        if unread:
+            reads = ", ".join(method.hyper) or "no hyperparameters"
+            raise InputError(f"method {method.name!r} reads {reads}; got {', '.join(unread)}")
+        if "threshold" in c.hyper:
+            check_threshold(c.hyper["threshold"])
+        make_loss(method, counts, **_loss_hyper(c))  # its checks, before any training
+
+
+def _check_split(
+    x: Tensor, x_flip: Tensor | None, y: Tensor, k: int, what: str, train: Tensor
+) -> None:
+    if x.ndim != 2 or x.shape[1] != train.shape[1] or x.dtype != train.dtype:
+        raise InputError(
+            f"{what} features must be (N, {train.shape[1]}) {train.dtype}, "
+            f"got {tuple(x.shape)} {x.dtype}"
+        )
+    if x.device != train.device:
+        raise InputError(f"{what} features are on {x.device}, the training ones on {train.device}")
+    if x_flip is not None and (x_flip.shape != x.shape or x_flip.dtype != x.dtype):
+        raise InputError(
+            f"the flipped {what} view is {tuple(x_flip.shape)} {x_flip.dtype}, "
+            f"the plain one {tuple(x.shape)} {x.dtype}"
+        )
+    if y.ndim != 1 or y.dtype.is_floating_point or len(y) != len(x):
+        raise LabelError(
+            f"{what} labels must be a 1-D integer tensor of {len(x)}, got {y.dtype} {y.shape}"
+        )
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= k):
+        raise LabelError(f"{what} labels must lie in [0, {k})")
+
+
+# --------------------------------------------------------------------------------- grid
+
+
+def train_head_grid(
+    method: Method,
+    feats: Tensor,
+    feats_flip: Tensor | None,
+    labels: Tensor,
+    train_counts: npt.ArrayLike,
+    init: nn.Linear | None,
+    configs: Sequence[HeadConfig],
+    *,
+    val: EvalSplit | None = None,
+    test: EvalSplit | None = None,
+    memory_budget: int | None = None,
+    progress: Progress | None = None,
+) -> list[HeadResult]:
+    """Train one head of ``method`` per configuration, as many at once as the memory budget
+    allows (see the module docstring); results in the order of ``configs``.
+
+    The arguments before ``configs`` are those of :func:`lort.train.train_head_cached`.
+    ``val`` turns on per-epoch evaluation and best-epoch selection, ``test`` adds test
+    scores to each epoch's record (it needs ``val``). ``progress`` is called after every
+    epoch of a chunk with the mean loss and batch accuracy of its heads' last step.
+    """
+    if test is not None and val is None:
+        raise InputError("test scores are recorded beside validation ones: pass val too")
+    counts = np.asarray(train_counts)
+    k = counts.size
+    splits = [s for s in (val, test) if s is not None]
+    _check_inputs(method, feats, feats_flip, labels, counts, configs, splits)
+    device = feats.device
+    budget = default_memory_budget(device) if memory_budget is None else memory_budget
+    labels = labels.to(device)
+    views = feats if feats_flip is None else torch.cat([feats, feats_flip])
+
+    # Heads that share a recipe shape train together, sorted by seed so that each seed's
+    # heads are one slice of the stack.
+    shapes: dict[tuple[int, int], list[int]] = {}
+    for i, c in enumerate(configs):
+        shapes.setdefault((c.stage.batch_size, c.stage.epochs), []).append(i)
+    results: list[HeadResult | None] = [None] * len(configs)
+    for (batch, _), members in shapes.items():
+        members.sort(key=lambda i: configs[i].seed)
+        most = chunk_size(
+            method,
+            feats.shape[1],
+            k,
+            batch,
+            budget,
+            itemsize=feats.element_size(),
+            evaluate=val is not None,
+        )
+        parts = math.ceil(len(members) / most)
+        size = math.ceil(len(members) / parts)
+        for start in range(0, len(members), size):
+            chunk = members[start : start + size]
+            grid = _Grid(method, feats, views, labels, counts, init, [configs[i] for i in chunk])
+            rows = eval_rows(len(chunk), k, budget, feats.element_size())
+            for i, result in zip(chunk, grid.train(val, test, rows, progress), strict=True):
+                results[i] = result
+    return [r for r in results if r is not None]
+
+
+@dataclass
+class _SeedGroup:
+    """The heads of one seed: a slice of the stack, their generator and initial head."""
+
+    seed: int
+    heads: slice
+    generator: torch.Generator
+    template: StageTwoHead
+    ys: Tensor | None = None  # this epoch's labels and rows of ``views``
+    rows: Tensor | None = None
+
+
+class _Inference(nn.Module):
+    """``inference_logits`` as a module, so that ``functional_call`` can swap in one head's
+    parameters and tau under ``vmap``."""
+
+    def __init__(self, method: Method, head: StageTwoHead, counts: np.ndarray) -> None:
+        super().__init__()
+        self.method, self.head, self.counts = method, head, counts
+        self.register_buffer("tau", torch.tensor(DEFAULT_TAU))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return inference_logits(self.method, self.head, x, self.counts, tau=self.tau)
+
+
+class _Grid:
+    """One chunk of heads trained together (same batch size and epochs)."""
+
+    def __init__(
+        self,
+        method: Method,
+        feats: Tensor,
+        views: Tensor,
+        labels: Tensor,
+        counts: np.ndarray,
+        init: nn.Linear | None,
+        configs: list[HeadConfig],
+    ) -> None:
+        self.method, self.views, self.labels, self.configs = method, views, labels, configs
+        self.n, self.dim = feats.shape
+        self.k = counts.size
+        self.batch, self.epochs = configs[0].stage.batch_size, configs[0].stage.epochs
+        device, dtype = feats.device, feats.dtype
+        g = len(configs)
+        self.groups: list[_SeedGroup] = []
+        for i, c in enumerate(configs):
+            if self.groups and self.groups[-1].seed == c.seed:
+                self.groups[-1].heads = slice(self.groups[-1].heads.start, i + 1)
+                continue
+            # What train_head_cached draws after torch.manual_seed(seed): the head's own
+            # initialisation (without init), then the batches, from this generator.
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(c.seed)
+                head = make_head(method, self.dim, self.k, init).to(device)
+                gen = torch.Generator()
+                gen.set_state(torch.get_rng_state())
+            wrong = {t.dtype for t in head.state_dict().values()} - {dtype}
+            if wrong:
+                raise InputError(
+                    f"the initial head is {wrong.pop()}, the features {dtype}: "
+                    "pass init in the features' dtype"
+                )
+            self.groups.append(_SeedGroup(c.seed, slice(i, i + 1), gen, head))
+        # The stacked heads run through the first template's forward. Its buffers (LWS's
+        # stage-1 weights, the normed head's fixed scale) come from init or are constants,
+        # the same for every seed, so they serve all heads.
+        self.base = base = self.groups[0].template
+        owners = [grp.template for grp in self.groups for _ in range(*grp.heads.indices(g))]
+        self.params = {
+            name: torch.stack([h.get_parameter(name).detach() for h in owners]).requires_grad_()
+            for name, _ in base.named_parameters()
+        }
+        self.momentum: dict[str, Tensor] = {}
+        weights = make_sampler_weights(method, labels.cpu().numpy())
+        self.sample_weights = None if weights is None else torch.as_tensor(weights)
+        self.lr = torch.tensor([c.stage.lr for c in configs], dtype=torch.float64)
+        self.wd = torch.tensor([c.stage.weight_decay for c in configs], dtype=dtype, device=device)
+        self.decay = any(c.stage.weight_decay != 0.0 for c in configs)
+        self.base_loss, self.varying = _stack_losses(method, counts, configs, device, dtype)
+        # A per-class constant that differs between heads (LDAM's margins, class-balanced
+        # weights) needs each head's loss on its own: vmap over the heads.
+        self.per_head = any(v.ndim > 1 for v in self.varying.values())
+        self.loss = vmap(
+            lambda z, y, v: dataclasses.replace(self.base_loss, **v)(z, y), in_dims=(1, None, 0)
+        )
+        if method.constraint == "maxnorm":
+            thresholds = [c.hyper.get("threshold", DEFAULT_THRESHOLD) for c in configs]
+            rows = torch.tensor(thresholds, dtype=dtype, device=device)
+            self.threshold_rows = rows.repeat_interleave(self.k).unsqueeze(1)
+        elif method.constraint is not None:
+            raise InputError(f"the grid trainer has no batched {method.constraint!r} constraint")
+        self.tau = torch.tensor(
+            [c.hyper.get("tau", DEFAULT_TAU) for c in configs], dtype=dtype, device=device
+        )
+        self.inference = _Inference(method, base, counts)
+        self.steps = math.ceil(self.n / self.batch)
+        # The factor of lort.train.cosine_schedule at each step.
+        self.cosine = cosine_schedule(
+            torch.optim.SGD([torch.zeros(0, requires_grad=True)], lr=1.0),
+            self.epochs * self.steps,
+        ).lr_lambdas[0]
+        self.threads = (
+            1 if g * self.batch * self.dim * self.k < SMALL_STEP else torch.get_num_threads()
+        )
+
+    # ------------------------------------------------------------------------- training
+
+    def train(
+        self,
+        val: EvalSplit | None,
+        test: EvalSplit | None,
+        rows: int,
+        progress: Progress | None,
+    ) -> list[HeadResult]:
+        g = len(self.configs)
+        histories: list[list[EpochScores]] = [[] for _ in range(g)]
+        best_epoch = torch.zeros(g, dtype=torch.long)
+        best_acc = torch.full((g,), -math.inf, dtype=torch.float64)
+        best_nll = torch.full((g,), math.inf, dtype=torch.float64)
+        best = {name: p.detach().clone() for name, p in self.params.items()}
+        total = self.epochs * self.steps
+        with torch_threads(self.threads):
+            for epoch in range(self.epochs):
+                self._draw_epoch()
+                lrs = self._learning_rates(epoch)
+                for i in range(self.steps):
+                    loss, acc = self._step(i, lrs[i], last=i + 1 == self.steps)
+                if progress is not None:
+                    progress("stage 2", (epoch + 1) * self.steps, total, loss, acc)
+                if val is None:
+                    continue
+                v_acc, v_nll = self._scores(val, rows)
+                t_acc, t_nll = self._scores(test, rows) if test is not None else (None, None)
+                for j in range(g):
+                    histories[j].append(
+                        EpochScores(
+                            epoch + 1,
+                            float(v_acc[j]),
+                            float(v_nll[j]),
+                            None if t_acc is None else float(t_acc[j]),
+                            None if t_nll is None else float(t_nll[j]),
+                        )
+                    )
+                better = (v_acc > best_acc) | ((v_acc == best_acc) & (v_nll < best_nll))
+                best_acc = torch.where(better, v_acc, best_acc)
+                best_nll = torch.where(better, v_nll, best_nll)
+                best_epoch[better] = epoch + 1
+                on = better.to(self.views.device)
+                for name, p in self.params.items():
+                    mask = on.view(-1, *[1] * (p.ndim - 1))
+                    best[name] = torch.where(mask, p.detach(), best[name])
+        results = []
+        for j, c in enumerate(self.configs):
+            result = HeadResult(c, self._head(j, self.params))
+            if val is not None:
+                result.best_head = self._head(j, best)
+                result.best_epoch = int(best_epoch[j])
+                result.history = histories[j]
+            results.append(result)
+        return results
+
+    def _draw_epoch(self) -> None:
+        """Each seed's batch order and flip draws for one epoch, as train_head_cached draws."""
+        device = self.views.device
+        for grp in self.groups:
+            if self.sample_weights is None:
+                order = torch.randperm(self.n, generator=grp.generator)
+            else:
+                order = torch.multinomial(
+                    self.sample_weights, self.n, replacement=True, generator=grp.generator
+                )
+            grp.ys = self.labels[order.to(device)]
+            if len(self.views) > self.n:  # row i of the flipped view is row n + i
+                order = order + self.n * (torch.rand(self.n, generator=grp.generator) < 0.5)
+            grp.rows = order.to(device)
+
+    def _learning_rates(self, epoch: int) -> Tensor:
+        """(steps, heads): minus each head's learning rate at each step of ``epoch``, as the
+        SGD of lort.train.sgd reads it (base lr times the cosine factor, in Python floats)."""
+        t = range(epoch * self.steps, (epoch + 1) * self.steps)
+        factors = torch.tensor([self.cosine(s) for s in t], dtype=torch.float64)
+        lrs = factors.unsqueeze(1) * self.lr
+        return lrs.to(self.views.device, self.wd.dtype).neg_()
+
+    def _step(self, i: int, lr: Tensor, last: bool) -> tuple[float, float]:
+        """Batch ``i`` of this epoch for every head, ``lr`` minus their learning rates; the
+        mean loss and batch accuracy over the heads when ``last`` (else NaN: reading them
+        back costs a sync)."""
+        batch = slice(i * self.batch, (i + 1) * self.batch)
+        whole = len(self.groups) == 1
+        losses, hits = [], []
+        for grp in self.groups:
+            assert grp.rows is not None and grp.ys is not None
+            x, y = self.views.index_select(0, grp.rows[batch]), grp.ys[batch]
+            params = self.params if whole else {n: p[grp.heads] for n, p in self.params.items()}
+            z = self._logits(params, x)
+            losses.append(self._loss(z, y, grp.heads))
+            if last:
+                hits.append((z.detach().argmax(-1) == y.unsqueeze(1)).float().mean(0))
+        loss = losses[0] if whole else torch.stack(losses).sum()
+        loss.backward()
+        self._update(lr)
+        if not last:
+            return math.nan, math.nan
+        return loss.item() / len(self.configs), torch.cat(hits).mean().item()
+
+    def _logits(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        """(batch, heads, K) logits of the stacked heads, through the head's own forward."""
+        if self.method.head == "lws":  # per-class scales broadcast over the stage-1 logits
+            return functional_call(self.base, {"scales": params["scales"]}, (x.unsqueeze(1),))
+        # The other heads act row by row on the weight: G heads are one head of G*K classes.
+        wide = {"weight": params["weight"].flatten(0, 1)}
+        if "bias" in params:
+            wide["bias"] = params["bias"].flatten()
+        if "scale" in params:  # the cosine head's learnt scale, one per head
+            wide["scale"] = params["scale"].repeat_interleave(self.k)
+        return functional_call(self.base, wide, (x,)).unflatten(1, (-1, self.k))
+
+    def _loss(self, z: Tensor, y: Tensor, heads: slice) -> Tensor:
+        """The sum over heads of each one's loss on its logits ``z[:, h]`` and labels ``y``."""
+        varying = {f: v[heads] for f, v in self.varying.items()}
+        if self.per_head:
+            return self.loss(z, y, varying).sum()
+        # The heads share the batch and every per-class constant: one loss over all their
+        # rows, times the number of heads, is the sum of their losses (each row's gradient
+        # is the same 1 / batch); a hyperparameter that differs is one value per row.
+        b, g, k = z.shape
+        rows = {f: v.repeat(b).unsqueeze(1) for f, v in varying.items()}
+        return (
+            dataclasses.replace(self.base_loss, **rows)(z.reshape(b * g, k), y.repeat_interleave(g))
+            * g
+        )
+
+    @torch.no_grad()
+    def _update(self, lr: Tensor) -> None:
+        """torch.optim.SGD (momentum 0.9, per-head lr and weight decay) and the constraint."""
+        for name, p in self.params.items():
+            shape = (-1, *[1] * (p.ndim - 1))
+            grad = p.grad
+            assert grad is not None
+            p.grad = None
+            d_p = grad.addcmul(p, self.wd.view(shape)) if self.decay else grad
+            buf = self.momentum.get(name)
+            if buf is None:
+                self.momentum[name] = buf = d_p
+            else:
+                buf.mul_(MOMENTUM).add_(d_p)
+            p.addcmul_(buf, lr.view(shape))
+        if self.method.constraint == "maxnorm":
+            max_norm_(self.params["weight"].detach().flatten(0, 1), self.threshold_rows)
+
+    # ------------------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def _scores(self, split: EvalSplit, rows: int) -> tuple[Tensor, Tensor]:
+        """Per head: class-mean accuracy and mean NLL (float64, on the CPU) of the split's
+        inference logits (flip-averaged when a flipped view is given)."""
+        device = self.views.device
+        g = len(self.configs)
+        params = {f"head.{n}": p.detach() for n, p in self.params.items()}
+
+        def one(p: dict[str, Tensor], tau: Tensor, x: Tensor) -> Tensor:
+            return functional_call(self.inference, {**p, "tau": tau}, (x,))
+
+        logits = vmap(one, in_dims=(0, 0, None))
+        labels = split.labels.to(device)
+        hits = torch.zeros(g, self.k, dtype=torch.float64, device=device)
+        nll = torch.zeros(g, dtype=torch.float64, device=device)
+        for start in range(0, len(labels), rows):
+            block = slice(start, start + rows)
+            z = logits(params, self.tau, split.feats[block])
+            if split.feats_flip is not None:
+                z = (z + logits(params, self.tau, split.feats_flip[block])) / 2
+            y = labels[block]
+            nll += F.cross_entropy(z.transpose(1, 2), y.expand(g, -1), reduction="none").sum(
+                1, dtype=torch.float64
+            )
+            hits.index_add_(1, y, (z.argmax(-1) == y).to(torch.float64))
+        per_class = torch.bincount(labels, minlength=self.k).to(torch.float64)
+        present = per_class > 0
+        accuracy = (hits[:, present] / per_class[present]).mean(1)
+        return accuracy.cpu(), (nll / max(len(labels), 1)).cpu()
+
+    def _head(self, j: int, state: Mapping[str, Tensor]) -> StageTwoHead:
+        """Head ``j`` as a module of its own, with ``state``'s parameters, in eval mode."""
+        grp = next(g for g in self.groups if g.heads.start <= j < g.heads.stop)
+        head = copy.deepcopy(grp.template)
+        with torch.no_grad():
+            for name, p in head.named_parameters():
+                p.copy_(state[name][j])
+        return head.eval()
+
+
+def _loss_hyper(config: HeadConfig) -> dict[str, float]:
+    """The configuration's keywords of make_loss."""
+    return {h: v for h, v in config.hyper.items() if h in LOSS_HYPER}
+
+
+def _stack_losses(
+    method: Method,
+    counts: np.ndarray,
+    configs: list[HeadConfig],
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[SoftmaxLoss, dict[str, Tensor]]:
+    """The method's loss for every configuration (make_loss checks each one's values): the
+    fields all share, in one SoftmaxLoss, and the others stacked per head (vmap's axis 0)."""
+    losses = [make_loss(method, counts, **_loss_hyper(c)) for c in configs]
+    first = losses[0]
+    if not all(isinstance(loss, SoftmaxLoss) for loss in losses):
+        raise InputError(f"the grid trainer needs a SoftmaxLoss, got {type(first).__name__}")
+    shared: dict[str, Tensor] = {}
+    varying: dict[str, Tensor] = {}
+    for name in LOSS_FIELDS:
+        values = [getattr(loss, name) for loss in losses]
+        if values[0] is None:
+            continue
+        if isinstance(values[0], Tensor):  # precomputed per class: prior, margins, weights
+            if all(torch.equal(v, values[0]) for v in values):
+                shared[name] = values[0].to(device, dtype)
+            else:
+                varying[name] = torch.stack(values).to(device, dtype)
+        elif any(v != values[0] for v in values):
+            varying[name] = torch.tensor(values, dtype=dtype, device=device)
+    assert isinstance(first, SoftmaxLoss)
+    return dataclasses.replace(first, **shared), varying

@@ -1,0 +1,355 @@
+"""The grid trainer against training each head alone with lort.train.train_head_cached."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lort.train
+from lort.config import StageConfig
+from lort.errors import InputError
+from lort.head_grid import (
+    EvalSplit,
+    HeadConfig,
+    HeadResult,
+    chunk_size,
+    eval_rows,
+    head_bytes,
+    train_head_grid,
+)
+from lort.methods import METHODS, Method, apply_constraint, get_method, inference_logits, make_loss
+
+COUNTS = np.array([50, 30, 25, 15, 12, 10, 8], dtype=np.int64)
+K = COUNTS.size
+N = int(COUNTS.sum())
+D = 12
+F64_RTOL = 1e-9  # the module docstring's float64 tolerance (observed: about 1e-15)
+F32_RTOL = 1e-4  # float32 after a few hundred steps (observed: about 1e-6)
+
+# Each method's own hyperparameter, two values per grid.
+HYPER: dict[str, tuple[str, tuple[float, float]]] = {
+    "lort": ("smooth", (0.5, 0.9)),
+    "ldam": ("ldam_max_margin", (0.3, 0.6)),
+    "focal": ("focal_gamma", (0.0, 2.0)),
+    "cb-loss": ("cb_beta", (0.9, 0.999)),
+    "maxnorm": ("threshold", (0.1, 0.5)),
+    "tau-norm": ("tau", (0.5, 1.0)),
+    "logit-adjust": ("tau", (1.0, 2.0)),
+}
+
+
+def data(
+    dtype: torch.dtype = torch.float64, n: int = N, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Plain and flipped features (a class signal plus noise) and shuffled labels."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.from_numpy(np.repeat(np.arange(K), COUNTS))[torch.randperm(N, generator=g)]
+    labels = labels[:n]
+    centres = torch.randn(K, D, generator=g, dtype=dtype)
+    feats = centres[labels] + torch.randn(n, D, generator=g, dtype=dtype)
+    flip = centres[labels] + torch.randn(n, D, generator=g, dtype=dtype)
+    return feats, flip, labels
+
+
+def stage1(dtype: torch.dtype = torch.float64) -> nn.Linear:
+    torch.manual_seed(1)
+    return nn.Linear(D, K).to(dtype)
+
+
+def grid(
+    method: Method, epochs: int = 3, batch: int = 16, shared: bool = False
+) -> list[HeadConfig]:
+    """Two seeds x two (lr, weight decay) x the method's two hyperparameter values (or, if
+    ``shared``, the second value for all heads)."""
+    name, values = HYPER.get(method.name, ("", ()))
+    values = values[1:] if shared else values
+    hypers = [{name: v} for v in values] or [{}]
+    return [
+        HeadConfig(StageConfig(epochs, lr, wd, batch), seed, h)
+        for seed in (3, 11)
+        for lr, wd in ((0.05, 0.0), (0.2, 5e-3))
+        for h in hypers
+    ]
+
+
+def alone(
+    monkeypatch: pytest.MonkeyPatch,
+    method: Method,
+    feats: torch.Tensor,
+    flip: torch.Tensor | None,
+    labels: torch.Tensor,
+    init: nn.Linear | None,
+    config: HeadConfig,
+) -> nn.Module:
+    """train_head_cached on one configuration. It takes only ``smooth``: the other loss
+    hyperparameters and MaxNorm's threshold go in through the functions it calls."""
+    hyper = dict(config.hyper)
+    smooth = hyper.pop("smooth", 0.0)
+    threshold = hyper.pop("threshold", 0.1)
+    hyper.pop("tau", None)
+    with monkeypatch.context() as m:
+        m.setattr(lort.train, "make_loss", functools.partial(make_loss, **hyper))
+        m.setattr(
+            lort.train, "apply_constraint", functools.partial(apply_constraint, threshold=threshold)
+        )
+        return lort.train.train_head_cached(
+            method,
+            feats,
+            flip,
+            labels,
+            COUNTS,
+            init,  # type: ignore[arg-type]
+            config.stage,
+            smooth=smooth,
+            seed=config.seed,
+        )
+
+
+def assert_same_head(got: nn.Module, want: nn.Module, rtol: float) -> None:
+    """Every parameter and buffer within ``rtol`` of the largest entry of the tensor."""
+    got_state, want_state = got.state_dict(), want.state_dict()
+    assert list(got_state) == list(want_state)
+    for name, w in want_state.items():
+        atol = rtol * float(w.abs().max().clamp_min(1e-12))
+        torch.testing.assert_close(got_state[name], w, rtol=0.0, atol=atol, msg=name)
+
+
+# ------------------------------------------------------------------------- equivalence
+
+
+@pytest.mark.parametrize(
+    ("name", "shared"), [(m, False) for m in METHODS] + [(m, True) for m in HYPER]
+)
+def test_each_head_is_the_one_trained_alone(
+    monkeypatch: pytest.MonkeyPatch, name: str, shared: bool
+) -> None:
+    """A hyperparameter that differs between heads enters per head (per row, or the loss is
+    vmapped for per-class constants); a shared one as the single loss's own."""
+    method = get_method(name)
+    feats, flip, labels = data()
+    init = stage1()
+    configs = grid(method, shared=shared)
+    results = train_head_grid(method, feats, flip, labels, COUNTS, init, configs)
+    assert [r.config for r in results] == configs
+    for r in results:
+        want = alone(monkeypatch, method, feats, flip, labels, init, r.config)
+        assert_same_head(r.head, want, F64_RTOL)
+        assert not r.head.training and r.best_head is None and r.history == []
+
+
+@pytest.mark.parametrize("name", ["lort", "ldam", "cb-resample", "maxnorm"])
+def test_float32_heads_agree_to_the_stated_tolerance(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    method = get_method(name)
+    feats, flip, labels = data(torch.float32)
+    init = stage1(torch.float32)
+    configs = grid(method, epochs=20)[::3]  # 20 epochs x 10 steps
+    for r in train_head_grid(method, feats, flip, labels, COUNTS, init, configs):
+        want = alone(monkeypatch, method, feats, flip, labels, init, r.config)
+        assert_same_head(r.head, want, F32_RTOL)
+
+
+def test_fresh_heads_and_no_flipped_view(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without init each seed's head is drawn as train_head_cached draws it, from the same
+    stream as the batches; without a flipped view there are no flip draws."""
+    method = get_method("cosine")
+    feats, _, labels = data(torch.float32)
+    results = train_head_grid(method, feats, None, labels, COUNTS, None, grid(method))
+    for r in results:
+        want = alone(monkeypatch, method, feats, None, labels, None, r.config)
+        assert_same_head(r.head, want, F32_RTOL)
+    heads = {r.config.seed: r.head.weight for r in results}
+    assert not torch.equal(heads[3], heads[11])
+
+
+def test_recipes_of_different_shapes_train_in_their_own_chunks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    method = get_method("lort")
+    feats, flip, labels = data()
+    init = stage1()
+    configs = [
+        HeadConfig(StageConfig(2, 0.1, 0.0, 32), 5, {"smooth": 0.3}),
+        HeadConfig(StageConfig(3, 0.1, 0.0, 16), 5, {"smooth": 0.3}),
+        HeadConfig(StageConfig(2, 0.2, 1e-3, 32), 6, {"smooth": 0.7}),
+    ]
+    results = train_head_grid(method, feats, flip, labels, COUNTS, init, configs)
+    for r, c in zip(results, configs, strict=True):
+        assert r.config is c
+        assert_same_head(r.head, alone(monkeypatch, method, feats, flip, labels, init, c), F64_RTOL)
+
+
+def test_the_global_random_state_is_left_alone() -> None:
+    feats, flip, labels = data()
+    init, configs = stage1(), grid(get_method("ce"))
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    train_head_grid(get_method("ce"), feats, flip, labels, COUNTS, init, configs)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+# ---------------------------------------------------------------- per-epoch evaluation
+
+
+def scores(method: Method, head: nn.Module, split: EvalSplit, tau: float) -> tuple[float, float]:
+    """Class-mean accuracy and NLL as lort fit evaluates: inference logits, flip-averaged."""
+    z = inference_logits(method, head, split.feats, COUNTS, tau=tau)
+    if split.feats_flip is not None:
+        z = (z + inference_logits(method, head, split.feats_flip, COUNTS, tau=tau)) / 2
+    pred, y = z.argmax(1), split.labels
+    accs = [float((pred[y == c] == c).double().mean()) for c in range(K) if (y == c).any()]
+    return float(np.mean(accs)), float(F.cross_entropy(z, y))
+
+
+def best_by_rule(r: HeadResult) -> int:
+    """Highest validation accuracy, then lowest NLL, then the earliest epoch."""
+    return min(r.history, key=lambda s: (-s.val_accuracy, s.val_nll, s.epoch)).epoch
+
+
+@pytest.mark.parametrize("name", ["tau-norm", "logit-adjust", "cosine", "lws"])
+def test_per_epoch_scores_and_the_best_epoch(name: str) -> None:
+    method = get_method(name)
+    feats, flip, labels = data()
+    val = EvalSplit(*data(n=60, seed=1))
+    test_feats, _, test_labels = data(n=80, seed=2)
+    test = EvalSplit(test_feats, None, test_labels)  # no flipped view
+    configs = grid(method, epochs=6)
+    results = train_head_grid(
+        method, feats, flip, labels, COUNTS, stage1(), configs, val=val, test=test
+    )
+    for r in results:
+        tau = r.config.hyper.get("tau", 1.0)
+        assert [s.epoch for s in r.history] == list(range(1, 7))
+        last = r.history[-1]
+        acc, nll = scores(method, r.head, val, tau)
+        assert last.val_accuracy == pytest.approx(acc, abs=1e-12)
+        assert last.val_nll == pytest.approx(nll, rel=1e-9)
+        acc, nll = scores(method, r.head, test, tau)
+        assert last.test_accuracy == pytest.approx(acc, abs=1e-12)
+        assert last.test_nll == pytest.approx(nll, rel=1e-9)
+        assert r.best_epoch == best_by_rule(r)
+        assert r.best_head is not None
+        best = r.history[r.best_epoch - 1]
+        acc, nll = scores(method, r.best_head, val, tau)
+        assert (best.val_accuracy, best.val_nll) == (pytest.approx(acc), pytest.approx(nll))
+    if name != "lws":  # its scales on a random stage-1 head all peak at epoch 1 here
+        assert len({r.best_epoch for r in results}) > 1
+    # The test split is recorded only: selection is the same without it.
+    again = train_head_grid(method, feats, flip, labels, COUNTS, stage1(), configs, val=val)
+    assert [r.best_epoch for r in again] == [r.best_epoch for r in results]
+    assert all(s.test_accuracy is None and s.test_nll is None for s in again[0].history)
+
+
+def test_ties_go_to_the_earliest_epoch() -> None:
+    """With lr 0 every epoch scores the same: the first one is the best."""
+    method = get_method("ce")
+    feats, flip, labels = data()
+    val = EvalSplit(*data(n=60, seed=1))
+    configs = [
+        HeadConfig(StageConfig(4, 0.0, 0.0, 16), 0),
+        HeadConfig(StageConfig(4, 0.5, 0, 16), 0),
+    ]
+    still, moving = train_head_grid(method, feats, flip, labels, COUNTS, stage1(), configs, val=val)
+    assert len({(s.val_accuracy, s.val_nll) for s in still.history}) == 1
+    assert still.best_epoch == 1
+    assert still.best_head is not None
+    assert_same_head(still.best_head, still.head, 0.0)
+    assert moving.best_epoch == best_by_rule(moving)
+
+
+# ------------------------------------------------------------------------------ memory
+
+
+def test_chunk_size_shrinks_with_the_number_of_classes() -> None:
+    lort_method = get_method("lort")
+    gib = 1 << 30
+    sizes = [chunk_size(lort_method, 512, k, 64, gib) for k in (100, 1000, 8142)]
+    assert sizes[0] > sizes[1] > sizes[2] >= 1
+    assert sizes[2] * head_bytes(lort_method, 512, 8142, 64) <= gib
+    assert chunk_size(lort_method, 512, 8142, 64, 1) == 1  # never below one head
+    # A best-epoch copy makes evaluating heads larger; LWS trains K numbers only.
+    assert head_bytes(lort_method, 512, 100, 64, evaluate=True) > head_bytes(
+        lort_method, 512, 100, 64
+    )
+    assert chunk_size(get_method("lws"), 512, 100, 64, gib) > sizes[0]
+    assert eval_rows(16, 1000, 6 * 16 * 1000 * 4 * 10) == 10
+    assert eval_rows(16, 1000, 1) == 1
+
+
+def test_a_small_budget_trains_in_chunks_with_the_same_result() -> None:
+    method = get_method("maxnorm")
+    feats, flip, labels = data()
+    val = EvalSplit(*data(n=60, seed=1))
+    configs = grid(method)  # 8 heads
+    whole = train_head_grid(method, feats, flip, labels, COUNTS, stage1(), configs, val=val)
+    budget = 3 * head_bytes(method, D, K, 16, itemsize=8, evaluate=True)  # 3 heads per chunk
+    assert chunk_size(method, D, K, 16, budget, itemsize=8, evaluate=True) == 3
+    parts = train_head_grid(
+        method, feats, flip, labels, COUNTS, stage1(), configs, val=val, memory_budget=budget
+    )
+    for a, b in zip(whole, parts, strict=True):
+        assert a.config is b.config
+        assert_same_head(b.head, a.head, F64_RTOL)
+        assert b.best_epoch == a.best_epoch
+        for s, t in zip(a.history, b.history, strict=True):
+            assert s.val_accuracy == t.val_accuracy
+            assert s.val_nll == pytest.approx(t.val_nll, rel=1e-12)
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+def test_clear_errors() -> None:
+    feats, flip, labels = data()
+    st = StageConfig(1, 0.1, 0.0, 16)
+    ce, lort_method = get_method("ce"), get_method("lort")
+
+    def run(method: Method, configs: list[HeadConfig], **kw: object) -> None:
+        train_head_grid(method, feats, flip, labels, COUNTS, stage1(), configs, **kw)  # type: ignore[arg-type]
+
+    with pytest.raises(InputError, match="reads smooth; got focal_gamma"):
+        run(lort_method, [HeadConfig(st, 0, {"focal_gamma": 2.0})])
+    with pytest.raises(InputError, match="reads no hyperparameters; got smooth"):
+        run(ce, [HeadConfig(st, 0, {"smooth": 0.5})])
+    with pytest.raises(InputError, match="smoothing delta"):
+        run(lort_method, [HeadConfig(st, 0, {"smooth": 1.5})])
+    with pytest.raises(InputError, match="MaxNorm threshold"):
+        run(get_method("maxnorm"), [HeadConfig(st, 0, {"threshold": 0.0})])
+    with pytest.raises(InputError, match="at least one configuration"):
+        run(ce, [])
+    with pytest.raises(InputError, match="epochs >= 1"):
+        run(ce, [HeadConfig(StageConfig(0, 0.1, 0.0, 16), 0)])
+    with pytest.raises(InputError, match="pass val too"):
+        run(ce, [HeadConfig(st, 0)], test=EvalSplit(feats, None, labels))
+    with pytest.raises(
+        InputError, match=r"initial head is torch\.float32, the features torch\.float64"
+    ):
+        train_head_grid(ce, feats, flip, labels, COUNTS, nn.Linear(D, K), [HeadConfig(st, 0)])
+    with pytest.raises(InputError, match="evaluation features"):
+        run(ce, [HeadConfig(st, 0)], val=EvalSplit(feats[:, :3], None, labels))
+    with pytest.raises(InputError, match=r"lie in \[0, 7\)"):
+        run(ce, [HeadConfig(st, 0)], val=EvalSplit(feats, None, labels + 1))
+
+
+def test_progress_after_every_epoch() -> None:
+    feats, flip, labels = data()
+    calls: list[tuple[str, int, int, float, float]] = []
+    configs = grid(get_method("lort"))  # 8 heads, 3 epochs of 10 steps
+    train_head_grid(
+        get_method("lort"),
+        feats,
+        flip,
+        labels,
+        COUNTS,
+        stage1(),
+        configs,
+        progress=lambda *a: calls.append(a),
+    )
+    assert [(c[0], c[1], c[2]) for c in calls] == [("stage 2", s, 30) for s in (10, 20, 30)]
+    assert all(0.0 < c[3] < 10.0 and 0.0 <= c[4] <= 1.0 for c in calls)
