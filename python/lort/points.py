@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from lort import __version__
 from lort.analysis import GROUP_NAMES, Analysis, curvature, finite_mean, shot_groups
@@ -103,19 +104,24 @@ def summary(
     return out
 
 
-def measure(run: FinishedRun, point: Point) -> dict[str, Any]:
-    """Re-train ``point`` on the run's cache and evaluate it on the test split (and the
-    validation split, when there is one) exactly as ``lort fit`` does."""
-    problem, method = run.problem, point.method
+def _choose(run: FinishedRun, point: Point) -> tuple[float, dict[str, Any]]:
+    """The point's delta and its record."""
     plan = point.smooth
-    delta, selection = problem.choose_smooth(
-        method,
+    return run.problem.choose_smooth(
+        point.method,
         "auto" if plan.mode == "select" else plan.delta,
         list(plan.grid) or run.cfg.smooth_grid,
         seed=point.seed,
         stage2=point.stage2,
     )
-    head = problem.train(method, delta, seed=point.seed, stage2=point.stage2)
+
+
+def _evaluate(
+    run: FinishedRun, point: Point, delta: float, selection: dict[str, Any], head: nn.Module
+) -> dict[str, Any]:
+    """A trained point on the test split (and the validation split, when there is one),
+    exactly as ``lort fit`` evaluates."""
+    problem, method = run.problem, point.method
     logits = problem.logits(method, head, "test")
     analysis = problem.evaluate(logits)
     bias = curvature(logits)
@@ -140,17 +146,69 @@ def measure(run: FinishedRun, point: Point) -> dict[str, Any]:
     }
 
 
+def measure(run: FinishedRun, point: Point) -> dict[str, Any]:
+    """Re-train ``point`` on the run's cache as ``lort fit`` trains, and evaluate it."""
+    delta, selection = _choose(run, point)
+    head = run.problem.train(point.method, delta, seed=point.seed, stage2=point.stage2)
+    return _evaluate(run, point, delta, selection, head)
+
+
+def _stored(run: FinishedRun, name: str, fp: dict[str, Any]) -> dict[str, Any] | None:
+    """The result stored in RUN/``name`` when it is intact and its fingerprint is ``fp``."""
+    if not run.folder.path(name).is_file():
+        return None
+    try:
+        stored = run.folder.read_json(name)
+    except DamagedFileError:  # measured again
+        return None
+    if isinstance(stored, dict) and stored.get("fingerprint") == fp and "result" in stored:
+        return stored["result"]
+    return None
+
+
 def stored_or_measured(run: FinishedRun, name: str, point: Point) -> tuple[dict[str, Any], bool]:
     """The stored result of ``point`` in RUN/``name`` if its fingerprint matches, else a fresh
     measurement, stored there atomically. Returns (result, reused)."""
     fp = point.fingerprint(run)
-    if run.folder.path(name).is_file():
-        try:
-            stored = run.folder.read_json(name)
-        except DamagedFileError:  # measured again below
-            stored = None
-        if isinstance(stored, dict) and stored.get("fingerprint") == fp and "result" in stored:
-            return stored["result"], True
+    stored = _stored(run, name, fp)
+    if stored is not None:
+        return stored, True
     result = measure(run, point)
     run.folder.write_json(name, {"fingerprint": fp, "result": result})
     return result, False
+
+
+def stored_or_measured_together(
+    run: FinishedRun, named: list[tuple[str, Point, str]], on_point: OnPoint | None = None
+) -> list[tuple[dict[str, Any], bool]]:
+    """:func:`stored_or_measured` for (file name, point, label) of one method whose delta
+    needs no choosing (fixed or unused), the missing ones trained together in one grid (each
+    agrees with its training alone to float rounding). ``on_point(done, total, label,
+    reused)`` after each."""
+    if any(p.smooth.mode == "select" or p.method != named[0][1].method for _, p, _ in named):
+        raise ValueError("points measured together are of one method and a given delta")
+    out: list[tuple[dict[str, Any], bool] | None] = []
+    todo = []
+    for i, (name, point, label) in enumerate(named):
+        stored = _stored(run, name, point.fingerprint(run))
+        out.append(None if stored is None else (stored, True))
+        if stored is None:
+            todo.append(i)
+        elif on_point is not None:
+            on_point(i + 1, len(named), label, True)
+    if todo:
+        method = named[todo[0]][1].method
+        chosen = [_choose(run, named[i][1]) for i in todo]
+        configs = [
+            run.problem.config(method, delta, named[i][1].seed, named[i][1].stage2)
+            for i, (delta, _) in zip(todo, chosen, strict=True)
+        ]
+        heads = run.problem.train_many(method, configs)
+        for i, (delta, selection), head in zip(todo, chosen, heads, strict=True):
+            name, point, label = named[i]
+            result = _evaluate(run, point, delta, selection, head)
+            run.folder.write_json(name, {"fingerprint": point.fingerprint(run), "result": result})
+            out[i] = (result, False)
+            if on_point is not None:
+                on_point(i + 1, len(named), label, False)
+    return [r for r in out if r is not None]

@@ -30,6 +30,7 @@ from lort.data.ltdata import Split
 from lort.errors import InputError
 from lort.features import FeatureCache
 from lort.files import finite_or_none
+from lort.head_grid import HeadConfig, train_head_grid
 from lort.methods import Method, inference_logits, rho
 from lort.runfolder import (
     CONFIG,
@@ -153,6 +154,38 @@ class Stage2:
             stats.merge(other)
         return summarize(stats, train_counts=self.counts)
 
+    def config(
+        self,
+        method: Method,
+        smooth: float,
+        seed: int | None = None,
+        stage2: StageConfig | None = None,
+    ) -> HeadConfig:
+        """One training of a grid: the run's seed and stage-2 settings unless given."""
+        return HeadConfig(
+            self.cfg.stage2 if stage2 is None else stage2,
+            self.cfg.seed if seed is None else seed,
+            {"smooth": smooth} if method.target == "smooth" else {},
+        )
+
+    def train_many(self, method: Method, configs: list[HeadConfig]) -> list[nn.Module]:
+        """Heads of ``method``, one per configuration, trained together on the cached
+        features (:mod:`lort.head_grid`: each agrees with its training alone to float
+        rounding)."""
+        feats = self.cache.tensor("train")
+        if feats is None:
+            raise InputError("the feature cache holds no training features")
+        results = train_head_grid(
+            method,
+            feats,
+            self.cache.tensor("train", flipped=True),
+            torch.from_numpy(self.data.train_labels),
+            self.counts,
+            self.init,
+            configs,
+        )
+        return [r.head for r in results]
+
     def choose_smooth(
         self,
         method: Method,
@@ -163,7 +196,9 @@ class Stage2:
         stage2: StageConfig | None = None,
     ) -> tuple[float, dict[str, Any]]:
         """The label-smooth delta and how it was had: fixed, or (``smooth="auto"``) the grid
-        value with the best class-mean validation accuracy, the first of equals."""
+        value with the best class-mean validation accuracy, the first of equals. The grid's
+        heads are trained together and only scored; the caller trains the chosen delta
+        alone, so a chosen delta gives the numbers of the same delta fixed."""
         if method.target != "smooth":
             return 0.0, {"mode": "unused", "why": f"{method.name} trains on one-hot targets"}
         if smooth != "auto":
@@ -171,9 +206,8 @@ class Stage2:
             return d, {"mode": "fixed", "delta": d, "rho": finite_or_none(rho(self.k, d))}
         if not self.has_val:
             raise InputError("--smooth auto needs a validation split; give --val-fraction > 0")
-        scores = [
-            self.val_score(method, self.train(method, d, seed=seed, stage2=stage2)) for d in grid
-        ]
+        heads = self.train_many(method, [self.config(method, d, seed, stage2) for d in grid])
+        scores = [self.val_score(method, head) for head in heads]
         best = int(np.argmax(scores))
         d = grid[best]
         return d, {

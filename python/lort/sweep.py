@@ -30,6 +30,7 @@ from lort.points import (
     lr_wd_point,
     smooth_point,
     stored_or_measured,
+    stored_or_measured_together,
 )
 from lort.stage2 import FinishedRun, SmoothPlan, open_run_locked
 
@@ -114,14 +115,17 @@ def _sweep_smooth(
     notes: list[str],
 ) -> SweepResult:
     method = get_method("lort")
-    points, reused = [], 0
-    for i, d in enumerate(deltas):
-        point = Point(method, run.cfg.seed, run.cfg.stage2, SmoothPlan("fixed", d))
-        result, was_reused = stored_or_measured(run, smooth_point(d), point)
-        reused += was_reused
-        points.append(_record(result, delta=d, rho=finite_or_none(rho(run.problem.k, d))))
-        if on_point is not None:
-            on_point(i + 1, len(deltas), f"delta {d:g}", was_reused)
+    seed, stage2 = run.cfg.seed, run.cfg.stage2
+    named = [
+        (smooth_point(d), Point(method, seed, stage2, SmoothPlan("fixed", d)), f"delta {d:g}")
+        for d in deltas
+    ]
+    measured = stored_or_measured_together(run, named, on_point)
+    reused = sum(was_reused for _, was_reused in measured)
+    points = [
+        _record(result, delta=d, rho=finite_or_none(rho(run.problem.k, d)))
+        for d, (result, _) in zip(deltas, measured, strict=True)
+    ]
     chosen = _choose(run, points)
     res = SweepResult(run, "smooth", "lort", points, chosen, reused, notes=notes)
     res.data = {
@@ -200,15 +204,20 @@ def _sweep_lr_wd(
     wd_list = wds or [st.weight_decay]
     plan, delta_from = _lr_wd_delta(run, name)
     grid = [(lr, wd) for lr in lr_list for wd in wd_list]
-    points, reused = [], 0
-    for i, (lr, wd) in enumerate(grid):
-        stage2 = dataclasses.replace(st, lr=lr, weight_decay=wd)
-        point = Point(method, run.cfg.seed, stage2, plan)
-        result, was_reused = stored_or_measured(run, lr_wd_point(name, lr, wd), point)
-        reused += was_reused
-        points.append(_record(result, lr=lr, weight_decay=wd))
-        if on_point is not None:
-            on_point(i + 1, len(grid), f"lr {lr:g} wd {wd:g}", was_reused)
+    named = [
+        (
+            lr_wd_point(name, lr, wd),
+            Point(method, run.cfg.seed, dataclasses.replace(st, lr=lr, weight_decay=wd), plan),
+            f"lr {lr:g} wd {wd:g}",
+        )
+        for lr, wd in grid
+    ]
+    measured = stored_or_measured_together(run, named, on_point)
+    reused = sum(was_reused for _, was_reused in measured)
+    points = [
+        _record(result, lr=lr, weight_decay=wd)
+        for (lr, wd), (result, _) in zip(grid, measured, strict=True)
+    ]
     chosen = _choose(run, points)
     res = SweepResult(run, "lr-wd", name, points, chosen, reused, notes=notes)
     res.data = {
