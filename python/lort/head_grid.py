@@ -307,6 +307,10 @@ def train_head_grid(
             itemsize=feats.element_size(),
             evaluate=val is not None,
         )
+        if device.type == "cpu" and batch * feats.shape[1] * k >= SMALL_STEP:
+            # One head's step is already mostly arithmetic: stacking only makes the update
+            # memory-bound (benches/stage2_grid.py at K = 1,000 and 8,142).
+            most = 1
         parts = math.ceil(len(members) / most)
         size = math.ceil(len(members) / parts)
         for start in range(0, len(members), size):
