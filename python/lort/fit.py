@@ -22,12 +22,12 @@ from lort import runtime
 from lort.analysis import Analysis
 from lort.config import FitConfig
 from lort.data import LTData
-from lort.features import FeatureCache, build_cache
+from lort.features import FeatureCache, build_cache, given_features
 from lort.methods import Method, get_method, rho
-from lort.models import build_model
+from lort.models import Classifier, build_model, load_backbone_weights
 from lort.runfolder import FEATURES, RUN_FILES, STAGE1, RunFolder, check_unchanged
 from lort.stage2 import Stage2, load_data
-from lort.train import Progress, Stage1State, train_head_live, train_stage1
+from lort.train import Progress, Stage1State, train_head_cached, train_head_live, train_stage1
 
 LOW_RHO = 1.5
 # Re-trained on the same cached features next to every run, for comparison.
@@ -55,19 +55,54 @@ Say = Callable[[str], None]
 
 def plan_lines(cfg: FitConfig, data: LTData, method: Method, folder: Path) -> list[str]:
     counts = data.train_counts()
-    s1, s2 = cfg.stage1, cfg.stage2
+    s2 = cfg.stage2
     val = 0 if data.val_labels is None else len(data.val_labels)
     flips = cfg.flip_tta and data.mirrorable
-    return [
+    spec = data.transform_spec
+    lines = [
         f"run folder   {folder}",
         f"data         {cfg.dataset}: {data.num_classes} classes, {int(counts.sum()):,} train "
         f"(max {counts.max()}, min {counts.min()}), {val:,} val, {len(data.test_labels):,} test",
-        f"stage 1      {cfg.arch}, loss {cfg.stage1_loss}, {s1.epochs} epochs, lr {s1.lr}, "
-        f"wd {s1.weight_decay}, batch {s1.batch_size}",
+        _stage1_line(cfg, data),
+    ]
+    if spec.kind == "resized":
+        lines.append(
+            f"input        {spec.image_size}px (resize {spec.resize}, {spec.interpolation}), "
+            f"mean {spec.mean}, std {spec.std}: the network's pretrained config"
+        )
+    return [
+        *lines,
         f"stage 2      {method.name} ({cfg.stage2_mode}), smooth {cfg.smooth}, {s2.epochs} epochs, "
         f"lr {s2.lr}, wd {s2.weight_decay}, batch {s2.batch_size}",
         f"evaluation   flip TTA {'on' if flips else 'off'}",
     ]
+
+
+def _stage1_line(cfg: FitConfig, data: LTData) -> str:
+    s1 = cfg.stage1
+    schedule = f"{s1.epochs} epochs, lr {s1.lr}, wd {s1.weight_decay}, batch {s1.batch_size}"
+    if cfg.dataset == "features":
+        what = f"no backbone: {data.manifest.get('feature_dim')}-d features from {cfg.data_root}"
+        if s1.epochs == 0:
+            return f"stage 1      {what}; stage 2 starts from a fresh linear head"
+        return f"stage 1      {what}; a linear head trained with ce, {schedule}"
+    start = (
+        "pretrained weights"
+        if cfg.pretrained
+        else f"weights {cfg.weights}"
+        if cfg.weights
+        else "random init"
+    )
+    if s1.epochs == 0:
+        return f"stage 1      {cfg.arch} ({start}), linear probing: no training, a fresh head"
+    tuning = (
+        ", backbone frozen"
+        if cfg.freeze_backbone
+        else f", backbone lr x {cfg.backbone_lr_scale}"
+        if cfg.backbone_lr_scale != 1.0
+        else ""
+    )
+    return f"stage 1      {cfg.arch} ({start}{tuning}), loss {cfg.stage1_loss}, {schedule}"
 
 
 def fit(cfg: FitConfig, opts: FitOptions, say: Say, progress: Progress) -> FitResult:
@@ -108,25 +143,43 @@ def _fit(
         return FitResult(folder.root, None)
 
     timings: dict[str, float] = {}
-    model = build_model(cfg.arch, k, data.in_channels)
     counts = data.train_counts()
-
-    t = time.perf_counter()
-    images = _stage1(cfg, opts, rt, folder, data, model, counts, progress)
-    timings["stage1_s"] = time.perf_counter() - t
-    if images:
-        timings["stage1_images_per_s"] = images * rt.world / timings["stage1_s"]
+    model: Classifier | None = None
+    if cfg.dataset == "features":
+        t = time.perf_counter()
+        cache = _given_features(rt, folder, data, cfg)
+        timings["features_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        init = _linear_stage1(cfg, rt, folder, data, cache, counts, progress)
+        timings["stage1_s"] = time.perf_counter() - t
+    else:
+        fresh = not folder.path(STAGE1).exists()
+        model = build_model(cfg.arch, k, data.in_channels, pretrained=cfg.pretrained and fresh)
+        if cfg.weights is not None and fresh:
+            ignored = load_backbone_weights(model.backbone, cfg.weights)
+            say(
+                f"loaded --weights {cfg.weights} into the backbone"
+                + (f"; ignored its {', '.join(ignored)}" if ignored else "")
+            )
+        t = time.perf_counter()
+        images = _stage1(cfg, opts, rt, folder, data, model, counts, progress)
+        timings["stage1_s"] = time.perf_counter() - t
+        if images:
+            timings["stage1_images_per_s"] = images * rt.world / timings["stage1_s"]
     if opts.stop_after == "stage1":
         say(f"stopped after stage 1; continue with: lort fit --resume --out {folder.root}")
         return FitResult(folder.root, None)
 
-    t = time.perf_counter()
-    problem = Stage2(cfg, data, _features(rt, folder, data, model, cfg), model.head, counts)
-    timings["features_s"] = time.perf_counter() - t
+    if model is not None:
+        t = time.perf_counter()
+        cache = _features(rt, folder, data, model, cfg)
+        timings["features_s"] = time.perf_counter() - t
+        init = model.head
+    problem = Stage2(cfg, data, cache, init, counts)
 
     t = time.perf_counter()
     smooth, selection = problem.choose_smooth(method, cfg.smooth, cfg.smooth_grid)
-    if cfg.stage2_mode == "cached":
+    if model is None or cfg.stage2_mode == "cached":
         head = problem.train(method, smooth, progress=progress)
     else:
         head = _stage2_live(cfg, rt, method, data, model, counts, smooth, progress)
@@ -134,7 +187,7 @@ def _fit(
 
     baselines = _baselines(problem, method) if rt.is_main else {}
     t = time.perf_counter()
-    if cfg.stage2_mode == "live" and cfg.live_bn == "train":
+    if model is not None and cfg.stage2_mode == "live" and cfg.live_bn == "train":
         # BatchNorm statistics moved in stage 2: the test features must be taken again.
         sets = _eval_sets(data, ("test",), rt)
         problem.cache = build_cache(model.backbone, sets, rt, flip=problem.flips)
@@ -156,6 +209,7 @@ def _fit(
         "method": dataclasses.asdict(method),
         "smooth": selection,
         "flip_tta": problem.flips,
+        "input": dataclasses.asdict(data.transform_spec),
         "notes": notes,
         "baselines": baselines,
         "results": analysis.to_dict(),
@@ -216,6 +270,8 @@ def _stage1(
         checkpoint=checkpoint,
         progress=progress,
         compile_model=cfg.compile_model,
+        freeze_backbone=cfg.freeze_backbone,
+        backbone_lr_scale=cfg.backbone_lr_scale,
     )
     model.cpu()
     if rt.is_main:
@@ -248,6 +304,71 @@ def _features(
     if rt.distributed:
         dist.barrier()
     return FeatureCache.load(str(folder.path(FEATURES)))
+
+
+def _given_features(
+    rt: runtime.Runtime, folder: RunFolder, data: LTData, cfg: FitConfig
+) -> FeatureCache:
+    """A features run's cache: the given arrays, copied into the run folder so that the run
+    stands on its own (compare, sweep and predict read the copy)."""
+    if not folder.done("features") and rt.is_main:
+        cache = given_features(data, flip=cfg.flip_tta and data.mirrorable)
+        folder.write_npz(FEATURES, **cache.arrays)
+        folder.mark_done("features")
+    if rt.distributed:
+        dist.barrier()
+    return FeatureCache.load(str(folder.path(FEATURES)))
+
+
+def _linear_stage1(
+    cfg: FitConfig,
+    rt: runtime.Runtime,
+    folder: RunFolder,
+    data: LTData,
+    cache: FeatureCache,
+    counts: np.ndarray,
+    progress: Progress,
+) -> nn.Linear:
+    """A features run's stage-1 classifier, the head every stage-2 method starts from: a fresh
+    ``nn.Linear`` (seeded), trained with cross-entropy and weight decay on the features when
+    ``--epochs1`` > 0. Saved as ``stage1.ckpt`` like an image run's (head tensors only)."""
+    if folder.path(STAGE1).exists():
+        saved = folder.load_torch(STAGE1)
+        check_unchanged(saved["config"], cfg.to_dict())
+        if folder.done("stage1"):
+            return _linear(saved["state"]["model"])
+    feats = cache.tensor("train")
+    assert feats is not None  # the loader requires training features
+    head = nn.Linear(feats.shape[1], data.num_classes)
+    if cfg.stage1.epochs > 0:
+        trained = train_head_cached(
+            get_method("ce"),
+            feats,
+            cache.tensor("train", flipped=True),
+            torch.from_numpy(data.train_labels),
+            counts,
+            head,
+            cfg.stage1,
+            smooth=0.0,
+            seed=cfg.seed,
+            progress=lambda _, *rest: progress("stage 1", *rest),
+        )
+        head = _linear(trained.state_dict(), prefix="")
+    state = {"head.weight": head.weight.detach(), "head.bias": head.bias.detach()}
+    if rt.is_main:
+        stage1 = Stage1State(state, {}, {}, cfg.stage1.epochs)
+        folder.save_torch(STAGE1, {"state": dataclasses.asdict(stage1), "config": cfg.to_dict()})
+        folder.mark_done("stage1")
+    return head
+
+
+def _linear(state: dict[str, torch.Tensor], prefix: str = "head.") -> nn.Linear:
+    weight, bias = state[f"{prefix}weight"], state[f"{prefix}bias"]
+    head = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
+    return head
 
 
 def _stage2_live(

@@ -46,6 +46,10 @@ FROZEN = (
     "arch",
     "stage1_loss",
     "stage1",
+    "pretrained",
+    "weights",
+    "freeze_backbone",
+    "backbone_lr_scale",
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -82,6 +83,10 @@ class LTData:
         if pixels is None:
             return None
         return TensorImages(pixels, labels, self.transform_spec, device)
+
+    def with_transform(self, spec: TransformSpec) -> LTData:
+        """The same data read through another pipeline (a pretrained network's own input)."""
+        return dataclasses.replace(self, transform_spec=spec, image_size=spec.image_size)
 
     @property
     def mirrorable(self) -> bool:
