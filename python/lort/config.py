@@ -287,8 +287,6 @@ def _validate_backbone(cfg: FitConfig) -> None:
     check_arch(cfg.arch, pretrained=cfg.pretrained)
     if cfg.pretrained and cfg.weights is not None:
         raise InputError("give --pretrained (download) or --weights FILE (local), not both")
-    if cfg.weights is not None and not Path(cfg.weights).expanduser().is_file():
-        raise InputError(f"--weights {cfg.weights}: no such file")
     if not cfg.backbone_lr_scale > 0:
         raise InputError(f"--backbone-lr-scale must be > 0, got {cfg.backbone_lr_scale}")
     if cfg.freeze_backbone and cfg.backbone_lr_scale != 1.0:

@@ -22,6 +22,7 @@ from lort import runtime
 from lort.analysis import Analysis
 from lort.config import FitConfig
 from lort.data import LTData
+from lort.errors import InputError
 from lort.features import FeatureCache, build_cache, given_features
 from lort.methods import Method, get_method, rho
 from lort.models import Classifier, build_model, load_backbone_weights
@@ -118,6 +119,9 @@ def _fit(
 ) -> FitResult:
     notes = list(cfg.notes)
     method = get_method(cfg.method)
+    weights = None if cfg.weights is None else Path(cfg.weights).expanduser()
+    if weights is not None and not weights.is_file() and not (opts.out / STAGE1).exists():
+        raise InputError(f"--weights {cfg.weights}: no such file")
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     data = load_data(cfg)

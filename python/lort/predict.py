@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,6 +69,33 @@ class Predictions:
             (n, [(names[int(i)], int(i), float(p)) for i, p in zip(ix, pr, strict=True)])
             for n, ix, pr in zip(self.names, self.indices(), self.probabilities(), strict=True)
         ]
+
+    def csv(self) -> tuple[list[str], list[list[Any]]]:
+        """Header and rows: the input, then class, index and probability per rank."""
+        k = self.indices().shape[1] if self.names else 0
+        header = ["input"] + [f"{c}_{r}" for r in range(1, k + 1) for c in CSV_COLUMNS]
+        rows = [[n, *(v for top in tops for v in top)] for n, tops in self.rows()]
+        return header, rows
+
+    def to_json(self) -> dict[str, Any]:
+        run = self.run
+        return {
+            "run": str(run.root),
+            "method": run.method.name,
+            "inference": run.method.inference or "none",
+            "flip_averaging": run.flips,
+            "notes": self.notes,
+            "predictions": [
+                {
+                    "input": n,
+                    "top": [{"class": c, "index": i, "probability": p} for c, i, p in tops],
+                }
+                for n, tops in self.rows()
+            ],
+        }
+
+
+CSV_COLUMNS = ("class", "index", "probability")
 
 
 def list_inputs(inputs: list[Path]) -> list[Path]:
@@ -276,7 +304,7 @@ class Reader:
             )
         small = spec.kind == "small" and uint8_hwc and a.shape[1:3] == (spec.image_size,) * 2
         for start in range(0, len(a), self.chunk):
-            chunk = np.ascontiguousarray(a[start : start + self.chunk])
+            chunk = np.array(a[start : start + self.chunk])  # a writable copy of the rows
             labels = np.zeros(len(chunk), np.int64)
             images: EvalSet = (
                 TensorImages(chunk, labels, spec, self.rt.device)
