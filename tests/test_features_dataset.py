@@ -195,3 +195,29 @@ def test_options_a_features_run_cannot_take(
     assert result.exit_code != 0
     assert (expected or "ships its own validation split") in flat(result.output)
     assert not out.exists()
+
+
+def test_predict_and_export_a_features_run(feature_run: Path, tmp_path: Path) -> None:
+    data = Path(yaml.safe_load((feature_run / "config.yaml").read_text())["data_root"])
+    want = np.load(feature_run / "logits.npy")
+    logits = tmp_path / "logits.npy"
+    # test_flipped_features.npy beside it: averaged as the run's evaluation did
+    ok("predict", feature_run, data / "test_features.npy", "--logits", logits, "--format", "csv")
+    np.testing.assert_array_equal(np.load(logits), want)
+    alone = tmp_path / "test_features.npy"
+    alone.write_bytes((data / "test_features.npy").read_bytes())
+    result = ok("predict", feature_run, alone, "--format", "json")
+    assert "has no test_flipped_features.npy beside it" in flat(result.output)
+    images = run_cli("predict", feature_run, tmp_path)
+    assert images.exit_code != 0
+    out = tmp_path / "head.pt"
+    ok("export", feature_run, "--out", out)
+    info = json.loads((tmp_path / "head.json").read_text())
+    assert info["input"] == {"kind": "features", "feature_dim": DIM}
+    assert info["input_shape"] == ["N", DIM] and "average this module's outputs" in info["note"]
+    module = torch.jit.load(out)
+    with torch.no_grad():
+        plain = module(torch.from_numpy(np.load(data / "test_features.npy")))
+        mirror = module(torch.from_numpy(np.load(data / "test_flipped_features.npy")))
+    got = ((plain + mirror) / 2).numpy()
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()

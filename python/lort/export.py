@@ -196,7 +196,7 @@ def export(root: Path, fmt: str, out: Path) -> ExportResult:
     meta = out.with_suffix(".json")
     if meta == out:
         raise InputError(
-            f"--out {out}: give the module file (e.g. model.pt); its JSON goes beside it"
+            f"--out {out}: name the module file (model.pt); its JSON is written beside it"
         )
     run = open_trained(root)
     module = export_module(run)

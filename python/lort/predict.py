@@ -274,7 +274,7 @@ class Reader:
         bad = ~np.isfinite(a).all(axis=1)
         if bad.any():
             raise InputError(f"{path} row {int(np.argmax(bad))} holds NaN or Inf")
-        return np.ascontiguousarray(a, dtype=np.float32)
+        return np.array(a, dtype=np.float32)  # a writable copy (the file is memory-mapped)
 
     def _feature_rows(self, path: Path, a: np.ndarray, notes: list[str]) -> Part:
         features = self._checked(path, a)
