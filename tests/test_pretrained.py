@@ -68,6 +68,7 @@ def test_linear_probe_with_weights_from_a_file(
     text = flat(result.output)
     assert "linear probing" in text and "160px" in text
     assert "ignored its classifier.bias, classifier.weight" in text
+    assert "--epochs1 0: lort re-trains the stage-1 classifier" in text
     rep = json.loads((out / "report.json").read_text())
     assert rep["input"]["kind"] == "resized" and rep["input"]["image_size"] == 160
     cfg = yaml.safe_load((out / "config.yaml").read_text())

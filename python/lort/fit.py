@@ -134,6 +134,12 @@ def _fit(
                 f"1 + K(1-delta)/delta = {r:.2f} < {LOW_RHO}: the target barely prefers the true "
                 "class; the paper's delta 0.98 assumes K >= 100. Consider --smooth auto."
             )
+    if cfg.stage1.epochs == 0 and (method.target == "smooth" or method.head == "lws"):
+        notes.append(
+            f"--epochs1 0: {method.name} re-trains the stage-1 classifier, and stage 1 leaves a "
+            "fresh one; to train it first, use --freeze-backbone with --epochs1 N (images) or "
+            "the default --epochs1 (features)"
+        )
     folder = _open_folder(opts, rt)
     for n in notes:
         say(f"[yellow]note:[/yellow] {n}")
