@@ -140,6 +140,9 @@ def _fit(
             "fresh one; to train it first, use --freeze-backbone with --epochs1 N (images) or "
             "the default --epochs1 (features)"
         )
+    # The network is built and its weights loaded before the run folder is touched, so that a
+    # failed download or a weights file that does not fit leaves nothing behind.
+    model = None if cfg.dataset == "features" else _start_model(cfg, opts, data, say)
     folder = _open_folder(opts, rt)
     for n in notes:
         say(f"[yellow]note:[/yellow] {n}")
@@ -154,7 +157,6 @@ def _fit(
 
     timings: dict[str, float] = {}
     counts = data.train_counts()
-    model: Classifier | None = None
     if cfg.dataset == "features":
         t = time.perf_counter()
         cache = _given_features(rt, folder, data, cfg)
@@ -163,14 +165,7 @@ def _fit(
         init = _linear_stage1(cfg, rt, folder, data, cache, counts, progress)
         timings["stage1_s"] = time.perf_counter() - t
     else:
-        fresh = not folder.path(STAGE1).exists()
-        model = build_model(cfg.arch, k, data.in_channels, pretrained=cfg.pretrained and fresh)
-        if cfg.weights is not None and fresh:
-            ignored = load_backbone_weights(model.backbone, cfg.weights)
-            say(
-                f"loaded --weights {cfg.weights} into the backbone"
-                + (f"; ignored its {', '.join(ignored)}" if ignored else "")
-            )
+        assert model is not None
         t = time.perf_counter()
         images = _stage1(cfg, opts, rt, folder, data, model, counts, progress)
         timings["stage1_s"] = time.perf_counter() - t
@@ -230,6 +225,22 @@ def _fit(
     report["baselines"]["method"] |= analysis.group_accuracies()
     folder.write_json("report.json", report)
     return FitResult(folder.root, analysis, report)
+
+
+def _start_model(cfg: FitConfig, opts: FitOptions, data: LTData, say: Say) -> Classifier:
+    """The network stage 1 starts from: pretrained or loaded from --weights unless the run
+    folder already holds a stage-1 checkpoint to continue (which replaces those weights)."""
+    fresh = opts.overwrite or not (opts.out / STAGE1).exists()
+    model = build_model(
+        cfg.arch, data.num_classes, data.in_channels, pretrained=cfg.pretrained and fresh
+    )
+    if cfg.weights is not None and fresh:
+        ignored = load_backbone_weights(model.backbone, cfg.weights)
+        say(
+            f"loaded --weights {cfg.weights} into the backbone"
+            + (f"; ignored its {', '.join(ignored)}" if ignored else "")
+        )
+    return model
 
 
 def _open_folder(opts: FitOptions, rt: runtime.Runtime) -> RunFolder:
