@@ -80,6 +80,7 @@ def test_bad_arguments() -> None:
         "imagefolder",
         "imagenet-lt",
         "inat2018",
+        "features",
     )
     with pytest.raises(InputError, match="digits-lt, cifar10-lt"):
         build_dataset("mnist")

@@ -13,6 +13,12 @@ from conftest import CLASS_TEST
 from lort.config import load_yaml, resolve
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+# Linear probe + LORT re-training on pretrained backbones (written offline, never run here).
+PRETRAINED = tuple(
+    f"{data}-{net}"
+    for data in ("imagenet-lt", "inat2018", "imagefolder")
+    for net in ("resnet50-probe", "clip-vit-b16")
+)
 NAMES = (
     "cifar100-lt-ir100",
     "cifar100-lt-ir50",
@@ -21,6 +27,7 @@ NAMES = (
     "inat2018",
     "cifar10-lt-ir100",
     "cifar10-lt-ir100-cpu",
+    *PRETRAINED,
 )
 
 
@@ -40,6 +47,8 @@ def test_recipe_resolves_and_says_where_its_numbers_come_from(name: str) -> None
     assert "Where the numbers come from" in header
     assert "report" in header  # what the paper (or the literature) reports for it
     assert "lort fit --config recipes/" in header
+    if "timm:" in recipe(name).read_text():
+        pytest.importorskip("timm")
     cfg = resolve(load_yaml(recipe(name)), {})
     assert cfg.method == "lort" and cfg.stage2_mode == "cached"
 
@@ -99,3 +108,16 @@ def test_cpu_recipe_runs_on_real_jpegs(small_cifar_folder: Path, tmp_path: Path)
     assert report["config"]["arch"] == "resnet8" and report["config"]["smooth"] == 0.83
     assert report["results"]["rows"] == 10 * CLASS_TEST
     assert report["timings"]["stage1_images_per_s"] > 0
+
+
+@pytest.mark.parametrize("name", PRETRAINED)
+def test_pretrained_recipes_probe_then_retrain(name: str) -> None:
+    text = recipe(name).read_text()
+    if "timm:" in text:
+        pytest.importorskip("timm")
+    cfg = resolve(load_yaml(recipe(name)), {})
+    assert cfg.pretrained and cfg.freeze_backbone and cfg.weights is None
+    assert cfg.arch in ("resnet50", "timm:vit_base_patch16_clip_224.openai")
+    assert cfg.stage1.epochs > 0  # a trained linear head for LORT to re-train
+    assert (cfg.stage2.epochs, cfg.stage2.lr, cfg.stage2.weight_decay) == (20, 5e-4, 0.0)
+    assert "has not run this recipe" in text

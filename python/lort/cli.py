@@ -1,7 +1,7 @@
 """The ``lort`` command line: options in, a call, output out. One rich Console for results
 (stdout) and one for diagnostics and progress (stderr); the work is in the command modules
-(:mod:`lort.fit`, :mod:`lort.compare`, :mod:`lort.sweep`, :mod:`lort.analysis`) and what is
-printed in :mod:`lort.tables`."""
+(:mod:`lort.fit`, :mod:`lort.compare`, :mod:`lort.sweep`, :mod:`lort.predict`,
+:mod:`lort.export`, :mod:`lort.analysis`) and what is printed in :mod:`lort.tables`."""
 
 from __future__ import annotations
 
@@ -22,7 +22,14 @@ from lort.analysis import analyze as run_analysis
 from lort.analysis import npy_rows
 from lort.errors import LortError
 from lort.files import write_json
-from lort.tables import print_analysis, print_compare, print_fit, print_pooled, print_sweep
+from lort.tables import (
+    print_analysis,
+    print_compare,
+    print_fit,
+    print_pooled,
+    print_predictions,
+    print_sweep,
+)
 
 out_console = Console()
 err = Console(stderr=True)
@@ -228,7 +235,8 @@ def _parse_size(text: str) -> int:
 )
 @click.option(
     "--dataset",
-    help="digits-lt (default), cifar10-lt, cifar100-lt, imagefolder, imagenet-lt, inat2018.",
+    help="digits-lt (default), cifar10-lt, cifar100-lt, imagefolder, imagenet-lt, inat2018, "
+    "features (.npy arrays of your own features).",
 )
 @click.option("--data-root", help="Folder holding the dataset in its standard layout.")
 @click.option("--download", is_flag=True, default=None, help="Let torchvision download CIFAR.")
@@ -244,7 +252,27 @@ def _parse_size(text: str) -> int:
     "--val-fraction", type=float, help="Stratified validation split carved from training data."
 )
 @click.option(
-    "--arch", help="small-cnn, resnet8, resnet20, resnet32, resnet34-cifar, resnet50, resnext50."
+    "--arch",
+    help="small-cnn, resnet8, resnet20, resnet32, resnet34-cifar, resnet50, resnext50, or "
+    "timm:NAME (any timm model; pip install 'lort[timm]').",
+)
+@click.option(
+    "--pretrained",
+    flag_value=True,
+    default=None,
+    help="Start from the network's pretrained weights (downloaded by torchvision or timm).",
+)
+@click.option("--weights", help="Start the backbone from a local state_dict / checkpoint file.")
+@click.option(
+    "--freeze-backbone",
+    flag_value=True,
+    default=None,
+    help="Stage 1 trains the head alone on the frozen backbone.",
+)
+@click.option(
+    "--backbone-lr-scale",
+    type=float,
+    help="Stage-1 learning rate of the backbone as a fraction of --lr1 (fine-tuning).",
 )
 @click.option("--stage1-loss", type=click.Choice(["ce", "ce-drw", "ldam-drw", "bs"]))
 @click.option("--method", help="Stage-2 re-training method (lort, ce, cosine, lws, ...).")
@@ -498,3 +526,136 @@ def sweep(
         f"{len(result.points) - result.reused} re-trained, {result.reused} reused in "
         f"{time.perf_counter() - started:.1f} s; wrote " + ", ".join(str(p) for p in result.files)
     )
+
+
+@main.command()
+@run_dir_arg
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the csv / json here [stdout].",
+)
+@click.option(
+    "--logits",
+    "logits_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also save every input's logits (.npy, inputs x classes).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Images per forward pass (256 reproduces the run's own evaluation exactly).",
+)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--workers", type=click.IntRange(min=0), default=0, help="Image decoding workers.")
+@clean_errors
+def predict(
+    run_dir: Path,
+    inputs: tuple[Path, ...],
+    top_k: int,
+    fmt: str,
+    out: Path | None,
+    logits_out: Path | None,
+    batch_size: int,
+    device: str,
+    workers: int,
+) -> None:
+    """Classify INPUTS (image files, folders of images, or .npy arrays of features or images)
+    with RUN_DIR's backbone and re-trained classifier, its inference rule and flip averaging.
+    """
+    import csv
+    import json
+    import time
+
+    from lort.files import write_csv, write_npy
+    from lort.predict import predict as run_predict
+
+    if out is not None and fmt == "table":
+        raise click.UsageError("--out writes csv or json: add --format csv or --format json")
+    with Progress(
+        TextColumn("predict"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,} inputs"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as bar:
+        task = bar.add_task("inputs", total=None)
+        started = time.perf_counter()
+        preds = run_predict(
+            run_dir,
+            list(inputs),
+            top_k=top_k,
+            batch_size=batch_size,
+            device=device,
+            workers=workers,
+            keep_logits=logits_out is not None,
+            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+        seconds = time.perf_counter() - started
+    for note in preds.notes:
+        err.print(f"[yellow]note:[/yellow] {note}")
+    if fmt == "table":
+        print_predictions(out_console, preds)
+    elif fmt == "csv":
+        header, rows = preds.csv()
+        if out is None:
+            writer = csv.writer(out_console.file, lineterminator="\n")
+            writer.writerow(header)
+            writer.writerows(rows)
+        else:
+            write_csv(out, header, rows)
+    elif out is None:
+        out_console.file.write(json.dumps(preds.to_json(), indent=1) + "\n")
+    else:
+        write_json(out, preds.to_json())
+    if logits_out is not None:
+        write_npy(logits_out, preds.all_logits())
+    n = len(preds.names)
+    err.print(
+        f"classified {n:,} inputs in {seconds:.1f} s ({n / max(seconds, 1e-9):,.0f} per s)"
+        + "".join(f"; wrote {p}" for p in (out, logits_out) if p is not None)
+    )
+
+
+@main.command(name="export")
+@run_dir_arg
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["torchscript", "onnx"]),
+    default="torchscript",
+    show_default=True,
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The module file (model.pt, model.onnx); its JSON is written beside it.",
+)
+@clean_errors
+def export_cmd(run_dir: Path, fmt: str, out: Path) -> None:
+    """Write RUN_DIR's classifier as one module from an image batch (a feature batch for a
+    features run) to logits, the inference rule and flip averaging folded in, and a JSON
+    beside it with the class names, input size and normalisation."""
+    from lort.export import export
+
+    result = export(run_dir, fmt, out)
+    checked = (
+        "not checked: onnxruntime is not installed"
+        if result.max_rel_error != result.max_rel_error
+        else f"max relative error {result.max_rel_error:.1e} against lort's own logits"
+    )
+    err.print(f"wrote {result.out} and {result.json} ({checked})")

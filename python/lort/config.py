@@ -29,7 +29,9 @@ class StageConfig:
 class FitConfig:
     """Every option of a run, final once :func:`resolve` returns it. The fields are what
     ``config.yaml`` holds, in this order; ``notes`` says what ``resolve`` decided for the user
-    (shown once, not saved)."""
+    (shown once, not saved). The fields marked ``omit_default`` (the pretrained-backbone
+    options) are saved only when set, so a config that does not use them is written as before
+    they existed."""
 
     dataset: str = "digits-lt"
     data_root: str | None = None
@@ -54,14 +56,20 @@ class FitConfig:
     device: str = "auto"
     workers: int = 0
     compile_model: bool = False
+    pretrained: bool = field(default=False, metadata={"omit_default": True})
+    weights: str | None = field(default=None, metadata={"omit_default": True})
+    freeze_backbone: bool = field(default=False, metadata={"omit_default": True})
+    backbone_lr_scale: float = field(default=1.0, metadata={"omit_default": True})
     notes: tuple[str, ...] = field(default=(), compare=False, metadata={"saved": False})
 
     def to_dict(self) -> dict[str, Any]:
         """The saved config (``config.yaml``, the resume check, stored-point identities)."""
+        values = dataclasses.asdict(self)
         return {
-            f.name: dataclasses.asdict(self)[f.name]
+            f.name: values[f.name]
             for f in dataclasses.fields(self)
             if f.metadata.get("saved", True)
+            and not (f.metadata.get("omit_default") and values[f.name] == f.default)
         }
 
 
@@ -106,6 +114,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "smooth": 0.99,
         "stage1": StageConfig(epochs=200, lr=0.1, weight_decay=1e-4, batch_size=256),
         "stage2": StageConfig(epochs=20, lr=5e-4, weight_decay=0.0, batch_size=256),
+    },
+    # No backbone to train: stage 1 is a linear classifier trained with cross-entropy and
+    # weight decay on the given features (seconds), the trained head that stage 2 re-trains
+    # with the paper's light recipe. From a fresh head (--epochs1 0) LORT's retargeted
+    # targets do not learn the tail (README, "Your own features").
+    "features": {
+        "arch": "none",
+        "stage1": StageConfig(epochs=30, lr=0.05, weight_decay=5e-4, batch_size=128),
+        "stage2": StageConfig(epochs=20, lr=5e-4, weight_decay=0.0, batch_size=64),
     },
 }
 
@@ -171,6 +188,10 @@ _KINDS: dict[str, str] = {
     "device": "str",
     "workers": "int",
     "compile_model": "bool",
+    "pretrained": "bool",
+    "weights": "str?",
+    "freeze_backbone": "bool",
+    "backbone_lr_scale": "number",
 }
 _STAGE_KINDS = {"epochs": "int", "lr": "number", "weight_decay": "number", "batch_size": "int"}
 _WANT = {
@@ -279,10 +300,12 @@ def _delta(value: Any, name: str) -> float:
 
 def _auto_validation(cfg: FitConfig) -> FitConfig:
     """``--smooth auto`` for a smooth-target method needs a validation split: carve one."""
+    from lort.data.feature_files import ships_validation
     from lort.methods import get_method
 
     wants = cfg.smooth == "auto" and get_method(cfg.method).target == "smooth"
-    if not wants or cfg.val_fraction != 0.0:
+    shipped = cfg.dataset == "features" and ships_validation(cfg.data_root)
+    if not wants or cfg.val_fraction != 0.0 or shipped:
         return cfg
     note = (
         f"--smooth auto picks delta on a validation split: carved {AUTO_VAL_FRACTION:.0%} "
@@ -294,11 +317,9 @@ def _auto_validation(cfg: FitConfig) -> FitConfig:
 def validate(cfg: FitConfig) -> None:
     """Every option checked before anything is built or written."""
     from lort.methods import STAGE1_LOSSES, get_method
-    from lort.models import ARCHS
 
     get_method(cfg.method)
-    if cfg.arch not in ARCHS:
-        raise InputError(f"unknown --arch {cfg.arch!r}; choose one of {', '.join(ARCHS)}")
+    _validate_backbone(cfg)
     if cfg.stage1_loss not in STAGE1_LOSSES:
         raise InputError(
             f"unknown --stage1-loss {cfg.stage1_loss!r}; choose one of {', '.join(STAGE1_LOSSES)}"
@@ -330,3 +351,38 @@ def validate(cfg: FitConfig) -> None:
                 f"got epochs {st.epochs}, lr {st.lr}, weight_decay {st.weight_decay}, "
                 f"batch {st.batch_size}"
             )
+
+
+def _validate_backbone(cfg: FitConfig) -> None:
+    """The architecture and the options that start or tune it (pretrained backbones)."""
+    from lort.models import check_arch
+
+    if cfg.dataset == "features":
+        if cfg.arch != "none":
+            raise InputError("--dataset features has no backbone: leave --arch unset")
+        set_ = [
+            name
+            for name, on in (
+                ("--pretrained", cfg.pretrained),
+                ("--weights", cfg.weights is not None),
+                ("--freeze-backbone", cfg.freeze_backbone),
+                ("--backbone-lr-scale", cfg.backbone_lr_scale != 1.0),
+            )
+            if on
+        ]
+        if set_:
+            raise InputError(f"{', '.join(set_)}: --dataset features has no backbone to start")
+        if cfg.stage2_mode != "cached":
+            raise InputError(
+                "--dataset features trains stage 2 on the features: --stage2-mode cached"
+            )
+        return
+    if cfg.arch == "none":
+        raise InputError("--arch none is for --dataset features; choose a network")
+    check_arch(cfg.arch, pretrained=cfg.pretrained)
+    if cfg.pretrained and cfg.weights is not None:
+        raise InputError("give --pretrained (download) or --weights FILE (local), not both")
+    if not cfg.backbone_lr_scale > 0:
+        raise InputError(f"--backbone-lr-scale must be > 0, got {cfg.backbone_lr_scale}")
+    if cfg.freeze_backbone and cfg.backbone_lr_scale != 1.0:
+        raise InputError("--freeze-backbone trains no backbone: drop --backbone-lr-scale")

@@ -11,16 +11,26 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from lort.data import LTData
 from lort.data.tensor_images import TensorImages
 from lort.runtime import Runtime
 from lort.train import autocast
 
 EvalSet = Dataset | TensorImages
+# Images per forward pass of the feature cache (``lort predict`` uses the same by default: the
+# same batches give the same floats).
+BATCH = 256
 
 
 @torch.no_grad()
 def extract(
-    backbone: nn.Module, dataset: EvalSet, rt: Runtime, *, flip: bool, batch_size: int = 256
+    backbone: nn.Module,
+    dataset: EvalSet,
+    rt: Runtime,
+    *,
+    flip: bool,
+    batch_size: int = BATCH,
+    workers: int = 0,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Features of every sample in order (eval mode), and of its mirror image."""
     backbone.eval().to(rt.device)
@@ -28,7 +38,7 @@ def extract(
     batches = (
         dataset.in_order(batch_size)
         if isinstance(dataset, TensorImages)
-        else DataLoader(dataset, batch_size=batch_size, shuffle=False)
+        else DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     )
     for x, _ in batches:
         x = x.to(rt.device)
@@ -66,4 +76,16 @@ def build_cache(
         arrays[split] = plain
         if mirrored is not None:
             arrays[f"{split}_flip"] = mirrored
+    return FeatureCache(arrays)
+
+
+def given_features(data: LTData, *, flip: bool) -> FeatureCache:
+    """The cache of a ``features`` dataset: its arrays as given (each split N x D, or N x 2 x D
+    with the mirrored view, kept when ``flip``)."""
+    arrays: dict[str, np.ndarray] = {}
+    for split, a in data.sources.items():
+        a = np.asarray(a, dtype=np.float32)
+        arrays[split] = np.ascontiguousarray(a[:, 0] if a.ndim == 3 else a)
+        if flip and a.ndim == 3:
+            arrays[f"{split}_flip"] = np.ascontiguousarray(a[:, 1])
     return FeatureCache(arrays)

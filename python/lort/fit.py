@@ -23,10 +23,10 @@ from lort import runtime
 from lort.analysis import Analysis
 from lort.config import FitConfig
 from lort.data import LTData
-from lort.errors import DamagedFileError
-from lort.features import FeatureCache, build_cache
+from lort.errors import DamagedFileError, InputError
+from lort.features import FeatureCache, build_cache, given_features
 from lort.methods import Method, get_method, rho
-from lort.models import build_model
+from lort.models import Classifier, build_model, load_backbone_weights
 from lort.runfolder import (
     CONFIG,
     FEATURES,
@@ -38,7 +38,7 @@ from lort.runfolder import (
     open_for_fit,
 )
 from lort.stage2 import Stage2, load_data
-from lort.train import Progress, Stage1State, train_head_live, train_stage1
+from lort.train import Progress, Stage1State, train_head_cached, train_head_live, train_stage1
 
 LOW_RHO = 1.5
 # Re-trained on the same cached features next to every run, for comparison.
@@ -71,20 +71,55 @@ def _noting(say: Say) -> Callable[[str], None]:
 
 def plan_lines(cfg: FitConfig, data: LTData, method: Method, folder: Path) -> list[str]:
     counts = data.train_counts()
-    s1, s2 = cfg.stage1, cfg.stage2
+    s2 = cfg.stage2
     val = 0 if data.val_labels is None else len(data.val_labels)
     flips = cfg.flip_tta and data.mirrorable
-    return [
+    spec = data.transform_spec
+    lines = [
         f"run folder   {folder}",
         f"data         {cfg.dataset}: {data.num_classes} classes, {int(counts.sum()):,} train "
         f"(max {counts.max()}, min {counts.min()}), {val:,} val, {len(data.test_labels):,} test",
-        f"stage 1      {cfg.arch}, loss {cfg.stage1_loss}, {s1.epochs} epochs, lr {s1.lr}, "
-        f"wd {s1.weight_decay}, batch {s1.batch_size}",
+        _stage1_line(cfg, data),
+    ]
+    if spec.kind == "resized":
+        lines.append(
+            f"input        {spec.image_size}px (resize {spec.resize}, {spec.interpolation}), "
+            f"mean {spec.mean}, std {spec.std}: the network's pretrained config"
+        )
+    return [
+        *lines,
         f"stage 2      {method.name} ({cfg.stage2_mode}), smooth {cfg.smooth}, {s2.epochs} epochs, "
         f"lr {s2.lr}, wd {s2.weight_decay}, batch {s2.batch_size}",
         f"evaluation   flip TTA {'on' if flips else 'off'}",
         f"threads      {runtime.threads_line()}",
     ]
+
+
+def _stage1_line(cfg: FitConfig, data: LTData) -> str:
+    s1 = cfg.stage1
+    schedule = f"{s1.epochs} epochs, lr {s1.lr}, wd {s1.weight_decay}, batch {s1.batch_size}"
+    if cfg.dataset == "features":
+        what = f"no backbone: {data.manifest.get('feature_dim')}-d features from {cfg.data_root}"
+        if s1.epochs == 0:
+            return f"stage 1      {what}; stage 2 starts from a fresh linear head"
+        return f"stage 1      {what}; a linear head trained with ce, {schedule}"
+    start = (
+        "pretrained weights"
+        if cfg.pretrained
+        else f"weights {cfg.weights}"
+        if cfg.weights
+        else "random init"
+    )
+    if s1.epochs == 0:
+        return f"stage 1      {cfg.arch} ({start}), linear probing: no training, a fresh head"
+    tuning = (
+        ", backbone frozen"
+        if cfg.freeze_backbone
+        else f", backbone lr x {cfg.backbone_lr_scale}"
+        if cfg.backbone_lr_scale != 1.0
+        else ""
+    )
+    return f"stage 1      {cfg.arch} ({start}{tuning}), loss {cfg.stage1_loss}, {schedule}"
 
 
 def fit(cfg: FitConfig, opts: FitOptions, say: Say, progress: Progress) -> FitResult:
@@ -101,6 +136,9 @@ def _fit(
 ) -> FitResult:
     notes = list(cfg.notes)
     method = get_method(cfg.method)
+    weights = None if cfg.weights is None else Path(cfg.weights).expanduser()
+    if weights is not None and not weights.is_file() and not (opts.out / STAGE1).exists():
+        raise InputError(f"--weights {cfg.weights}: no such file")
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     data = load_data(cfg)
@@ -114,8 +152,17 @@ def _fit(
                 f"1 + K(1-delta)/delta = {r:.2f} < {LOW_RHO}: the target barely prefers the true "
                 "class; the paper's delta 0.98 assumes K >= 100. Consider --smooth auto."
             )
+    if cfg.stage1.epochs == 0 and (method.target == "smooth" or method.head == "lws"):
+        notes.append(
+            f"--epochs1 0: {method.name} re-trains the stage-1 classifier, and stage 1 leaves a "
+            "fresh one; to train it first, use --freeze-backbone with --epochs1 N (images) or "
+            "the default --epochs1 (features)"
+        )
     if opts.resume:
         check_resume(opts.out, cfg.to_dict())
+    # The network is built and its weights loaded before the run folder is touched, so that a
+    # failed download or a weights file that does not fit leaves nothing behind.
+    model = None if cfg.dataset == "features" else _start_model(cfg, opts, data, say)
     # Everything is checked: from here on the run folder is written, by rank 0 alone.
     with ExitStack() as stack:
         if rt.is_main:
@@ -128,7 +175,7 @@ def _fit(
             dist.barrier()
         if not rt.is_main:
             folder = RunFolder(opts.out)
-        return _run(cfg, opts, rt, folder, data, method, notes, say, progress)
+        return _run(cfg, opts, rt, folder, data, model, method, notes, say, progress)
 
 
 def _run(
@@ -137,6 +184,7 @@ def _run(
     rt: runtime.Runtime,
     folder: RunFolder,
     data: LTData,
+    model: Classifier | None,
     method: Method,
     notes: list[str],
     say: Say,
@@ -154,26 +202,35 @@ def _run(
         return FitResult(folder.root, None)
 
     timings: dict[str, float] = {}
-    model = build_model(cfg.arch, data.num_classes, data.in_channels)
     counts = data.train_counts()
-
-    t = time.perf_counter()
-    images = _stage1(cfg, opts, rt, folder, data, model, counts, progress)
-    timings["stage1_s"] = time.perf_counter() - t
-    if images:
-        timings["stage1_images_per_s"] = images * rt.world / timings["stage1_s"]
+    if cfg.dataset == "features":
+        t = time.perf_counter()
+        cache = _given_features(rt, folder, data, cfg, say)
+        timings["features_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        init = _linear_stage1(cfg, rt, folder, data, cache, counts, progress)
+        timings["stage1_s"] = time.perf_counter() - t
+    else:
+        assert model is not None
+        t = time.perf_counter()
+        images = _stage1(cfg, opts, rt, folder, data, model, counts, progress)
+        timings["stage1_s"] = time.perf_counter() - t
+        if images:
+            timings["stage1_images_per_s"] = images * rt.world / timings["stage1_s"]
     if opts.stop_after == "stage1":
         say(f"stopped after stage 1; continue with: lort fit --resume --out {folder.root}")
         return FitResult(folder.root, None)
 
-    t = time.perf_counter()
-    cache = _features(rt, folder, data, model, cfg, say)
-    problem = Stage2(cfg, data, cache, model.head, counts)
-    timings["features_s"] = time.perf_counter() - t
+    if model is not None:
+        t = time.perf_counter()
+        cache = _features(rt, folder, data, model, cfg, say)
+        timings["features_s"] = time.perf_counter() - t
+        init = model.head
+    problem = Stage2(cfg, data, cache, init, counts)
 
     t = time.perf_counter()
     smooth, selection = problem.choose_smooth(method, cfg.smooth, cfg.smooth_grid)
-    if cfg.stage2_mode == "cached":
+    if model is None or cfg.stage2_mode == "cached":
         head = problem.train(method, smooth, progress=progress)
     else:
         head = _stage2_live(cfg, rt, method, data, model, counts, smooth, progress)
@@ -181,7 +238,7 @@ def _run(
 
     baselines = _baselines(problem, method) if rt.is_main else {}
     t = time.perf_counter()
-    if cfg.stage2_mode == "live" and cfg.live_bn == "train":
+    if model is not None and cfg.stage2_mode == "live" and cfg.live_bn == "train":
         # BatchNorm statistics moved in stage 2: the test features must be taken again.
         sets = _eval_sets(data, ("test",), rt)
         problem.cache = build_cache(model.backbone, sets, rt, flip=problem.flips)
@@ -203,6 +260,7 @@ def _run(
         "method": dataclasses.asdict(method),
         "smooth": selection,
         "flip_tta": problem.flips,
+        "input": dataclasses.asdict(data.transform_spec),
         "notes": notes,
         "baselines": baselines,
         "results": analysis.to_dict(),
@@ -213,6 +271,22 @@ def _run(
     report["baselines"]["method"] |= analysis.group_accuracies()
     folder.write_json("report.json", report)
     return FitResult(folder.root, analysis, report)
+
+
+def _start_model(cfg: FitConfig, opts: FitOptions, data: LTData, say: Say) -> Classifier:
+    """The network stage 1 starts from: pretrained or loaded from --weights unless the run
+    folder already holds a stage-1 checkpoint to continue (which replaces those weights)."""
+    fresh = opts.overwrite or not (opts.out / STAGE1).exists()
+    model = build_model(
+        cfg.arch, data.num_classes, data.in_channels, pretrained=cfg.pretrained and fresh
+    )
+    if cfg.weights is not None and fresh:
+        ignored = load_backbone_weights(model.backbone, cfg.weights)
+        say(
+            f"loaded --weights {cfg.weights} into the backbone"
+            + (f"; ignored its {', '.join(ignored)}" if ignored else "")
+        )
+    return model
 
 
 def _stage1(
@@ -251,6 +325,8 @@ def _stage1(
         checkpoint=checkpoint,
         progress=progress,
         compile_model=cfg.compile_model,
+        freeze_backbone=cfg.freeze_backbone,
+        backbone_lr_scale=cfg.backbone_lr_scale,
     )
     model.cpu()
     if rt.is_main:
@@ -280,23 +356,92 @@ def _features(
 ) -> FeatureCache:
     """The feature cache: the one on disk when it is intact, else taken again from the
     stage-1 backbone (a damaged or deleted cache is rebuilt with a note)."""
-    if rt.is_main:
-        intact = False
-        if folder.done("features"):
-            try:
-                folder.verify(FEATURES)
-                intact = True
-            except DamagedFileError as e:
-                _noting(say)(f"{e}; rebuilding it from the stage-1 backbone")
-                folder.undo("features")
-        if not intact:
-            sets = _eval_sets(data, ("train", "val", "test"), rt)
-            cache = build_cache(model.backbone, sets, rt, flip=cfg.flip_tta and data.mirrorable)
-            folder.write_npz(FEATURES, **cache.arrays)
-            folder.mark_done("features")
+    remedy = "rebuilding it from the stage-1 backbone"
+    if rt.is_main and not _intact(folder, FEATURES, "features", say, remedy):
+        sets = _eval_sets(data, ("train", "val", "test"), rt)
+        cache = build_cache(model.backbone, sets, rt, flip=cfg.flip_tta and data.mirrorable)
+        folder.write_npz(FEATURES, **cache.arrays)
+        folder.mark_done("features")
     if rt.distributed:
         dist.barrier()
     return FeatureCache(folder.load_npz(FEATURES))
+
+
+def _given_features(
+    rt: runtime.Runtime, folder: RunFolder, data: LTData, cfg: FitConfig, say: Say
+) -> FeatureCache:
+    """A features run's cache: the given arrays, copied into the run folder so that the run
+    stands on its own (compare, sweep and predict read the copy); copied again when the copy
+    is damaged or missing."""
+    if rt.is_main and not _intact(folder, FEATURES, "features", say, "copying it again"):
+        cache = given_features(data, flip=cfg.flip_tta and data.mirrorable)
+        folder.write_npz(FEATURES, **cache.arrays)
+        folder.mark_done("features")
+    if rt.distributed:
+        dist.barrier()
+    return FeatureCache(folder.load_npz(FEATURES))
+
+
+def _intact(folder: RunFolder, name: str, phase: str, say: Say, remedy: str) -> bool:
+    """Whether ``phase`` is done and its file ``name`` intact; a damaged or missing one is
+    noted and the phase marked as not done."""
+    if not folder.done(phase):
+        return False
+    try:
+        folder.verify(name)
+    except DamagedFileError as e:
+        _noting(say)(f"{e}; {remedy}")
+        folder.undo(phase)
+        return False
+    return True
+
+
+def _linear_stage1(
+    cfg: FitConfig,
+    rt: runtime.Runtime,
+    folder: RunFolder,
+    data: LTData,
+    cache: FeatureCache,
+    counts: np.ndarray,
+    progress: Progress,
+) -> nn.Linear:
+    """A features run's stage-1 classifier, the head every stage-2 method starts from: a fresh
+    ``nn.Linear`` (seeded), trained with cross-entropy and weight decay on the features when
+    ``--epochs1`` > 0. Saved as ``stage1.ckpt`` like an image run's (head tensors only)."""
+    if folder.done("stage1"):
+        return _linear(folder.load_torch(STAGE1)["state"]["model"])
+    feats = cache.tensor("train")
+    assert feats is not None  # the loader requires training features
+    head = nn.Linear(feats.shape[1], data.num_classes)
+    if cfg.stage1.epochs > 0:
+        trained = train_head_cached(
+            get_method("ce"),
+            feats,
+            cache.tensor("train", flipped=True),
+            torch.from_numpy(data.train_labels),
+            counts,
+            head,
+            cfg.stage1,
+            smooth=0.0,
+            seed=cfg.seed,
+            progress=lambda _, *rest: progress("stage 1", *rest),
+        )
+        head = _linear(trained.state_dict(), prefix="")
+    state = {"head.weight": head.weight.detach(), "head.bias": head.bias.detach()}
+    if rt.is_main:
+        stage1 = Stage1State(state, {}, {}, cfg.stage1.epochs)
+        folder.save_torch(STAGE1, {"state": dataclasses.asdict(stage1), "config": cfg.to_dict()})
+        folder.mark_done("stage1")
+    return head
+
+
+def _linear(state: dict[str, torch.Tensor], prefix: str = "head.") -> nn.Linear:
+    weight, bias = state[f"{prefix}weight"], state[f"{prefix}bias"]
+    head = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
+    return head
 
 
 def _stage2_live(

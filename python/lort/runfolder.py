@@ -84,6 +84,10 @@ FROZEN = (
     "arch",
     "stage1_loss",
     "stage1",
+    "pretrained",
+    "weights",
+    "freeze_backbone",
+    "backbone_lr_scale",
 )
 
 Note = Callable[[str], None]
@@ -107,6 +111,17 @@ def changed_frozen(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
     if not changed:
         return None
     return "; ".join(f"{k}: run has {saved.get(k)!r}, asked {now.get(k)!r}" for k in changed)
+
+
+def check_config_matches_stage1(root: Path, stage1: dict[str, Any], now: dict[str, Any]) -> None:
+    """A finished run's config.yaml (``now``) against the config its stage-1 checkpoint was
+    trained with: config.yaml may be edited, but not in what stage 1 depends on."""
+    changed = changed_frozen(stage1, now)
+    if changed:
+        raise InputError(
+            f"{root}/config.yaml no longer matches what stage 1 was trained with ({changed}); "
+            "put those values back (the run's report.json holds its config)"
+        )
 
 
 def check_resume(root: Path, now: dict[str, Any]) -> None:

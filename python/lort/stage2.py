@@ -32,6 +32,7 @@ from lort.features import FeatureCache
 from lort.files import finite_or_none
 from lort.head_grid import HeadConfig, train_head_grid
 from lort.methods import Method, inference_logits, rho
+from lort.models import input_spec
 from lort.runfolder import (
     CONFIG,
     FEATURES,
@@ -42,7 +43,7 @@ from lort.runfolder import (
     STAGE1,
     Note,
     RunFolder,
-    changed_frozen,
+    check_config_matches_stage1,
     locked,
 )
 from lort.runtime import Runtime
@@ -50,8 +51,10 @@ from lort.train import Progress, train_head_cached
 
 
 def load_data(cfg: FitConfig) -> LTData:
-    """The long-tailed dataset a config describes (rebuilt identically from a saved one)."""
-    return build_dataset(
+    """The long-tailed dataset a config describes (rebuilt identically from a saved one), read
+    as the config's network reads images: a pretrained network's own input size and
+    normalisation (see :func:`lort.models.input_spec`), else the dataset's."""
+    data = build_dataset(
         cfg.dataset,
         data_root=cfg.data_root,
         imbalance_ratio=cfg.imbalance_ratio,
@@ -60,6 +63,34 @@ def load_data(cfg: FitConfig) -> LTData:
         seed=cfg.seed,
         download=cfg.download,
     )
+    if cfg.dataset == "features":
+        return data
+    spec = input_spec(
+        cfg.arch,
+        pretrained=cfg.pretrained,
+        weights=cfg.weights,
+        in_channels=data.in_channels,
+        mirror=data.mirrorable,
+    )
+    return data if spec is None else data.with_transform(spec)
+
+
+@torch.no_grad()
+def infer(
+    method: Method,
+    head: nn.Module,
+    features: torch.Tensor,
+    flipped: torch.Tensor | None,
+    counts: np.ndarray,
+    tau: float,
+) -> torch.Tensor:
+    """Logits of ``features`` as ``method`` infers them; with the features of the mirror
+    images (``flipped``), the mean of both views' logits. ``lort fit``'s evaluation and
+    ``lort predict`` both go through here."""
+    z = inference_logits(method, head, features, counts, tau=tau)
+    if flipped is not None:
+        z = (z + inference_logits(method, head, flipped, counts, tau=tau)) / 2
+    return z
 
 
 @dataclass
@@ -120,12 +151,8 @@ class Stage2:
         feats = self.cache.tensor(split)
         if feats is None:
             raise InputError(f"the feature cache holds no {split} features")
-        tau = self.cfg.tau
-        z = inference_logits(method, head, feats, self.counts, tau=tau)
-        flipped = self.cache.tensor(split, flipped=True)
-        if self.flips and flipped is not None:
-            z = (z + inference_logits(method, head, flipped, self.counts, tau=tau)) / 2
-        return z.float().numpy()
+        flipped = self.cache.tensor(split, flipped=True) if self.flips else None
+        return infer(method, head, feats, flipped, self.counts, self.cfg.tau).float().numpy()
 
     def val_score(self, method: Method, head: nn.Module) -> float | None:
         """Class-mean accuracy on the validation split: the criterion of every choice."""
@@ -339,14 +366,9 @@ def open_run(root: Path) -> FinishedRun:
     report = folder.read_json(REPORT)
     manifest = folder.read_json(MANIFEST)
     stage1 = folder.load_torch(STAGE1)
-    changed = changed_frozen(stage1["config"], cfg.to_dict())
-    if changed:
-        raise InputError(
-            f"{root}/config.yaml no longer matches what stage 1 was trained with ({changed}); "
-            "put those values back (the run's report.json holds its config)"
-        )
+    check_config_matches_stage1(root, stage1["config"], cfg.to_dict())
     data = load_data(cfg)
-    for key in ("kept_sha256", "val_sha256", "train_counts", "test_total"):
+    for key in ("kept_sha256", "val_sha256", "labels_sha256", "train_counts", "test_total"):
         if data.manifest.get(key) != manifest.get(key):
             raise InputError(
                 f"{root}: the dataset rebuilt from the run's config differs from the one it was "

@@ -1,4 +1,4 @@
-"""What people read: rich tables of an analysis, a fit, a compare and a sweep."""
+"""What people read: rich tables of an analysis, a fit, a compare, a sweep and predictions."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from lort.analysis import GROUP_NAMES, Analysis, Group
 
 if TYPE_CHECKING:
     from lort.compare import CompareResult, Pooled
+    from lort.predict import Predictions
     from lort.sweep import SweepResult
 
 ACCURACY = ("all", *GROUP_NAMES)
@@ -309,3 +310,18 @@ def print_sweep(console: Console, res: SweepResult) -> None:
         console.print(f"[yellow]{UNSELECTED}[/yellow]")
     for note in res.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
+
+
+def print_predictions(console: Console, preds: Predictions) -> None:
+    """One row per input: its top classes with their probabilities."""
+    run = preds.run
+    flips = ", flip-averaged" if run.flips else ""
+    rule = f", {run.method.inference}" if run.method.inference else ""
+    t = Table(title=f"{run.root}: {run.method.name}{rule}{flips}", title_justify="left")
+    t.add_column("input", overflow="fold")
+    rows = preds.rows()
+    for r in range(len(rows[0][1]) if rows else 0):
+        t.add_column(f"top {r + 1}")
+    for name, tops in rows:
+        t.add_row(name, *(f"{c} ({100 * p:.1f}%)" for c, _, p in tops))
+    console.print(t)

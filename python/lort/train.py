@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ def cosine_schedule(
 
 
 def sgd(
-    params: Iterator[nn.Parameter] | list[nn.Parameter], st: StageConfig, fused: bool = False
+    params: Iterable[nn.Parameter] | list[dict[str, Any]], st: StageConfig, fused: bool = False
 ) -> torch.optim.SGD:
     """SGD with momentum 0.9; ``fused`` (CUDA only) updates all tensors in one kernel."""
     return torch.optim.SGD(
@@ -125,6 +126,21 @@ def steps_per_epoch(
 CUDA_SYNC_EVERY = 50
 
 
+def stage1_params(
+    model: nn.Module, st: StageConfig, freeze_backbone: bool, backbone_lr_scale: float
+) -> Iterable[nn.Parameter] | list[dict[str, Any]]:
+    """What stage 1's optimiser updates: every parameter at ``st.lr``, or the head alone
+    (``freeze_backbone``), or the backbone at ``backbone_lr_scale`` times the rate."""
+    if not freeze_backbone and backbone_lr_scale == 1.0:
+        return model.parameters()  # one group, as the checkpoints of earlier runs hold
+    groups: list[dict[str, Any]] = [{"params": list(model.head.parameters())}]
+    if not freeze_backbone:
+        groups.append(
+            {"params": list(model.backbone.parameters()), "lr": st.lr * backbone_lr_scale}
+        )
+    return groups
+
+
 def train_stage1(
     model: nn.Module,
     train_set: TrainSet,
@@ -139,12 +155,22 @@ def train_stage1(
     checkpoint: Callable[[Stage1State], None],
     progress: Progress,
     compile_model: bool = False,
+    freeze_backbone: bool = False,
+    backbone_lr_scale: float = 1.0,
 ) -> int:
     """Stage 1: SGD with a per-step cosine schedule, a checkpoint after every epoch.
     ``compile_model`` runs the network through ``torch.compile`` (with CUDA graphs on a
     GPU) and drops each epoch's last, short batch so that one batch shape is compiled; the
-    weights and checkpoints are those of ``model`` either way. Returns the number of images
-    trained on (this rank, this call)."""
+    weights and checkpoints are those of ``model`` either way. Fine-tuning a pretrained
+    backbone: ``freeze_backbone`` trains the head alone (the backbone in eval mode, so its
+    BatchNorm statistics stay too), ``backbone_lr_scale`` gives the backbone that fraction of
+    the learning rate. With 0 epochs (linear probing) the starting model is checkpointed as it
+    is. Returns the number of images trained on (this rank, this call)."""
+    if st.epochs == 0:
+        checkpoint(Stage1State(model.state_dict(), {}, {}, 0))
+        return 0
+    if freeze_backbone:  # before DistributedDataParallel registers what it reduces
+        model.backbone.requires_grad_(False)
     cuda = rt.device.type == "cuda"
     model.to(rt.device)
     if cuda:
@@ -159,7 +185,7 @@ def train_stage1(
         net = torch.compile(net, mode="reduce-overhead" if cuda else None, dynamic=False)  # type: ignore[assignment]
     drop = compile_model
     per_epoch = steps_per_epoch(train_set, st, rt, seed, drop)
-    opt = sgd(model.parameters(), st, fused=cuda)
+    opt = sgd(stage1_params(model, st, freeze_backbone, backbone_lr_scale), st, fused=cuda)
     sched = cosine_schedule(opt, st.epochs * per_epoch)
     start = 0
     if resume is not None:
@@ -174,6 +200,8 @@ def train_stage1(
         torch.manual_seed(epoch_seed(seed, epoch))  # augmentation draws
         loss_fn = make_stage1_loss(loss_name, train_counts, epoch, st.epochs)
         net.train()
+        if freeze_backbone:
+            model.backbone.eval()
         for i, (x, y) in enumerate(epoch_batches(train_set, st, rt, seed, epoch, workers, drop)):
             x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
             if cuda:

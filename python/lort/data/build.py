@@ -9,6 +9,7 @@ import numpy as np
 from lort.data.cifar import LAYOUTS as CIFAR_LAYOUTS
 from lort.data.cifar import load_cifar_splits
 from lort.data.digits import load_digits_splits
+from lort.data.feature_files import load_feature_splits
 from lort.data.imagefolder import load_imagefolder_splits
 from lort.data.listfile import LAYOUTS as LIST_LAYOUTS
 from lort.data.listfile import load_list_splits
@@ -26,6 +27,7 @@ DATASETS: tuple[str, ...] = (
     "imagefolder",
     "imagenet-lt",
     "inat2018",
+    "features",
 )
 
 
@@ -57,6 +59,8 @@ def load_raw(name: str, data_root: str | Path | None, seed: int, download: bool)
         return load_cifar_splits(name, data_root, download)
     if name == "imagefolder":
         return load_imagefolder_splits(data_root)
+    if name == "features":
+        return load_feature_splits(data_root)
     return load_list_splits(name, data_root)
 
 
@@ -73,15 +77,20 @@ def build_dataset(
     """Build one of :data:`DATASETS`.
 
     ``imbalance_ratio=None`` takes the dataset's default: 10 for digits-lt, 100 for the
-    CIFAR sets, natural counts for imagefolder; imagenet-lt and inat2018 are long-tailed as
-    listed and take no ratio. ``lt_split`` picks the rule that applies the profile (see
-    :mod:`lort.data.profile`; ``ldam`` always uses LDAM-DRW's fixed seed 0). ``seed`` draws the
-    digits test set and the validation split. ``val_fraction > 0`` carves a stratified
-    validation set out of the long-tailed training set (imagenet-lt ships its own instead).
+    CIFAR sets, natural counts for imagefolder and features; imagenet-lt and inat2018 are
+    long-tailed as listed and take no ratio. ``lt_split`` picks the rule that applies the
+    profile (see :mod:`lort.data.profile`; ``ldam`` always uses LDAM-DRW's fixed seed 0).
+    ``seed`` draws the digits test set and the validation split. ``val_fraction > 0`` carves a
+    stratified validation set out of the long-tailed training set (imagenet-lt ships its own
+    instead, as may a features folder).
     ``data_root`` is not used by digits-lt; ``download`` only by the CIFAR sets.
     """
     check_options(name, imbalance_ratio, lt_split, val_fraction, download)
     raw = load_raw(name, data_root, seed, download)
+    if raw.val_labels is not None and val_fraction > 0.0:
+        raise InputError(
+            f"{name}: {data_root} ships its own validation split; leave val_fraction at 0"
+        )
     num_classes = len(raw.class_names)
     ratio = raw.default_ratio if imbalance_ratio is None else float(imbalance_ratio)
     if ratio is None or raw.n_max is None:
@@ -117,22 +126,25 @@ def build_dataset(
             f"image ({names}): the head class has {n_max}, so use a ratio of at most {n_max}"
         )
     spec = raw.transform_spec
-    manifest = make_manifest(
-        dataset=name,
-        data_root=None if name == "digits-lt" or data_root is None else Path(data_root),
-        imbalance_ratio=ratio,
-        split_rule=split_rule,
-        n_max=n_max,
-        seed=seed,
-        val_fraction=val_fraction,
-        class_names=raw.class_names,
-        image_size=spec.image_size,
-        train_labels=train_labels,
-        val_labels=val_labels,
-        test_labels=raw.test_labels,
-        kept_ids=ids[kept],
-        val_ids=val_ids,
-        warnings=raw.warnings,
+    manifest = (
+        make_manifest(
+            dataset=name,
+            data_root=None if name == "digits-lt" or data_root is None else Path(data_root),
+            imbalance_ratio=ratio,
+            split_rule=split_rule,
+            n_max=n_max,
+            seed=seed,
+            val_fraction=val_fraction,
+            class_names=raw.class_names,
+            image_size=spec.image_size,
+            train_labels=train_labels,
+            val_labels=val_labels,
+            test_labels=raw.test_labels,
+            kept_ids=ids[kept],
+            val_ids=val_ids,
+            warnings=raw.warnings,
+        )
+        | raw.manifest_extra
     )
     return LTData(
         name=name,

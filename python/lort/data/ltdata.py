@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -95,6 +96,10 @@ class LTData:
             _, first = np.unique(labels, return_index=True)
             for i in first:
                 read_rgb(images.root / str(images.paths[i]))
+
+    def with_transform(self, spec: TransformSpec) -> LTData:
+        """The same data read through another pipeline (a pretrained network's own input)."""
+        return dataclasses.replace(self, transform_spec=spec, image_size=spec.image_size)
 
     @property
     def mirrorable(self) -> bool:

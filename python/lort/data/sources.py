@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,8 @@ class RawSplits:
 
     ``n_max`` is the head count of the long-tail profile and ``default_ratio`` the imbalance
     ratio used when the caller gives none (None: keep the natural counts). ``train_ids`` are
-    the ids recorded in the manifest for the training images (default: their positions).
+    the ids recorded in the manifest for the training images (default: their positions);
+    ``manifest_extra`` holds keys the loader adds to the manifest.
     """
 
     class_names: list[str]
@@ -51,6 +53,7 @@ class RawSplits:
     val_images: Images | None = None
     train_ids: np.ndarray | None = None
     warnings: list[str] = field(default_factory=list)
+    manifest_extra: dict[str, Any] = field(default_factory=dict)
 
 
 def take(images: Images, indices: np.ndarray) -> Images:

@@ -18,6 +18,8 @@ from lort.methods.constraints import apply_constraint, max_norm_
 from lort.methods.heads import CosineHead, LinearHead, LWSHead, StageTwoHead, make_head
 from lort.methods.inference import (
     WEIGHT_NORM_DEFINITION,
+    FoldedHead,
+    fold_inference,
     inference_logits,
     inference_weight_norms,
     tau_normalised_weight,
@@ -39,6 +41,7 @@ __all__ = [
     "STAGE1_LOSSES",
     "WEIGHT_NORM_DEFINITION",
     "CosineHead",
+    "FoldedHead",
     "LWSHead",
     "LinearHead",
     "LossFn",
@@ -50,6 +53,7 @@ __all__ = [
     "class_balanced_sample_weights",
     "class_balanced_weights",
     "drw_epoch",
+    "fold_inference",
     "get_method",
     "inference_logits",
     "inference_weight_norms",

@@ -4,6 +4,9 @@
   is the trained head itself, ``tau = 1`` uses unit-norm class weights.
 - post-hoc logit adjustment (Menon et al., 2021): ``z - tau * log prior``,
   ``prior_j = n_j / sum n``.
+
+:func:`fold_inference` writes any head with its rule as one :class:`FoldedHead` (a linear map,
+on L2-normalised features for the cosine heads): the form ``lort export`` ships.
 """
 
 from __future__ import annotations
@@ -53,6 +56,52 @@ def inference_logits(
             )
         return logits - tau * prior.to(logits)
     return logits
+
+
+class FoldedHead(nn.Module):
+    """``weight @ g(f) + bias`` with ``g`` the identity, or L2 normalisation (``normalise``):
+    a re-trained head and its inference rule as one plain module (buffers, no parameters)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None, normalise: bool) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight.detach().clone())
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self.normalise = normalise
+
+    def forward(self, features: Tensor) -> Tensor:
+        if self.normalise:
+            features = F.normalize(features, dim=1)
+        return F.linear(features, self.weight, self.bias)
+
+
+@torch.no_grad()
+def fold_inference(
+    method: Method, head: nn.Module, train_counts: npt.ArrayLike, *, tau: float = 1.0
+) -> FoldedHead:
+    """``head`` with ``method``'s inference rule folded in; its logits are those of
+    :func:`inference_logits` up to float rounding: tau-norm's normalised weights, logit
+    adjustment's ``- tau log prior`` as a bias, LWS's scales in the weights and bias, the cosine
+    heads' scale in their unit-norm weights."""
+    if isinstance(head, CosineHead):  # cosine and LDAM's normed layer: no bias
+        folded = FoldedHead(head.scale * F.normalize(head.weight, dim=1), None, True)
+    elif isinstance(head, LWSHead):
+        folded = FoldedHead(head.scales[:, None] * head.weight, head.scales * head.bias, False)
+    elif method.inference == "tau-norm":
+        if not isinstance(head, LinearHead):
+            raise InputError(f"tau-norm needs a linear head, got {type(head).__name__}")
+        folded = FoldedHead(tau_normalised_weight(head.weight, tau), head.bias, False)
+    else:
+        folded = FoldedHead(head.weight, head.bias, False)
+    if method.inference == "logit-adjust":
+        prior = log_prior(train_counts)
+        if prior.numel() != folded.weight.shape[0]:
+            raise InputError(
+                f"train_counts has {prior.numel()} classes but the head has "
+                f"{folded.weight.shape[0]}"
+            )
+        shift = -tau * prior.to(folded.weight)
+        folded.bias = shift if folded.bias is None else folded.bias + shift
+    return folded
 
 
 WEIGHT_NORM_DEFINITION = (

@@ -3,6 +3,11 @@
 A classifier is a backbone (images -> B x feature_dim features, pooling and flatten
 included) followed by a linear head; stage 2 freezes the backbone and re-trains a head
 on its features (see :mod:`lort.methods`).
+
+``arch`` is one of :data:`ARCHS` (lort's own networks and torchvision's ResNet-50 /
+ResNeXt-50) or ``timm:NAME``, any model of timm. Pretrained networks (the torchvision ones with
+``pretrained``, every timm model) read images as their pretrained config says
+(:func:`input_spec`), not as the dataset's defaults.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from lort.data.transforms import TransformSpec
 from lort.errors import InputError
 from lort.models.cifar_resnet import (
     resnet8_backbone,
@@ -20,7 +26,10 @@ from lort.models.cifar_resnet import (
     resnet34_cifar_backbone,
 )
 from lort.models.small_cnn import small_cnn_backbone
-from lort.models.torchvision_nets import resnet50_backbone, resnext50_backbone
+from lort.models.timm_nets import PREFIX as TIMM_PREFIX
+from lort.models.timm_nets import check_name, timm_backbone, timm_input
+from lort.models.torchvision_nets import resnet50_backbone, resnext50_backbone, torchvision_input
+from lort.models.weights import load_backbone_weights, read_state_dict
 
 _BACKBONES: dict[str, Callable[[int], tuple[nn.Module, int]]] = {
     "small-cnn": small_cnn_backbone,
@@ -32,6 +41,25 @@ _BACKBONES: dict[str, Callable[[int], tuple[nn.Module, int]]] = {
     "resnext50": resnext50_backbone,
 }
 ARCHS: tuple[str, ...] = tuple(_BACKBONES)
+# The archs with downloadable pretrained weights, besides every timm:NAME.
+PRETRAINED = ("resnet50", "resnext50")
+
+
+def check_arch(arch: str, *, pretrained: bool = False) -> None:
+    """``arch`` is buildable (timm installed and knowing NAME) and, with ``pretrained``, has
+    weights to download; InputError otherwise."""
+    if arch.startswith(TIMM_PREFIX):
+        check_name(arch.removeprefix(TIMM_PREFIX))
+        return
+    if arch not in _BACKBONES:
+        raise InputError(
+            f"unknown architecture {arch!r}; choose --arch from {', '.join(ARCHS)} or timm:NAME"
+        )
+    if pretrained and arch not in PRETRAINED:
+        raise InputError(
+            f"--pretrained: lort's {arch} has no pretrained weights; use "
+            f"{' or '.join(PRETRAINED)}, timm:NAME, or --weights FILE"
+        )
 
 
 class Classifier(nn.Module):
@@ -47,15 +75,24 @@ class Classifier(nn.Module):
         return self.head(self.backbone(x))
 
 
-def build_model(arch: str, num_classes: int, in_channels: int = 3) -> Classifier:
-    """A freshly initialised network of ``arch`` (one of :data:`ARCHS`); no weights are loaded."""
-    if arch not in _BACKBONES:
-        raise InputError(f"unknown architecture {arch!r}; choose --arch from {', '.join(ARCHS)}")
+def build_model(
+    arch: str, num_classes: int, in_channels: int = 3, *, pretrained: bool = False
+) -> Classifier:
+    """A network of ``arch`` (see :func:`check_arch`) with a freshly initialised head; the
+    backbone is fresh too unless ``pretrained`` (downloaded by torchvision or timm)."""
+    check_arch(arch, pretrained=pretrained)
     if num_classes < 1:
         raise InputError(f"num_classes must be at least 1, got {num_classes}")
     if in_channels < 1:
         raise InputError(f"in_channels must be at least 1, got {in_channels}")
-    backbone, feature_dim = _BACKBONES[arch](in_channels)
+    if arch.startswith(TIMM_PREFIX):
+        backbone, feature_dim = timm_backbone(
+            arch.removeprefix(TIMM_PREFIX), in_channels, pretrained
+        )
+    elif arch in PRETRAINED:
+        backbone, feature_dim = _BACKBONES[arch](in_channels, pretrained)  # type: ignore[call-arg]
+    else:
+        backbone, feature_dim = _BACKBONES[arch](in_channels)
     model = Classifier(backbone, feature_dim, num_classes)
     if arch in ("resnet8", "resnet20", "resnet32"):
         # LDAM-DRW initialises its classifier like its convolutions
@@ -63,4 +100,43 @@ def build_model(arch: str, num_classes: int, in_channels: int = 3) -> Classifier
     return model
 
 
-__all__ = ["ARCHS", "Classifier", "build_model"]
+def input_spec(
+    arch: str, *, pretrained: bool, weights: str | None, in_channels: int, mirror: bool
+) -> TransformSpec | None:
+    """How a pretrained ``arch`` reads images (the ``resized`` pipeline with its input size,
+    resize, interpolation and normalisation), or None where the dataset's own pipeline
+    applies: timm models always use their pretrained config; torchvision's ResNet-50 /
+    ResNeXt-50 that of their default weights when started from weights (``pretrained`` or a
+    ``weights`` file); lort's own networks the dataset's. One-channel data averages the
+    normalisation over the colour channels."""
+    if arch.startswith(TIMM_PREFIX):
+        cfg = timm_input(arch.removeprefix(TIMM_PREFIX))
+    elif arch in PRETRAINED and (pretrained or weights):
+        cfg = torchvision_input(arch)
+    else:
+        return None
+    mean, std = cfg["mean"], cfg["std"]
+    if in_channels != len(mean):
+        mean, std = (sum(mean) / len(mean),) * in_channels, (sum(std) / len(std),) * in_channels
+    return TransformSpec(
+        "resized",
+        cfg["image_size"],
+        mean,
+        std,
+        resize=cfg["resize"],
+        interpolation=cfg["interpolation"],
+        mirror=mirror,
+    )
+
+
+__all__ = [
+    "ARCHS",
+    "PRETRAINED",
+    "TIMM_PREFIX",
+    "Classifier",
+    "build_model",
+    "check_arch",
+    "input_spec",
+    "load_backbone_weights",
+    "read_state_dict",
+]

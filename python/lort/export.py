@@ -1,0 +1,214 @@
+"""``lort export``: a finished run's classifier as one self-contained module, for use without
+lort: TorchScript (``torch.jit.load``) or ONNX (any ONNX runtime; needs ``pip install
+'lort[onnx]'`` to write).
+
+The module maps a batch of images, N x C x H x W floats prepared as the JSON beside it says
+(resize, centre crop, scale to [0, 1], normalise), to the logits lort evaluates: the run's
+backbone, then its re-trained head with the method's inference rule folded in
+(:func:`lort.methods.fold_inference`), averaged with the logits of the mirrored batch where the
+run used flip averaging. For a ``features`` run it maps N x D feature vectors to logits. The
+JSON beside it (``FILE`` with the suffix ``.json``) holds the class names, the input and the
+rule.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from lort import __version__
+from lort.errors import InputError
+from lort.files import atomic_write, write_json
+from lort.methods import FoldedHead, fold_inference
+from lort.trained import TrainedRun, open_trained
+
+Format = Literal["torchscript", "onnx"]
+FORMATS: tuple[str, ...] = ("torchscript", "onnx")
+# The exported module must reproduce the eager one on a sample batch to this relative error.
+TOLERANCE = 1e-4
+
+
+class Exported(nn.Module):
+    """``head(backbone(x))``, averaged with the mirrored batch when ``flip``."""
+
+    def __init__(self, backbone: nn.Module, head: FoldedHead, flip: bool) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.flip = flip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.head(self.backbone(x))
+        if self.flip:
+            z = (z + self.head(self.backbone(torch.flip(x, dims=[3])))) / 2
+        return z
+
+
+def export_module(run: TrainedRun, head: nn.Module | None = None) -> Exported:
+    """The run's classifier (or ``head``, another head re-trained on the run's features, with
+    the run's method) as one eval-mode module on the CPU."""
+    folded = fold_inference(
+        run.method, run.head if head is None else head, run.counts, tau=run.cfg.tau
+    )
+    backbone = nn.Identity() if run.backbone is None else run.backbone
+    return Exported(backbone, folded, run.flips and run.backbone is not None).eval()
+
+
+def input_shape(run: TrainedRun) -> tuple[int, ...]:
+    """One input's shape: C x H x W, or D for a features run."""
+    if run.backbone is None:
+        return (run.feature_dim,)
+    return (len(run.spec.mean), run.spec.image_size, run.spec.image_size)
+
+
+def describe(run: TrainedRun, fmt: str, out: Path) -> dict[str, Any]:
+    """What the JSON beside the exported file says."""
+    spec, m = run.spec, run.method
+    info: dict[str, Any] = {
+        "file": out.name,
+        "format": fmt,
+        "lort": __version__,
+        "run": str(run.root),
+        "method": m.name,
+        "inference": m.inference or "none",
+        "tau": run.cfg.tau if m.inference else None,
+        "input_name": "input",
+        "output_name": "logits",
+        "input_shape": ["N", *input_shape(run)],
+        "class_names": run.class_names,
+    }
+    if run.backbone is None:
+        info["input"] = {"kind": "features", "feature_dim": run.feature_dim}
+        info["flip_averaging"] = False
+        if run.flips:
+            info["note"] = (
+                "the run averaged the logits of each input's plain and mirrored features: "
+                "average this module's outputs on both views to match it"
+            )
+        return info
+    steps = {
+        "digits": "8x8 grayscale, values in [0, 1]",
+        "small": f"{spec.image_size}x{spec.image_size} RGB as is, values in [0, 1]",
+        "large": f"resize the shorter side to 256 (bilinear), centre-crop {spec.image_size}, "
+        "values in [0, 1]",
+        "resized": f"resize the shorter side to {spec.resize} ({spec.interpolation}), "
+        f"centre-crop {spec.image_size}, values in [0, 1]",
+    }[spec.kind]
+    info["input"] = {
+        "kind": "image",
+        "image_size": spec.image_size,
+        "resize": spec.resize if spec.kind == "resized" else 256 if spec.kind == "large" else None,
+        "interpolation": spec.interpolation if spec.kind == "resized" else "bilinear",
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "prepare": f"{steps}, then (x - mean) / std per channel; N x C x H x W float32",
+    }
+    info["flip_averaging"] = run.flips
+    return info
+
+
+def _example(run: TrainedRun) -> torch.Tensor:
+    return torch.randn(2, *input_shape(run), generator=torch.Generator().manual_seed(0))
+
+
+def _torchscript(module: Exported, example: torch.Tensor) -> bytes:
+    # Tracer notes on constant shapes and jit's deprecation notice are no news to the user.
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(module, example, check_trace=False)
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf)
+    return buf.getvalue()
+
+
+def _onnx(module: Exported, example: torch.Tensor) -> bytes:
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise InputError(
+            "--format onnx needs the onnx and onnxscript packages: pip install 'lort[onnx]'"
+        ) from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module,
+            (example,),
+            dynamo=True,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            verbose=False,
+        )
+    if program is None:
+        raise InputError("torch.onnx.export returned no program")
+    return program.model_proto.SerializeToString()
+
+
+def serialise(module: Exported, fmt: str, example: torch.Tensor) -> bytes:
+    """The module in ``fmt`` (one of :data:`FORMATS`) as bytes."""
+    if fmt == "torchscript":
+        return _torchscript(module, example)
+    if fmt == "onnx":
+        return _onnx(module, example)
+    raise InputError(f"unknown --format {fmt!r}; choose {' or '.join(FORMATS)}")
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    json: Path
+    info: dict[str, Any]
+    max_rel_error: float
+
+
+def check_roundtrip(module: Exported, data: bytes, fmt: str, example: torch.Tensor) -> float:
+    """Relative error (max |a - b| / max |a|) of the serialised module against the eager one
+    on ``example``; TorchScript is read back with torch, ONNX with onnxruntime when installed
+    (else NaN: not checked)."""
+    with torch.no_grad():
+        want = module(example)
+    if fmt == "torchscript":
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            got = torch.jit.load(io.BytesIO(data))(example)
+    else:
+        try:
+            import onnxruntime
+        except ImportError:
+            return float("nan")
+        session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+        got = torch.from_numpy(session.run(None, {"input": example.numpy()})[0])
+    return float((got - want).abs().max() / want.abs().max().clamp_min(1e-30))
+
+
+def export(root: Path, fmt: str, out: Path) -> ExportResult:
+    """Write the run's classifier to ``out`` in ``fmt`` and the JSON beside it; both are
+    written only once the serialised module reproduces the eager one."""
+    if fmt not in FORMATS:
+        raise InputError(f"unknown --format {fmt!r}; choose {' or '.join(FORMATS)}")
+    meta = out.with_suffix(".json")
+    if meta == out:
+        raise InputError(
+            f"--out {out}: name the module file (model.pt); its JSON is written beside it"
+        )
+    run = open_trained(root)
+    module = export_module(run)
+    example = _example(run)
+    data = serialise(module, fmt, example)
+    error = check_roundtrip(module, data, fmt, example)
+    if error > TOLERANCE:
+        raise InputError(
+            f"the {fmt} module does not reproduce the run's logits (relative error {error:.2e}); "
+            "try the other --format"
+        )
+    info = describe(run, fmt, out)
+    atomic_write(out, lambda f: f.write(data))
+    write_json(meta, info)
+    return ExportResult(out, meta, info, error)

@@ -1,0 +1,349 @@
+"""``lort predict``: classify new inputs with a finished run's classifier.
+
+Inputs are image files, folders of them (searched recursively, files in sorted order), or
+``.npy`` arrays: N x D features of the run's backbone (the only input of a ``features`` run),
+or decoded images, N x H x W x C uint8 or N x C x H x W floats in [0, 1]. Images are read as
+the run's evaluation read its test split (the same decoding, transform and batch size), go
+through the run's backbone, and their logits through the run's head with the method's inference
+rule and the run's flip averaging (:meth:`lort.trained.TrainedRun.logits`), so a run's own test
+images get the logits of its ``logits.npy``. A features array ``NAME_features.npy`` is averaged
+with ``NAME_flipped_features.npy`` beside it when the run used flip averaging.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lort.data.imagefolder import IMAGE_EXTENSIONS
+from lort.data.images import ArrayImages, FileImages
+from lort.data.sources import ImageFiles
+from lort.data.tensor_images import TensorImages, decode_small
+from lort.data.transforms import build_transform
+from lort.errors import FileReadError, InputError
+from lort.features import BATCH, EvalSet, extract
+from lort.runtime import Runtime, pick_device
+from lort.trained import TrainedRun, open_trained
+
+# Images decoded and run through the backbone at a time (rounded up to whole batches, so that
+# the batches are those of one pass over all of them).
+CHUNK = 4096
+
+OnProgress = Callable[[int, int], None]
+"""on_progress(inputs done, inputs in all) after every chunk."""
+
+
+@dataclass
+class Predictions:
+    """Top-k classes of every input, in input order; the full logits when kept."""
+
+    run: TrainedRun
+    names: list[str] = field(default_factory=list)
+    top_index: list[np.ndarray] = field(default_factory=list)  # chunks of N x k
+    top_prob: list[np.ndarray] = field(default_factory=list)
+    logits: list[np.ndarray] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def indices(self) -> np.ndarray:
+        return np.concatenate(self.top_index) if self.top_index else np.zeros((0, 0), np.int64)
+
+    def probabilities(self) -> np.ndarray:
+        return np.concatenate(self.top_prob) if self.top_prob else np.zeros((0, 0), np.float32)
+
+    def all_logits(self) -> np.ndarray:
+        if self.logits is None:
+            raise InputError("the logits were not kept")
+        k = self.run.num_classes
+        return np.concatenate(self.logits) if self.logits else np.zeros((0, k), np.float32)
+
+    def rows(self) -> list[tuple[str, list[tuple[str, int, float]]]]:
+        """(input, [(class name, class index, probability), ...]) per input."""
+        names = self.run.class_names
+        return [
+            (n, [(names[int(i)], int(i), float(p)) for i, p in zip(ix, pr, strict=True)])
+            for n, ix, pr in zip(self.names, self.indices(), self.probabilities(), strict=True)
+        ]
+
+    def csv(self) -> tuple[list[str], list[list[Any]]]:
+        """Header and rows: the input, then class, index and probability per rank."""
+        k = self.indices().shape[1] if self.names else 0
+        header = ["input"] + [f"{c}_{r}" for r in range(1, k + 1) for c in CSV_COLUMNS]
+        rows = [[n, *(v for top in tops for v in top)] for n, tops in self.rows()]
+        return header, rows
+
+    def to_json(self) -> dict[str, Any]:
+        run = self.run
+        return {
+            "run": str(run.root),
+            "method": run.method.name,
+            "inference": run.method.inference or "none",
+            "flip_averaging": run.flips,
+            "notes": self.notes,
+            "predictions": [
+                {
+                    "input": n,
+                    "top": [{"class": c, "index": i, "probability": p} for c, i, p in tops],
+                }
+                for n, tops in self.rows()
+            ],
+        }
+
+
+CSV_COLUMNS = ("class", "index", "probability")
+
+
+def list_inputs(inputs: list[Path]) -> list[Path]:
+    """Image files and .npy arrays, folders expanded (recursively, sorted)."""
+    found: list[Path] = []
+    for p in inputs:
+        if p.is_dir():
+            images = sorted(
+                Path(d) / f
+                for d, _, files in os.walk(p)
+                for f in files
+                if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")
+            )
+            if not images:
+                raise InputError(f"{p}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in it")
+            found += images
+        elif not p.is_file():
+            raise InputError(f"{p}: no such file or folder")
+        elif p.suffix.lower() == ".npy" or p.name.lower().endswith(IMAGE_EXTENSIONS):
+            found.append(p)
+        else:
+            raise InputError(f"{p}: not an image ({', '.join(IMAGE_EXTENSIONS)}) nor a .npy")
+    if not found:
+        raise InputError("give at least one image, folder or .npy to classify")
+    return found
+
+
+def _groups(paths: list[Path]) -> Iterator[tuple[str, list[Path]]]:
+    """Runs of consecutive image files, and each .npy alone, in order."""
+    images: list[Path] = []
+    for p in paths:
+        if p.suffix.lower() == ".npy":
+            if images:
+                yield "images", images
+                images = []
+            yield "npy", [p]
+        else:
+            images.append(p)
+    if images:
+        yield "images", images
+
+
+def predict(
+    root: Path,
+    inputs: list[Path],
+    *,
+    top_k: int = 5,
+    batch_size: int = BATCH,
+    device: str = "auto",
+    workers: int = 0,
+    keep_logits: bool = False,
+    on_progress: OnProgress | None = None,
+) -> Predictions:
+    """Top-``top_k`` classes and probabilities (the softmax of the inference logits) of every
+    input; see the module docstring for what inputs are."""
+    if top_k < 1 or batch_size < 1 or workers < 0:
+        raise InputError("--top-k and --batch-size must be at least 1, --workers at least 0")
+    paths = list_inputs(inputs)
+    run = open_trained(root)
+    reader = Reader(run, Runtime(pick_device(device)), batch_size, workers)
+    preds = Predictions(run, logits=[] if keep_logits else None, notes=list(run.notes))
+    k = min(top_k, run.num_classes)
+    total = _count(paths)
+    done = 0
+    for kind, group in _groups(paths):
+        parts = reader.npy(group[0], preds.notes) if kind == "npy" else reader.images(group)
+        for names, (features, flipped) in parts:
+            z = run.logits(torch.from_numpy(features), _tensor(flipped))
+            prob, index = torch.softmax(z, dim=1).topk(k, dim=1)
+            preds.names += names
+            preds.top_index.append(index.numpy())
+            preds.top_prob.append(prob.numpy())
+            if preds.logits is not None:
+                preds.logits.append(z.numpy())
+            done += len(names)
+            if on_progress is not None:
+                on_progress(done, total)
+    return preds
+
+
+def _tensor(a: np.ndarray | None) -> torch.Tensor | None:
+    return None if a is None else torch.from_numpy(a)
+
+
+def _count(paths: list[Path]) -> int:
+    n = 0
+    for p in paths:
+        if p.suffix.lower() == ".npy":
+            try:
+                n += int(np.load(p, mmap_mode="r").shape[0])
+            except (OSError, ValueError, IndexError) as e:
+                raise InputError(f"{p}: cannot read it as a .npy array: {e}") from None
+        else:
+            n += 1
+    return n
+
+
+Features = tuple[np.ndarray, np.ndarray | None]
+Part = tuple[list[str], Features]
+
+
+@dataclass
+class Reader:
+    """Turns inputs into the run's features (plain and mirrored view), chunk by chunk."""
+
+    run: TrainedRun
+    rt: Runtime
+    batch_size: int
+    workers: int
+
+    @property
+    def chunk(self) -> int:
+        return -(-CHUNK // self.batch_size) * self.batch_size
+
+    def _backbone(self) -> torch.nn.Module:
+        if self.run.backbone is None:
+            raise InputError(
+                f"{self.run.root} was trained on features: give a .npy of "
+                f"{self.run.feature_dim}-d features, not images"
+            )
+        return self.run.backbone
+
+    def _features(self, images: EvalSet) -> Features:
+        return extract(
+            self._backbone(),
+            images,
+            self.rt,
+            flip=self.run.flips,
+            batch_size=self.batch_size,
+            workers=self.workers,
+        )
+
+    def images(self, paths: list[Path]) -> Iterator[Part]:
+        """Image files in chunks, each decoded and transformed as the run's test split was."""
+        self._backbone()
+        spec = self.run.spec
+        for start in range(0, len(paths), self.chunk):
+            chunk = paths[start : start + self.chunk]
+            labels = np.zeros(len(chunk), np.int64)
+            files = np.array([str(p.resolve()) for p in chunk], dtype=str)
+            images: EvalSet
+            if spec.kind == "small":
+                pixels = decode_small(ImageFiles(Path("/"), files), spec.image_size)
+                if pixels is None:
+                    raise InputError(_size_error(chunk, spec.image_size))
+                images = TensorImages(pixels, labels, spec, self.rt.device)
+            elif spec.kind == "digits":
+                gray = _gray(chunk, spec.image_size)
+                images = ArrayImages(gray, labels, build_transform(spec, False))
+            else:
+                images = FileImages(Path("/"), files, labels, build_transform(spec, False))
+            yield [str(p) for p in chunk], self._features(images)
+
+    def npy(self, path: Path, notes: list[str]) -> Iterator[Part]:
+        """The rows of a .npy array: features, or decoded images."""
+        try:
+            a = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise InputError(f"{path}: cannot read it as a .npy array: {e}") from None
+        if a.ndim == 2:
+            yield self._feature_rows(path, a, notes)
+        elif a.ndim == 4:
+            yield from self._array_images(path, a)
+        else:
+            raise InputError(
+                f"{path} has shape {a.shape}: give N x {self.run.feature_dim} features, or "
+                "images as N x H x W x C uint8 or N x C x H x W floats"
+            )
+
+    def _checked(self, path: Path, a: np.ndarray) -> np.ndarray:
+        if a.dtype.kind != "f" or a.shape[1] != self.run.feature_dim:
+            raise InputError(
+                f"{path} holds {a.shape[0]} x {a.shape[1]} {a.dtype}; the run's head reads "
+                f"{self.run.feature_dim}-d float features"
+            )
+        bad = ~np.isfinite(a).all(axis=1)
+        if bad.any():
+            raise InputError(f"{path} row {int(np.argmax(bad))} holds NaN or Inf")
+        return np.array(a, dtype=np.float32)  # a writable copy (the file is memory-mapped)
+
+    def _feature_rows(self, path: Path, a: np.ndarray, notes: list[str]) -> Part:
+        features = self._checked(path, a)
+        flipped = None
+        if self.run.flips:
+            stem = path.name.removesuffix("_features.npy")
+            mirror = path.with_name(stem + "_flipped_features.npy")
+            if path.name.endswith("_features.npy") and mirror.is_file():
+                flipped = self._checked(mirror, np.load(mirror, mmap_mode="r"))
+                if flipped.shape != features.shape:
+                    raise InputError(f"{mirror} has shape {flipped.shape}, {path} {features.shape}")
+            else:
+                notes.append(
+                    f"the run averages each input with its mirror image; {path} has no "
+                    f"{mirror.name} beside it, so its rows use the plain view only"
+                )
+        return [f"{path}[{i}]" for i in range(len(features))], (features, flipped)
+
+    def _array_images(self, path: Path, a: np.ndarray) -> Iterator[Part]:
+        self._backbone()
+        spec = self.run.spec
+        uint8_hwc = a.dtype == np.uint8 and a.shape[3] in (1, 3)
+        if not (uint8_hwc or (a.dtype.kind == "f" and a.shape[1] in (1, 3))):
+            raise InputError(
+                f"{path}: images must be N x H x W x C uint8 or N x C x H x W floats in [0, 1], "
+                f"got {a.shape} {a.dtype}"
+            )
+        small = spec.kind == "small" and uint8_hwc and a.shape[1:3] == (spec.image_size,) * 2
+        for start in range(0, len(a), self.chunk):
+            chunk = np.array(a[start : start + self.chunk])  # a writable copy of the rows
+            labels = np.zeros(len(chunk), np.int64)
+            images: EvalSet = (
+                TensorImages(chunk, labels, spec, self.rt.device)
+                if small
+                else ArrayImages(chunk, labels, build_transform(spec, False))
+            )
+            yield [f"{path}[{i}]" for i in range(start, start + len(chunk))], self._features(images)
+
+
+def _size_error(paths: list[Path], size: int) -> str:
+    from PIL import Image
+
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                if im.size != (size, size):
+                    return (
+                        f"{p} is {im.size[0]}x{im.size[1]}; this run's network takes "
+                        f"{size}x{size} images (resize it first)"
+                    )
+        except OSError as e:
+            raise FileReadError(f"cannot read image {p}: {e}") from None
+    return f"the images are not all {size}x{size}"
+
+
+def _gray(paths: list[Path], size: int) -> np.ndarray:
+    """8-bit grayscale images as N x 1 x size x size floats in [0, 1] (the digits' input)."""
+    from PIL import Image
+
+    out = np.zeros((len(paths), 1, size, size), np.float32)
+    for i, p in enumerate(paths):
+        try:
+            with Image.open(p) as im:
+                if im.size != (size, size):
+                    raise InputError(
+                        f"{p} is {im.size[0]}x{im.size[1]}; this run's network takes "
+                        f"{size}x{size} grayscale images"
+                    )
+                out[i, 0] = np.asarray(im.convert("L"), np.float32) / 255.0
+        except OSError as e:
+            raise FileReadError(f"cannot read image {p}: {e}") from None
+    return out

@@ -1,0 +1,124 @@
+"""A finished run's classifier, ready for inference: its backbone (``stage1.ckpt``), its
+re-trained head (``stage2.pt``), the method's inference rule and the run's flip averaging.
+
+``lort predict`` and ``lort export`` open runs through :func:`open_trained`. Unlike
+:func:`lort.stage2.open_run` it needs neither the training data nor the feature cache: only the
+files a run writes for itself (the run folder can be copied to another machine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lort.config import FitConfig, load_yaml, resolve
+from lort.data.transforms import TransformSpec
+from lort.errors import InputError
+from lort.methods import Method, StageTwoHead, get_method, make_head
+from lort.models import build_model
+from lort.runfolder import REPORT, STAGE1, RunFolder, check_config_matches_stage1
+from lort.stage2 import infer, load_data
+
+NEEDS = ("config.yaml", "manifest.json", STAGE1, "stage2.pt", "train_counts.npy", REPORT)
+
+
+@dataclass
+class TrainedRun:
+    """What inference on a run needs. ``backbone`` is None for a ``features`` run, whose
+    input is a feature vector; ``spec`` says how the backbone's images are prepared."""
+
+    root: Path
+    cfg: FitConfig
+    method: Method
+    head: StageTwoHead
+    backbone: nn.Module | None
+    counts: np.ndarray
+    class_names: list[str]
+    spec: TransformSpec
+    flips: bool
+    notes: list[str]
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.head.weight.shape[1])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def logits(self, features: torch.Tensor, flipped: torch.Tensor | None) -> torch.Tensor:
+        """Logits as the run's evaluation computes them (:func:`lort.stage2.infer`): the
+        method's inference rule, the mean over the mirrored view where the run used it."""
+        return infer(
+            self.method,
+            self.head,
+            features,
+            flipped if self.flips else None,
+            self.counts,
+            self.cfg.tau,
+        ).float()
+
+
+def _spec(report: dict[str, Any], cfg: FitConfig) -> TransformSpec:
+    saved = report.get("input")
+    if saved is None:  # a run from before report.json kept its input: rebuild the dataset
+        return load_data(cfg).transform_spec
+    return TransformSpec(**{**saved, "mean": tuple(saved["mean"]), "std": tuple(saved["std"])})
+
+
+def open_trained(root: Path) -> TrainedRun:
+    """The trained classifier of the finished run in ``root`` (on the CPU, in eval mode)."""
+    root = Path(root)
+    missing = [n for n in NEEDS if not (root / n).is_file()]
+    if missing:
+        raise InputError(
+            f"{root} is not a finished lort run (no {', '.join(missing)}); run "
+            f"`lort fit --out {root}` first"
+        )
+    folder = RunFolder(root)
+    cfg = resolve(load_yaml(folder.verify("config.yaml")), {})
+    # Each read is checked against what lort recorded writing (DamagedFileError names the file).
+    report = folder.read_json(REPORT)
+    manifest = folder.read_json("manifest.json")
+    saved = folder.load_torch(STAGE1)
+    check_config_matches_stage1(root, saved["config"], cfg.to_dict())
+    stage1 = saved["state"]["model"]
+    stage2 = folder.load_torch("stage2.pt")
+    counts = folder.load_npy("train_counts.npy")
+    names = list(manifest["class_names"])
+    method = get_method(stage2["method"])
+    init = nn.Linear(stage1["head.weight"].shape[1], len(names))
+    with torch.no_grad():
+        init.weight.copy_(stage1["head.weight"])
+        init.bias.copy_(stage1["head.bias"])
+    head = make_head(method, init.in_features, len(names), init)
+    head.load_state_dict(stage2["head"])
+    spec = _spec(report, cfg)
+    backbone = None
+    if cfg.dataset != "features":
+        model = build_model(cfg.arch, len(names), len(spec.mean))
+        model.load_state_dict(stage1)
+        backbone = model.backbone.eval()
+    notes = []
+    if cfg.stage2_mode == "live" and cfg.live_bn == "train":
+        notes.append(
+            "the run's stage 2 moved the backbone's BatchNorm statistics (--live-bn train), "
+            "which the run does not keep: this uses the stage-1 backbone, as compare does"
+        )
+    return TrainedRun(
+        root,
+        cfg,
+        method,
+        head.eval(),
+        backbone,
+        counts,
+        names,
+        spec,
+        bool(report.get("flip_tta", False)),
+        notes,
+    )

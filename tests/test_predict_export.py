@@ -1,0 +1,189 @@
+"""``lort predict`` and ``lort export`` on finished runs: the embedded digits default, the
+shared CIFAR-10 JPEGs (flip averaging), and a timm backbone read through its own input config.
+Predictions reproduce the run's own ``logits.npy``; exported modules reproduce lort's logits to
+1e-4 relative for all twelve methods."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cli_helpers import flat, ok, run_cli
+from lort.export import export_module, serialise
+from lort.methods import METHODS
+from lort.stage2 import load_data, open_run
+from lort.trained import open_trained
+
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("digits") / "run"
+    ok("fit", "--out", out, "--epochs1", "3", "--epochs2", "4")
+    return out
+
+
+@pytest.fixture(scope="module")
+def cifar_run(small_cifar_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cifar") / "run"
+    ok(
+        "fit", "--dataset", "imagefolder", "--data-root", small_cifar_folder, "--arch", "resnet8",
+        "--epochs1", "2", "--epochs2", "2", "--smooth", "0.5", "--out", out,
+    )  # fmt: skip
+    return out
+
+
+def rel_error(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+def test_predict_reproduces_the_digits_runs_logits(digits_run: Path, tmp_path: Path) -> None:
+    data = load_data(open_trained(digits_run).cfg)
+    images = tmp_path / "test_images.npy"
+    np.save(images, data.sources["test"])  # N x 1 x 8 x 8 floats in [0, 1], as decoded
+    logits, out = tmp_path / "logits.npy", tmp_path / "pred.json"
+    result = ok("predict", digits_run, images, "--format", "json", "--out", out,
+                "--logits", logits, "--top-k", "3")  # fmt: skip
+    assert "classified 300 inputs" in flat(result.output)
+    np.testing.assert_array_equal(np.load(logits), np.load(digits_run / "logits.npy"))
+    pred = json.loads(out.read_text())
+    assert pred["method"] == "lort" and pred["flip_averaging"] is False
+    top = pred["predictions"][5]["top"]
+    assert pred["predictions"][5]["input"] == f"{images}[5]"
+    assert len(top) == 3 and top[0]["probability"] >= top[1]["probability"] >= top[2]["probability"]
+    assert top[0]["index"] == int(np.load(digits_run / "logits.npy")[5].argmax())
+
+
+def test_predict_digit_images_as_a_table(digits_run: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    data = load_data(open_trained(digits_run).cfg)
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for i in range(3):
+        pixels = np.round(data.sources["test"][i, 0] * 255).astype(np.uint8)
+        Image.fromarray(pixels, mode="L").save(folder / f"{i}.png")
+    result = ok("predict", digits_run, folder, "--top-k", "2")
+    text = flat(result.output)
+    assert "0.png" in text and "2.png" in text and text.count("%)") == 6  # 3 rows x top 2
+    Image.new("L", (9, 9)).save(folder / "big.png")
+    bad = run_cli("predict", digits_run, folder / "big.png")
+    assert bad.exit_code != 0 and "is 9x9; this run's network takes 8x8" in flat(bad.output)
+
+
+def test_predict_cifar_test_images_equal_the_runs_logits(
+    cifar_run: Path, small_cifar_folder: Path, tmp_path: Path
+) -> None:
+    logits, csv_out = tmp_path / "logits.npy", tmp_path / "pred.csv"
+    ok("predict", cifar_run, small_cifar_folder / "test", "--format", "csv", "--out", csv_out,
+       "--logits", logits)  # fmt: skip
+    got, want = np.load(logits), np.load(cifar_run / "logits.npy")
+    assert got.shape == want.shape == (100, 10)
+    np.testing.assert_array_equal(got.argmax(1), want.argmax(1))
+    assert rel_error(got, want) < 1e-6
+    lines = csv_out.read_text().splitlines()
+    assert lines[0].startswith("input,class_1,index_1,probability_1,class_2")
+    assert len(lines) == 101 and "airplane" in lines[1]
+
+
+def test_predict_errors_are_one_line(cifar_run: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "big.jpg")
+    (tmp_path / "notes.txt").write_text("x")
+    np.save(tmp_path / "feats.npy", np.zeros((2, 7), np.float32))
+    for args, expected in (
+        ((tmp_path / "big.jpg",), "is 64x64; this run's network takes 32x32"),
+        ((tmp_path / "notes.txt",), "not an image"),
+        ((tmp_path / "nowhere.jpg",), "no such file or folder"),
+        ((tmp_path / "feats.npy",), "the run's head reads 64-d float features"),
+    ):
+        result = run_cli("predict", cifar_run, *args)
+        assert result.exit_code != 0 and expected in flat(result.output), result.output
+        assert flat(result.output).count("Error:") == 1
+    result = run_cli("predict", tmp_path, tmp_path / "big.jpg")
+    assert result.exit_code != 0 and "is not a finished lort run" in flat(result.output)
+
+
+def test_export_all_twelve_methods_reproduce_lorts_logits(cifar_run: Path) -> None:
+    """Each method's head re-trained on the run's features, exported with the run's backbone
+    and flip averaging, run on the run's test images (as the cache read them)."""
+    problem = open_run(cifar_run).problem
+    trained = open_trained(cifar_run)
+    assert trained.flips
+    images = problem.data.tensor_images("test", torch.device("cpu"))
+    assert images is not None
+    batches = [x for x, _ in images.in_order(256)]
+    for name, method in METHODS.items():
+        head = problem.train(method, 0.5 if method.target == "smooth" else 0.0)
+        want = problem.logits(method, head, "test")
+        module = export_module(dataclasses.replace(trained, method=method), head)
+        data = serialise(module, "torchscript", batches[0][:2])
+        loaded = torch.jit.load(io.BytesIO(data))
+        with torch.no_grad():
+            got = torch.cat([loaded(x) for x in batches]).numpy()
+        assert rel_error(got, want) <= TOLERANCE, name
+
+
+def test_export_onnx_round_trip(cifar_run: Path) -> None:
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    problem = open_run(cifar_run).problem
+    trained = open_trained(cifar_run)
+    images = problem.data.tensor_images("test", torch.device("cpu"))
+    assert images is not None
+    x = torch.cat([b for b, _ in images.in_order(256)])
+    for name in ("tau-norm", "logit-adjust", "cosine"):
+        method = METHODS[name]
+        head = problem.train(method, 0.0)
+        module = export_module(dataclasses.replace(trained, method=method), head)
+        session = ort.InferenceSession(serialise(module, "onnx", x[:2]))
+        got = session.run(None, {"input": x.numpy()})[0]  # another batch size than traced
+        assert rel_error(got, problem.logits(method, head, "test")) <= TOLERANCE, name
+
+
+def test_export_command_writes_the_module_and_its_json(digits_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model.pt"
+    result = ok("export", digits_run, "--format", "torchscript", "--out", out)
+    assert "max relative error" in flat(result.output)
+    info = json.loads((tmp_path / "model.json").read_text())
+    assert info["class_names"] == [str(c) for c in range(10)] and info["method"] == "lort"
+    assert info["input_shape"] == ["N", 1, 8, 8] and info["flip_averaging"] is False
+    assert info["input"]["mean"] == [0.3053] and info["input"]["kind"] == "image"
+    problem = open_run(digits_run).problem
+    x = torch.cat([b for b, _ in torch.utils.data.DataLoader(problem.data.dataset("test"), 256)])
+    with torch.no_grad():
+        got = torch.jit.load(out)(x).numpy()
+    assert rel_error(got, np.load(digits_run / "logits.npy")) <= TOLERANCE
+    bad = run_cli("export", digits_run, "--out", tmp_path / "model.json")
+    assert bad.exit_code != 0 and "name the module file" in flat(bad.output)
+    assert json.loads((tmp_path / "model.json").read_text()) == info  # left alone
+
+
+def test_timm_run_predicts_and_exports(small_cifar_folder: Path, tmp_path: Path) -> None:
+    """A timm backbone (random weights from a file) reads 160-pixel resized images."""
+    timm = pytest.importorskip("timm")
+    weights = tmp_path / "w.pth"
+    torch.save(timm.create_model("test_efficientnet").state_dict(), weights)
+    run = tmp_path / "run"
+    ok(
+        "fit", "--dataset", "imagefolder", "--data-root", small_cifar_folder, "--arch",
+        "timm:test_efficientnet", "--weights", weights, "--epochs1", "0", "--epochs2", "1",
+        "--method", "tau-norm", "--out", run,
+    )  # fmt: skip
+    logits = tmp_path / "logits.npy"
+    ok("predict", run, small_cifar_folder / "test", "--logits", logits, "--format", "json")
+    want = np.load(run / "logits.npy")
+    assert rel_error(np.load(logits), want) < 1e-5
+    out = tmp_path / "model.pt"
+    ok("export", run, "--out", out)
+    info = json.loads((tmp_path / "model.json").read_text())
+    assert info["input"]["image_size"] == 160 and info["input"]["resize"] == 168
+    assert info["inference"] == "tau-norm" and info["flip_averaging"] is True
