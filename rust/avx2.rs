@@ -131,56 +131,131 @@ unsafe fn exp8(x: __m256) -> __m256 {
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn sum_exp(row: &[f32], max: f32, out: Option<&mut [f64]>) -> f64 {
+    match out {
+        None => sum_exp_only(row, max),
+        Some(o) => {
+            assert!(o.len() >= row.len());
+            sum_exp_each::<false>(row, max, o.as_mut_ptr().cast())
+        }
+    }
+}
+
+/// `sum_exp` storing each term as f32 in `out` (at least `row.len()` long).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn sum_exp_f32(row: &[f32], max: f32, out: &mut [f32]) -> f64 {
+    assert!(out.len() >= row.len());
+    sum_exp_each::<true>(row, max, out.as_mut_ptr().cast())
+}
+
+/// The f64 sum of the terms, each stored at `out` as f32 (`F32`) or f64: the
+/// sum is exactly that of the stored terms, which the bound's row weight
+/// 1 - sum_j s_j relies on.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sum_exp_each<const F32: bool>(row: &[f32], max: f32, out: *mut u8) -> f64 {
     let n = row.len();
     let p = row.as_ptr();
     let body = n - n % LANES;
     let vmax = _mm256_set1_ps(max);
     let (mut a0, mut a1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
-    let out = out.map(|o| {
-        assert!(o.len() >= n);
-        o.as_mut_ptr()
-    });
     let mut i = 0;
-    if let Some(o) = out {
-        while i < body {
-            let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), vmax));
-            let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(e));
-            let hi = _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1));
-            a0 = _mm256_add_pd(a0, lo);
-            a1 = _mm256_add_pd(a1, hi);
-            _mm256_storeu_pd(o.add(i), lo);
-            _mm256_storeu_pd(o.add(i + 4), hi);
-            i += LANES;
+    while i < body {
+        let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), vmax));
+        let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(e));
+        let hi = _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1));
+        a0 = _mm256_add_pd(a0, lo);
+        a1 = _mm256_add_pd(a1, hi);
+        if F32 {
+            _mm256_storeu_ps(out.cast::<f32>().add(i), e);
+        } else {
+            _mm256_storeu_pd(out.cast::<f64>().add(i), lo);
+            _mm256_storeu_pd(out.cast::<f64>().add(i + 4), hi);
         }
-    } else {
-        // Four vectors of terms are added in f32 (two roundings, at most 1.2e-7
-        // relative, below the error of exp8) before widening: a quarter of the
-        // conversions and f64 additions, and four independent exp chains.
-        let e = |at: usize| exp8(_mm256_sub_ps(_mm256_loadu_ps(p.add(at)), vmax));
-        while i + 4 * LANES <= body {
-            let s01 = _mm256_add_ps(e(i), e(i + LANES));
-            let s23 = _mm256_add_ps(e(i + 2 * LANES), e(i + 3 * LANES));
-            let t = _mm256_add_ps(s01, s23);
-            a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(t)));
-            a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(t, 1)));
-            i += 4 * LANES;
-        }
-        while i < body {
-            let t = e(i);
-            a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(t)));
-            a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(t, 1)));
-            i += LANES;
-        }
+        i += LANES;
     }
     let mut s = hsum_pd(_mm256_add_pd(a0, a1));
     for (j, &v) in row.iter().enumerate().skip(body) {
-        let e = crate::kernel::exp_f32(v - max) as f64;
-        if let Some(o) = out {
-            *o.add(j) = e;
+        let e = crate::kernel::exp_f32(v - max);
+        if F32 {
+            *out.cast::<f32>().add(j) = e;
+        } else {
+            *out.cast::<f64>().add(j) = e as f64;
         }
-        s += e;
+        s += e as f64;
     }
     s
+}
+
+/// The sum of `sum_exp` when the terms are not wanted.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sum_exp_only(row: &[f32], max: f32) -> f64 {
+    let n = row.len();
+    let p = row.as_ptr();
+    let body = n - n % LANES;
+    let vmax = _mm256_set1_ps(max);
+    let (mut a0, mut a1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    let e = |at: usize| exp8(_mm256_sub_ps(_mm256_loadu_ps(p.add(at)), vmax));
+    // Four vectors of terms are added in f32 (two roundings, at most 1.2e-7
+    // relative, below the error of exp8) before widening: a quarter of the
+    // conversions and f64 additions, and four independent exp chains.
+    let mut i = 0;
+    while i + 4 * LANES <= body {
+        let s01 = _mm256_add_ps(e(i), e(i + LANES));
+        let s23 = _mm256_add_ps(e(i + 2 * LANES), e(i + 3 * LANES));
+        let t = _mm256_add_ps(s01, s23);
+        a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(t)));
+        a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(t, 1)));
+        i += 4 * LANES;
+    }
+    while i < body {
+        let t = e(i);
+        a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(t)));
+        a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(t, 1)));
+        i += LANES;
+    }
+    let mut s = hsum_pd(_mm256_add_pd(a0, a1));
+    for &v in &row[body..] {
+        s += crate::kernel::exp_f32(v - max) as f64;
+    }
+    s
+}
+
+/// `kernel::bound_span` for f32 terms.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn bound_span<const R: usize>(
+    terms: &[&[f32]; R],
+    weights: &[[f64; 2]; R],
+    psum: &mut [f64],
+    gershgorin: &mut [f64],
+) {
+    let n = psum.len();
+    assert!(gershgorin.len() == n && terms.iter().all(|t| t.len() >= n));
+    let (pp, pg) = (psum.as_mut_ptr(), gershgorin.as_mut_ptr());
+    let ptrs: [*const f32; R] = std::array::from_fn(|r| terms[r].as_ptr());
+    let w: [[__m256d; 2]; R] = std::array::from_fn(|r| weights[r].map(|v| _mm256_set1_pd(v)));
+    let mut j = 0;
+    while j + 4 <= n {
+        let mut tp = _mm256_loadu_pd(pp.add(j));
+        let mut tg = _mm256_loadu_pd(pg.add(j));
+        for (p, [wp, wg]) in ptrs.iter().zip(w) {
+            let e = _mm256_cvtps_pd(_mm_loadu_ps(p.add(j)));
+            tp = _mm256_fmadd_pd(e, wp, tp);
+            tg = _mm256_fmadd_pd(e, wg, tg);
+        }
+        _mm256_storeu_pd(pp.add(j), tp);
+        _mm256_storeu_pd(pg.add(j), tg);
+        j += 4;
+    }
+    for j in j..n {
+        for (t, w) in terms.iter().zip(weights) {
+            let e = t[j] as f64;
+            psum[j] += e * w[0];
+            gershgorin[j] += e * w[1];
+        }
+    }
 }
 
 /// Adds R rows to the shifted negative sums of columns [a, b).
