@@ -1,4 +1,4 @@
-//! Hand-written AVX2+FMA versions of the three f32 kernels (`kernel.rs` has the
+//! Hand-written AVX2+FMA versions of the f32 kernels (`kernel.rs` has the
 //! portable versions and the meaning of each). Auto-vectorisation of the
 //! portable code mixes 4- and 8-wide vectors and scalar argmax bookkeeping;
 //! these keep every loop 8 floats (or 4 doubles) wide.
