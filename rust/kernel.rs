@@ -24,6 +24,24 @@ pub trait Logit: Copy + Send + Sync + PartialOrd + 'static {
     /// receives each exp(x_j - max).
     fn sum_exp_portable(row: &[Self], max: Self, out: Option<&mut [f64]>) -> f64;
 
+    /// A softmax term exp(x - max) in the precision it is computed in.
+    type Term: Copy + Default + Into<f64> + Send + Sync + 'static;
+    /// This type's buffer in `bufs`.
+    fn terms(bufs: &mut Terms) -> &mut Vec<Self::Term>;
+    /// `sum_exp` storing each term as a `Term` (half the bytes of f64 for f32
+    /// input, the same values).
+    fn sum_exp_terms<const AVX: bool>(row: &[Self], max: Self, out: &mut [Self::Term]) -> f64;
+    /// `bound_span`, with the AVX2 version when `AVX`.
+    #[inline(always)]
+    fn bound<const AVX: bool, const R: usize>(
+        terms: &[&[Self::Term]; R],
+        weights: &[[f64; 2]; R],
+        psum: &mut [f64],
+        gershgorin: &mut [f64],
+    ) {
+        bound_span(terms, weights, psum, gershgorin)
+    }
+
     /// `scan`, with the AVX2 version when `AVX` (the caller checked the CPU).
     #[inline(always)]
     fn scan<const AVX: bool>(row: &[Self]) -> Option<(Self, usize)> {
@@ -53,6 +71,40 @@ pub trait Logit: Copy + Send + Sync + PartialOrd + 'static {
 impl Logit for f32 {
     const NEG_INFINITY: Self = f32::NEG_INFINITY;
     const ZERO: Self = 0.0;
+    type Term = f32;
+    #[inline(always)]
+    fn terms(bufs: &mut Terms) -> &mut Vec<f32> {
+        &mut bufs.f32
+    }
+    #[inline(always)]
+    fn sum_exp_terms<const AVX: bool>(row: &[f32], max: f32, out: &mut [f32]) -> f64 {
+        #[cfg(target_arch = "x86_64")]
+        if AVX {
+            // SAFETY: AVX is true only where the CPU has avx2 and fma.
+            return unsafe { crate::avx2::sum_exp_f32(row, max, out) };
+        }
+        let mut acc = [0f64; LANES];
+        for (i, (&v, o)) in row.iter().zip(out.iter_mut()).enumerate() {
+            *o = exp_f32(v - max);
+            acc[i % LANES] += *o as f64;
+        }
+        acc.iter().sum()
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn bound<const AVX: bool, const R: usize>(
+        terms: &[&[f32]; R],
+        weights: &[[f64; 2]; R],
+        psum: &mut [f64],
+        gershgorin: &mut [f64],
+    ) {
+        if AVX {
+            // SAFETY: as above.
+            unsafe { crate::avx2::bound_span(terms, weights, psum, gershgorin) }
+        } else {
+            bound_span(terms, weights, psum, gershgorin)
+        }
+    }
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self as f64
@@ -148,6 +200,15 @@ impl Logit for f32 {
 impl Logit for f64 {
     const NEG_INFINITY: Self = f64::NEG_INFINITY;
     const ZERO: Self = 0.0;
+    type Term = f64;
+    #[inline(always)]
+    fn terms(bufs: &mut Terms) -> &mut Vec<f64> {
+        &mut bufs.f64
+    }
+    #[inline(always)]
+    fn sum_exp_terms<const AVX: bool>(row: &[f64], max: f64, out: &mut [f64]) -> f64 {
+        Self::sum_exp_portable(row, max, Some(out))
+    }
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self
@@ -246,6 +307,35 @@ pub fn scan<T: Logit>(row: &[T]) -> Option<(T, usize)> {
     (finite && arg != usize::MAX).then_some((max, arg))
 }
 
+/// Reusable buffers of softmax terms, one per input precision.
+#[derive(Default)]
+pub struct Terms {
+    f32: Vec<f32>,
+    f64: Vec<f64>,
+}
+
+/// Adds R rows' Gershgorin terms to every class: row r's softmax entries are
+/// its terms times `weights[r][0]` (1 / sum) and go to `psum`; times
+/// `weights[r][1]` (also times 1 - sum of the row's entries) to `gershgorin`.
+#[inline(always)]
+pub fn bound_span<E: Copy + Into<f64>, const R: usize>(
+    terms: &[&[E]; R],
+    weights: &[[f64; 2]; R],
+    psum: &mut [f64],
+    gershgorin: &mut [f64],
+) {
+    for (j, (p, g)) in psum.iter_mut().zip(gershgorin.iter_mut()).enumerate() {
+        let (mut tp, mut tg) = (*p, *g);
+        for (t, w) in terms.iter().zip(weights) {
+            let e: f64 = t[j].into();
+            tp += e * w[0];
+            tg += e * w[1];
+        }
+        *p = tp;
+        *g = tg;
+    }
+}
+
 /// Adds rows' values to the shifted negative sums of columns `[a, b)`, where no
 /// row of the group has its label.
 #[inline(always)]
@@ -330,6 +420,37 @@ mod tests {
             }
         }
         assert_eq!(scan(&[-3.0f32, -1.0]), Some((-1.0, 1)));
+    }
+
+    #[test]
+    fn bound_terms_match_the_portable_sums() {
+        let k = 37;
+        let rows: Vec<Vec<f32>> = (0..8)
+            .map(|r| (0..k).map(|j| ((r * k + j) as f32 * 0.7).sin()).collect())
+            .collect();
+        let terms: [&[f32]; 8] = std::array::from_fn(|r| &rows[r][..]);
+        let weights: [[f64; 2]; 8] = std::array::from_fn(|r| [0.5 + r as f64, 1e-16 * r as f64]);
+        let (mut p, mut g) = (vec![1.0; k], vec![0.0; k]);
+        bound_span(&terms, &weights, &mut p, &mut g);
+        let (mut p1, mut g1) = (vec![1.0; k], vec![0.0; k]);
+        for (t, w) in terms.iter().zip(&weights) {
+            f32::bound::<false, 1>(&[t], &[*w], &mut p1, &mut g1);
+        }
+        let close = |a: &[f64], b: &[f64]| {
+            a.iter()
+                .zip(b)
+                .all(|(x, y)| (x - y).abs() <= 1e-12 * y.abs())
+        };
+        assert!(close(&p, &p1) && close(&g, &g1));
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            let (mut p2, mut g2) = (vec![1.0; k], vec![0.0; k]);
+            f32::bound::<true, 8>(&terms, &weights, &mut p2, &mut g2);
+            assert!(close(&p, &p2) && close(&g, &g2));
+            let mut out = vec![0f32; k];
+            let s = f32::sum_exp_terms::<true>(&rows[0], 1.0, &mut out);
+            assert_eq!(s, out.iter().map(|&e| e as f64).sum::<f64>());
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! row, which is cheaper per element and exact enough (the shift sits inside
 //! the data); they are folded into Welford form when the worker finishes.
 
-use crate::kernel::Logit;
+use crate::kernel::{Logit, Terms};
 use crate::labels::Labels;
 use crate::{Error, Result};
 
@@ -326,20 +326,25 @@ pub(crate) struct Partial {
     shift: Option<Vec<f64>>,
     s1: Vec<f64>,
     s2: Vec<f64>,
-    /// exp(z - max) of the current row, for the Hessian modes.
+    /// exp(z - max) of the current row, for exact mode.
     exps: Vec<f64>,
+    /// Bound mode: the softmax terms of a group of rows, kept so that the
+    /// per-class sums are loaded and stored once per group, and each row's
+    /// weights (see `kernel::bound_span`).
+    terms: Terms,
+    weights: [[f64; 2]; GROUP],
 }
 
 /// sum_j e_j * inv, in lanes so that it vectorises (a plain float sum cannot
 /// be reordered by the compiler).
 #[inline(always)]
-fn scaled_sum(e: &[f64], inv: f64) -> f64 {
+fn scaled_sum<E: Copy + Into<f64>>(e: &[E], inv: f64) -> f64 {
     let mut acc = [0.0f64; 8];
     let chunks = e.chunks_exact(8);
-    let tail: f64 = chunks.remainder().iter().map(|v| v * inv).sum();
+    let tail: f64 = chunks.remainder().iter().map(|&v| v.into() * inv).sum();
     for c in chunks {
         for l in 0..8 {
-            acc[l] += c[l] * inv;
+            acc[l] += c[l].into() * inv;
         }
     }
     acc.iter().sum::<f64>() + tail
@@ -360,10 +365,10 @@ impl Partial {
         if let HessianState::Exact { gram, .. } = &mut stats.hessian {
             *gram = Vec::new();
         }
-        let exps = if template.options.hessian == HessianMode::None {
-            Vec::new()
-        } else {
+        let exps = if template.options.hessian == HessianMode::Exact {
             vec![0.0; k]
+        } else {
+            Vec::new()
         };
         Self {
             stats,
@@ -371,6 +376,8 @@ impl Partial {
             s1: vec![0.0; k],
             s2: vec![0.0; k],
             exps,
+            terms: Terms::default(),
+            weights: [[0.0; 2]; GROUP],
         }
     }
 
@@ -416,6 +423,10 @@ impl Partial {
         let k = self.stats.k;
         let n = data.len() / k;
         let omit = self.stats.options.nan_policy == NanPolicy::Omit;
+        let bound = self.stats.options.hessian == HessianMode::Bound;
+        if bound {
+            T::terms(&mut self.terms).resize(GROUP * k, T::Term::default());
+        }
         let mut i = 0;
         while i < n {
             let g = GROUP.min(n - i);
@@ -432,7 +443,7 @@ impl Partial {
                 };
                 let y = labels.class((row0 + r as u64) as usize);
                 let prow = probs.as_deref_mut().map(|p| &mut p[r * k..(r + 1) * k]);
-                self.row_outputs::<T, AVX>(row, max, arg, y, prow);
+                self.row_outputs::<T, AVX>(row, max, arg, y, prow, count);
                 kept[count] = (r, y);
                 count += 1;
             }
@@ -450,12 +461,16 @@ impl Partial {
                     self.negatives::<T, AVX, 1>(&[&data[r * k..(r + 1) * k]], &[y]);
                 }
             }
+            if bound {
+                self.bound_group::<T, AVX>(count);
+            }
             i += g;
         }
         Ok(())
     }
 
-    /// Everything a row contributes except its negative sums.
+    /// Everything a row contributes except its negative sums and, in bound
+    /// mode, its Gershgorin terms, which it leaves in group slot `slot`.
     #[inline(always)]
     fn row_outputs<T: Logit, const AVX: bool>(
         &mut self,
@@ -464,8 +479,10 @@ impl Partial {
         arg: usize,
         y: usize,
         probs: Option<&mut [f64]>,
+        slot: usize,
     ) {
         let st = &mut self.stats;
+        let k = st.k;
         let zy = row[y].to_f64();
         // Welford update of the positive moments of class y.
         let n = st.pos.n[y] + 1;
@@ -478,8 +495,20 @@ impl Partial {
         let hit = arg == y;
         st.correct[y] += hit as u64;
 
-        let want_exps = !self.exps.is_empty();
-        let sum = T::sum_exp::<AVX>(row, max, want_exps.then_some(&mut self.exps[..]));
+        let sum = match st.hessian {
+            HessianState::None => T::sum_exp::<AVX>(row, max, None),
+            HessianState::Bound { .. } => {
+                let terms = &mut T::terms(&mut self.terms)[slot * k..(slot + 1) * k];
+                let sum = T::sum_exp_terms::<AVX>(row, max, terms);
+                let inv = 1.0 / sum;
+                // 1 - the sum of the row's softmax entries as computed: the
+                // Gershgorin bound's row weight, rounding error only.
+                let w = 1.0 - scaled_sum(terms, inv);
+                self.weights[slot] = [inv, inv * w];
+                sum
+            }
+            HessianState::Exact { .. } => T::sum_exp::<AVX>(row, max, Some(&mut self.exps)),
+        };
         st.nll_sum += max.to_f64() + sum.ln() - zy;
         let conf = 1.0 / sum;
         let bin = &mut st.ece[ece_bin(conf)];
@@ -488,33 +517,39 @@ impl Partial {
         bin.correct += hit as u64;
         st.rows += 1;
 
-        let inv = 1.0 / sum;
-        match &mut st.hessian {
-            HessianState::None => {}
-            HessianState::Bound { gershgorin, psum } => {
-                let total = scaled_sum(&self.exps, inv);
-                let w = 1.0 - total;
-                for ((g, p), e) in gershgorin.iter_mut().zip(psum.iter_mut()).zip(&self.exps) {
-                    let s = e * inv;
-                    *g += s * w;
-                    *p += s;
-                }
+        if let HessianState::Exact { ssum, dsum, .. } = &mut st.hessian {
+            let inv = 1.0 / sum;
+            let out = probs.expect("exact mode passes a probability block");
+            // 1 - s_i = (sum - e_i) / sum. For the largest term (e = 1) that
+            // difference cancels when the row is nearly one-hot, so it is
+            // summed from the other terms instead; for every other i,
+            // sum - e_i >= sum / 2.
+            let others: f64 =
+                self.exps[..arg].iter().sum::<f64>() + self.exps[arg + 1..].iter().sum::<f64>();
+            for (i, &e) in self.exps.iter().enumerate() {
+                let s = e * inv;
+                let rest = if i == arg { others } else { sum - e };
+                out[i] = s;
+                ssum[i] += s;
+                dsum[i] += s * rest * inv;
             }
-            HessianState::Exact { ssum, dsum, .. } => {
-                let out = probs.expect("exact mode passes a probability block");
-                // 1 - s_i = (sum - e_i) / sum. For the largest term (e = 1) that
-                // difference cancels when the row is nearly one-hot, so it is
-                // summed from the other terms instead; for every other i,
-                // sum - e_i >= sum / 2.
-                let others: f64 =
-                    self.exps[..arg].iter().sum::<f64>() + self.exps[arg + 1..].iter().sum::<f64>();
-                for (i, &e) in self.exps.iter().enumerate() {
-                    let s = e * inv;
-                    let rest = if i == arg { others } else { sum - e };
-                    out[i] = s;
-                    ssum[i] += s;
-                    dsum[i] += s * rest * inv;
-                }
+        }
+    }
+
+    /// Adds the Gershgorin terms of the group's first `count` slots.
+    #[inline(always)]
+    fn bound_group<T: Logit, const AVX: bool>(&mut self, count: usize) {
+        let HessianState::Bound { gershgorin, psum } = &mut self.stats.hessian else {
+            return;
+        };
+        let k = self.stats.k;
+        let terms = &T::terms(&mut self.terms)[..];
+        if count == GROUP {
+            let rows: [&[T::Term]; GROUP] = std::array::from_fn(|r| &terms[r * k..(r + 1) * k]);
+            T::bound::<AVX, GROUP>(&rows, &self.weights, psum, gershgorin);
+        } else {
+            for (r, w) in self.weights[..count].iter().enumerate() {
+                T::bound::<AVX, 1>(&[&terms[r * k..(r + 1) * k]], &[*w], psum, gershgorin);
             }
         }
     }
