@@ -10,6 +10,7 @@ import math
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,18 @@ def save_npy(directory: Path, name: str, array: np.ndarray) -> Path:
     path = directory / name
     np.save(path, array)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[int]:
+    """Tiny models on a shared 2-core machine: one torch intra-op thread for the module (idle
+    threads of a small model spin); yields the count before, which it restores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield threads
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
 from click.testing import Result
 
@@ -35,12 +34,7 @@ def point(folder: Path, method: str, seed: int = 0) -> dict[str, Any]:
     return json.loads((folder / "compare" / f"{method}-seed{seed}.json").read_text())["result"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,8 @@ import json
 import math
 import statistics
 from pathlib import Path
-from typing import Any
 
 import pytest
-import torch
 
 from cli_helpers import flat, ok, run_cli
 from lort.intervals import paired, t_interval
@@ -18,12 +16,7 @@ SMALL = ("--epochs1", "2", "--epochs2", "2", "--smooth", "0.5")
 METHODS = "lort,ce,logit-adjust"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_t_interval_matches_the_textbook() -> None:

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from cli_helpers import flat, ok, run_cli
@@ -28,12 +27,7 @@ from lort.runfolder import LOCK, STATE
 SMALL = ("--epochs1", "2", "--epochs2", "2", "--smooth", "0.5")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

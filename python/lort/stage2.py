@@ -116,6 +116,14 @@ class Stage2:
         """Whether logits average the plain and the mirrored view."""
         return self.cfg.flip_tta and self.data.mirrorable
 
+    def _training_set(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The cached training features, their mirrored view (or None) and the labels."""
+        feats = self.cache.tensor("train")
+        if feats is None:
+            raise InputError("the feature cache holds no training features")
+        flipped = self.cache.tensor("train", flipped=True)
+        return feats, flipped, torch.from_numpy(self.data.train_labels)
+
     def train(
         self,
         method: Method,
@@ -127,14 +135,9 @@ class Stage2:
     ) -> nn.Module:
         """A head of ``method`` re-trained on the cached training features (the run's seed
         and stage-2 settings unless given)."""
-        feats = self.cache.tensor("train")
-        if feats is None:
-            raise InputError("the feature cache holds no training features")
         return train_head_cached(
             method,
-            feats,
-            self.cache.tensor("train", flipped=True),
-            torch.from_numpy(self.data.train_labels),
+            *self._training_set(),
             self.counts,
             self.init,
             self.cfg.stage2 if stage2 is None else stage2,
@@ -199,18 +202,7 @@ class Stage2:
         """Heads of ``method``, one per configuration, trained together on the cached
         features (:mod:`lort.head_grid`: each agrees with its training alone to float
         rounding)."""
-        feats = self.cache.tensor("train")
-        if feats is None:
-            raise InputError("the feature cache holds no training features")
-        results = train_head_grid(
-            method,
-            feats,
-            self.cache.tensor("train", flipped=True),
-            torch.from_numpy(self.data.train_labels),
-            self.counts,
-            self.init,
-            configs,
-        )
+        results = train_head_grid(method, *self._training_set(), self.counts, self.init, configs)
         return [r.head for r in results]
 
     def choose_smooth(
