@@ -48,3 +48,28 @@ def test_sweeps_train_their_points_together(grids: list[int], tmp_path: Path) ->
     assert grids == [3, 4]
     ok("sweep", run, "--smooth", "0,0.5,0.9,0.95")  # three stored, one new
     assert grids == [3, 4, 1]
+
+
+def test_choices_on_validation_break_ties_by_nll_then_order() -> None:
+    from lort.stage2 import ValScore, best_on_validation
+
+    scores = [ValScore(0.8, 0.5), ValScore(0.8, 0.3), ValScore(0.7, 0.1), ValScore(0.8, 0.3)]
+    assert best_on_validation(scores) == 1
+    assert best_on_validation([ValScore(None, None), ValScore(0.1, None)]) == 1
+    assert best_on_validation([ValScore(0.5, 2.0), ValScore(0.5, 1.0)]) == 1
+
+
+def test_fit_says_when_the_chosen_delta_makes_lort_plain_ce(tmp_path: Path) -> None:
+    import json
+
+    run = tmp_path / "run"
+    result = ok("fit", "--out", run, *SMALL)
+    report = json.loads((run / "report.json").read_text())
+    sel = report["smooth"]
+    accs, nlls = sel["val_balanced_accuracy"], sel["val_nll"]
+    best = max(accs)
+    tied = [i for i, a in enumerate(accs) if a == best]
+    assert sel["delta"] == sel["grid"][min(tied, key=lambda i: nlls[i])]
+    plain = "plain cross-entropy" in " ".join(result.stderr.split())
+    assert plain == (sel["delta"] == 0.0)
+    assert plain == any("plain cross-entropy" in n for n in report["notes"])

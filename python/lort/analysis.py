@@ -527,8 +527,3 @@ def _is_path_list(x: object) -> bool:
 def npy_rows(paths: Sequence[PathLikeStr]) -> int:
     """Rows of the .npy files together, read from their headers."""
     return sum(_core.npy_header(regular_file(p, "logits"))[1] for p in paths)
-
-
-def balanced_accuracy(logits: npt.ArrayLike, labels: npt.ArrayLike) -> float | None:
-    """Class-mean top-1 accuracy over the classes that have rows (the core's value)."""
-    return analyze(logits, labels, hessian="none").balanced_accuracy

@@ -230,6 +230,13 @@ def _run(
 
     t = time.perf_counter()
     smooth, selection = problem.choose_smooth(method, cfg.smooth, cfg.smooth_grid)
+    if selection.get("mode") == "auto" and smooth == 0.0:
+        notes.append(
+            f"delta 0 was chosen on the validation split, so {method.name}'s target is one-hot "
+            "here: its result is plain cross-entropy re-training (see the delta grid's scores "
+            "in report.json)"
+        )
+        _noting(say)(notes[-1])
     if model is None or cfg.stage2_mode == "cached":
         head = problem.train(method, smooth, progress=progress)
     else:

@@ -29,9 +29,9 @@ from lort.config import StageConfig
 from lort.errors import DamagedFileError
 from lort.files import finite_or_none, jsonable
 from lort.methods import Method, inference_weight_norms
-from lort.stage2 import FinishedRun, SmoothPlan
+from lort.stage2 import FinishedRun, SmoothPlan, ValScore
 
-POINT_VERSION = 2  # 2: the test logits' bias-Hessian curvature
+POINT_VERSION = 3  # 2: the test logits' bias-Hessian curvature; 3: validation NLL
 
 OnPoint = Callable[[int, int, str, bool], None]
 """on_point(done, total, label, reused) after every point."""
@@ -125,7 +125,7 @@ def _evaluate(
     logits = problem.logits(method, head, "test")
     analysis = problem.evaluate(logits)
     bias = curvature(logits)
-    val = problem.val_score(method, head) if problem.has_val else None
+    val = problem.val_score(method, head) if problem.has_val else ValScore(None, None)
     norms = inference_weight_norms(method, head, run.cfg.tau)
     pc = analysis.per_class
     return {
@@ -134,7 +134,8 @@ def _evaluate(
         "stage2": dataclasses.asdict(point.stage2),
         "delta": delta if method.target == "smooth" else None,
         "smooth": selection,
-        "val_balanced_accuracy": val,
+        "val_balanced_accuracy": val.accuracy,
+        "val_nll": val.nll,
         "test": summary(analysis, norms, problem.counts)
         | {"lambda_2": bias.lambda_2, "condition": finite_or_none(bias.condition)},
         "per_class": {

@@ -12,6 +12,7 @@ open one from a finished run folder with :func:`open_run`.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lort.analysis import Analysis, balanced_accuracy, new_stats, summarize
+from lort.analysis import Analysis, analyze, new_stats, summarize
 from lort.config import FitConfig, StageConfig, load_yaml, resolve
 from lort.data import LTData, build_dataset
 from lort.data.ltdata import Split
@@ -48,6 +49,28 @@ from lort.runfolder import (
 )
 from lort.runtime import Runtime
 from lort.train import Progress, train_head_cached
+
+
+@dataclass(frozen=True)
+class ValScore:
+    """A head on the validation split: class-mean accuracy, then NLL (the tie-break)."""
+
+    accuracy: float | None
+    nll: float | None
+
+
+def best_on_validation(scores: list[ValScore]) -> int:
+    """The index of the best score: the highest class-mean accuracy, ties broken by the lower
+    NLL, then by the first. The one rule of every choice on validation (an exact tie in
+    accuracy is common on small validation sets, and the first of equals is no choice)."""
+
+    def key(i: int) -> tuple[float, float, int]:
+        v = scores[i]
+        acc = -math.inf if v.accuracy is None else v.accuracy
+        nll = math.inf if v.nll is None else v.nll
+        return (-acc, nll, i)
+
+    return min(range(len(scores)), key=key)
 
 
 def load_data(cfg: FitConfig) -> LTData:
@@ -157,9 +180,10 @@ class Stage2:
         flipped = self.cache.tensor(split, flipped=True) if self.flips else None
         return infer(method, head, feats, flipped, self.counts, self.cfg.tau).float().numpy()
 
-    def val_score(self, method: Method, head: nn.Module) -> float | None:
-        """Class-mean accuracy on the validation split: the criterion of every choice."""
-        return balanced_accuracy(self.logits(method, head, "val"), self.data.labels("val"))
+    def val_score(self, method: Method, head: nn.Module) -> ValScore:
+        """The head on the validation split: the criterion of every choice."""
+        a = analyze(self.logits(method, head, "val"), self.data.labels("val"), hessian="none")
+        return ValScore(a.balanced_accuracy, a.nll)
 
     def evaluate(
         self,
@@ -227,16 +251,18 @@ class Stage2:
             raise InputError("--smooth auto needs a validation split; give --val-fraction > 0")
         heads = self.train_many(method, [self.config(method, d, seed, stage2) for d in grid])
         scores = [self.val_score(method, head) for head in heads]
-        best = int(np.argmax(scores))
+        best = best_on_validation(scores)
         d = grid[best]
         return d, {
             "mode": "auto",
             "grid": grid,
-            "val_balanced_accuracy": scores,
+            "val_balanced_accuracy": [v.accuracy for v in scores],
+            "val_nll": [v.nll for v in scores],
             "delta": d,
             "rho": finite_or_none(rho(self.k, d)),
             "why": f"highest class-mean accuracy on the validation split "
-            f"({len(self.data.labels('val')):,} images) among {len(scores)} values of delta",
+            f"({len(self.data.labels('val')):,} images) among {len(scores)} values of delta, "
+            "ties broken by the lower validation NLL",
         }
 
 

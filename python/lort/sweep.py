@@ -32,7 +32,7 @@ from lort.points import (
     stored_or_measured,
     stored_or_measured_together,
 )
-from lort.stage2 import FinishedRun, SmoothPlan, open_run_locked
+from lort.stage2 import FinishedRun, SmoothPlan, ValScore, best_on_validation, open_run_locked
 
 TEST_KEYS = ("all", *GROUP_NAMES)
 SELECTED = (
@@ -83,15 +83,17 @@ def _record(result: dict[str, Any], **where: Any) -> dict[str, Any]:
     return {
         **where,
         "val_balanced_accuracy": result["val_balanced_accuracy"],
+        "val_nll": result["val_nll"],
         "test": {k: result["test"][k] for k in (*TEST_KEYS, "balanced_accuracy")},
     }
 
 
 def _choose(run: FinishedRun, points: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The point `lort fit` would choose (:func:`lort.stage2.best_on_validation`)."""
     if not run.has_val:
         return None
-    scores = [p["val_balanced_accuracy"] for p in points]
-    return points[int(np.argmax(scores))]  # the first of equals, as `lort fit` picks
+    scores = [ValScore(p["val_balanced_accuracy"], p["val_nll"]) for p in points]
+    return points[best_on_validation(scores)]
 
 
 def sweep_smooth(
@@ -317,6 +319,7 @@ def _test_all(p: dict[str, Any]) -> float:
 def _definitions() -> dict[str, str]:
     return {
         "val_balanced_accuracy": "class-mean accuracy on the validation split (the criterion)",
+        "val_nll": "mean negative log-likelihood on the validation split (the tie-break)",
         "test": "test top-1 accuracy (fraction): all rows, then the mean per-class accuracy "
         f"over {GROUP_RULE}",
         "rho": "1 + K (1 - delta) / delta, the true-class / other-class target ratio",
