@@ -126,9 +126,12 @@ def fit(cfg: FitConfig, opts: FitOptions, say: Say, progress: Progress) -> FitRe
     runtime.set_threads(opts.threads)
     rt = runtime.start(cfg.device)
     try:
-        return _fit(cfg, opts, rt, say if rt.is_main else (lambda _: None), progress)
-    finally:
-        runtime.stop(rt)
+        result = _fit(cfg, opts, rt, say if rt.is_main else (lambda _: None), progress)
+    except BaseException:
+        runtime.stop(rt, together=False)
+        raise
+    runtime.stop(rt)
+    return result
 
 
 def _fit(

@@ -80,6 +80,11 @@ def start(device_flag: str) -> Runtime:
     return Runtime(device, dist.get_rank(), dist.get_world_size())
 
 
-def stop(rt: Runtime) -> None:
+def stop(rt: Runtime, *, together: bool = True) -> None:
+    """Leave the process group; after a run that went well, all ranks together (a rank that
+    tears gloo down while another still writes can abort at exit: "terminate called without
+    an active exception"). After a failure no rank waits for the others."""
     if rt.distributed and dist.is_initialized():
+        if together:
+            dist.barrier()
         dist.destroy_process_group()
