@@ -430,13 +430,27 @@ def _points_progress(label: str) -> tuple[Progress, Callable[[int, int, str, boo
     "split as `lort fit` does, or none (the run's delta). [val when the run has one]",
 )
 @click.option(
+    "--epoch",
+    "epoch",
+    type=click.Choice(["last", "val", "test-selected"]),
+    default="last",
+    show_default=True,
+    help="Which stage-2 epoch each re-training reports: its last, its best on the validation "
+    "split, or its best on the TEST set (the published habit, labelled; for measuring its gap).",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder for the pooled table of several runs [runs/compare-<timestamp>].",
 )
 @clean_errors
 def compare(
-    run_dirs: tuple[Path, ...], methods: str, seeds: int, select_on: str | None, out: Path | None
+    run_dirs: tuple[Path, ...],
+    methods: str,
+    seeds: int,
+    select_on: str | None,
+    epoch: str,
+    out: Path | None,
 ) -> None:
     """Re-train stage-2 methods on the cached features of each RUN_DIR (the paper's Table 1).
 
@@ -462,7 +476,8 @@ def compare(
     for run_dir in run_dirs:
         bar, on_point = _points_progress("compare")
         with bar:
-            results.append(run_compare(run_dir, names, seeds, select_on, on_point))
+            stop = {"last": "last", "val": "val", "test-selected": "test"}[epoch]
+            results.append(run_compare(run_dir, names, seeds, select_on, on_point, stop=stop))
     written = [p for r in results for p in r.files]
     if len(results) == 1:
         print_compare(out_console, results[0])

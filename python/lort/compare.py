@@ -23,10 +23,18 @@ from lort.analysis import GROUP_NAMES, GROUP_RULE
 from lort.errors import InputError
 from lort.intervals import paired, t_interval
 from lort.methods import METHODS, WEIGHT_NORM_DEFINITION, get_method
-from lort.points import OnPoint, Point, compare_point, stored_or_measured
-from lort.stage2 import FinishedRun, open_run_locked
+from lort.points import STOP_NAME, OnPoint, Point, compare_point, stored_or_measured
+from lort.stage2 import FinishedRun, Stop, open_run_locked
 
 ACCURACY = ("all", *GROUP_NAMES)
+STOP_DEFINITION = {
+    "last": "every re-training reports its last stage-2 epoch",
+    "val": "every re-training reports its best epoch on the validation split (class-mean "
+    "accuracy, then NLL, then the earliest); LORT's delta is chosen the same way",
+    "test": "TEST-SELECTED: every re-training reports its best epoch on the TEST set, and "
+    "LORT's delta is chosen there too; the published habit, shown to measure its gap; "
+    "these numbers are not a fair comparison",
+}
 METRICS = (
     *ACCURACY,
     "balanced_accuracy",
@@ -73,6 +81,7 @@ class CompareResult:
     files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     pooled: Pooled | None = None  # paired differences over the seeds, with two or more
+    stop: Stop = "last"  # which epoch each re-training keeps (lort.stage2.STOP_SPLIT)
 
 
 def compare(
@@ -82,10 +91,16 @@ def compare(
     select_on: str | None = None,
     on_point: OnPoint | None = None,
     figures: bool = True,
+    stop: Stop = "last",
 ) -> CompareResult:
-    """Re-train ``methods`` x ``seeds`` on the run in ``root``; write the table and figures."""
+    """Re-train ``methods`` x ``seeds`` on the run in ``root``; write the table and figures.
+    ``stop`` keeps each re-training's last epoch, or its best epoch on the validation split,
+    or (``"test"``, the published habit, labelled as such) on the test set; the files of
+    the last two are compare-val.* and compare-test-selected.*, and they draw no figures."""
     if seeds < 1:
         raise InputError(f"--seeds must be at least 1, got {seeds}")
+    if stop not in STOP_NAME:
+        raise InputError(f"--epoch must be one of {', '.join(STOP_NAME.values())}, got {stop!r}")
     for m in methods:
         get_method(m)
     notes: list[str] = []
@@ -94,6 +109,10 @@ def compare(
             select_on = "val" if run.has_val else "none"
         if select_on not in ("val", "none"):
             raise InputError(f"--select-on must be val or none, got {select_on!r}")
+        if stop == "val" and not run.has_val:
+            raise InputError(
+                f"{root} has no validation split to pick the epoch on; use --epoch last"
+            )
         if select_on == "val" and not run.has_val:
             raise InputError(
                 f"{root} has no validation split (val_fraction {run.cfg.val_fraction}); "
@@ -106,13 +125,15 @@ def compare(
         points: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
         reused = 0
         for i, (m, s) in enumerate(todo):
-            point = Point(get_method(m), s, run.cfg.stage2, plans[m])
-            result, was_reused = stored_or_measured(run, compare_point(m, s), point)
+            point = Point(get_method(m), s, run.cfg.stage2, plans[m], stop)
+            result, was_reused = stored_or_measured(run, compare_point(m, s, stop), point)
             reused += was_reused
             points[m].append(result)
             if on_point is not None:
                 on_point(i + 1, len(todo), f"{m} seed {s}", was_reused)
-        res = CompareResult(run, methods, seed_list, select_on, points, reused, notes=notes)
+        res = CompareResult(
+            run, methods, seed_list, select_on, points, reused, notes=notes, stop=stop
+        )
         if run.cfg.stage2_mode != "cached":
             res.notes.append(
                 f"the run trained stage 2 {run.cfg.stage2_mode}; compare re-trains every method on "
@@ -122,7 +143,7 @@ def compare(
         if len(seed_list) > 1:
             res.pooled = pool([res])
         _write(res)
-        if figures:
+        if figures and stop == "last":
             write_figures(res)
         return res
 
@@ -139,6 +160,7 @@ def _row(method: str, results: list[dict[str, Any]], mode: str, source: str) -> 
             "unused": None,
         }[mode],
         "val_balanced_accuracy": _stats([r["val_balanced_accuracy"] for r in results]),
+        "epoch": [r["epoch"] for r in results],
     }
     for key in METRICS:
         row[key] = _stats([r["test"][key] for r in results])
@@ -149,6 +171,7 @@ def _write(res: CompareResult) -> None:
     run = res.run
     data = {
         "run": str(run.root),
+        "epoch": STOP_NAME[res.stop],
         "methods": res.methods,
         "seeds": res.seeds,
         "select_on": res.select_on,
@@ -174,9 +197,10 @@ def _write(res: CompareResult) -> None:
             "val_balanced_accuracy": "class-mean accuracy on the validation split",
             "mean/std": "over the seeds; std is the sample std (n - 1), null for one seed",
             "seeds": "vary stage 2 only (batch order, flip draws); the backbone is the run's",
+            "epoch": STOP_DEFINITION[res.stop],
         },
         "rows": res.rows,
-        "points": {m: [compare_point(m, s) for s in res.seeds] for m in res.methods},
+        "points": {m: [compare_point(m, s, res.stop) for s in res.seeds] for m in res.methods},
     }
     if res.pooled is not None:
         data["differences"] = {
@@ -187,15 +211,16 @@ def _write(res: CompareResult) -> None:
                 r["method"]: {k: r[k] for k in ("vs_reference", "vs_best")} for r in res.pooled.rows
             },
         }
-    run.folder.write_json("compare.json", data)
+    name = "compare" if res.stop == "last" else f"compare-{STOP_NAME[res.stop]}"
+    run.folder.write_json(f"{name}.json", data)
     header = ["method", "seed", "delta", "val_balanced_accuracy", *METRICS]
     rows = [
         [m, r["seed"], r["delta"], r["val_balanced_accuracy"], *(r["test"][k] for k in METRICS)]
         for m in res.methods
         for r in res.points[m]
     ]
-    run.folder.write_csv("compare.csv", header, rows)
-    res.files += [run.root / "compare.json", run.root / "compare.csv"]
+    run.folder.write_csv(f"{name}.csv", header, rows)
+    res.files += [run.root / f"{name}.json", run.root / f"{name}.csv"]
 
 
 # --------------------------------------------------------------------------------------
@@ -282,8 +307,10 @@ def check_pooled_out(out: Path) -> None:
 
 def write_pooled(pooled: Pooled, out: Path) -> None:
     """OUT/compare.json and OUT/compare.csv of several runs."""
+    stop = pooled.runs[0].stop
     data = {
         "runs": [str(r.run.root) for r in pooled.runs],
+        "epoch": STOP_NAME[stop],
         "seeds": {str(r.run.root): r.seeds for r in pooled.runs},
         "unit": pooled.unit,
         "reference": pooled.reference,
@@ -295,6 +322,7 @@ def write_pooled(pooled: Pooled, out: Path) -> None:
             "vs_reference/vs_best": "paired difference in All accuracy (fraction) against the "
             "reference method and the best one, per backbone; mean with a 95% Student-t "
             "interval over the backbones; significant when the interval excludes 0",
+            "epoch": STOP_DEFINITION[stop],
         },
         "rows": pooled.rows,
     }

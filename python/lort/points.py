@@ -29,17 +29,21 @@ from lort.config import StageConfig
 from lort.errors import DamagedFileError
 from lort.files import finite_or_none, jsonable
 from lort.methods import Method, inference_weight_norms
-from lort.stage2 import FinishedRun, SmoothPlan, ValScore
+from lort.stage2 import STOP_SPLIT, FinishedRun, SmoothPlan, Stop, ValScore
 
-POINT_VERSION = 3  # 2: the test logits' bias-Hessian curvature; 3: validation NLL
+POINT_VERSION = 4  # 2: bias-Hessian curvature; 3: validation NLL; 4: the kept epoch
+
+# The stopping protocols as users name them (``lort compare --epoch``).
+STOP_NAME = {"last": "last", "val": "val", "test": "test-selected"}
 
 OnPoint = Callable[[int, int, str, bool], None]
 """on_point(done, total, label, reused) after every point."""
 
 
-def compare_point(method: str, seed: int) -> str:
-    """Where ``lort compare`` keeps one (method, seed)."""
-    return f"compare/{method}-seed{seed}.json"
+def compare_point(method: str, seed: int, stop: Stop = "last") -> str:
+    """Where ``lort compare`` keeps one (method, seed) of a stopping protocol."""
+    suffix = "" if stop == "last" else f"-{STOP_NAME[stop]}"
+    return f"compare/{method}-seed{seed}{suffix}.json"
 
 
 def smooth_point(delta: float) -> str:
@@ -65,6 +69,7 @@ class Point:
     seed: int
     stage2: StageConfig
     smooth: SmoothPlan
+    stop: Stop = "last"  # which epoch is kept: the last, or the best on val / on test
 
     def fingerprint(self, run: FinishedRun) -> dict[str, Any]:
         fp: dict[str, Any] = {
@@ -80,6 +85,8 @@ class Point:
             fp["smooth"] = self.smooth.fingerprint()
         if "tau" in self.method.hyper:
             fp["tau"] = run.cfg.tau
+        if self.stop != "last":
+            fp["stop"] = self.stop
         return fp
 
 
@@ -113,11 +120,17 @@ def _choose(run: FinishedRun, point: Point) -> tuple[float, dict[str, Any]]:
         list(plan.grid) or run.cfg.smooth_grid,
         seed=point.seed,
         stage2=point.stage2,
+        stop=point.stop,
     )
 
 
 def _evaluate(
-    run: FinishedRun, point: Point, delta: float, selection: dict[str, Any], head: nn.Module
+    run: FinishedRun,
+    point: Point,
+    delta: float,
+    selection: dict[str, Any],
+    head: nn.Module,
+    epoch: int | None = None,
 ) -> dict[str, Any]:
     """A trained point on the test split (and the validation split, when there is one),
     exactly as ``lort fit`` evaluates."""
@@ -134,6 +147,8 @@ def _evaluate(
         "stage2": dataclasses.asdict(point.stage2),
         "delta": delta if method.target == "smooth" else None,
         "smooth": selection,
+        "epoch": point.stage2.epochs if epoch is None else epoch,
+        "stop": point.stop,
         "val_balanced_accuracy": val.accuracy,
         "val_nll": val.nll,
         "test": summary(analysis, norms, problem.counts)
@@ -150,8 +165,14 @@ def _evaluate(
 def measure(run: FinishedRun, point: Point) -> dict[str, Any]:
     """Re-train ``point`` on the run's cache as ``lort fit`` trains, and evaluate it."""
     delta, selection = _choose(run, point)
-    head = run.problem.train(point.method, delta, seed=point.seed, stage2=point.stage2)
-    return _evaluate(run, point, delta, selection, head)
+    problem = run.problem
+    if point.stop == "last":
+        head = problem.train(point.method, delta, seed=point.seed, stage2=point.stage2)
+        return _evaluate(run, point, delta, selection, head)
+    config = problem.config(point.method, delta, point.seed, point.stage2)
+    (result,) = problem.train_stopped(point.method, [config], on=STOP_SPLIT[point.stop])
+    assert result.best_head is not None
+    return _evaluate(run, point, delta, selection, result.best_head, result.best_epoch)
 
 
 def _stored(run: FinishedRun, name: str, fp: dict[str, Any]) -> dict[str, Any] | None:
@@ -186,8 +207,11 @@ def stored_or_measured_together(
     needs no choosing (fixed or unused), the missing ones trained together in one grid (each
     agrees with its training alone to float rounding). ``on_point(done, total, label,
     reused)`` after each."""
-    if any(p.smooth.mode == "select" or p.method != named[0][1].method for _, p, _ in named):
-        raise ValueError("points measured together are of one method and a given delta")
+    if any(
+        p.smooth.mode == "select" or p.stop != "last" or p.method != named[0][1].method
+        for _, p, _ in named
+    ):
+        raise ValueError("points measured together are of one method, a given delta, last epoch")
     out: list[tuple[dict[str, Any], bool] | None] = []
     todo = []
     for i, (name, point, label) in enumerate(named):

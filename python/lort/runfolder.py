@@ -59,6 +59,8 @@ OWNED = (
     *RUN_FILES,
     "compare.json",
     "compare.csv",
+    "compare-*.json",
+    "compare-*.csv",
     "sweep-*.json",
     "sweep-*.csv",
     "compare/*.json",

@@ -31,7 +31,7 @@ from lort.data.ltdata import Split
 from lort.errors import InputError
 from lort.features import FeatureCache
 from lort.files import finite_or_none
-from lort.head_grid import HeadConfig, train_head_grid
+from lort.head_grid import EvalSplit, HeadConfig, HeadResult, train_head_grid
 from lort.methods import Method, inference_logits, rho
 from lort.models import input_spec
 from lort.runfolder import (
@@ -49,6 +49,13 @@ from lort.runfolder import (
 )
 from lort.runtime import Runtime
 from lort.train import Progress, train_head_cached
+
+Stop = Literal["last", "val", "test"]
+# Which split a stopping protocol picks the epoch on: none for "last" (the selection of
+# delta stays on validation), validation, or the test set (the published habit, shown on
+# request and labelled as such wherever it appears).
+STOP_SPLIT: dict[str, Split] = {"last": "val", "val": "val", "test": "test"}
+_SPLIT_NAME = {"val": "validation split", "test": "TEST set"}
 
 
 @dataclass(frozen=True)
@@ -216,10 +223,31 @@ class Stage2:
         stage2: StageConfig | None = None,
     ) -> HeadConfig:
         """One training of a grid: the run's seed and stage-2 settings unless given."""
+        hyper = {"smooth": smooth} if method.target == "smooth" else {}
+        if "tau" in method.hyper:
+            hyper["tau"] = self.cfg.tau
         return HeadConfig(
             self.cfg.stage2 if stage2 is None else stage2,
             self.cfg.seed if seed is None else seed,
-            {"smooth": smooth} if method.target == "smooth" else {},
+            hyper,
+        )
+
+    def eval_split(self, split: Split) -> EvalSplit:
+        """A split's features (and mirrored view where logits average it) and labels."""
+        feats = self.cache.tensor(split)
+        if feats is None:
+            raise InputError(f"the feature cache holds no {split} features")
+        flipped = self.cache.tensor(split, flipped=True) if self.flips else None
+        return EvalSplit(feats, flipped, torch.from_numpy(self.data.labels(split)))
+
+    def train_stopped(
+        self, method: Method, configs: list[HeadConfig], on: Split
+    ) -> list[HeadResult]:
+        """Heads trained together and scored on split ``on`` after every epoch; each
+        result's ``best_head`` is its head at the best epoch there (class-mean accuracy, then
+        NLL, then the earliest)."""
+        return train_head_grid(
+            method, *self._training_set(), self.counts, self.init, configs, val=self.eval_split(on)
         )
 
     def train_many(self, method: Method, configs: list[HeadConfig]) -> list[nn.Module]:
@@ -237,11 +265,14 @@ class Stage2:
         *,
         seed: int | None = None,
         stage2: StageConfig | None = None,
+        stop: Stop = "last",
     ) -> tuple[float, dict[str, Any]]:
         """The label-smooth delta and how it was had: fixed, or (``smooth="auto"``) the grid
-        value with the best class-mean validation accuracy, the first of equals. The grid's
-        heads are trained together and only scored; the caller trains the chosen delta
-        alone, so a chosen delta gives the numbers of the same delta fixed."""
+        value whose head scores best on the validation split (:func:`best_on_validation`).
+        The grid's heads are trained together and only scored; the caller trains the chosen
+        delta again, so a chosen delta gives the numbers of the same delta fixed. With
+        ``stop`` other than "last" each head is scored at its best epoch on the split the
+        protocol stops on (see :data:`STOP_SPLIT`)."""
         if method.target != "smooth":
             return 0.0, {"mode": "unused", "why": f"{method.name} trains on one-hot targets"}
         if smooth != "auto":
@@ -249,21 +280,33 @@ class Stage2:
             return d, {"mode": "fixed", "delta": d, "rho": finite_or_none(rho(self.k, d))}
         if not self.has_val:
             raise InputError("--smooth auto needs a validation split; give --val-fraction > 0")
-        heads = self.train_many(method, [self.config(method, d, seed, stage2) for d in grid])
-        scores = [self.val_score(method, head) for head in heads]
+        configs = [self.config(method, d, seed, stage2) for d in grid]
+        if stop == "last":
+            heads = self.train_many(method, configs)
+            scores = [self.val_score(method, head) for head in heads]
+            epochs = None
+        else:
+            results = self.train_stopped(method, configs, on=STOP_SPLIT[stop])
+            best_scores = [r.history[r.best_epoch - 1] for r in results if r.best_epoch]
+            scores = [ValScore(e.val_accuracy, e.val_nll) for e in best_scores]
+            epochs = [r.best_epoch for r in results]
         best = best_on_validation(scores)
         d = grid[best]
-        return d, {
+        split = STOP_SPLIT[stop]
+        record = {
             "mode": "auto",
             "grid": grid,
-            "val_balanced_accuracy": [v.accuracy for v in scores],
-            "val_nll": [v.nll for v in scores],
+            f"{split}_balanced_accuracy": [v.accuracy for v in scores],
+            f"{split}_nll": [v.nll for v in scores],
             "delta": d,
             "rho": finite_or_none(rho(self.k, d)),
-            "why": f"highest class-mean accuracy on the validation split "
-            f"({len(self.data.labels('val')):,} images) among {len(scores)} values of delta, "
-            "ties broken by the lower validation NLL",
+            "why": f"highest class-mean accuracy on the {_SPLIT_NAME[split]} "
+            f"({len(self.data.labels(split)):,} images) among {len(scores)} values of delta, "
+            f"ties broken by the lower {'validation' if split == 'val' else 'test'} NLL",
         }
+        if epochs is not None:
+            record["best_epochs"] = epochs
+        return d, record
 
 
 # --------------------------------------------------------------------------------------

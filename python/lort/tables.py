@@ -122,6 +122,13 @@ def _delta(row: dict[str, Any]) -> str:
     return ", ".join(dict.fromkeys(f"{d:g}" for d in ds))
 
 
+_STOP_TITLE = {
+    "last": ", last stage-2 epoch",
+    "val": ", stage-2 epoch chosen on the validation split",
+    "test": ", [bold red]TEST-SELECTED: epoch and delta chosen on the test set[/bold red]",
+}
+
+
 def print_compare(console: Console, res: CompareResult) -> None:
     """Table 1 (accuracy, mean ± std over seeds), then mean L and r, then mean ||w_c||,
     each per group."""
@@ -130,15 +137,21 @@ def print_compare(console: Console, res: CompareResult) -> None:
     seeds = f"seed {res.seeds[0]}" if n == 1 else f"{n} seeds {res.seeds[0]}..{res.seeds[-1]}"
     acc = Table(
         title=f"{res.run.root}: test top-1 accuracy (%), {seeds}"
-        + (", mean ± std" if spread else ""),
+        + (", mean ± std" if spread else "")
+        + _STOP_TITLE[res.stop],
         title_justify="left",
     )
     acc.add_column("method")
     for col in ("All", "Many", "Medium", "Few"):
         acc.add_column(col, justify="right")
     acc.add_column("delta", justify="right")
+    if res.stop != "last":
+        acc.add_column("epoch", justify="right")
     for row in res.rows:
-        acc.add_row(row["method"], *(_pct_spread(row[k], spread) for k in ACCURACY), _delta(row))
+        cells = [_pct_spread(row[k], spread) for k in ACCURACY] + [_delta(row)]
+        if res.stop != "last":
+            cells.append(", ".join(str(e) for e in dict.fromkeys(row["epoch"])))
+        acc.add_row(row["method"], *cells)
     console.print(acc)
     first = res.points[res.methods[0]][0]["test"]
     sizes = ", ".join(f"{g} {first[f'classes_{g}']}" for g in GROUP_NAMES)
@@ -186,6 +199,11 @@ def print_compare(console: Console, res: CompareResult) -> None:
     )
     for note in res.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
+    if res.stop == "test":
+        console.print(
+            "[bold red]these numbers choose on the test set (as much published code does): "
+            "they measure the habit's gap, not which method is better[/bold red]"
+        )
     if res.pooled is not None:
         print_differences(console, res.pooled)
 
@@ -224,7 +242,8 @@ def print_pooled(console: Console, pooled: Pooled) -> None:
     """Several backbones: accuracy per method (mean ± std over the backbones of each
     backbone's seed mean), then the paired differences."""
     t = Table(
-        title=f"test top-1 accuracy (%), {len(pooled.runs)} backbones, mean ± std",
+        title=f"test top-1 accuracy (%), {len(pooled.runs)} backbones, mean ± std"
+        + _STOP_TITLE[pooled.runs[0].stop],
         title_justify="left",
     )
     t.add_column("method")
