@@ -51,12 +51,14 @@ def parse_methods(spec: str) -> list[str]:
         raise InputError(f"--methods needs 'all' or method names; choose from {', '.join(METHODS)}")
     if names == ["all"]:
         return list(METHODS)
-    bad = [n for n in names if n not in METHODS]
+    bad = [n for n in names if n not in METHODS and "+" not in n]
     if bad:
         raise InputError(
             f"unknown method(s) {', '.join(map(repr, bad))} in --methods; choose 'all' or from "
-            f"{', '.join(METHODS)}"
+            f"{', '.join(METHODS)}, or join several with + (e.g. lort+logit-adjust)"
         )
+    for n in names:
+        get_method(n)  # a composition that makes no sense stops here
     return list(dict.fromkeys(names))
 
 
@@ -151,7 +153,7 @@ def compare(
 def _row(method: str, results: list[dict[str, Any]], mode: str, source: str) -> dict[str, Any]:
     row: dict[str, Any] = {
         "method": method,
-        "title": METHODS[method].title,
+        "title": get_method(method).title,
         "seeds": [r["seed"] for r in results],
         "delta": [r["delta"] for r in results],
         "delta_from": {
@@ -268,7 +270,7 @@ def pool(results: list[CompareResult]) -> Pooled:
     reference = "lort" if "lort" in methods else methods[0]
     rows = []
     for m in methods:
-        row: dict[str, Any] = {"method": m, "title": METHODS[m].title}
+        row: dict[str, Any] = {"method": m, "title": get_method(m).title}
         for k in ACCURACY:
             row[k] = _stats(list(per[m][k].values()))
         for name, other in (("vs_reference", reference), ("vs_best", best)):

@@ -71,11 +71,60 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 # fmt: on
 
 
+PARTS = ("target", "head", "loss", "reweight", "sampler", "constraint", "inference")
+_VANILLA = Method("vanilla", "")
+
+
 def get_method(name: str) -> Method:
-    """The registered method called ``name``; InputError listing the valid names otherwise."""
+    """The registered method called ``name``, or a composition ``a+b[+c...]`` of registered
+    methods (:func:`compose`); InputError listing the valid names otherwise."""
+    if isinstance(name, str) and "+" in name:
+        return compose(name.split("+"))
     try:
         return METHODS[name]
     except (KeyError, TypeError):
         raise InputError(
-            f"unknown re-training method {name!r}; choose --method from {', '.join(METHODS)}"
+            f"unknown re-training method {name!r}; choose --method from {', '.join(METHODS)}, "
+            "or join several with + (e.g. lort+logit-adjust)"
         ) from None
+
+
+def compose(names: list[str]) -> Method:
+    """One method taking each part of the paper's formula from the method that changes it
+    (``lort+logit-adjust``: LORT's target, logit adjustment's inference rule). A part changed
+    by two of them, or parts that contradict each other, is an InputError."""
+    if len(names) < 2 or len(set(names)) != len(names) or not all(names):
+        raise InputError(
+            f"a composition joins two or more different methods with +, got {'+'.join(names)!r}"
+        )
+    methods = [get_method(n) for n in names]  # each a registered method
+    parts: dict[str, tuple[str, object]] = {}
+    for m in methods:
+        for part in PARTS:
+            value = getattr(m, part)
+            if value == getattr(_VANILLA, part):
+                continue
+            if part in parts:
+                other, first = parts[part]
+                raise InputError(
+                    f"{other} and {m.name} both set the {part} ({first} and {value}); a "
+                    "composition takes each part from one method"
+                )
+            parts[part] = (m.name, value)
+    combined = Method(
+        "+".join(names),
+        " + ".join(m.title for m in methods),
+        **{part: value for part, (_, value) in parts.items()},  # type: ignore[arg-type]
+        hyper=tuple(dict.fromkeys(h for m in methods for h in m.hyper)),
+    )
+    if combined.inference == "tau-norm" and combined.head not in ("linear", "lws"):
+        raise InputError(
+            f"tau-norm rescales class weight vectors; the {combined.head} head's are unit "
+            "vectors already: compose it with a linear or LWS head"
+        )
+    if combined.loss == "balanced-softmax" and combined.inference == "logit-adjust":
+        raise InputError(
+            "balanced softmax already builds the class prior into training; logit adjustment "
+            "would subtract it a second time"
+        )
+    return combined

@@ -44,9 +44,8 @@ def inference_logits(
     ``tau`` may be a 0-d tensor (one head's value under ``torch.func.vmap``).
     """
     if method.inference == "tau-norm":
-        if not isinstance(head, LinearHead):
-            raise InputError(f"tau-norm needs a linear head, got {type(head).__name__}")
-        return F.linear(features, tau_normalised_weight(head.weight, tau), head.bias)
+        weight, bias = _class_weights(head)
+        return F.linear(features, tau_normalised_weight(weight, tau), bias)
     logits = head(features)
     if method.inference == "logit-adjust":
         prior = log_prior(train_counts)
@@ -56,6 +55,16 @@ def inference_logits(
             )
         return logits - tau * prior.to(logits)
     return logits
+
+
+def _class_weights(head: nn.Module) -> tuple[Tensor, Tensor]:
+    """The weight rows and bias a linear or LWS head applies (LWS: its scales times the
+    stage-1 classifier's): what tau-norm normalises."""
+    if isinstance(head, LWSHead):
+        return head.scales[:, None] * head.weight, head.scales * head.bias
+    if isinstance(head, LinearHead):
+        return head.weight, head.bias
+    raise InputError(f"tau-norm needs a linear or LWS head, got {type(head).__name__}")
 
 
 class FoldedHead(nn.Module):
@@ -82,14 +91,13 @@ def fold_inference(
     :func:`inference_logits` up to float rounding: tau-norm's normalised weights, logit
     adjustment's ``- tau log prior`` as a bias, LWS's scales in the weights and bias, the cosine
     heads' scale in their unit-norm weights."""
-    if isinstance(head, CosineHead):  # cosine and LDAM's normed layer: no bias
+    if method.inference == "tau-norm":
+        weight, bias = _class_weights(head)
+        folded = FoldedHead(tau_normalised_weight(weight, tau), bias, False)
+    elif isinstance(head, CosineHead):  # cosine and LDAM's normed layer: no bias
         folded = FoldedHead(head.scale * F.normalize(head.weight, dim=1), None, True)
     elif isinstance(head, LWSHead):
         folded = FoldedHead(head.scales[:, None] * head.weight, head.scales * head.bias, False)
-    elif method.inference == "tau-norm":
-        if not isinstance(head, LinearHead):
-            raise InputError(f"tau-norm needs a linear head, got {type(head).__name__}")
-        folded = FoldedHead(tau_normalised_weight(head.weight, tau), head.bias, False)
     else:
         folded = FoldedHead(head.weight, head.bias, False)
     if method.inference == "logit-adjust":
@@ -121,7 +129,7 @@ def inference_weight_norms(method: Method, head: nn.Module, tau: float) -> np.nd
     :data:`WEIGHT_NORM_DEFINITION`)."""
     k = int(head.weight.shape[0])
     if method.inference == "tau-norm":
-        w = tau_normalised_weight(head.weight, tau)
+        w = tau_normalised_weight(_class_weights(head)[0], tau)
     elif isinstance(head, CosineHead):
         return np.full(k, abs(float(head.scale)), dtype=np.float64)
     elif isinstance(head, LWSHead):
