@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from cli_helpers import flat, ok, run_cli
-from lort.runfolder import LOCK, STATE
+from lort.runfolder import LOCK, RUN_FILES, STATE
 
 SMALL = ("--epochs1", "2", "--epochs2", "2", "--smooth", "0.5")
 
@@ -380,15 +380,7 @@ def clean_numbers(finished: Path) -> dict[str, Any]:
 def test_fault_injection_covers_every_file(finished: Path) -> None:
     assert set(targets(finished)) >= {
         STATE,
-        "config.yaml",
-        "manifest.json",
-        "stage1.ckpt",
-        "features.npz",
-        "stage2.pt",
-        "logits.npy",
-        "labels.npy",
-        "train_counts.npy",
-        "report.json",
+        *RUN_FILES,
         "compare.json",
         "compare.csv",
         "compare/ce-seed0.json",
