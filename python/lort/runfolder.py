@@ -73,6 +73,8 @@ OWNED_DIRS = ("compare", "sweep", "figures")
 EDITABLE = (CONFIG,)
 # What a stage-2 re-training on a finished run reads (``lort compare`` / ``lort sweep``).
 RETRAIN_NEEDS = (CONFIG, MANIFEST, STAGE1, FEATURES, REPORT)
+# What `lort predict` and `lort export` read: the trained classifier, no data or cache.
+INFERENCE_NEEDS = (CONFIG, MANIFEST, STAGE1, "stage2.pt", "train_counts.npy", REPORT)
 # Files lort can make again from the others: fit rebuilds them with a note when damaged.
 DERIVABLE = (FEATURES, "stage2.pt", "logits.npy", "labels.npy", "train_counts.npy", REPORT)
 # Options that shape stage 1 and the feature cache: a resumed run must keep them.
@@ -113,6 +115,20 @@ def changed_frozen(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
     if not changed:
         return None
     return "; ".join(f"{k}: run has {saved.get(k)!r}, asked {now.get(k)!r}" for k in changed)
+
+
+def require_finished(root: Path, needs: tuple[str, ...]) -> None:
+    """InputError saying what to do unless ``root`` is a run folder holding ``needs``."""
+    if not root.is_dir():
+        raise InputError(
+            f"{root} is not a run folder (no such directory); make one with `lort fit --out {root}`"
+        )
+    missing = [n for n in needs if not (root / n).is_file()]
+    if missing:
+        raise InputError(
+            f"{root} is not a finished lort run (no {', '.join(missing)}); run "
+            f"`lort fit --out {root}` first (or `lort fit --resume --out {root}` to finish it)"
+        )
 
 
 def check_config_matches_stage1(root: Path, stage1: dict[str, Any], now: dict[str, Any]) -> None:

@@ -46,6 +46,7 @@ from lort.runfolder import (
     RunFolder,
     check_config_matches_stage1,
     locked,
+    require_finished,
 )
 from lort.runtime import Runtime
 from lort.train import Progress, train_head_cached
@@ -397,30 +398,17 @@ class FinishedRun:
 def open_run_locked(root: Path, note: Note) -> Iterator[FinishedRun]:
     """:func:`open_run` with the run folder locked for the block (a command that writes
     into it), after removing what interrupted writes left behind."""
-    _require_dir(Path(root))
+    require_finished(Path(root), RETRAIN_NEEDS)
     with locked(Path(root), note):
         run = open_run(root)
         run.folder.remove_leftovers(note)
         yield run
 
 
-def _require_dir(root: Path) -> None:
-    if not root.is_dir():
-        raise InputError(
-            f"{root} is not a run folder (no such directory); make one with `lort fit --out {root}`"
-        )
-
-
 def open_run(root: Path) -> FinishedRun:
     """The finished run in ``root``; InputError saying what to do when it is not one."""
     root = Path(root)
-    _require_dir(root)
-    missing = [n for n in RETRAIN_NEEDS if not (root / n).is_file()]
-    if missing:
-        raise InputError(
-            f"{root} is not a finished lort run (no {', '.join(missing)}); run "
-            f"`lort fit --out {root}` first (or `lort fit --resume --out {root}` to finish it)"
-        )
+    require_finished(root, RETRAIN_NEEDS)
     folder = RunFolder(root)
     raw = load_yaml(folder.verify(CONFIG))
     cfg = resolve(raw, {})

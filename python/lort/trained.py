@@ -18,13 +18,17 @@ from torch import nn
 
 from lort.config import FitConfig, load_yaml, resolve
 from lort.data.transforms import TransformSpec
-from lort.errors import InputError
 from lort.methods import Method, StageTwoHead, get_method, make_head
 from lort.models import build_model
-from lort.runfolder import REPORT, STAGE1, RunFolder, check_config_matches_stage1
+from lort.runfolder import (
+    INFERENCE_NEEDS,
+    REPORT,
+    STAGE1,
+    RunFolder,
+    check_config_matches_stage1,
+    require_finished,
+)
 from lort.stage2 import infer, load_data
-
-NEEDS = ("config.yaml", "manifest.json", STAGE1, "stage2.pt", "train_counts.npy", REPORT)
 
 
 @dataclass
@@ -74,12 +78,7 @@ def _spec(report: dict[str, Any], cfg: FitConfig) -> TransformSpec:
 def open_trained(root: Path) -> TrainedRun:
     """The trained classifier of the finished run in ``root`` (on the CPU, in eval mode)."""
     root = Path(root)
-    missing = [n for n in NEEDS if not (root / n).is_file()]
-    if missing:
-        raise InputError(
-            f"{root} is not a finished lort run (no {', '.join(missing)}); run "
-            f"`lort fit --out {root}` first"
-        )
+    require_finished(root, INFERENCE_NEEDS)
     folder = RunFolder(root)
     cfg = resolve(load_yaml(folder.verify("config.yaml")), {})
     # Each read is checked against what lort recorded writing (DamagedFileError names the file).
