@@ -22,7 +22,7 @@ from lort.head_grid import (
     head_bytes,
     train_head_grid,
 )
-from lort.methods import METHODS, Method, apply_constraint, get_method, inference_logits, make_loss
+from lort.methods import METHODS, Method, get_method, inference_logits, make_loss
 
 COUNTS = np.array([50, 30, 25, 15, 12, 10, 8], dtype=np.int64)
 K = COUNTS.size
@@ -37,6 +37,7 @@ HYPER: dict[str, tuple[str, tuple[float, float]]] = {
     "ldam": ("ldam_max_margin", (0.3, 0.6)),
     "focal": ("focal_gamma", (0.0, 2.0)),
     "cb-loss": ("cb_beta", (0.9, 0.999)),
+    "cb-loss-softmax": ("cb_beta", (0.9, 0.999)),
     "maxnorm": ("threshold", (0.1, 0.5)),
     "tau-norm": ("tau", (0.5, 1.0)),
     "logit-adjust": ("tau", (1.0, 2.0)),
@@ -87,16 +88,15 @@ def alone(
     config: HeadConfig,
 ) -> nn.Module:
     """train_head_cached on one configuration. It takes only ``smooth``: the other loss
-    hyperparameters and MaxNorm's threshold go in through the functions it calls."""
+    hyperparameters go in through the function it calls, MaxNorm's relative threshold as the
+    module's default."""
     hyper = dict(config.hyper)
     smooth = hyper.pop("smooth", 0.0)
     threshold = hyper.pop("threshold", 0.1)
     hyper.pop("tau", None)
     with monkeypatch.context() as m:
         m.setattr(lort.train, "make_loss", functools.partial(make_loss, **hyper))
-        m.setattr(
-            lort.train, "apply_constraint", functools.partial(apply_constraint, threshold=threshold)
-        )
+        m.setattr(lort.train, "DEFAULT_THRESHOLD", threshold)
         return lort.train.train_head_cached(
             method,
             feats,
@@ -320,7 +320,7 @@ def test_clear_errors() -> None:
     with pytest.raises(InputError, match="smoothing delta"):
         run(lort_method, [HeadConfig(st, 0, {"smooth": 1.5})])
     with pytest.raises(InputError, match="MaxNorm threshold"):
-        run(get_method("maxnorm"), [HeadConfig(st, 0, {"threshold": 0.0})])
+        run(get_method("maxnorm"), [HeadConfig(st, 0, {"threshold": -0.1})])
     with pytest.raises(InputError, match="at least one configuration"):
         run(ce, [])
     with pytest.raises(InputError, match="epochs >= 1"):

@@ -279,6 +279,13 @@ def _parse_size(text: str) -> int:
 @click.option("--smooth", help="LORT's delta, or 'auto' to pick it on the validation split.")
 @click.option("--stage2-mode", type=click.Choice(["cached", "live"]))
 @click.option("--live-bn", type=click.Choice(["eval", "train"]), help="BatchNorm in live stage 2.")
+@click.option(
+    "--stage2-stop",
+    type=click.Choice(["auto", "val", "last"]),
+    help="Which stage-2 epoch to keep: its best on the validation split (LORT's delta chosen "
+    "there too) or the last; auto: val when the run has a validation split and stage 2 is "
+    "cached. [auto]",
+)
 @click.option("--epochs1", type=click.IntRange(min=0), help="Stage-1 epochs.")
 @click.option("--lr1", type=float, help="Stage-1 learning rate.")
 @click.option("--wd1", type=float, help="Stage-1 weight decay.")
@@ -417,6 +424,16 @@ def _points_progress(label: str) -> tuple[Progress, Callable[[int, int, str, boo
     help="'all' (the twelve of Table 1) or comma-separated method names.",
 )
 @click.option(
+    "--protocol",
+    type=click.Choice(["tuned", "authors", "test-selected", "shared"]),
+    default="tuned",
+    show_default=True,
+    help="tuned: each method's authors' recipe searched over lr, weight decay and its own "
+    "hyperparameter, settings and epoch chosen on the validation split; authors: the recipes "
+    "untuned, last epoch; test-selected: the tuned search chosen on the TEST set (labelled; "
+    "to measure the habit's gap); shared: every method with the run's stage-2 settings.",
+)
+@click.option(
     "--seeds",
     type=click.IntRange(min=1),
     default=1,
@@ -426,8 +443,9 @@ def _points_progress(label: str) -> tuple[Progress, Callable[[int, int, str, boo
 @click.option(
     "--select-on",
     type=click.Choice(["val", "none"]),
-    help="How LORT gets delta when the run's smooth is 'auto': picked on the validation "
-    "split as `lort fit` does, or none (the run's delta). [val when the run has one]",
+    help="--protocol shared: how LORT gets delta when the run's smooth is 'auto': picked on "
+    "the validation split as `lort fit` does, or none (the run's delta). [val when the run "
+    "has one]",
 )
 @click.option(
     "--epoch",
@@ -435,8 +453,8 @@ def _points_progress(label: str) -> tuple[Progress, Callable[[int, int, str, boo
     type=click.Choice(["last", "val", "test-selected"]),
     default="last",
     show_default=True,
-    help="Which stage-2 epoch each re-training reports: its last, its best on the validation "
-    "split, or its best on the TEST set (the published habit, labelled; for measuring its gap).",
+    help="--protocol shared: which stage-2 epoch each re-training reports: its last, its best "
+    "on the validation split, or its best on the TEST set (the published habit, labelled).",
 )
 @click.option(
     "--out",
@@ -447,6 +465,7 @@ def _points_progress(label: str) -> tuple[Progress, Callable[[int, int, str, boo
 def compare(
     run_dirs: tuple[Path, ...],
     methods: str,
+    protocol: str,
     seeds: int,
     select_on: str | None,
     epoch: str,
@@ -454,10 +473,12 @@ def compare(
 ) -> None:
     """Re-train stage-2 methods on the cached features of each RUN_DIR (the paper's Table 1).
 
-    Every (method, seed) is one re-training with the run's stage-2 settings, evaluated on
-    the test split as `lort fit` does; finished ones are kept in RUN_DIR/compare/ and reused.
-    Writes RUN_DIR/compare.json, compare.csv and figures/ (group_metrics.png,
-    logit_histograms.png). Several RUN_DIRs (stage-1 backbones, e.g. fits with different
+    Under the default protocol every (method, seed) runs its authors' recipe over a search of
+    settings, each stopped at its best validation epoch; the best on validation is evaluated on
+    the test split as `lort fit` does. Finished ones are kept in RUN_DIR/compare/ and reused.
+    Writes RUN_DIR/compare.json and compare.csv (compare-PROTOCOL.* for the others) and, for the
+    tuned protocol, figures/ (group_metrics.png, logit_histograms.png, epoch_curves.png).
+    Several RUN_DIRs (stage-1 backbones, e.g. fits with different
     seeds) are pooled: accuracy over the backbones and each method's paired difference
     against LORT and the best method with 95% intervals, written to --out.
     """
@@ -477,7 +498,11 @@ def compare(
         bar, on_point = _points_progress("compare")
         with bar:
             stop = {"last": "last", "val": "val", "test-selected": "test"}[epoch]
-            results.append(run_compare(run_dir, names, seeds, select_on, on_point, stop=stop))
+            results.append(
+                run_compare(
+                    run_dir, names, seeds, select_on, on_point, stop=stop, protocol=protocol
+                )
+            )
     written = [p for r in results for p in r.files]
     if len(results) == 1:
         print_compare(out_console, results[0])

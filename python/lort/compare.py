@@ -1,12 +1,15 @@
 """``lort compare``: the paper's Table 1 on one run's frozen features.
 
 Every method (and every seed ``cfg.seed, cfg.seed + 1, ...``) re-trains the classifier on the
-run's feature cache with the run's stage-2 settings and is evaluated on the test split as
-``lort fit`` evaluates; the seeds vary stage 2 only (the batch order and flip draws), the
-backbone is the run's. Each (method, seed) is stored in ``RUN/compare/<method>-seed<seed>.json``
-with the fingerprint of its settings and reused while that matches, so an interrupted compare
-keeps what it finished. The table goes to ``RUN/compare.json`` and ``RUN/compare.csv``, and the
-figures to ``RUN/figures/``.
+run's feature cache and is evaluated on the test split as ``lort fit`` evaluates; the seeds vary
+stage 2 only (the batch order, flip draws and fresh initialisations), the backbone is the run's.
+How each method is trained and what is chosen where is the protocol (:mod:`lort.protocols`):
+``tuned`` (the default), ``authors`` or ``test-selected``; ``shared`` re-trains every method
+with the run's own stage-2 settings (LORT's recipe), keeping the epoch ``stop`` says. Each
+(method, seed) is stored under ``RUN/compare/`` with the fingerprint of its settings and reused
+while that matches, so an interrupted compare keeps what it finished. The table goes to
+``RUN/compare.json`` / ``.csv`` for the tuned protocol, ``RUN/compare-<protocol>.*`` for the
+others, and the tuned protocol's figures to ``RUN/figures/``.
 """
 
 from __future__ import annotations
@@ -22,9 +25,22 @@ from lort import files
 from lort.analysis import GROUP_NAMES, GROUP_RULE
 from lort.errors import InputError
 from lort.intervals import paired, t_interval
-from lort.methods import METHODS, WEIGHT_NORM_DEFINITION, get_method
-from lort.points import STOP_NAME, OnPoint, Point, compare_point, stored_or_measured
+from lort.methods import METHODS, TABLE1, WEIGHT_NORM_DEFINITION, get_method
+from lort.points import (
+    STOP_NAME,
+    OnPoint,
+    Point,
+    ProtocolPoint,
+    compare_point,
+    protocol_point,
+    stored_or_measured,
+)
+from lort.protocols import PROTOCOL_DEFINITION, PROTOCOLS, Plan, plan
 from lort.stage2 import FinishedRun, Stop, open_run_locked
+
+# What `lort compare --protocol` accepts: the three of lort.protocols, and "shared" (every
+# method with the run's own stage-2 settings, LORT's recipe; the epoch kept by --epoch).
+COMPARE_PROTOCOLS = (*PROTOCOLS, "shared")
 
 ACCURACY = ("all", *GROUP_NAMES)
 STOP_DEFINITION = {
@@ -50,7 +66,7 @@ def parse_methods(spec: str) -> list[str]:
     if not names:
         raise InputError(f"--methods needs 'all' or method names; choose from {', '.join(METHODS)}")
     if names == ["all"]:
-        return list(METHODS)
+        return list(TABLE1)
     bad = [n for n in names if n not in METHODS and "+" not in n]
     if bad:
         raise InputError(
@@ -83,7 +99,24 @@ class CompareResult:
     files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     pooled: Pooled | None = None  # paired differences over the seeds, with two or more
-    stop: Stop = "last"  # which epoch each re-training keeps (lort.stage2.STOP_SPLIT)
+    stop: Stop = "last"  # the shared protocol's kept epoch (lort.stage2.STOP_SPLIT)
+    protocol: str = "tuned"
+
+    @property
+    def label(self) -> str:
+        """The protocol as tables and file names show it."""
+        if self.protocol != "shared":
+            return self.protocol
+        return "shared" if self.stop == "last" else f"shared-{STOP_NAME[self.stop]}"
+
+    @property
+    def definition(self) -> str:
+        if self.protocol != "shared":
+            return PROTOCOL_DEFINITION[self.protocol]
+        return (
+            "every method re-trained with the run's stage-2 settings (LORT's recipe); "
+            + (STOP_DEFINITION[self.stop])
+        )
 
 
 def compare(
@@ -94,19 +127,31 @@ def compare(
     on_point: OnPoint | None = None,
     figures: bool = True,
     stop: Stop = "last",
+    protocol: str = "tuned",
 ) -> CompareResult:
-    """Re-train ``methods`` x ``seeds`` on the run in ``root``; write the table and figures.
-    ``stop`` keeps each re-training's last epoch, or its best epoch on the validation split,
-    or (``"test"``, the published habit, labelled as such) on the test set; the files of
-    the last two are compare-val.* and compare-test-selected.*, and they draw no figures."""
+    """Re-train ``methods`` x ``seeds`` on the run in ``root`` under ``protocol``; write the
+    table (and, for the tuned protocol, the figures). Under the ``shared`` protocol ``stop``
+    keeps each re-training's last epoch, or its best epoch on the validation split, or
+    (``"test"``, the published habit, labelled as such) on the test set."""
     if seeds < 1:
         raise InputError(f"--seeds must be at least 1, got {seeds}")
+    if protocol not in COMPARE_PROTOCOLS:
+        raise InputError(
+            f"--protocol must be one of {', '.join(COMPARE_PROTOCOLS)}, got {protocol!r}"
+        )
     if stop not in STOP_NAME:
         raise InputError(f"--epoch must be one of {', '.join(STOP_NAME.values())}, got {stop!r}")
+    if protocol != "shared" and (stop != "last" or select_on is not None):
+        raise InputError(
+            "--epoch and --select-on apply to --protocol shared; the other protocols choose "
+            "the epoch and every setting themselves (see `lort compare --help`)"
+        )
     for m in methods:
         get_method(m)
     notes: list[str] = []
     with open_run_locked(root, notes.append) as run:
+        if protocol != "shared":
+            return _compare_protocol(run, methods, seeds, protocol, on_point, figures, notes)
         if select_on is None:
             select_on = "val" if run.has_val else "none"
         if select_on not in ("val", "none"):
@@ -134,20 +179,89 @@ def compare(
             if on_point is not None:
                 on_point(i + 1, len(todo), f"{m} seed {s}", was_reused)
         res = CompareResult(
-            run, methods, seed_list, select_on, points, reused, notes=notes, stop=stop
+            run,
+            methods,
+            seed_list,
+            select_on,
+            points,
+            reused,
+            notes=notes,
+            stop=stop,
+            protocol="shared",
         )
-        if run.cfg.stage2_mode != "cached":
-            res.notes.append(
-                f"the run trained stage 2 {run.cfg.stage2_mode}; compare re-trains every method on "
-                "the cached features"
-            )
         res.rows = [_row(m, points[m], plans[m].mode, plans[m].source) for m in methods]
-        if len(seed_list) > 1:
-            res.pooled = pool([res])
-        _write(res)
-        if figures and stop == "last":
-            write_figures(res)
+        _finish(res, figures=False)
         return res
+
+
+def _compare_protocol(
+    run: FinishedRun,
+    methods: list[str],
+    seeds: int,
+    protocol: str,
+    on_point: OnPoint | None,
+    figures: bool,
+    notes: list[str],
+) -> CompareResult:
+    seed_list = [run.cfg.seed + i for i in range(seeds)]
+    # Plans first: a method that cannot run stops the command before any training.
+    plans = {(m, s): plan(run, m, s, protocol) for m in methods for s in seed_list}  # type: ignore[arg-type]
+    points: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    reused = 0
+    for i, ((m, s), p) in enumerate(plans.items()):
+        name = protocol_point(m, s, protocol)
+        result, was_reused = stored_or_measured(run, name, ProtocolPoint(m, s, p))
+        reused += was_reused
+        points[m].append(result)
+        if on_point is not None:
+            label = f"{m} seed {s} ({len(p.candidates)} settings)"
+            on_point(i + 1, len(plans), label, was_reused)
+    select_on = "test" if protocol == "test-selected" else "val"
+    res = CompareResult(
+        run, methods, seed_list, select_on, points, reused, notes=notes, protocol=protocol
+    )
+    res.rows = [_protocol_row(m, points[m], plans[m, seed_list[0]]) for m in methods]
+    _finish(res, figures=figures and protocol == "tuned")
+    return res
+
+
+def _finish(res: CompareResult, figures: bool) -> None:
+    if res.run.cfg.stage2_mode != "cached":
+        res.notes.append(
+            f"the run trained stage 2 {res.run.cfg.stage2_mode}; compare re-trains every method "
+            "on the cached features"
+        )
+    if len(res.seeds) > 1:
+        res.pooled = pool([res])
+    _write(res)
+    if figures:
+        write_figures(res)
+
+
+def _protocol_row(method: str, results: list[dict[str, Any]], p: Plan) -> dict[str, Any]:
+    searched = {*p.recipe.search, "smooth"}
+    row: dict[str, Any] = {
+        "method": method,
+        "title": get_method(method).title,
+        "seeds": [r["seed"] for r in results],
+        "delta": [r["delta"] for r in results],
+        "chosen": [
+            {
+                "lr": None if r["stage2"] is None else r["stage2"]["lr"],
+                "weight_decay": None if r["stage2"] is None else r["stage2"]["weight_decay"],
+                "epoch": r["epoch"],
+                **{k: v for k, v in r["chosen"]["hyper"].items() if k in searched},
+            }
+            for r in results
+        ],
+        "candidates": len(p.candidates),
+        "recipe": p.recipe.to_dict(),
+        "val_balanced_accuracy": _stats([r["val_balanced_accuracy"] for r in results]),
+        "epoch": [r["epoch"] for r in results],
+    }
+    for key in METRICS:
+        row[key] = _stats([r["test"][key] for r in results])
+    return row
 
 
 def _row(method: str, results: list[dict[str, Any]], mode: str, source: str) -> dict[str, Any]:
@@ -173,7 +287,8 @@ def _write(res: CompareResult) -> None:
     run = res.run
     data = {
         "run": str(run.root),
-        "epoch": STOP_NAME[res.stop],
+        "protocol": res.label,
+        "epoch": STOP_NAME[res.stop] if res.protocol == "shared" else res.protocol,
         "methods": res.methods,
         "seeds": res.seeds,
         "select_on": res.select_on,
@@ -198,11 +313,12 @@ def _write(res: CompareResult) -> None:
             "condition null when infinite)",
             "val_balanced_accuracy": "class-mean accuracy on the validation split",
             "mean/std": "over the seeds; std is the sample std (n - 1), null for one seed",
-            "seeds": "vary stage 2 only (batch order, flip draws); the backbone is the run's",
-            "epoch": STOP_DEFINITION[res.stop],
+            "seeds": "vary stage 2 only (batch order, flip draws, fresh initialisations); the "
+            "backbone is the run's",
+            "protocol": res.definition,
         },
         "rows": res.rows,
-        "points": {m: [compare_point(m, s, res.stop) for s in res.seeds] for m in res.methods},
+        "points": {m: [_point_name(res, m, s) for s in res.seeds] for m in res.methods},
     }
     if res.pooled is not None:
         data["differences"] = {
@@ -213,7 +329,7 @@ def _write(res: CompareResult) -> None:
                 r["method"]: {k: r[k] for k in ("vs_reference", "vs_best")} for r in res.pooled.rows
             },
         }
-    name = "compare" if res.stop == "last" else f"compare-{STOP_NAME[res.stop]}"
+    name = "compare" if res.label == "tuned" else f"compare-{res.label}"
     run.folder.write_json(f"{name}.json", data)
     header = ["method", "seed", "delta", "val_balanced_accuracy", *METRICS]
     rows = [
@@ -223,6 +339,12 @@ def _write(res: CompareResult) -> None:
     ]
     run.folder.write_csv(f"{name}.csv", header, rows)
     res.files += [run.root / f"{name}.json", run.root / f"{name}.csv"]
+
+
+def _point_name(res: CompareResult, method: str, seed: int) -> str:
+    if res.protocol == "shared":
+        return compare_point(method, seed, res.stop)
+    return protocol_point(method, seed, res.protocol)
 
 
 # --------------------------------------------------------------------------------------
@@ -309,10 +431,10 @@ def check_pooled_out(out: Path) -> None:
 
 def write_pooled(pooled: Pooled, out: Path) -> None:
     """OUT/compare.json and OUT/compare.csv of several runs."""
-    stop = pooled.runs[0].stop
+    first = pooled.runs[0]
     data = {
         "runs": [str(r.run.root) for r in pooled.runs],
-        "epoch": STOP_NAME[stop],
+        "protocol": first.label,
         "seeds": {str(r.run.root): r.seeds for r in pooled.runs},
         "unit": pooled.unit,
         "reference": pooled.reference,
@@ -324,7 +446,7 @@ def write_pooled(pooled: Pooled, out: Path) -> None:
             "vs_reference/vs_best": "paired difference in All accuracy (fraction) against the "
             "reference method and the best one, per backbone; mean with a 95% Student-t "
             "interval over the backbones; significant when the interval excludes 0",
-            "epoch": STOP_DEFINITION[stop],
+            "protocol": first.definition,
         },
         "rows": pooled.rows,
     }
@@ -355,11 +477,26 @@ def _array(values: list[float | None]) -> np.ndarray:
 
 
 def write_figures(res: CompareResult) -> None:
-    """``RUN/figures/group_metrics.png`` (Fig. 3) and ``logit_histograms.png`` (Fig. 2)."""
-    from lort.plots import plot_group_metrics, plot_logit_histograms
+    """``RUN/figures/group_metrics.png`` (Fig. 3), ``logit_histograms.png`` (Fig. 2) and
+    ``epoch_curves.png`` (each method's kept configuration, epoch by epoch)."""
+    from lort.plots import plot_epoch_curves, plot_group_metrics, plot_logit_histograms
 
     run = res.run
     figs = run.root / "figures"
+    seed = res.seeds[0]
+    curves = {
+        m: [*first["curve"], {"kept": first["epoch"]}]
+        for m in res.methods
+        if (first := res.points[m][0]).get("curve")
+    }
+    if curves:
+        res.files.append(
+            plot_epoch_curves(
+                curves,
+                figs / "epoch_curves.png",
+                f"{run.root}: the kept configuration of each method per epoch (seed {seed})",
+            )
+        )
     per_method = {
         m: (
             _array(res.points[m][0]["per_class"]["magnitude"]),
@@ -367,7 +504,6 @@ def write_figures(res: CompareResult) -> None:
         )
         for m in res.methods
     }
-    seed = res.seeds[0]
     res.files.append(
         plot_group_metrics(
             per_method,

@@ -49,6 +49,7 @@ class FitConfig:
     )
     stage2_mode: str = "cached"
     live_bn: str = "eval"
+    stage2_stop: str = "auto"
     stage2: StageConfig
     tau: float = 1.0
     flip_tta: bool = True
@@ -72,6 +73,11 @@ class FitConfig:
             and not (f.metadata.get("omit_default") and values[f.name] == f.default)
         }
 
+
+# Which stage-2 epoch `lort fit` keeps: "val" its best on the validation split (and LORT's delta
+# chosen there at that epoch), "last" the last one; "auto" is "val" when the run has a
+# validation split and trains stage 2 on cached features, else "last".
+STAGE2_STOPS = ("auto", "val", "last")
 
 # Per-dataset defaults: the paper's recipes where it gives them (CIFAR100-LT:
 # ResNet-34, batch 64, lr 0.01, wd 5e-3, 200 epochs; stage 2: 20 epochs, lr 5e-4,
@@ -181,6 +187,7 @@ _KINDS: dict[str, str] = {
     "smooth_grid": "numbers",
     "stage2_mode": "str",
     "live_bn": "str",
+    "stage2_stop": "str",
     "stage2": "stage",
     "tau": "number",
     "flip_tta": "bool",
@@ -328,6 +335,10 @@ def validate(cfg: FitConfig) -> None:
         raise InputError(f"--stage2-mode must be cached or live, got {cfg.stage2_mode!r}")
     if cfg.live_bn not in ("eval", "train"):
         raise InputError(f"--live-bn must be eval or train, got {cfg.live_bn!r}")
+    if cfg.stage2_stop not in STAGE2_STOPS:
+        raise InputError(
+            f"--stage2-stop must be one of {', '.join(STAGE2_STOPS)}, got {cfg.stage2_stop!r}"
+        )
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise InputError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
     if not 0.0 <= cfg.val_fraction < 1.0:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -232,7 +232,9 @@ def _run(
     problem = Stage2(cfg, data, cache, init, counts)
 
     t = time.perf_counter()
-    smooth, selection = problem.choose_smooth(method, cfg.smooth, cfg.smooth_grid)
+    cached = model is None or cfg.stage2_mode == "cached"
+    stop = problem.stop() if cached else "last"
+    smooth, selection = problem.choose_smooth(method, cfg.smooth, cfg.smooth_grid, stop=stop)
     if selection.get("mode") == "auto" and smooth == 0.0:
         notes.append(
             f"delta 0 was chosen on the validation split, so {method.name}'s target is one-hot "
@@ -240,13 +242,21 @@ def _run(
             "in report.json)"
         )
         _noting(say)(notes[-1])
-    if model is None or cfg.stage2_mode == "cached":
-        head = problem.train(method, smooth, progress=progress)
+    if cached:
+        head, epoch = problem.train_kept(method, smooth, stop)
     else:
         head = _stage2_live(cfg, rt, method, data, model, counts, smooth, progress)
+        epoch = cfg.stage2.epochs
     timings["stage2_s"] = time.perf_counter() - t
+    kept = {
+        "epoch": epoch,
+        "of": cfg.stage2.epochs,
+        "rule": "best class-mean accuracy on the validation split (then NLL, then the earliest)"
+        if stop == "val"
+        else "the last epoch",
+    }
 
-    baselines = _baselines(problem, method) if rt.is_main else {}
+    baselines = _baselines(problem, method, stop) if rt.is_main else {}
     t = time.perf_counter()
     if model is not None and cfg.stage2_mode == "live" and cfg.live_bn == "train":
         # BatchNorm statistics moved in stage 2: the test features must be taken again.
@@ -269,6 +279,7 @@ def _run(
         "manifest": data.manifest,
         "method": dataclasses.asdict(method),
         "smooth": selection,
+        "stage2_epoch": kept,
         "flip_tta": problem.flips,
         "input": dataclasses.asdict(data.transform_spec),
         "notes": notes,
@@ -481,14 +492,16 @@ def _stage2_live(
     ).cpu()
 
 
-def _baselines(problem: Stage2, method: Method) -> dict[str, Any]:
+def _baselines(problem: Stage2, method: Method, stop: Literal["val", "last"]) -> dict[str, Any]:
     """Test accuracy of plain CE re-training and post-hoc logit adjustment on the
-    same cached features and seed: the yardstick for the chosen method."""
+    same cached features and seed, their epoch kept as the method's: the yardstick for the
+    chosen method."""
     out: dict[str, Any] = {"method": {"name": method.name}}
     for name in BASELINES:
         if name == method.name:
             continue
         other = get_method(name)
-        z = problem.logits(other, problem.train(other, 0.0), "test")
+        head, _ = problem.train_kept(other, 0.0, stop)
+        z = problem.logits(other, head, "test")
         out[name] = problem.evaluate(z, hessian="none").group_accuracies()
     return out

@@ -16,7 +16,8 @@ in numbers (learning rate, weight decay, seed, the method's hyperparameter), so
   loss), then one SGD-with-momentum-0.9 update with each head's learning rate, weight decay
   and cosine schedule, with the semantics of ``torch.optim.SGD`` (``d = g + wd p``; the
   momentum buffer is ``d`` on the first step and ``0.9 buf + d`` after; ``p -= lr_t buf``),
-  then the method's constraint (MaxNorm with each head's threshold);
+  and after each epoch the method's constraint (MaxNorm with each head's radius, relative to
+  its initial class norms);
 * batches: heads with the same seed see exactly the batches :func:`lort.train.train_head_cached`
   would give each of them alone (the same ``randperm``/``multinomial`` and flip draws, from a
   generator seeded as ``torch.manual_seed(seed)`` seeds the global one, which is left alone);
@@ -66,19 +67,18 @@ from lort.methods import (
     Method,
     SoftmaxLoss,
     StageTwoHead,
-    apply_constraint,
     inference_logits,
     make_head,
     make_loss,
     make_sampler_weights,
     max_norm_,
+    maxnorm_radius,
 )
-from lort.methods.constraints import check_threshold
+from lort.methods.constraints import DEFAULT_THRESHOLD, check_threshold
 from lort.train import SMALL_STEP, Progress, cosine_schedule, torch_threads
 
 MOMENTUM = 0.9  # lort.train.sgd's
 LOSS_HYPER = frozenset(inspect.signature(make_loss).parameters) - {"method", "train_counts"}
-DEFAULT_THRESHOLD: float = inspect.signature(apply_constraint).parameters["threshold"].default
 DEFAULT_TAU: float = inspect.signature(inference_logits).parameters["tau"].default
 # The SoftmaxLoss fields that a method's hyperparameters set.
 LOSS_FIELDS = ("delta", "gamma", "scale", "shift", "margins", "class_weight")
@@ -90,8 +90,9 @@ class HeadConfig:
 
     ``hyper`` maps names of ``Method.hyper`` (``smooth``, ``focal_gamma``, ``cb_beta``,
     ``ldam_max_margin``, ``ldam_scale``, ``threshold``, ``tau``) to values; a name left out
-    takes the default of :func:`~lort.methods.make_loss`, :func:`~lort.methods.apply_constraint`
-    or :func:`~lort.methods.inference_logits`. ``tau`` changes only evaluation.
+    takes the default of :func:`~lort.methods.make_loss`, MaxNorm's
+    (:data:`~lort.methods.DEFAULT_THRESHOLD`, relative) or :func:`~lort.methods.inference_logits`.
+    ``tau`` changes only evaluation.
     """
 
     stage: StageConfig
@@ -408,9 +409,14 @@ class _Grid:
             lambda z, y, v: dataclasses.replace(self.base_loss, **v)(z, y), in_dims=(1, None, 0)
         )
         if method.constraint == "maxnorm":
-            thresholds = [c.hyper.get("threshold", DEFAULT_THRESHOLD) for c in configs]
-            rows = torch.tensor(thresholds, dtype=dtype, device=device)
-            self.threshold_rows = rows.repeat_interleave(self.k).unsqueeze(1)
+            radii = [
+                maxnorm_radius(
+                    owner.get_parameter("weight"), c.hyper.get("threshold", DEFAULT_THRESHOLD)
+                )
+                for owner, c in zip(owners, configs, strict=True)
+            ]
+            rows = torch.tensor(radii, dtype=dtype, device=device)
+            self.radius_rows = rows.repeat_interleave(self.k).unsqueeze(1)
         elif method.constraint is not None:
             raise InputError(f"the grid trainer has no batched {method.constraint!r} constraint")
         self.tau = torch.tensor(
@@ -449,6 +455,9 @@ class _Grid:
                 lrs = self._learning_rates(epoch)
                 for i in range(self.steps):
                     loss, acc = self._step(i, lrs[i], last=i + 1 == self.steps)
+                if self.method.constraint == "maxnorm":
+                    with torch.no_grad():
+                        max_norm_(self.params["weight"].detach().flatten(0, 1), self.radius_rows)
                 if progress is not None:
                     progress("stage 2", (epoch + 1) * self.steps, total, loss, acc)
                 if val is None:
@@ -557,7 +566,7 @@ class _Grid:
 
     @torch.no_grad()
     def _update(self, lr: Tensor) -> None:
-        """torch.optim.SGD (momentum 0.9, per-head lr and weight decay) and the constraint."""
+        """torch.optim.SGD (momentum 0.9, per-head lr and weight decay)."""
         for name, p in self.params.items():
             shape = (-1, *[1] * (p.ndim - 1))
             grad = p.grad
@@ -570,8 +579,6 @@ class _Grid:
             else:
                 buf.mul_(MOMENTUM).add_(d_p)
             p.addcmul_(buf, lr.view(shape))
-        if self.method.constraint == "maxnorm":
-            max_norm_(self.params["weight"].detach().flatten(0, 1), self.threshold_rows)
 
     # ------------------------------------------------------------------------ evaluation
 

@@ -501,3 +501,52 @@ def plot_analysis(
             {name: (pc["magnitude"], pc["rstd"])}, counts, folder / "group_metrics.png", title
         ),
     ]
+
+
+# ----------------------------------------------------------------------------------
+# Per-epoch validation and test accuracy of each method's chosen configuration
+
+
+def plot_epoch_curves(
+    curves: dict[str, list[dict[str, float | None]]], path: Path, title: str
+) -> Path:
+    """One panel per method: class-mean accuracy (%) on the validation (green) and test (blue)
+    splits after every stage-2 epoch of the configuration the protocol kept, with the kept
+    epoch marked. ``curves`` maps a method to its records ``{"epoch", "val_accuracy",
+    "test_accuracy"}`` and the kept epoch under ``"kept"``; post-hoc methods (no epochs) are
+    left out by the caller."""
+    if not curves:
+        raise InputError("plot_epoch_curves needs at least one method with epochs")
+    cols = min(4, len(curves))
+    rows = math.ceil(len(curves) / cols)
+    fig = _new_figure(3.2 * cols, 2.5 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, cols, sharey=True)).ravel()
+    for ax, (method, records) in zip(axes, curves.items(), strict=False):
+        points = [r for r in records if "epoch" in r]
+        epochs = np.array([r["epoch"] for r in points], dtype=np.float64)
+        for key, name, color in (
+            ("val_accuracy", "validation", "tab:green"),
+            ("test_accuracy", "test", "tab:blue"),
+        ):
+            if any(r.get(key) is None for r in points):
+                continue
+            ax.plot(
+                epochs,
+                _percentages([r[key] for r in points], name, len(points)),
+                color=color,
+                label=name,
+                linewidth=1.2,
+            )
+        kept = next((r["kept"] for r in records if "kept" in r), None)
+        if kept is not None:
+            ax.axvline(kept, color="0.3", linestyle="--", linewidth=1)
+        ax.set_title(method, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(curves) :]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7)
+    fig.supxlabel("stage-2 epoch (dashed: the kept one)", fontsize=9)
+    fig.supylabel("class-mean accuracy (%)", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

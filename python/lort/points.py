@@ -29,9 +29,12 @@ from lort.config import StageConfig
 from lort.errors import DamagedFileError
 from lort.files import finite_or_none, jsonable
 from lort.methods import Method, inference_weight_norms
+from lort.protocols import Plan, run_plan
 from lort.stage2 import STOP_SPLIT, FinishedRun, SmoothPlan, Stop, ValScore
 
-POINT_VERSION = 4  # 2: bias-Hessian curvature; 3: validation NLL; 4: the kept epoch
+# 2: bias-Hessian curvature; 3: validation NLL; 4: the kept epoch; 5: recipes (MaxNorm's
+# relative radius per epoch, tau-norm without bias, the class-balanced losses' reduction)
+POINT_VERSION = 5
 
 # The stopping protocols as users name them (``lort compare --epoch``).
 STOP_NAME = {"last": "last", "val": "val", "test": "test-selected"}
@@ -44,6 +47,11 @@ def compare_point(method: str, seed: int, stop: Stop = "last") -> str:
     """Where ``lort compare`` keeps one (method, seed) of a stopping protocol."""
     suffix = "" if stop == "last" else f"-{STOP_NAME[stop]}"
     return f"compare/{method}-seed{seed}{suffix}.json"
+
+
+def protocol_point(method: str, seed: int, protocol: str) -> str:
+    """Where ``lort compare --protocol`` keeps one (method, seed)."""
+    return f"compare/{method}-seed{seed}-protocol-{protocol}.json"
 
 
 def smooth_point(delta: float) -> str:
@@ -126,29 +134,35 @@ def _choose(run: FinishedRun, point: Point) -> tuple[float, dict[str, Any]]:
 
 def _evaluate(
     run: FinishedRun,
-    point: Point,
+    method: Method,
+    seed: int,
+    head: nn.Module,
+    *,
+    stage2: StageConfig | None,
     delta: float,
     selection: dict[str, Any],
-    head: nn.Module,
-    epoch: int | None = None,
+    epoch: int,
+    stop: str,
+    tau: float | None = None,
 ) -> dict[str, Any]:
     """A trained point on the test split (and the validation split, when there is one),
-    exactly as ``lort fit`` evaluates."""
-    problem, method = run.problem, point.method
-    logits = problem.logits(method, head, "test")
+    exactly as ``lort fit`` evaluates (with the run's tau unless given)."""
+    problem = run.problem
+    tau = run.cfg.tau if tau is None else tau
+    logits = problem.logits(method, head, "test", tau)
     analysis = problem.evaluate(logits)
     bias = curvature(logits)
-    val = problem.val_score(method, head) if problem.has_val else ValScore(None, None)
-    norms = inference_weight_norms(method, head, run.cfg.tau)
+    val = problem.val_score(method, head, tau) if problem.has_val else ValScore(None, None)
+    norms = inference_weight_norms(method, head, tau)
     pc = analysis.per_class
     return {
         "method": method.name,
-        "seed": point.seed,
-        "stage2": dataclasses.asdict(point.stage2),
+        "seed": seed,
+        "stage2": None if stage2 is None else dataclasses.asdict(stage2),
         "delta": delta if method.target == "smooth" else None,
         "smooth": selection,
-        "epoch": point.stage2.epochs if epoch is None else epoch,
-        "stop": point.stop,
+        "epoch": epoch,
+        "stop": stop,
         "val_balanced_accuracy": val.accuracy,
         "val_nll": val.nll,
         "test": summary(analysis, norms, problem.counts)
@@ -162,17 +176,85 @@ def _evaluate(
     }
 
 
+def _evaluate_point(
+    run: FinishedRun,
+    point: Point,
+    delta: float,
+    selection: dict[str, Any],
+    head: nn.Module,
+    epoch: int | None = None,
+) -> dict[str, Any]:
+    return _evaluate(
+        run,
+        point.method,
+        point.seed,
+        head,
+        stage2=point.stage2,
+        delta=delta,
+        selection=selection,
+        epoch=point.stage2.epochs if epoch is None else epoch,
+        stop=point.stop,
+    )
+
+
 def measure(run: FinishedRun, point: Point) -> dict[str, Any]:
     """Re-train ``point`` on the run's cache as ``lort fit`` trains, and evaluate it."""
     delta, selection = _choose(run, point)
     problem = run.problem
     if point.stop == "last":
         head = problem.train(point.method, delta, seed=point.seed, stage2=point.stage2)
-        return _evaluate(run, point, delta, selection, head)
+        return _evaluate_point(run, point, delta, selection, head)
     config = problem.config(point.method, delta, point.seed, point.stage2)
     (result,) = problem.train_stopped(point.method, [config], on=STOP_SPLIT[point.stop])
     assert result.best_head is not None
-    return _evaluate(run, point, delta, selection, result.best_head, result.best_epoch)
+    return _evaluate_point(run, point, delta, selection, result.best_head, result.best_epoch)
+
+
+@dataclass(frozen=True)
+class ProtocolPoint:
+    """One (method, seed) of a comparison protocol (:mod:`lort.protocols`)."""
+
+    name: str
+    seed: int
+    plan: Plan
+
+    def fingerprint(self, run: FinishedRun) -> dict[str, Any]:
+        return {
+            "version": POINT_VERSION,
+            "lort": __version__,
+            "run": run.identity,
+            "method": self.name,
+            "seed": self.seed,
+            "flip_tta": run.problem.flips,
+            **self.plan.fingerprint(),
+        }
+
+
+def measure_protocol(run: FinishedRun, point: ProtocolPoint) -> dict[str, Any]:
+    """Train the point's candidates, keep the chosen one, and evaluate it on the test split."""
+    p = point.plan
+    chosen = run_plan(run, p)
+    hyper = dict(chosen.config.hyper)
+    delta = float(hyper.get("smooth", 0.0))
+    selection = {"mode": "protocol", "protocol": p.protocol, "delta": delta}
+    result = _evaluate(
+        run,
+        p.method,
+        point.seed,
+        chosen.head,
+        stage2=chosen.config.stage if p.recipe.retrains else None,
+        delta=delta,
+        selection=selection,
+        epoch=chosen.epoch,
+        stop=p.protocol,
+        tau=hyper.get("tau"),
+    )
+    return result | {
+        "protocol": p.protocol,
+        "chosen": {"init": p.recipe.init, "hyper": hyper, "chosen_on": p.choose_on},
+        "candidates": chosen.scores,
+        "curve": chosen.curve,
+    }
 
 
 def _stored(run: FinishedRun, name: str, fp: dict[str, Any]) -> dict[str, Any] | None:
@@ -188,14 +270,19 @@ def _stored(run: FinishedRun, name: str, fp: dict[str, Any]) -> dict[str, Any] |
     return None
 
 
-def stored_or_measured(run: FinishedRun, name: str, point: Point) -> tuple[dict[str, Any], bool]:
+def stored_or_measured(
+    run: FinishedRun, name: str, point: Point | ProtocolPoint
+) -> tuple[dict[str, Any], bool]:
     """The stored result of ``point`` in RUN/``name`` if its fingerprint matches, else a fresh
     measurement, stored there atomically. Returns (result, reused)."""
     fp = point.fingerprint(run)
     stored = _stored(run, name, fp)
     if stored is not None:
         return stored, True
-    result = measure(run, point)
+    if isinstance(point, ProtocolPoint):
+        result = measure_protocol(run, point)
+    else:
+        result = measure(run, point)
     run.folder.write_json(name, {"fingerprint": fp, "result": result})
     return result, False
 
@@ -231,7 +318,7 @@ def stored_or_measured_together(
         heads = run.problem.train_many(method, configs)
         for i, (delta, selection), head in zip(todo, chosen, heads, strict=True):
             name, point, label = named[i]
-            result = _evaluate(run, point, delta, selection, head)
+            result = _evaluate_point(run, point, delta, selection, head)
             run.folder.write_json(name, {"fingerprint": point.fingerprint(run), "result": result})
             out[i] = (result, False)
             if on_point is not None:

@@ -177,20 +177,47 @@ class Stage2:
             progress=progress,
         )
 
+    def stop(self) -> Literal["val", "last"]:
+        """Which epoch ``lort fit`` keeps (see :data:`lort.config.STAGE2_STOPS`)."""
+        if self.cfg.stage2_stop == "auto":
+            return "val" if self.has_val and self.cfg.stage2_mode == "cached" else "last"
+        if self.cfg.stage2_stop == "val" and not self.has_val:
+            raise InputError(
+                "--stage2-stop val keeps the best validation epoch: give the run a validation "
+                "split (--val-fraction), or use --stage2-stop last"
+            )
+        return "val" if self.cfg.stage2_stop == "val" else "last"
+
+    def train_kept(
+        self, method: Method, smooth: float, stop: Literal["val", "last"]
+    ) -> tuple[nn.Module, int]:
+        """The head ``lort fit`` keeps and its epoch: the last, or the best on validation."""
+        if stop == "last":
+            return self.train(method, smooth), self.cfg.stage2.epochs
+        (result,) = self.train_stopped(method, [self.config(method, smooth)], on="val")
+        assert result.best_head is not None and result.best_epoch is not None
+        return result.best_head, result.best_epoch
+
     @torch.no_grad()
-    def logits(self, method: Method, head: nn.Module, split: Split) -> np.ndarray:
-        """Float32 logits of ``split`` as the method infers them, flip-averaged where the
-        data mirrors and the cache holds the mirrored view."""
+    def logits(
+        self, method: Method, head: nn.Module, split: Split, tau: float | None = None
+    ) -> np.ndarray:
+        """Float32 logits of ``split`` as the method infers them (with the run's tau unless
+        given), flip-averaged where the data mirrors and the cache holds the mirrored view."""
         head = head.cpu().eval()
         feats = self.cache.tensor(split)
         if feats is None:
             raise InputError(f"the feature cache holds no {split} features")
         flipped = self.cache.tensor(split, flipped=True) if self.flips else None
-        return infer(method, head, feats, flipped, self.counts, self.cfg.tau).float().numpy()
+        tau = self.cfg.tau if tau is None else tau
+        return infer(method, head, feats, flipped, self.counts, tau).float().numpy()
 
-    def val_score(self, method: Method, head: nn.Module) -> ValScore:
-        """The head on the validation split: the criterion of every choice."""
-        a = analyze(self.logits(method, head, "val"), self.data.labels("val"), hessian="none")
+    def val_score(
+        self, method: Method, head: nn.Module, tau: float | None = None, split: Split = "val"
+    ) -> ValScore:
+        """The head on the validation split (or ``split``): the criterion of every choice."""
+        logits = self.logits(method, head, split, tau)
+        a = analyze(logits, self.data.labels(split), hessian="none")
         return ValScore(a.balanced_accuracy, a.nll)
 
     def evaluate(
@@ -242,20 +269,37 @@ class Stage2:
         return EvalSplit(feats, flipped, torch.from_numpy(self.data.labels(split)))
 
     def train_stopped(
-        self, method: Method, configs: list[HeadConfig], on: Split
+        self,
+        method: Method,
+        configs: list[HeadConfig],
+        on: Split,
+        *,
+        fresh: bool = False,
+        record_test: bool = False,
     ) -> list[HeadResult]:
-        """Heads trained together and scored on split ``on`` after every epoch; each
-        result's ``best_head`` is its head at the best epoch there (class-mean accuracy, then
-        NLL, then the earliest)."""
+        """Heads trained together (from the stage-1 head, or ``fresh``ly initialised) and
+        scored on split ``on`` after every epoch; each result's ``best_head`` is its head at the
+        best epoch there (class-mean accuracy, then NLL, then the earliest). ``record_test``
+        adds each epoch's test scores to the history (recorded, never used to choose)."""
+        test = self.eval_split("test") if record_test and on != "test" else None
         return train_head_grid(
-            method, *self._training_set(), self.counts, self.init, configs, val=self.eval_split(on)
+            method,
+            *self._training_set(),
+            self.counts,
+            None if fresh else self.init,
+            configs,
+            val=self.eval_split(on),
+            test=test,
         )
 
-    def train_many(self, method: Method, configs: list[HeadConfig]) -> list[nn.Module]:
+    def train_many(
+        self, method: Method, configs: list[HeadConfig], *, fresh: bool = False
+    ) -> list[nn.Module]:
         """Heads of ``method``, one per configuration, trained together on the cached
         features (:mod:`lort.head_grid`: each agrees with its training alone to float
-        rounding)."""
-        results = train_head_grid(method, *self._training_set(), self.counts, self.init, configs)
+        rounding), from the stage-1 head or ``fresh``ly initialised."""
+        init = None if fresh else self.init
+        results = train_head_grid(method, *self._training_set(), self.counts, init, configs)
         return [r.head for r in results]
 
     def choose_smooth(
@@ -315,7 +359,7 @@ class Stage2:
 
 # The config keys that shape the delta ``lort fit`` picks on the validation split: its report's
 # choice stands for the run while these are unchanged.
-SELECTION_KEYS = (*FROZEN, "smooth", "smooth_grid", "stage2", "flip_tta")
+SELECTION_KEYS = (*FROZEN, "smooth", "smooth_grid", "stage2", "stage2_stop", "flip_tta")
 
 
 @dataclass(frozen=True)

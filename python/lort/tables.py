@@ -106,6 +106,9 @@ def print_fit(console: Console, report: dict[str, Any], title: str, a: Analysis)
     if sel.get("mode") == "auto":
         r = "inf" if sel["rho"] is None else f"{sel['rho']:.2f}"
         console.print(f"delta {sel['delta']} chosen on the validation split (rho {r})")
+    kept = report.get("stage2_epoch")
+    if kept is not None and kept["epoch"] != kept["of"]:
+        console.print(f"stage-2 epoch {kept['epoch']} of {kept['of']} kept: {kept['rule']}")
 
 
 # Compare.
@@ -122,11 +125,25 @@ def _delta(row: dict[str, Any]) -> str:
     return ", ".join(dict.fromkeys(f"{d:g}" for d in ds))
 
 
-_STOP_TITLE = {
-    "last": ", last stage-2 epoch",
-    "val": ", stage-2 epoch chosen on the validation split",
-    "test": ", [bold red]TEST-SELECTED: epoch and delta chosen on the test set[/bold red]",
+_PROTOCOL_TITLE = {
+    "tuned": ", tuned: each method's recipe, settings and epoch chosen on the validation split",
+    "authors": ", each method's authors' recipe, untuned, last epoch",
+    "test-selected": ", [bold red]TEST-SELECTED: settings and epoch chosen on the test set"
+    "[/bold red]",
+    "shared": ", every method with the run's stage-2 settings, last epoch",
+    "shared-val": ", every method with the run's stage-2 settings, epoch chosen on the "
+    "validation split",
+    "shared-test-selected": ", every method with the run's stage-2 settings, [bold red]"
+    "TEST-SELECTED: epoch and delta chosen on the test set[/bold red]",
 }
+
+
+def _chosen(row: dict[str, Any]) -> str:
+    """The first seed's chosen settings, compactly: lr, weight decay, the method's own."""
+    c = row["chosen"][0]
+    parts = [] if c["lr"] is None else [f"lr {c['lr']:g}", f"wd {c['weight_decay']:g}"]
+    parts += [f"{k} {v:g}" for k, v in c.items() if k not in ("lr", "weight_decay", "epoch")]
+    return ", ".join(parts)
 
 
 def print_compare(console: Console, res: CompareResult) -> None:
@@ -138,19 +155,24 @@ def print_compare(console: Console, res: CompareResult) -> None:
     acc = Table(
         title=f"{res.run.root}: test top-1 accuracy (%), {seeds}"
         + (", mean ± std" if spread else "")
-        + _STOP_TITLE[res.stop],
+        + _PROTOCOL_TITLE[res.label],
         title_justify="left",
     )
     acc.add_column("method")
     for col in ("All", "Many", "Medium", "Few"):
         acc.add_column(col, justify="right")
+    chosen = res.protocol in ("tuned", "test-selected")
     acc.add_column("delta", justify="right")
-    if res.stop != "last":
+    if res.label != "shared":
         acc.add_column("epoch", justify="right")
+    if chosen:
+        acc.add_column(f"chosen (seed {res.seeds[0]})")
     for row in res.rows:
         cells = [_pct_spread(row[k], spread) for k in ACCURACY] + [_delta(row)]
-        if res.stop != "last":
+        if res.label != "shared":
             cells.append(", ".join(str(e) for e in dict.fromkeys(row["epoch"])))
+        if chosen:
+            cells.append(_chosen(row))
         acc.add_row(row["method"], *cells)
     console.print(acc)
     first = res.points[res.methods[0]][0]["test"]
@@ -191,7 +213,7 @@ def print_compare(console: Console, res: CompareResult) -> None:
     if spread:
         console.print(f"[dim]L, r and ||w_c||: means over {n} seeds; std in compare.json[/dim]")
     for row in res.rows:
-        if row["delta_from"] is not None:
+        if row.get("delta_from") is not None:
             console.print(f"{row['method']}: delta {_delta(row)} ({row['delta_from']})")
     console.print(
         "[dim]||w_c||: the weight vector the head applies at inference (LWS: scale x W, "
@@ -199,7 +221,7 @@ def print_compare(console: Console, res: CompareResult) -> None:
     )
     for note in res.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
-    if res.stop == "test":
+    if res.select_on == "test" or res.stop == "test":
         console.print(
             "[bold red]these numbers choose on the test set (as much published code does): "
             "they measure the habit's gap, not which method is better[/bold red]"
@@ -243,7 +265,7 @@ def print_pooled(console: Console, pooled: Pooled) -> None:
     backbone's seed mean), then the paired differences."""
     t = Table(
         title=f"test top-1 accuracy (%), {len(pooled.runs)} backbones, mean ± std"
-        + _STOP_TITLE[pooled.runs[0].stop],
+        + _PROTOCOL_TITLE[pooled.runs[0].label],
         title_justify="left",
     )
     t.add_column("method")

@@ -21,13 +21,16 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, WeightedRa
 
 from lort.config import StageConfig
 from lort.data.tensor_images import TensorImages, epoch_seed
+from lort.errors import InputError
 from lort.methods import (
+    DEFAULT_THRESHOLD,
     Method,
     apply_constraint,
     make_head,
     make_loss,
     make_sampler_weights,
     make_stage1_loss,
+    maxnorm_radius,
 )
 from lort.runtime import Runtime
 
@@ -222,7 +225,6 @@ def train_stage1(
 
 
 def head_step(
-    method: Method,
     head: nn.Module,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     opt: torch.optim.Optimizer,
@@ -230,17 +232,26 @@ def head_step(
     x: torch.Tensor,
     y: torch.Tensor,
 ) -> tuple[float, Callable[[], float]]:
-    """One stage-2 step: loss, update, schedule, the method's weight constraint.
-    Returns the loss and a callable for the batch accuracy (computed only when
-    someone displays it)."""
+    """One stage-2 step: loss, update, schedule. Returns the loss and a callable for the
+    batch accuracy (computed only when someone displays it)."""
     logits = head(x)
     loss = loss_fn(logits, y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     sched.step()
-    apply_constraint(method, head)
     return loss.item(), lambda: (logits.argmax(1) == y).float().mean().item()
+
+
+def constraint_radius(method: Method, head: nn.Module) -> float:
+    """The MaxNorm radius of a head about to be re-trained (relative to its class norms at
+    the default threshold), or 0 for a method without a constraint."""
+    if method.constraint != "maxnorm":
+        return 0.0
+    weight = getattr(head, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
+        raise InputError(f"MaxNorm needs a head with a 2-D weight, got {type(head).__name__}")
+    return maxnorm_radius(weight, DEFAULT_THRESHOLD)
 
 
 @contextmanager
@@ -265,20 +276,21 @@ def train_head_cached(
     feats_flip: torch.Tensor | None,
     labels: torch.Tensor,
     train_counts: np.ndarray,
-    init: nn.Linear,
+    init: nn.Linear | None,
     st: StageConfig,
     *,
     smooth: float,
     seed: int,
     progress: Progress | None = None,
 ) -> nn.Module:
-    """Re-train a classifier on cached features. Each step uses the plain or the
-    flipped view of each sample at random (the cache's stand-in for the flip
-    augmentation)."""
+    """Re-train a classifier on cached features (from ``init``, or freshly initialised
+    without it). Each step uses the plain or the flipped view of each sample at random (the
+    cache's stand-in for the flip augmentation); the method's constraint after every epoch."""
     torch.manual_seed(seed)
     n, dim = feats.shape
     k = len(train_counts)
     head = make_head(method, dim, k, init)
+    radius = constraint_radius(method, head)
     loss_fn = make_loss(method, train_counts, smooth=smooth)
     weights = make_sampler_weights(method, labels.numpy())
     params = [p for p in head.parameters() if p.requires_grad]
@@ -299,9 +311,10 @@ def train_head_cached(
             for i in range(steps):
                 x = xs[i * st.batch_size : (i + 1) * st.batch_size]
                 y = ys[i * st.batch_size : (i + 1) * st.batch_size]
-                loss, acc = head_step(method, head, loss_fn, opt, sched, x, y)
+                loss, acc = head_step(head, loss_fn, opt, sched, x, y)
                 if progress is not None:
                     progress("stage 2", epoch * steps + i + 1, st.epochs * steps, loss, acc())
+            apply_constraint(method, head, radius)
     return head.eval()
 
 
@@ -329,6 +342,7 @@ def train_head_live(
     for p in backbone.parameters():
         p.requires_grad_(False)
     head = make_head(method, model.feature_dim, len(train_counts), model.head).to(rt.device)
+    radius = constraint_radius(method, head)
     loss_fn = make_loss(method, train_counts, smooth=smooth)
     weights = make_sampler_weights(method, train_labels)
     g = torch.Generator().manual_seed(seed)
@@ -351,8 +365,9 @@ def train_head_live(
             x, y = x.to(rt.device), y.to(rt.device)
             with torch.no_grad(), autocast(rt.device):
                 f = backbone(x)
-            loss, acc = head_step(method, head, loss_fn, opt, sched, f.float(), y)
+            loss, acc = head_step(head, loss_fn, opt, sched, f.float(), y)
             if progress is not None:
                 progress("stage 2", epoch * len(loader) + i + 1, total, loss, acc())
+        apply_constraint(method, head, radius)
     backbone.eval()
     return head.eval()

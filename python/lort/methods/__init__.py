@@ -8,13 +8,18 @@ below turn its parts into torch objects::
     loss_fn = make_loss(method, train_counts, smooth=0.98)
     weights = make_sampler_weights(method, train_labels)   # None: plain shuffling
     ...  loss_fn(head(features), labels).backward(); opt.step()
-    apply_constraint(method, head)                          # after every step
+    apply_constraint(method, head, radius)                  # after every epoch
     logits = inference_logits(method, head, test_features, train_counts)
     norms = inference_weight_norms(method, head, tau=1.0)   # ||w_c|| as applied at inference
 """
 
-from lort.methods.base import METHODS, Method, get_method
-from lort.methods.constraints import apply_constraint, max_norm_
+from lort.methods.base import METHODS, TABLE1, Method, get_method
+from lort.methods.constraints import (
+    DEFAULT_THRESHOLD,
+    apply_constraint,
+    max_norm_,
+    maxnorm_radius,
+)
 from lort.methods.heads import CosineHead, LinearHead, LWSHead, StageTwoHead, make_head
 from lort.methods.inference import (
     WEIGHT_NORM_DEFINITION,
@@ -37,8 +42,10 @@ from lort.methods.stage1 import STAGE1_LOSSES, drw_epoch, make_stage1_loss
 from lort.methods.targets import check_delta, rho, soft_target
 
 __all__ = [
+    "DEFAULT_THRESHOLD",
     "METHODS",
     "STAGE1_LOSSES",
+    "TABLE1",
     "WEIGHT_NORM_DEFINITION",
     "CosineHead",
     "FoldedHead",
@@ -64,6 +71,7 @@ __all__ = [
     "make_sampler_weights",
     "make_stage1_loss",
     "max_norm_",
+    "maxnorm_radius",
     "rho",
     "soft_target",
     "tau_normalised_weight",

@@ -17,7 +17,7 @@ from lort.errors import InputError
 
 Target = Literal["onehot", "smooth"]
 HeadKind = Literal["linear", "cosine", "normed", "lws"]
-LossKind = Literal["ce", "focal", "ldam", "balanced-softmax"]
+LossKind = Literal["ce", "bce", "softmax-bce", "focal", "ldam", "balanced-softmax"]
 Reweight = Literal["class-balanced"]
 Sampler = Literal["instance", "class-balanced"]
 Constraint = Literal["maxnorm"]
@@ -32,10 +32,12 @@ class Method:
     ``head``: "linear" (``W f + b``); "cosine" (``s cos(W_j, f)`` with a learnable scale ``s``);
     "normed" (LDAM-DRW's normalised linear layer: ``cos(W_j, f)``, the loss supplies the scale);
     "lws" (the stage-1 ``W f + b`` times a learnable per-class scale).
-    ``loss``: "ce", "focal", "ldam" (label-dependent margins) or "balanced-softmax".
+    ``loss``: "ce", "bce" (a sigmoid per class), "softmax-bce" (binary cross-entropy on softmax
+    probabilities), "focal", "ldam" (label-dependent margins) or "balanced-softmax".
     ``reweight``: None or "class-balanced" (effective-number class weights).
     ``sampler``: "instance" or "class-balanced" (every class equally likely per draw).
-    ``constraint``: None or "maxnorm" (project each class weight onto an L2 ball after a step).
+    ``constraint``: None or "maxnorm" (project each class weight onto an L2 ball after every
+    epoch, the radius relative to the stage-1 class norms).
     ``inference``: None, "tau-norm" (``W_j / ||W_j||^tau``) or "logit-adjust" (``z - tau log p``).
     ``hyper``: the keyword arguments of ``make_loss``, ``apply_constraint`` and
     ``inference_logits`` that this method reads; the others do not change it.
@@ -53,22 +55,33 @@ class Method:
     hyper: tuple[str, ...] = ()
 
 
+# The parts each method's authors train with (docs/stage2-recipes.md has the sources): LWS
+# samples class-balanced (Decoupling, cls_lws.yaml); MaxNorm trains with LTWB's class-balanced
+# BCE-on-softmax loss (demo2_second-stage-training.py); the class-balanced loss of Table 1 is
+# the BCE (sigmoid) form, its authors' softmax form is cb-loss-softmax.
 # fmt: off
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("lort", "LORT (logits retargeting)", target="smooth", hyper=("smooth",)),
     Method("ce", "Vanilla FC (cross-entropy)"),
     Method("cosine", "Cosine classifier", head="cosine"),
-    Method("lws", "Learnable weight scaling (LWS)", head="lws"),
+    Method("lws", "Learnable weight scaling (LWS)", head="lws", sampler="class-balanced"),
     Method("ldam", "LDAM", head="normed", loss="ldam", hyper=("ldam_max_margin", "ldam_scale")),
     Method("balanced-softmax", "Balanced softmax", loss="balanced-softmax"),
-    Method("cb-resample", "Class-balanced re-sampling", sampler="class-balanced"),
+    Method("cb-resample", "Class-balanced re-sampling (cRT)", sampler="class-balanced"),
     Method("focal", "Focal loss", loss="focal", hyper=("focal_gamma",)),
-    Method("cb-loss", "Class-balanced loss", reweight="class-balanced", hyper=("cb_beta",)),
-    Method("maxnorm", "MaxNorm", constraint="maxnorm", hyper=("threshold",)),
+    Method("cb-loss", "Class-balanced loss (BCE)", loss="bce", reweight="class-balanced",
+           hyper=("cb_beta",)),
+    Method("maxnorm", "MaxNorm (with weight decay)", loss="softmax-bce",
+           reweight="class-balanced", constraint="maxnorm", hyper=("cb_beta", "threshold")),
     Method("tau-norm", "tau-normalisation", inference="tau-norm", hyper=("tau",)),
     Method("logit-adjust", "Post-hoc logit adjustment", inference="logit-adjust", hyper=("tau",)),
+    Method("cb-loss-softmax", "Class-balanced loss (softmax)", reweight="class-balanced",
+           hyper=("cb_beta",)),
 )}
 # fmt: on
+# Table 1 of the paper: the twelve methods `--methods all` compares (cb-loss-softmax is the
+# class-balanced loss's other form, compared when named).
+TABLE1: tuple[str, ...] = tuple(METHODS)[:12]
 
 
 PARTS = ("target", "head", "loss", "reweight", "sampler", "constraint", "inference")

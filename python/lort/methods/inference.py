@@ -1,7 +1,8 @@
 """Inference logits, with the post-hoc corrections of tau-norm and logit adjustment.
 
-- tau-normalisation (Kang et al., 2020): ``z_j = <W_j / ||W_j||^tau, f> + b_j``; ``tau = 0``
-  is the trained head itself, ``tau = 1`` uses unit-norm class weights.
+- tau-normalisation (Kang et al., 2020): ``z_j = <W_j / ||W_j||^tau, f>``, the bias dropped as
+  in Decoupling's ``tau_norm.py`` (``dotproduct_similarity`` of features and normalised
+  weights); ``tau = 0`` is the head's weights without bias, ``tau = 1`` unit-norm weights.
 - post-hoc logit adjustment (Menon et al., 2021): ``z - tau * log prior``,
   ``prior_j = n_j / sum n``.
 
@@ -44,8 +45,7 @@ def inference_logits(
     ``tau`` may be a 0-d tensor (one head's value under ``torch.func.vmap``).
     """
     if method.inference == "tau-norm":
-        weight, bias = _class_weights(head)
-        return F.linear(features, tau_normalised_weight(weight, tau), bias)
+        return F.linear(features, tau_normalised_weight(_class_weights(head), tau))
     logits = head(features)
     if method.inference == "logit-adjust":
         prior = log_prior(train_counts)
@@ -57,13 +57,13 @@ def inference_logits(
     return logits
 
 
-def _class_weights(head: nn.Module) -> tuple[Tensor, Tensor]:
-    """The weight rows and bias a linear or LWS head applies (LWS: its scales times the
-    stage-1 classifier's): what tau-norm normalises."""
+def _class_weights(head: nn.Module) -> Tensor:
+    """The weight rows a linear or LWS head applies (LWS: its scales times the stage-1
+    classifier's): what tau-norm normalises."""
     if isinstance(head, LWSHead):
-        return head.scales[:, None] * head.weight, head.scales * head.bias
+        return head.scales[:, None] * head.weight
     if isinstance(head, LinearHead):
-        return head.weight, head.bias
+        return head.weight
     raise InputError(f"tau-norm needs a linear or LWS head, got {type(head).__name__}")
 
 
@@ -92,8 +92,7 @@ def fold_inference(
     adjustment's ``- tau log prior`` as a bias, LWS's scales in the weights and bias, the cosine
     heads' scale in their unit-norm weights."""
     if method.inference == "tau-norm":
-        weight, bias = _class_weights(head)
-        folded = FoldedHead(tau_normalised_weight(weight, tau), bias, False)
+        folded = FoldedHead(tau_normalised_weight(_class_weights(head), tau), None, False)
     elif isinstance(head, CosineHead):  # cosine and LDAM's normed layer: no bias
         folded = FoldedHead(head.scale * F.normalize(head.weight, dim=1), None, True)
     elif isinstance(head, LWSHead):
@@ -115,11 +114,11 @@ def fold_inference(
 WEIGHT_NORM_DEFINITION = (
     "mean over the group's classes of ||w_c||, the norm of the class weight vector the head "
     "applies at inference (biases left out): linear heads (lort, ce, balanced-softmax, "
-    "cb-resample, focal, cb-loss, maxnorm, logit-adjust) their row W_c (logit adjustment "
-    "shifts logits, not weights); tau-norm W_c / ||W_c||^tau; lws scale_c * W_c of the "
-    "stage-1 classifier; cosine |s| (the learnt scale on unit-norm weights, features "
-    "normalised too); ldam 1 (its normalised layer; the loss's s = 30 is a training-time "
-    "scale, not used at inference)"
+    "cb-resample, focal, cb-loss, cb-loss-softmax, maxnorm, logit-adjust) their row W_c (logit "
+    "adjustment shifts logits, not weights); tau-norm W_c / ||W_c||^tau (no bias); lws "
+    "scale_c * W_c of the stage-1 classifier; cosine |s| (the learnt scale on unit-norm "
+    "weights, features normalised too); ldam 1 (its normalised layer; the loss's s = 30 is a "
+    "training-time scale, not used at inference)"
 )
 
 
@@ -129,7 +128,7 @@ def inference_weight_norms(method: Method, head: nn.Module, tau: float) -> np.nd
     :data:`WEIGHT_NORM_DEFINITION`)."""
     k = int(head.weight.shape[0])
     if method.inference == "tau-norm":
-        w = tau_normalised_weight(_class_weights(head)[0], tau)
+        w = tau_normalised_weight(_class_weights(head), tau)
     elif isinstance(head, CosineHead):
         return np.full(k, abs(float(head.scale)), dtype=np.float64)
     elif isinstance(head, LWSHead):

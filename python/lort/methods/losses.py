@@ -1,8 +1,15 @@
-"""Training losses: one softmax formula covers CE, LORT, focal, LDAM and balanced softmax.
+"""Training losses: one formula covers CE, LORT, focal, LDAM, balanced softmax and the
+class-balanced losses.
 
-For logits ``z`` (B x K), labels ``y`` and target rows ``q`` (one-hot or LORT's), a row's loss is
+For logits ``z`` (B x K), labels ``y`` and target rows ``q`` (one-hot or LORT's), with
+``u = s * (z + shift - m_y onehot(y))``, a row's loss is, by ``form``:
 
-    l = -sum_k q_k (1 - p_k)^gamma log p_k,   p = softmax(s * (z + shift - m_y onehot(y)))
+- ``softmax``: ``l = -sum_k q_k (1 - p_k)^gamma log p_k``, ``p = softmax(u)``;
+- ``sigmoid``: ``l = sum_k BCE(sigmoid(u_k), q_k)``, one binary problem per class (the
+  class-balanced loss's sigmoid form, Cui et al. 2019, ``src/cifar_main.py`` of their code);
+- ``softmax-bce``: ``l = mean_k BCE(p_k, q_k)``, ``p = softmax(u)`` (binary cross-entropy on
+  softmax probabilities: the "softmax" CB loss of LTWB's ``utils/class_balanced_loss.py``, which
+  MaxNorm trains with).
 
 - CE: ``gamma = 0``, ``s = 1``, no shift, no margin; LORT: the same with ``q`` smoothed.
 - focal (Lin et al., 2017): ``gamma > 0``.
@@ -10,14 +17,17 @@ For logits ``z`` (B x K), labels ``y`` and target rows ``q`` (one-hot or LORT's)
 - LDAM (Cao et al., 2019): margins ``m_j`` proportional to ``n_j^(-1/4)``, the largest
   (the rarest class's) equal to ``max_margin``, and scale ``s`` (30) on cosine logits.
 
-The batch loss is the mean of ``l``, or with per-class weights ``w`` (class-balanced loss,
-DRW) ``sum w_y l / sum w_y``, the reduction of ``F.cross_entropy(..., weight=w)``.
+The batch loss is the mean of ``l``; with per-class weights ``w`` either ``sum w_y l / sum w_y``
+(``reduction="weighted-mean"``, the reduction of ``F.cross_entropy(..., weight=w)``, which
+LDAM-DRW's DRW uses) or ``sum w_y l / B`` (``"batch-mean"``: the class-balanced loss as its
+authors reduce it, TF's ``SUM_BY_NONZERO_WEIGHTS`` in ``src/cifar_main.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +41,10 @@ from lort.methods.base import LossKind, Method
 from lort.methods.targets import check_delta, retarget
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
+Form = Literal["softmax", "sigmoid", "softmax-bce"]
+Reduction = Literal["weighted-mean", "batch-mean"]
+# The floor of F.binary_cross_entropy's logarithms (torch clamps log at -100).
+BCE_LOG_FLOOR = -100.0
 
 
 def log_prior(train_counts: npt.ArrayLike) -> Tensor:
@@ -73,6 +87,8 @@ class SoftmaxLoss:
     shift: Tensor | None = None
     margins: Tensor | None = None
     class_weight: Tensor | None = None
+    form: Form = "softmax"
+    reduction: Reduction = "weighted-mean"
 
     def __call__(self, logits: Tensor, labels: Tensor) -> Tensor:
         if logits.ndim != 2 or logits.shape[1] != self.num_classes:
@@ -88,20 +104,30 @@ class SoftmaxLoss:
         if isinstance(self.scale, Tensor) or self.scale != 1.0:
             z = z * self.scale
         numbers = not isinstance(self.delta, Tensor) and not isinstance(self.gamma, Tensor)
-        if numbers and self.gamma == 0.0 and self.class_weight is None:
+        plain = numbers and self.gamma == 0.0 and self.class_weight is None
+        if plain and self.form == "softmax":
             # The common case (CE, LORT, balanced softmax, LDAM) as torch's fused kernel.
             return F.cross_entropy(z, labels, label_smoothing=self.delta)
-        log_p = F.log_softmax(z, dim=1)
         q = retarget(labels, self.num_classes, self.delta, z.dtype)
-        if isinstance(self.gamma, Tensor) or self.gamma != 0.0:
-            # 1 - p via expm1 keeps it accurate near p = 1; the clamp keeps (.)^gamma's
-            # gradient finite when p rounds to 1 and gamma < 1.
-            one_minus_p = (-torch.expm1(log_p)).clamp_min(torch.finfo(z.dtype).tiny)
-            q = q * one_minus_p.pow(self.gamma)
-        row_loss = -(q * log_p).sum(dim=1)
+        if self.form == "sigmoid":
+            row_loss = F.binary_cross_entropy_with_logits(z, q, reduction="none").sum(dim=1)
+        elif self.form == "softmax-bce":
+            log_p = F.log_softmax(z, dim=1).clamp_min(BCE_LOG_FLOOR)
+            log_not_p = torch.log(-torch.expm1(log_p)).clamp_min(BCE_LOG_FLOOR)
+            row_loss = -(q * log_p + (1 - q) * log_not_p).mean(dim=1)
+        else:
+            log_p = F.log_softmax(z, dim=1)
+            if isinstance(self.gamma, Tensor) or self.gamma != 0.0:
+                # 1 - p via expm1 keeps it accurate near p = 1; the clamp keeps (.)^gamma's
+                # gradient finite when p rounds to 1 and gamma < 1.
+                one_minus_p = (-torch.expm1(log_p)).clamp_min(torch.finfo(z.dtype).tiny)
+                q = q * one_minus_p.pow(self.gamma)
+            row_loss = -(q * log_p).sum(dim=1)
         if self.class_weight is None:
             return row_loss.mean()
         w = self.class_weight.to(z)[labels]
+        if self.reduction == "batch-mean":
+            return (w * row_loss).mean()
         return (w * row_loss).sum() / w.sum()
 
 
@@ -114,25 +140,31 @@ def build_loss(
     ldam_max_margin: float = 0.5,
     ldam_scale: float = 30.0,
     class_weight: Tensor | None = None,
+    reduction: Reduction = "weighted-mean",
 ) -> SoftmaxLoss:
     """The loss ``kind`` for classes with ``train_counts`` images (shared by stage 1 and 2)."""
     k = int(train_counts.size)
+    weighted = {"class_weight": class_weight, "reduction": reduction}
     if kind == "ce":
-        return SoftmaxLoss(k, delta=delta, class_weight=class_weight)
+        return SoftmaxLoss(k, delta=delta, **weighted)
+    if kind == "bce":
+        return SoftmaxLoss(k, delta=delta, form="sigmoid", **weighted)
+    if kind == "softmax-bce":
+        return SoftmaxLoss(k, delta=delta, form="softmax-bce", **weighted)
     if kind == "focal":
         if not focal_gamma >= 0.0:
             raise InputError(f"the focal gamma must be non-negative, got {focal_gamma}")
-        return SoftmaxLoss(k, delta=delta, gamma=float(focal_gamma), class_weight=class_weight)
+        return SoftmaxLoss(k, delta=delta, gamma=float(focal_gamma), **weighted)
     if kind == "ldam":
         if not ldam_scale > 0.0:
             raise InputError(f"the LDAM scale must be positive, got {ldam_scale}")
         margins = ldam_margins(train_counts, ldam_max_margin)
-        return SoftmaxLoss(
-            k, delta=delta, scale=float(ldam_scale), margins=margins, class_weight=class_weight
-        )
+        return SoftmaxLoss(k, delta=delta, scale=float(ldam_scale), margins=margins, **weighted)
     if kind == "balanced-softmax":
-        return SoftmaxLoss(k, delta=delta, shift=log_prior(train_counts), class_weight=class_weight)
-    raise InputError(f"unknown loss {kind!r}; expected ce, focal, ldam or balanced-softmax")
+        return SoftmaxLoss(k, delta=delta, shift=log_prior(train_counts), **weighted)
+    raise InputError(
+        f"unknown loss {kind!r}; expected ce, bce, softmax-bce, focal, ldam or balanced-softmax"
+    )
 
 
 def make_loss(
@@ -161,6 +193,7 @@ def make_loss(
     class_weight = None
     if method.reweight == "class-balanced":
         class_weight = class_balanced_weights(counts, cb_beta)
+    # The class-balanced loss divides by the batch size as its authors' code does.
     return build_loss(
         method.loss,
         counts,
@@ -169,4 +202,5 @@ def make_loss(
         ldam_max_margin=ldam_max_margin,
         ldam_scale=ldam_scale,
         class_weight=class_weight,
+        reduction="batch-mean",
     )

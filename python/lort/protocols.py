@@ -1,0 +1,203 @@
+"""How ``lort compare`` chooses each method's settings and stopping epoch: three protocols.
+
+- ``tuned`` (the default, the fair one): every method runs its authors' recipe
+  (:mod:`lort.methods.recipes`) over a search: the learning rate times 0.1, 1 and 10, weight
+  decay none or the recipe's, and the values of the method's own hyperparameter (LORT's delta
+  over the run's ``smooth_grid``, tau, gamma, beta, the LDAM margin, the MaxNorm threshold). Each
+  configuration is scored on the validation split after every epoch; the (configuration, epoch)
+  with the highest validation class-mean accuracy is kept, ties broken by the lower validation
+  NLL, then the first. Only what was kept is evaluated on the test set.
+- ``authors``: each recipe with its authors' hyperparameters, untuned, at the last epoch (LORT's
+  delta as ``lort fit`` picks it: fixed in the run's config, else chosen on validation).
+- ``test-selected``: the tuned search with every choice, configuration and epoch, made on the
+  TEST set: the habit of much published code (LOS, LTWB, LDAM-DRW, BALMS on CIFAR), shown only
+  to measure how much it inflates a number, and labelled wherever it appears.
+
+A post-hoc method (tau-norm, logit adjustment: no re-training in their authors' code) has no
+epochs; only its tau is chosen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from torch import nn
+
+from lort.config import StageConfig
+from lort.errors import InputError
+from lort.head_grid import EpochScores, HeadConfig
+from lort.methods import Method, get_method, make_head
+from lort.methods.recipes import LR_FACTORS, WD_WHEN_NONE, Recipe, recipe_for
+from lort.stage2 import FinishedRun, ValScore, best_on_validation
+
+Protocol = Literal["tuned", "authors", "test-selected"]
+PROTOCOLS: tuple[Protocol, ...] = ("tuned", "authors", "test-selected")
+PROTOCOL_DEFINITION: dict[str, str] = {
+    "tuned": "each method's authors' recipe, searched over learning rate (x0.1, x1, x10), "
+    "weight decay (none or the recipe's) and its own hyperparameter; the configuration and "
+    "the epoch chosen on the validation split (class-mean accuracy, then NLL, then the "
+    "first); test numbers only for what was chosen",
+    "authors": "each method's authors' recipe and hyperparameters, untuned, at its last epoch "
+    "(LORT's delta as `lort fit` picks it)",
+    "test-selected": "TEST-SELECTED: the tuned search with the configuration and the epoch "
+    "chosen on the TEST set, the habit of much published code; shown to measure the gap, not "
+    "a fair comparison",
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one (method, seed) trains under a protocol: its recipe, the candidate
+    configurations, and the split that chooses among them."""
+
+    method: Method
+    recipe: Recipe
+    protocol: Protocol
+    candidates: tuple[HeadConfig, ...]
+    choose_on: Literal["val", "test"] | None  # None: a single candidate, nothing to choose
+    last_epoch: bool  # the authors protocol keeps the last epoch
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "protocol": self.protocol,
+            "recipe": self.recipe.to_dict(),
+            "candidates": [
+                {"stage": dataclasses.asdict(c.stage), "seed": c.seed, "hyper": dict(c.hyper)}
+                for c in self.candidates
+            ],
+            "choose_on": self.choose_on,
+            "last_epoch": self.last_epoch,
+        }
+
+
+def plan(run: FinishedRun, name: str, seed: int, protocol: Protocol) -> Plan:
+    """The candidates of ``name`` (a method or composition) on ``run`` for one seed."""
+    if protocol not in PROTOCOLS:
+        raise InputError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    recipe = recipe_for(name)
+    method = get_method(name)
+    n_train = len(run.problem.data.train_labels)
+    stage = recipe.stage(run.cfg.stage2, n_train) or _NO_TRAINING
+    if protocol == "authors":
+        hyper = dict(recipe.hyper)
+        grids: dict[str, tuple[float, ...]] = {}
+        if method.target == "smooth":
+            smooth = run.smooth_plan(method, "val" if run.has_val else "none")
+            if smooth.mode == "select":
+                grids["smooth"] = smooth.grid
+            else:
+                hyper["smooth"] = smooth.delta
+        stages = [stage]
+    else:
+        grids = dict(recipe.search)
+        if method.target == "smooth":
+            grids["smooth"] = tuple(run.cfg.smooth_grid)
+        hyper = {k: v for k, v in recipe.hyper.items() if k not in grids}
+        stages = _stages(stage) if recipe.retrains else [stage]
+    keys = list(grids)
+    candidates = tuple(
+        HeadConfig(st, seed, hyper | dict(zip(keys, values, strict=True)))
+        for st in stages
+        for values in itertools.product(*(grids[k] for k in keys))
+    )
+    if protocol == "test-selected":
+        choose_on: Literal["val", "test"] | None = "test"
+    elif len(candidates) > 1:
+        if not run.has_val:
+            raise InputError(
+                f"{run.root} has no validation split to choose {name}'s settings on; re-run "
+                "`lort fit` with a validation split, or use --protocol authors"
+            )
+        choose_on = "val"
+    else:
+        choose_on = "val" if run.has_val else None
+    return Plan(method, recipe, protocol, candidates, choose_on, protocol == "authors")
+
+
+# A post-hoc rule trains nothing; its candidates carry this in place of stage-2 settings.
+_NO_TRAINING = StageConfig(epochs=0, lr=0.0, weight_decay=0.0, batch_size=1)
+
+
+def _stages(stage: StageConfig) -> list[StageConfig]:
+    """The tuned protocol's learning rates and weight decays around a recipe's."""
+    wds = (0.0, stage.weight_decay or WD_WHEN_NONE)
+    return [
+        dataclasses.replace(stage, lr=stage.lr * f, weight_decay=wd)
+        for f in LR_FACTORS
+        for wd in wds
+    ]
+
+
+@dataclass
+class Chosen:
+    """The outcome of a plan: the kept head, its configuration and epoch (0 for a post-hoc
+    rule), every candidate's score on the choosing split, and the kept one's per-epoch
+    validation and test curve."""
+
+    head: nn.Module
+    config: HeadConfig
+    epoch: int
+    scores: list[dict[str, Any]]
+    curve: list[dict[str, Any]]
+
+
+def run_plan(run: FinishedRun, p: Plan) -> Chosen:
+    """Train (or, for a post-hoc rule, score) every candidate and keep the best."""
+    problem = run.problem
+    if not p.recipe.retrains:
+        head = make_head(p.method, problem.init.in_features, problem.k, problem.init).eval()
+        split = p.choose_on
+        vals = [
+            problem.val_score(p.method, head, c.hyper.get("tau"), split) if split else None
+            for c in p.candidates
+        ]
+        scores = [v or ValScore(None, None) for v in vals]
+        best = best_on_validation(scores) if split else 0
+        return Chosen(head, p.candidates[best], 0, _table(p, scores, [0] * len(scores)), [])
+    configs = list(p.candidates)
+    fresh = p.recipe.init == "fresh"
+    if p.choose_on is None:
+        (head,) = problem.train_many(p.method, configs, fresh=fresh)
+        return Chosen(head, configs[0], configs[0].stage.epochs, [], [])
+    results = problem.train_stopped(
+        p.method, configs, on=p.choose_on, fresh=fresh, record_test=p.choose_on == "val"
+    )
+    picked: list[EpochScores] = [
+        r.history[-1] if p.last_epoch or r.best_epoch is None else r.history[r.best_epoch - 1]
+        for r in results
+    ]
+    scores = [ValScore(e.val_accuracy, e.val_nll) for e in picked]
+    best = best_on_validation(scores)
+    r = results[best]
+    head = r.head if p.last_epoch else r.best_head
+    assert head is not None
+    on_val = p.choose_on == "val"
+    curve = [
+        {
+            "epoch": e.epoch,
+            "val_accuracy": e.val_accuracy if on_val else None,
+            "test_accuracy": e.test_accuracy if on_val else e.val_accuracy,
+        }
+        for e in r.history
+    ]
+    table = _table(p, scores, [e.epoch for e in picked])
+    return Chosen(head, configs[best], picked[best].epoch, table, curve)
+
+
+def _table(p: Plan, scores: list[ValScore], epochs: list[int]) -> list[dict[str, Any]]:
+    """Every candidate with its score on the choosing split, as stored beside the result."""
+    split = p.choose_on or "val"
+    return [
+        {
+            "lr": c.stage.lr,
+            "weight_decay": c.stage.weight_decay,
+            "hyper": dict(c.hyper),
+            "epoch": e,
+            f"{split}_balanced_accuracy": s.accuracy,
+            f"{split}_nll": s.nll,
+        }
+        for c, s, e in zip(p.candidates, scores, epochs, strict=True)
+    ]
