@@ -249,6 +249,12 @@ def _parse_size(text: str) -> int:
     help="Which images a long-tailed class keeps.",
 )
 @click.option(
+    "--val-split",
+    type=click.Choice(["leftover", "fraction"]),
+    help="Where validation comes from: leftover (default) = a balanced set from the images the "
+    "long-tail profile did not keep; fraction = carved by --val-fraction from training data.",
+)
+@click.option(
     "--val-fraction", type=float, help="Stratified validation split carved from training data."
 )
 @click.option(

@@ -39,6 +39,7 @@ class FitConfig:
     imbalance_ratio: float | None = None
     lt_split: str = "ltwb"
     val_fraction: float = 0.0
+    val_split: str = "leftover"
     arch: str
     stage1_loss: str = "ce"
     stage1: StageConfig
@@ -86,6 +87,7 @@ STAGE2_STOPS = ("auto", "val", "last")
 DEFAULTS: dict[str, dict[str, Any]] = {
     "digits-lt": {
         "imbalance_ratio": 10.0,
+        "val_split": "fraction",
         "val_fraction": 0.2,
         "arch": "small-cnn",
         "stage1": StageConfig(epochs=30, lr=0.05, weight_decay=5e-4, batch_size=64),
@@ -134,6 +136,17 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 
 STAGE_KEYS = ("epochs", "lr", "weight_decay", "batch_size")
 
+# What a run's saved config means by a key it lacks: the value runs had before the key existed
+# (a run folder from before ``val_split`` carved its validation split, or had none). A fresh
+# config takes :class:`FitConfig`'s defaults instead.
+RUN_DEFAULTS: dict[str, Any] = {"val_split": "fraction"}
+
+
+def run_values(saved: dict[str, Any]) -> dict[str, Any]:
+    """A run's saved options (its config.yaml, or the config in its stage-1 checkpoint) with
+    the keys it predates filled in as :data:`RUN_DEFAULTS` says."""
+    return RUN_DEFAULTS | saved
+
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
@@ -179,6 +192,7 @@ _KINDS: dict[str, str] = {
     "imbalance_ratio": "number?",
     "lt_split": "str",
     "val_fraction": "number",
+    "val_split": "str",
     "arch": "str",
     "stage1_loss": "str",
     "stage1": "stage",
@@ -291,7 +305,7 @@ def resolve(
         merged["smooth"] = _delta(merged["smooth"], "--smooth")
     cfg = FitConfig(**merged)
     validate(cfg)
-    return _auto_validation(cfg)
+    return _auto_validation(_val_split(cfg, set(values)))
 
 
 def _delta(value: Any, name: str) -> float:
@@ -305,14 +319,45 @@ def _delta(value: Any, name: str) -> float:
     return check_delta(value, allow_one=False, name=name)
 
 
+def _takes_leftover(cfg: FitConfig) -> bool:
+    from lort.data.build import takes_leftover
+
+    return cfg.val_split == "leftover" and takes_leftover(
+        cfg.dataset, cfg.imbalance_ratio, cfg.data_root
+    )
+
+
+def _val_split(cfg: FitConfig, given: set[str]) -> FitConfig:
+    """``val_fraction`` carves from the training set, so it does not go with a leftover split.
+    A ``val_fraction`` the user gave means ``val_split: fraction`` (with a note), unless they
+    also asked for ``leftover``; a dataset's default fraction (digits-lt) is dropped."""
+    if cfg.val_fraction == 0.0 or not _takes_leftover(cfg):
+        return cfg
+    if "val_fraction" not in given:
+        return dataclasses.replace(cfg, val_fraction=0.0)
+    if "val_split" in given:
+        raise InputError(
+            f"--val-split leftover takes validation from the images the long-tail profile did "
+            f"not keep, --val-fraction {cfg.val_fraction:g} carves it from the training set: "
+            "drop one (or pass --val-split fraction)"
+        )
+    note = (
+        f"--val-fraction {cfg.val_fraction:g} carves validation from the training set "
+        "(--val-split fraction), instead of taking it from the images the long-tail profile "
+        "did not keep"
+    )
+    return dataclasses.replace(cfg, val_split="fraction", notes=(*cfg.notes, note))
+
+
 def _auto_validation(cfg: FitConfig) -> FitConfig:
-    """``--smooth auto`` for a smooth-target method needs a validation split: carve one."""
-    from lort.data.feature_files import ships_validation
+    """``--smooth auto`` for a smooth-target method needs a validation split: carve one unless
+    the dataset ships one or the leftover rule gives one."""
+    from lort.data.build import ships_val
     from lort.methods import get_method
 
     wants = cfg.smooth == "auto" and get_method(cfg.method).target == "smooth"
-    shipped = cfg.dataset == "features" and ships_validation(cfg.data_root)
-    if not wants or cfg.val_fraction != 0.0 or shipped:
+    given = ships_val(cfg.dataset, cfg.data_root) or _takes_leftover(cfg)
+    if not wants or cfg.val_fraction != 0.0 or given:
         return cfg
     note = (
         f"--smooth auto picks delta on a validation split: carved {AUTO_VAL_FRACTION:.0%} "
@@ -323,6 +368,7 @@ def _auto_validation(cfg: FitConfig) -> FitConfig:
 
 def validate(cfg: FitConfig) -> None:
     """Every option checked before anything is built or written."""
+    from lort.data.split import VAL_SPLITS
     from lort.methods import STAGE1_LOSSES, get_method
 
     get_method(cfg.method)
@@ -343,6 +389,8 @@ def validate(cfg: FitConfig) -> None:
         raise InputError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise InputError(f"--val-fraction must be in [0, 1), got {cfg.val_fraction}")
+    if cfg.val_split not in VAL_SPLITS:
+        raise InputError(f"--val-split must be {' or '.join(VAL_SPLITS)}, got {cfg.val_split!r}")
     if not cfg.smooth_grid:
         raise InputError("smooth_grid must hold at least one delta")
     for d in cfg.smooth_grid:

@@ -83,6 +83,7 @@ FROZEN = (
     "data_root",
     "imbalance_ratio",
     "lt_split",
+    "val_split",
     "val_fraction",
     "seed",
     "arch",
@@ -97,20 +98,28 @@ FROZEN = (
 Note = Callable[[str], None]
 
 
+def read_config(folder: RunFolder) -> dict[str, Any]:
+    """The run's saved options (config.yaml), keys it predates filled in as runs made before
+    them had them (:func:`lort.config.run_values`)."""
+    from lort.config import load_yaml, run_values
+
+    return run_values(load_yaml(folder.verify(CONFIG)))
+
+
 def resume_values(out: Path, file_values: dict[str, Any]) -> dict[str, Any]:
     """The option values a resumed run starts from: its saved config, then the config file
     given now. Flags still override both (e.g. ``--method``)."""
-    from lort.config import load_yaml
-
-    saved = out / CONFIG
-    if not saved.is_file():
+    if not (out / CONFIG).is_file():
         return file_values
-    RunFolder(out).verify(CONFIG)
-    return load_yaml(saved) | file_values
+    return read_config(RunFolder(out)) | file_values
 
 
 def changed_frozen(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
-    """What ``now`` changes of the options stage 1 was trained with (``saved``), if anything."""
+    """What ``now`` changes of the options stage 1 was trained with (``saved``, a run's saved
+    config, read as :func:`lort.config.run_values` says), if anything."""
+    from lort.config import run_values
+
+    saved = run_values(saved)
     changed = [k for k in FROZEN if saved.get(k) != now.get(k)]
     if not changed:
         return None
@@ -145,13 +154,11 @@ def check_config_matches_stage1(root: Path, stage1: dict[str, Any], now: dict[st
 def check_resume(root: Path, now: dict[str, Any]) -> None:
     """Before anything is written: a resumed run may change stage 2 and the evaluation, not
     what stage 1 was trained with (as its checkpoint records it, else its saved config)."""
-    from lort.config import load_yaml
-
     folder = RunFolder(root)
     if (root / STAGE1).is_file() or folder.done("stage1"):
         saved = folder.load_torch(STAGE1)["config"]
     elif (root / CONFIG).is_file():
-        saved = load_yaml(folder.verify(CONFIG))
+        saved = read_config(folder)
     else:
         return
     what = changed_frozen(saved, now)

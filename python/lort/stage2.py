@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 
 from lort.analysis import Analysis, analyze, new_stats, summarize
-from lort.config import FitConfig, StageConfig, load_yaml, resolve
+from lort.config import FitConfig, StageConfig, resolve, run_values
 from lort.data import LTData, build_dataset
 from lort.data.ltdata import Split
 from lort.errors import InputError
@@ -35,7 +35,6 @@ from lort.head_grid import EvalSplit, HeadConfig, HeadResult, train_head_grid
 from lort.methods import Method, inference_logits, rho
 from lort.models import input_spec
 from lort.runfolder import (
-    CONFIG,
     FEATURES,
     FROZEN,
     MANIFEST,
@@ -46,6 +45,7 @@ from lort.runfolder import (
     RunFolder,
     check_config_matches_stage1,
     locked,
+    read_config,
     require_finished,
 )
 from lort.runtime import Runtime
@@ -90,6 +90,7 @@ def load_data(cfg: FitConfig) -> LTData:
         data_root=cfg.data_root,
         imbalance_ratio=cfg.imbalance_ratio,
         lt_split=cfg.lt_split,  # type: ignore[arg-type]
+        val_split=cfg.val_split,  # type: ignore[arg-type]
         val_fraction=cfg.val_fraction,
         seed=cfg.seed,
         download=cfg.download,
@@ -406,7 +407,7 @@ class FinishedRun:
         if self.cfg.smooth != "auto":
             return float(self.cfg.smooth), "fixed in the run's config"
         sel = self.report.get("smooth") or {}
-        saved = self.report.get("config") or {}
+        saved = run_values(self.report.get("config") or {})
         current = all(saved.get(k) == self.raw_config.get(k) for k in SELECTION_KEYS)
         if sel.get("mode") == "auto" and current:
             return float(sel["delta"]), "the delta `lort fit` chose on the validation split"
@@ -454,7 +455,7 @@ def open_run(root: Path) -> FinishedRun:
     root = Path(root)
     require_finished(root, RETRAIN_NEEDS)
     folder = RunFolder(root)
-    raw = load_yaml(folder.verify(CONFIG))
+    raw = read_config(folder)
     cfg = resolve(raw, {})
     report = folder.read_json(REPORT)
     manifest = folder.read_json(MANIFEST)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lort.config import FitConfig, load_yaml, resolve
+from lort.config import FitConfig, resolve
 from lort.data.transforms import TransformSpec
 from lort.methods import Method, StageTwoHead, get_method, make_head
 from lort.models import build_model
@@ -26,6 +26,7 @@ from lort.runfolder import (
     STAGE1,
     RunFolder,
     check_config_matches_stage1,
+    read_config,
     require_finished,
 )
 from lort.stage2 import infer, load_data
@@ -80,7 +81,7 @@ def open_trained(root: Path) -> TrainedRun:
     root = Path(root)
     require_finished(root, INFERENCE_NEEDS)
     folder = RunFolder(root)
-    cfg = resolve(load_yaml(folder.verify("config.yaml")), {})
+    cfg = resolve(read_config(folder), {})
     # Each read is checked against what lort recorded writing (DamagedFileError names the file).
     report = folder.read_json(REPORT)
     manifest = folder.read_json("manifest.json")

@@ -1,4 +1,4 @@
-"""``build_dataset``: load a dataset, cut its training set to a long tail, carve validation."""
+"""``build_dataset``: load a dataset, cut its training set to a long tail, pick validation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 from lort.data.cifar import LAYOUTS as CIFAR_LAYOUTS
 from lort.data.cifar import load_cifar_splits
 from lort.data.digits import load_digits_splits
-from lort.data.feature_files import load_feature_splits
+from lort.data.feature_files import load_feature_splits, ships_validation
 from lort.data.imagefolder import load_imagefolder_splits
 from lort.data.listfile import LAYOUTS as LIST_LAYOUTS
 from lort.data.listfile import load_list_splits
@@ -17,7 +17,13 @@ from lort.data.ltdata import LTData
 from lort.data.manifest import make_manifest
 from lort.data.profile import SPLIT_RULES, SplitRule, keep_long_tail, long_tail_counts
 from lort.data.sources import Images, RawSplits, take
-from lort.data.split import stratified_val_split
+from lort.data.split import (
+    VAL_SPLITS,
+    ValSplit,
+    leftover_per_class,
+    leftover_val_split,
+    stratified_val_split,
+)
 from lort.errors import InputError
 
 DATASETS: tuple[str, ...] = (
@@ -31,14 +37,41 @@ DATASETS: tuple[str, ...] = (
 )
 
 
+def ships_val(name: str, data_root: str | Path | None) -> bool:
+    """Whether the source ships its own validation split (imagenet-lt's list, a features
+    folder with ``val_*`` arrays)."""
+    if name in LIST_LAYOUTS:
+        return LIST_LAYOUTS[name].val is not None
+    return name == "features" and ships_validation(data_root)
+
+
+def takes_leftover(name: str, imbalance_ratio: float | None, data_root: str | Path | None) -> bool:
+    """Whether ``val_split="leftover"`` draws validation from the images the long-tail profile
+    did not keep: a profile is applied (the CIFAR sets and digits-lt always, imagefolder and
+    features with an imbalance ratio) and the source ships no validation split. Elsewhere
+    "leftover" means the shipped split, or the ``val_fraction`` carve where there is none."""
+    if name in LIST_LAYOUTS or ships_val(name, data_root):
+        return False
+    return name in CIFAR_LAYOUTS or name == "digits-lt" or imbalance_ratio is not None
+
+
 def check_options(
-    name: str, imbalance_ratio: float | None, lt_split: str, val_fraction: float, download: bool
+    name: str,
+    imbalance_ratio: float | None,
+    lt_split: str,
+    val_split: str,
+    val_fraction: float,
+    download: bool,
 ) -> None:
     """Reject unknown names and options that the dataset cannot honour, before any reading."""
     if name not in DATASETS:
         raise InputError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if lt_split not in SPLIT_RULES:
         raise InputError(f"unknown split rule {lt_split!r}; choose one of {', '.join(SPLIT_RULES)}")
+    if val_split not in VAL_SPLITS:
+        raise InputError(
+            f"unknown validation rule {val_split!r}; choose one of {', '.join(VAL_SPLITS)}"
+        )
     if not 0.0 <= val_fraction < 1.0:
         raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if download and name not in CIFAR_LAYOUTS:
@@ -70,6 +103,7 @@ def build_dataset(
     data_root: str | Path | None = None,
     imbalance_ratio: float | None = None,
     lt_split: SplitRule = "ltwb",
+    val_split: ValSplit = "fraction",
     val_fraction: float = 0.0,
     seed: int = 0,
     download: bool = False,
@@ -82,10 +116,12 @@ def build_dataset(
     profile (see :mod:`lort.data.profile`; ``ldam`` always uses LDAM-DRW's fixed seed 0).
     ``seed`` draws the digits test set and the validation split. ``val_fraction > 0`` carves a
     stratified validation set out of the long-tailed training set (imagenet-lt ships its own
-    instead, as may a features folder).
+    instead, as may a features folder). Without it, ``val_split="leftover"`` draws a balanced
+    validation set from the images the profile did not keep where :func:`takes_leftover` says
+    so (see :func:`lort.data.split.leftover_val_split`); ``"fraction"`` leaves none.
     ``data_root`` is not used by digits-lt; ``download`` only by the CIFAR sets.
     """
-    check_options(name, imbalance_ratio, lt_split, val_fraction, download)
+    check_options(name, imbalance_ratio, lt_split, val_split, val_fraction, download)
     raw = load_raw(name, data_root, seed, download)
     if raw.val_labels is not None and val_fraction > 0.0:
         raise InputError(
@@ -101,15 +137,36 @@ def build_dataset(
         counts = long_tail_counts(n_max, num_classes, ratio)
         kept = keep_long_tail(raw.train_labels, counts, lt_split)
 
-    train_pos, val_pos = stratified_val_split(raw.train_labels[kept], val_fraction, seed)
-    train_idx, val_idx = kept[train_pos], kept[val_pos]
+    leftover = (
+        val_split == "leftover"
+        and val_fraction == 0.0
+        and takes_leftover(name, imbalance_ratio, data_root)
+    )
+    if leftover:
+        assert n_max is not None  # takes_leftover implies a profile
+        per_class = leftover_per_class(num_classes, n_max)
+        train_idx, val_idx, from_kept = leftover_val_split(
+            raw.train_labels, kept, num_classes, per_class, seed
+        )
+        val_rule = leftover_rule(per_class, from_kept, raw.class_names)
+    else:
+        train_pos, val_pos = stratified_val_split(raw.train_labels[kept], val_fraction, seed)
+        train_idx, val_idx = kept[train_pos], kept[val_pos]
+        from_kept = np.bincount(raw.train_labels[val_idx], minlength=num_classes)
+        val_rule = (
+            f"fraction {val_fraction:g} carved from training"
+            if val_fraction > 0.0
+            else "shipped with the dataset"
+            if raw.val_labels is not None
+            else "none"
+        )
     ids = np.arange(raw.train_labels.size) if raw.train_ids is None else raw.train_ids
     sources: dict[str, Images] = {
         "train": take(raw.train_images, train_idx),
         "test": raw.test_images,
     }
     val_labels, val_ids = raw.val_labels, None
-    if val_fraction > 0.0:
+    if leftover or val_fraction > 0.0:
         val_labels, val_ids = raw.train_labels[val_idx], ids[val_idx]
         sources["val"] = take(raw.train_images, val_idx)
     elif raw.val_images is not None:
@@ -135,6 +192,8 @@ def build_dataset(
             n_max=n_max,
             seed=seed,
             val_fraction=val_fraction,
+            val_rule=val_rule,
+            val_from_kept=from_kept,
             class_names=raw.class_names,
             image_size=spec.image_size,
             train_labels=train_labels,
@@ -159,3 +218,14 @@ def build_dataset(
         transform_spec=spec,
         sources=sources,
     )
+
+
+def leftover_rule(per_class: int, from_kept: np.ndarray, class_names: list[str]) -> str:
+    """The manifest's ``val_rule`` for the leftover split: V, and which classes gave up how
+    many of their kept images (under the profile, the head class alone)."""
+    rule = f"leftover: {per_class} per class from the images the profile did not keep"
+    gave = [f"{class_names[c]} {int(from_kept[c])}" for c in np.flatnonzero(from_kept)]
+    if gave:
+        shown = ", ".join(gave[:5]) + (f" and {len(gave) - 5} more" if len(gave) > 5 else "")
+        rule += f"; too few left over, so taken from the kept images: {shown}"
+    return rule
