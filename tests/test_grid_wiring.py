@@ -11,7 +11,7 @@ import pytest
 import lort.stage2
 from cli_helpers import ok
 
-SMALL = ("--epochs1", "2", "--epochs2", "2")
+SMALL = ("--epochs1", "2", "--epochs2", "2", "--stage2-stop", "last")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -35,7 +35,7 @@ def test_fit_and_compare_choose_delta_in_one_grid(grids: list[int], tmp_path: Pa
     run = tmp_path / "run"
     ok("fit", "--out", run, *SMALL)  # --smooth auto over the default grid of 10 deltas
     assert grids == [10]
-    ok("compare", run, "--methods", "lort,ce", "--seeds", "2")
+    ok("compare", run, "--protocol", "shared", "--methods", "lort,ce", "--seeds", "2")
     assert grids == [10, 10, 10]  # one selection grid per seed; ce trains alone
 
 

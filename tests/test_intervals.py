@@ -86,5 +86,8 @@ def test_pooling_refuses_what_does_not_belong(
         "fit", "--out", images, "--dataset", "imagefolder", "--data-root", small_cifar_folder,
         "--arch", "resnet8", "--epochs1", "1", "--epochs2", "1", "--smooth", "0.5",
     )  # fmt: skip
-    result = run_cli("compare", backbones[0], images, "--methods", "ce", "--out", tmp_path / "x")
+    result = run_cli(
+        "compare", backbones[0], images, "--protocol", "shared", "--methods", "ce",
+        "--out", tmp_path / "x",
+    )  # fmt: skip
     assert result.exit_code == 1 and "one dataset" in result.stderr

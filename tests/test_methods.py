@@ -15,6 +15,7 @@ from lort.errors import InputError, LabelError
 from lort.methods import (
     METHODS,
     STAGE1_LOSSES,
+    TABLE1,
     CosineHead,
     LinearHead,
     LWSHead,
@@ -29,6 +30,7 @@ from lort.methods import (
     make_loss,
     make_sampler_weights,
     make_stage1_loss,
+    maxnorm_radius,
     rho,
     soft_target,
 )
@@ -67,7 +69,9 @@ def test_registry_reads_like_table_1() -> None:
         "maxnorm",
         "tau-norm",
         "logit-adjust",
+        "cb-loss-softmax",
     ]
+    assert list(TABLE1) == list(METHODS)[:12]
     assert all(name == m.name for name, m in METHODS.items())
     ce = METHODS["ce"]
     assert (ce.target, ce.head, ce.loss, ce.reweight, ce.sampler) == (
@@ -87,7 +91,7 @@ def test_registry_reads_like_table_1() -> None:
 
 def test_hyper_names_are_keywords_of_the_functions() -> None:
     keywords = set()
-    for fn in (make_loss, apply_constraint, inference_logits):
+    for fn in (make_loss, maxnorm_radius, inference_logits):
         keywords |= set(inspect.signature(fn).parameters)
     for m in METHODS.values():
         assert set(m.hyper) <= keywords, m.name
@@ -211,13 +215,39 @@ def test_class_balanced_weights_formula() -> None:
     np.testing.assert_allclose(w, K * (1 / eff) / (1 / eff).sum(), rtol=1e-12)
 
 
-def test_cb_loss_is_weighted_ce() -> None:
+def test_cb_loss_softmax_is_the_authors_mean_of_weighted_ce() -> None:
+    """CB's softmax form: TF's SUM_BY_NONZERO_WEIGHTS, i.e. sum_i w_yi l_i / B (not / sum w)."""
     logits, labels = batch()
-    loss = make_loss(METHODS["cb-loss"], COUNTS, cb_beta=0.999)(logits, labels)
+    loss = make_loss(METHODS["cb-loss-softmax"], COUNTS, cb_beta=0.999)(logits, labels)
     w = class_balanced_weights(COUNTS, 0.999)
-    torch.testing.assert_close(
-        loss, F.cross_entropy(logits, labels, weight=w), rtol=1e-12, atol=1e-12
+    per_row = F.cross_entropy(logits, labels, reduction="none")
+    want = (w[labels] * per_row).sum() / len(labels)
+    torch.testing.assert_close(loss, want, rtol=1e-12, atol=1e-12)
+    weighted_mean = F.cross_entropy(logits, labels, weight=w)
+    assert not torch.allclose(loss, weighted_mean)
+
+
+def test_cb_loss_is_the_sigmoid_bce_form() -> None:
+    """CB's sigmoid form: sum_i w_yi sum_k BCE(z_ik, onehot_ik) / B."""
+    logits, labels = batch()
+    loss = make_loss(METHODS["cb-loss"], COUNTS, cb_beta=0.99)(logits, labels)
+    w = class_balanced_weights(COUNTS, 0.99)
+    onehot = F.one_hot(labels, K).to(logits)
+    per_row = F.binary_cross_entropy_with_logits(logits, onehot, reduction="none").sum(1)
+    torch.testing.assert_close(loss, (w[labels] * per_row).mean(), rtol=1e-12, atol=1e-12)
+
+
+def test_maxnorm_trains_with_ltwbs_class_balanced_bce_on_softmax() -> None:
+    """LTWB's CB 'softmax' loss: F.binary_cross_entropy(softmax(z), onehot, weight=w_y),
+    mean over the B x K entries."""
+    logits, labels = batch()
+    loss = make_loss(METHODS["maxnorm"], COUNTS, cb_beta=0.9999)(logits, labels)
+    w = class_balanced_weights(COUNTS, 0.9999)
+    onehot = F.one_hot(labels, K).to(logits)
+    want = F.binary_cross_entropy(
+        logits.softmax(1), onehot, weight=w[labels].unsqueeze(1).expand(-1, K)
     )
+    torch.testing.assert_close(loss, want, rtol=1e-10, atol=1e-12)
 
 
 def test_loss_shape_mismatch_and_empty_class_are_input_errors() -> None:
@@ -312,13 +342,24 @@ def test_linear_head_copies_its_init() -> None:
 # ---------------------------------------------------------------------------- MaxNorm
 
 
+def test_maxnorm_radius_is_relative_to_the_stage1_norms() -> None:
+    """LTWB's setPerLayerThresh: min + thresh (max - min) of the starting class norms."""
+    w = torch.zeros(3, 4, dtype=torch.float64)
+    w[0, 0], w[1, 1], w[2, 2] = 1.0, 2.0, 5.0
+    assert maxnorm_radius(w, 0.1) == pytest.approx(1.4)
+    assert maxnorm_radius(w, 0.0) == pytest.approx(1.0)
+    assert maxnorm_radius(w, 1.0) == pytest.approx(5.0)
+    with pytest.raises(InputError, match="threshold"):
+        maxnorm_radius(w, -0.1)
+
+
 def test_maxnorm_projects_long_vectors_only() -> None:
     head = make_head(METHODS["maxnorm"], D, K, init=None)
     with torch.no_grad():
         head.weight.copy_(torch.randn(K, D))
         head.weight[:3] *= 0.05 / head.weight[:3].norm(dim=1, keepdim=True)  # inside the ball
     before = head.weight.detach().clone()
-    apply_constraint(METHODS["maxnorm"], head, threshold=0.1)
+    apply_constraint(METHODS["maxnorm"], head, 0.1)
     after = head.weight.detach()
     norms = after.norm(dim=1)
     assert torch.all(norms <= 0.1 + 1e-6)
@@ -328,7 +369,7 @@ def test_maxnorm_projects_long_vectors_only() -> None:
     torch.testing.assert_close(cos, torch.ones(K - 3))
     # Other methods leave the weights alone.
     head.weight.data.mul_(10)
-    apply_constraint(METHODS["ce"], head)
+    apply_constraint(METHODS["ce"], head, 0.1)
     assert head.weight.norm(dim=1).max() > 0.5
 
 
@@ -339,12 +380,14 @@ def test_tau_norm_formula_and_tau_zero() -> None:
     head = make_head(METHODS["tau-norm"], D, K, init=stage1_head())
     f = torch.randn(20, D)
     w, b = head.weight.detach().numpy(), head.bias.detach().numpy()
+    assert np.abs(b).max() > 0
     for tau in (0.5, 1.0, 2.0):
         got = inference_logits(METHODS["tau-norm"], head, f, COUNTS, tau=tau)
         ws = w / np.linalg.norm(w, axis=1, keepdims=True) ** tau
-        np.testing.assert_allclose(got.numpy(), f.numpy() @ ws.T + b, rtol=1e-5, atol=1e-6)
+        # Decoupling's tau_norm.py drops the bias.
+        np.testing.assert_allclose(got.numpy(), f.numpy() @ ws.T, rtol=1e-5, atol=1e-6)
     plain = inference_logits(METHODS["tau-norm"], head, f, COUNTS, tau=0.0)
-    torch.testing.assert_close(plain, head(f).detach())
+    torch.testing.assert_close(plain, head(f).detach() - head.bias.detach())
     assert not torch.allclose(plain, inference_logits(METHODS["tau-norm"], head, f, COUNTS))
 
 
@@ -390,7 +433,7 @@ def test_every_method_takes_a_step(name: str) -> None:
     opt.zero_grad()
     loss.backward()
     opt.step()
-    apply_constraint(method, head)
+    apply_constraint(method, head, 0.1)
     assert any(not torch.equal(p, q) for p, q in zip(params, before, strict=True))
     logits = inference_logits(method, head, features[:10], COUNTS)
     assert logits.shape == (10, K) and not logits.requires_grad

@@ -1,5 +1,6 @@
-"""`lort compare --epoch`: the stage-2 epoch each re-training reports: its last (the default),
-its best on the validation split, or (labelled, to measure the habit's gap) on the test set."""
+"""`lort compare --protocol shared --epoch`: the stage-2 epoch each re-training with the run's
+stage-2 settings reports: its last (the default), its best on the validation split, or
+(labelled, to measure the habit's gap) on the test set; and `lort fit --stage2-stop`."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from cli_helpers import flat, ok, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 METHODS = "lort,ce,tau-norm"
+SHARED = ("--protocol", "shared")
 
 
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("stopping") / "run"
     ok("fit", "--out", run, "--epochs1", "3", "--epochs2", "6")
-    ok("compare", run, "--methods", METHODS)
+    ok("compare", run, *SHARED, "--methods", METHODS)
     return run
 
 
@@ -28,10 +30,10 @@ def rows(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def test_validation_stopping_keeps_the_best_validation_epoch(compared: Path) -> None:
-    result = ok("compare", compared, "--methods", METHODS, "--epoch", "val")
-    data = json.loads((compared / "compare-val.json").read_text())
-    assert data["epoch"] == "val" and "validation split" in data["definitions"]["epoch"]
-    last, val = rows(compared / "compare.json"), rows(compared / "compare-val.json")
+    result = ok("compare", compared, *SHARED, "--methods", METHODS, "--epoch", "val")
+    data = json.loads((compared / "compare-shared-val.json").read_text())
+    assert data["epoch"] == "val" and "validation split" in data["definitions"]["protocol"]
+    last, val = rows(compared / "compare-shared.json"), rows(compared / "compare-shared-val.json")
     one_image = 1 / 117  # the digits validation split
     for m in METHODS.split(","):
         assert 1 <= val[m]["epoch"][0] <= 6
@@ -43,22 +45,48 @@ def test_validation_stopping_keeps_the_best_validation_epoch(compared: Path) -> 
 
 
 def test_test_selection_is_labelled_everywhere(compared: Path) -> None:
-    result = ok("compare", compared, "--methods", METHODS, "--epoch", "test-selected")
+    result = ok("compare", compared, *SHARED, "--methods", METHODS, "--epoch", "test-selected")
     assert "TEST-SELECTED" in flat(result.stdout) and "not which method is better" in flat(
         result.stdout
     )
-    data = json.loads((compared / "compare-test-selected.json").read_text())
+    data = json.loads((compared / "compare-shared-test-selected.json").read_text())
     assert data["epoch"] == "test-selected"
-    assert "not a fair comparison" in data["definitions"]["epoch"]
-    last, chosen = rows(compared / "compare.json"), rows(compared / "compare-test-selected.json")
+    assert "not a fair comparison" in data["definitions"]["protocol"]
+    last, chosen = rows(compared / "compare-shared.json"), rows(compared / "compare-shared-test-selected.json")
     for m in ("ce", "tau-norm"):  # no delta to choose: only the epoch moves
         assert chosen[m]["all"]["mean"] >= last[m]["all"]["mean"] - 1 / 300, m
-    assert json.loads((compared / "compare.json").read_text())["epoch"] == "last"
+    assert json.loads((compared / "compare-shared.json").read_text())["epoch"] == "last"
 
 
 def test_validation_stopping_needs_a_validation_split(tmp_path: Path) -> None:
     run = tmp_path / "run"
     ok("fit", "--out", run, "--epochs1", "2", "--epochs2", "2", "--method", "ce",
        "--val-fraction", "0")  # fmt: skip
-    result = run_cli("compare", run, "--methods", "ce", "--epoch", "val")
+    result = run_cli("compare", run, *SHARED, "--methods", "ce", "--epoch", "val")
     assert result.exit_code == 1 and "no validation split" in result.stderr
+
+
+def test_fit_keeps_the_best_validation_epoch_by_default(compared: Path, tmp_path: Path) -> None:
+    """The bare fit's head is its best validation epoch, the same one `compare --protocol
+    shared --epoch val` keeps (one code path); --stage2-stop last keeps the last."""
+    report = json.loads((compared / "report.json").read_text())
+    kept = report["stage2_epoch"]
+    assert kept["of"] == 6 and 1 <= kept["epoch"] <= 6 and "validation" in kept["rule"]
+    ok("compare", compared, *SHARED, "--methods", "lort", "--epoch", "val")
+    point = json.loads((compared / "compare" / "lort-seed0-val.json").read_text())["result"]
+    assert point["epoch"] == kept["epoch"]
+    assert point["delta"] == report["smooth"]["delta"]
+    assert point["test"]["all"] == report["results"]["overall"]["accuracy"]
+    last = tmp_path / "last"
+    ok("fit", "--out", last, "--epochs1", "3", "--epochs2", "6", "--stage2-stop", "last")
+    assert json.loads((last / "report.json").read_text())["stage2_epoch"]["epoch"] == 6
+
+
+def test_bare_digits_fit_does_not_report_plain_ce_as_lort(tmp_path: Path) -> None:
+    """Issue: --smooth auto tied across delta 0..0.3 at the last epoch and took delta 0, so
+    the LORT row was plain CE. Chosen with the epoch on validation, it is LORT."""
+    run = tmp_path / "run"
+    ok("fit", "--out", run)
+    report = json.loads((run / "report.json").read_text())
+    assert report["smooth"]["delta"] > 0
+    assert not any("plain cross-entropy" in n for n in report["notes"])

@@ -18,7 +18,7 @@ import yaml
 
 from cli_helpers import PNG, flat, mtimes, ok, run_cli
 
-RUN_FLAGS = ("--epochs1", "3", "--epochs2", "4")
+RUN_FLAGS = ("--epochs1", "3", "--epochs2", "4", "--stage2-stop", "last")
 TEST_KEYS = ("all", "many", "medium", "few")
 
 
@@ -186,10 +186,14 @@ def test_without_a_validation_split_nothing_is_chosen(no_val_run: Path, tmp_path
     assert read(run / "sweep-lr-wd.json")["chosen"] is None
 
     # LORT has no delta to take here: 'auto' with nothing to pick it on
-    for args in (("sweep", run, "--lr", "0.01", "--method", "lort"), ("compare", run)):
+    shared = ("compare", run, "--protocol", "shared")
+    for args in (("sweep", run, "--lr", "0.01", "--method", "lort"), shared):
         result = run_cli(*args)
         assert result.exit_code == 1 and "--smooth DELTA" in flat(result.stderr), args
-    result = run_cli("compare", run, "--methods", "ce", "--select-on", "val")
+    result = run_cli(*shared, "--methods", "ce", "--select-on", "val")
+    assert result.exit_code == 1 and "no validation split" in result.stderr
+    # the tuned protocol chooses every setting on validation: it needs the split too
+    result = run_cli("compare", run, "--methods", "ce")
     assert result.exit_code == 1 and "no validation split" in result.stderr
 
 

@@ -211,13 +211,13 @@ def print_compare(console: Console, res: CompareResult) -> None:
     console.print(norms)
     console.print(curv)
     if spread:
-        console.print(f"[dim]L, r and ||w_c||: means over {n} seeds; std in compare.json[/dim]")
+        console.print(f"[dim]L, r and ||w_c||: means over {n} seeds; std in the JSON[/dim]")
     for row in res.rows:
         if row.get("delta_from") is not None:
             console.print(f"{row['method']}: delta {_delta(row)} ({row['delta_from']})")
     console.print(
         "[dim]||w_c||: the weight vector the head applies at inference (LWS: scale x W, "
-        "tau-norm: W / ||W||^tau, cosine: |s|, LDAM's normed layer: 1); see compare.json[/dim]"
+        "tau-norm: W / ||W||^tau, cosine: |s|, LDAM's normed layer: 1); see the table's JSON[/dim]"
     )
     for note in res.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
