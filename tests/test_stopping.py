@@ -52,7 +52,10 @@ def test_test_selection_is_labelled_everywhere(compared: Path) -> None:
     data = json.loads((compared / "compare-shared-test-selected.json").read_text())
     assert data["epoch"] == "test-selected"
     assert "not a fair comparison" in data["definitions"]["protocol"]
-    last, chosen = rows(compared / "compare-shared.json"), rows(compared / "compare-shared-test-selected.json")
+    last, chosen = (
+        rows(compared / "compare-shared.json"),
+        rows(compared / "compare-shared-test-selected.json"),
+    )
     for m in ("ce", "tau-norm"):  # no delta to choose: only the epoch moves
         assert chosen[m]["all"]["mean"] >= last[m]["all"]["mean"] - 1 / 300, m
     assert json.loads((compared / "compare-shared.json").read_text())["epoch"] == "last"

@@ -1,0 +1,187 @@
+"""Each method as its authors ran it (lort.methods.recipes) and the protocols of `lort compare`:
+tuned (every setting and the epoch chosen on validation), authors (the recipes untuned, last
+epoch) and test-selected (the published habit, labelled)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from cli_helpers import PNG, flat, ok, run_cli
+from lort.config import StageConfig
+from lort.methods import METHODS, TABLE1, get_method, maxnorm_radius
+from lort.methods.recipes import LR_FACTORS, RECIPES, recipe_for
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def rows(path: Path) -> dict[str, dict[str, Any]]:
+    return {r["method"]: r for r in json.loads(path.read_text())["rows"]}
+
+
+def point(run: Path, method: str, protocol: str, seed: int = 0) -> dict[str, Any]:
+    path = run / "compare" / f"{method}-seed{seed}-protocol-{protocol}.json"
+    return json.loads(path.read_text())["result"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("protocols") / "run"
+    ok("fit", "--out", out, "--epochs1", "4", "--epochs2", "6")
+    return out
+
+
+@pytest.fixture(scope="module")
+def tuned(run: Path) -> Any:
+    return ok("compare", run)
+
+
+@pytest.fixture(scope="module")
+def authors(run: Path) -> Any:
+    return ok("compare", run, "--protocol", "authors")
+
+
+# ------------------------------------------------------------------------------ recipes
+
+
+def test_every_method_has_a_recipe_with_a_source() -> None:
+    assert set(RECIPES) == set(METHODS)
+    for name, recipe in RECIPES.items():
+        assert recipe.source, name
+        assert set(recipe.hyper) | set(recipe.search) <= set(get_method(name).hyper), name
+
+
+def test_recipes_are_the_authors() -> None:
+    run = StageConfig(epochs=20, lr=5e-4, weight_decay=0.0, batch_size=64)
+    # LORT and CE keep the run's own (LOS) recipe
+    assert RECIPES["lort"].stage(run, 10_000) == run
+    # LWS and cRT: Decoupling's cls_lws.yaml / cls_crt.yaml; cRT re-initialises
+    assert RECIPES["lws"].stage(run, 10_000) == StageConfig(5, 0.2, 5e-4, 512)
+    assert RECIPES["lws"].init == "stage1" and METHODS["lws"].sampler == "class-balanced"
+    assert RECIPES["cb-resample"].stage(run, 10_000) == StageConfig(10, 0.2, 5e-4, 512)
+    assert RECIPES["cb-resample"].init == "fresh"
+    # balanced softmax: BALMS, re-initialised, 2,000 iterations at batch 512
+    bs = RECIPES["balanced-softmax"]
+    assert bs.init == "fresh" and bs.stage(run, 12_406) == StageConfig(
+        math.ceil(2000 / math.ceil(12_406 / 512)), 0.1, 5e-4, 512
+    )
+    # MaxNorm: LTWB's relative threshold, CB loss, weight decay 0.1
+    mn = RECIPES["maxnorm"]
+    assert mn.stage(run, 10_000) == StageConfig(10, 0.01, 0.1, 64)
+    assert mn.hyper["threshold"] == 0.1 and METHODS["maxnorm"].reweight == "class-balanced"
+    assert METHODS["maxnorm"].loss == "softmax-bce"
+    # tau-norm and logit adjustment are post hoc on the stage-1 classifier
+    assert RECIPES["tau-norm"].stage(run, 10_000) is None
+    assert RECIPES["logit-adjust"].stage(run, 10_000) is None
+    assert RECIPES["tau-norm"].search["tau"] == tuple(round(0.1 * i, 1) for i in range(21))
+
+
+def test_a_composition_takes_the_recipe_of_its_retraining_part() -> None:
+    r = recipe_for("lws+tau-norm")
+    assert (r.lr, r.epochs, r.init) == (0.2, 5, "stage1")
+    assert set(r.search) == {"tau"} and r.hyper["tau"] == 1.0
+    assert "lws" in r.source
+
+
+# ------------------------------------------------------------------------------ tuned
+
+
+def test_tuned_is_the_default_and_chooses_everything_on_validation(run: Path, tuned: Any) -> None:
+    data = json.loads((run / "compare.json").read_text())
+    assert data["protocol"] == "tuned" and [r["method"] for r in data["rows"]] == list(TABLE1)
+    assert "validation" in data["definitions"]["protocol"]
+    for m in TABLE1:
+        p = point(run, m, "tuned")
+        table = p["candidates"]
+        assert p["chosen"]["chosen_on"] == "val" and len(table) > 1, m
+        best = max(c["val_balanced_accuracy"] for c in table)
+        kept = [c for c in table if c["val_balanced_accuracy"] == best]
+        chosen = min(kept, key=lambda c: c["val_nll"])  # the tie-break
+        assert p["chosen"]["hyper"] == chosen["hyper"] and p["epoch"] == chosen["epoch"], m
+        # the kept head's validation score is the one it was chosen by
+        assert p["val_balanced_accuracy"] == pytest.approx(best, abs=1e-9), m
+        if RECIPES[m].stage(StageConfig(6, 0.05, 0.0, 64), 1) is not None:
+            lrs = {c["lr"] for c in table}
+            assert len(lrs) == len(LR_FACTORS), m
+            assert p["curve"] and all(e["test_accuracy"] is not None for e in p["curve"]), m
+    # LORT's delta is searched over the run's grid
+    assert len({c["hyper"]["smooth"] for c in point(run, "lort", "tuned")["candidates"]}) == 10
+    assert "chosen" in flat(tuned.stdout) and "TEST-SELECTED" not in tuned.stdout
+
+
+def test_tuned_compare_draws_the_epoch_curves(run: Path, tuned: Any) -> None:
+    for name in ("epoch_curves.png", "group_metrics.png", "logit_histograms.png"):
+        path = run / "figures" / name
+        assert path.read_bytes()[:8] == PNG and str(path) in flat(tuned.stderr), name
+
+
+def test_fresh_initialisation_and_post_hoc_rules(run: Path, tuned: Any) -> None:
+    assert point(run, "cb-resample", "tuned")["chosen"]["init"] == "fresh"
+    assert point(run, "balanced-softmax", "tuned")["chosen"]["init"] == "fresh"
+    tau = point(run, "tau-norm", "tuned")
+    assert tau["epoch"] == 0 and tau["stage2"] is None and len(tau["candidates"]) == 21
+    assert tau["chosen"]["hyper"]["tau"] in RECIPES["tau-norm"].search["tau"]
+
+
+# ------------------------------------------------------------------------------ authors
+
+
+def test_authors_protocol_runs_each_recipe_untuned_to_its_last_epoch(
+    run: Path, authors: Any
+) -> None:
+    data = json.loads((run / "compare-authors.json").read_text())
+    assert data["protocol"] == "authors"
+    assert point(run, "lws", "authors")["epoch"] == 5
+    assert point(run, "maxnorm", "authors")["epoch"] == 10
+    assert point(run, "cb-resample", "authors")["stage2"]["lr"] == 0.2
+    assert point(run, "tau-norm", "authors")["chosen"]["hyper"] == {"tau": 1.0}
+    # MaxNorm projects onto LTWB's radius relative to the stage-1 norms, not a fixed 0.1
+    stage1 = torch.load(run / "stage1.ckpt", weights_only=False)["state"]["model"]
+    radius = maxnorm_radius(stage1["head.weight"], 0.1)
+    norms = point(run, "maxnorm", "authors")["per_class"]["weight_norm"]
+    assert radius > 0.5 and max(norms) <= radius * (1 + 1e-6) and max(norms) > 0.1
+    assert "authors' recipe" in flat(authors.stdout)
+
+
+# --------------------------------------------------------------------------- test-selected
+
+
+def test_test_selected_is_labelled_and_never_below_tuned_on_test(run: Path, tuned: Any) -> None:
+    result = ok("compare", run, "--protocol", "test-selected", "--methods", "lort,ce,tau-norm")
+    out = flat(result.stdout)
+    assert "TEST-SELECTED" in out and "not which method is better" in out
+    data = json.loads((run / "compare-test-selected.json").read_text())
+    assert data["protocol"] == "test-selected"
+    assert "not a fair comparison" in data["definitions"]["protocol"]
+    chosen, fair = rows(run / "compare-test-selected.json"), rows(run / "compare.json")
+    for m in ("lort", "ce", "tau-norm"):
+        assert point(run, m, "test-selected")["chosen"]["chosen_on"] == "test"
+        # the same search, chosen on test: never below the fair choice there
+        got, want = chosen[m]["balanced_accuracy"]["mean"], fair[m]["balanced_accuracy"]["mean"]
+        assert got >= want - 1e-12, m
+
+
+def test_a_second_compare_reuses_the_protocol_points(run: Path, tuned: Any) -> None:
+    result = ok("compare", run)
+    assert f"0 re-trained, {len(TABLE1)} reused" in flat(result.stderr)
+
+
+def test_protocol_options_that_do_not_belong_are_refused(run: Path) -> None:
+    for extra in (("--epoch", "val"), ("--select-on", "none")):
+        result = run_cli("compare", run, "--methods", "ce", *extra)
+        assert result.exit_code == 1 and "--protocol shared" in result.stderr, extra
+
+
+def test_a_run_without_validation_can_still_run_the_authors_recipes(tmp_path: Path) -> None:
+    bare = tmp_path / "bare"
+    ok("fit", "--out", bare, "--epochs1", "2", "--epochs2", "2", "--method", "ce",
+       "--val-fraction", "0")  # fmt: skip
+    result = run_cli("compare", bare, "--methods", "ce")
+    assert result.exit_code == 1 and "no validation split" in result.stderr
+    ok("compare", bare, "--protocol", "authors", "--methods", "ce,lws")
+    assert point(bare, "lws", "authors")["chosen"]["chosen_on"] is None
