@@ -8,7 +8,7 @@
   with the highest validation class-mean accuracy is kept, ties broken by the lower validation
   NLL, then the first. Only what was kept is evaluated on the test set.
 - ``authors``: each recipe with its authors' hyperparameters, untuned, at the last epoch (LORT's
-  delta as ``lort fit`` picks it: fixed in the run's config, else chosen on validation).
+  delta fixed in the run's config, else chosen on validation at the last epoch).
 - ``test-selected``: the tuned search with every choice, configuration and epoch, made on the
   TEST set: the habit of much published code (LOS, LTWB, LDAM-DRW, BALMS on CIFAR), shown only
   to measure how much it inflates a number, and labelled wherever it appears.
@@ -41,7 +41,7 @@ PROTOCOL_DEFINITION: dict[str, str] = {
     "the epoch chosen on the validation split (class-mean accuracy, then NLL, then the "
     "first); test numbers only for what was chosen",
     "authors": "each method's authors' recipe and hyperparameters, untuned, at its last epoch "
-    "(LORT's delta as `lort fit` picks it)",
+    "(LORT's delta: the run's fixed one, else chosen on validation at the last epoch)",
     "test-selected": "TEST-SELECTED: the tuned search with the configuration and the epoch "
     "chosen on the TEST set, the habit of much published code; shown to measure the gap, not "
     "a fair comparison",
