@@ -20,7 +20,8 @@ from typing import Any
 def load(folder: Path, protocol: str) -> dict[str, dict[str, Any]]:
     data = json.loads((folder / "compare.json").read_text())
     if data.get("protocol") != protocol:
-        raise SystemExit(f"{folder}/compare.json is protocol {data.get('protocol')}, not {protocol}")
+        got = data.get("protocol")
+        raise SystemExit(f"{folder}/compare.json is protocol {got}, not {protocol}")
     return {r["method"]: r for r in data["rows"]}
 
 
@@ -45,7 +46,7 @@ def main(tuned_dir: Path, authors_dir: Path, test_dir: Path) -> None:
     test = load(test_dir, "test-selected")
     print(
         "| method | tuned (val) | vs LORT, tuned | authors (last epoch) | test-selected "
-        "| test-selected − tuned |"
+        "| test-selected - tuned |"
     )
     print("|---|---|---|---|---|---|")
     for m, row in tuned.items():
