@@ -185,3 +185,24 @@ def test_a_run_without_validation_can_still_run_the_authors_recipes(tmp_path: Pa
     assert result.exit_code == 1 and "no validation split" in result.stderr
     ok("compare", bare, "--protocol", "authors", "--methods", "ce,lws")
     assert point(bare, "lws", "authors")["chosen"]["chosen_on"] is None
+
+
+def test_a_choice_at_the_edge_of_the_search_is_noted() -> None:
+    from lort.compare import _edge_notes
+
+    def result(lr: float, tau: float) -> dict[str, Any]:
+        table = [
+            {"lr": x, "hyper": {"tau": t}} for x in (0.01, 0.1, 1.0) for t in (0.5, 1.0, 1.5)
+        ]
+        return {"stage2": {"lr": lr}, "chosen": {"hyper": {"tau": tau}}, "candidates": table}
+
+    assert _edge_notes("m", [result(0.1, 1.0)]) == []
+    notes = _edge_notes("m", [result(1.0, 1.0), result(0.1, 0.5)])
+    assert len(notes) == 2 and "chosen lr (1)" in notes[0] and "chosen tau (0.5)" in notes[1]
+    # a post-hoc rule has no lr
+    posthoc = {"stage2": None, "chosen": {"hyper": {"tau": 1.5}}, "candidates": []}
+    posthoc["candidates"] = [{"lr": None, "hyper": {"tau": t}} for t in (0.5, 1.0, 1.5)]
+    assert _edge_notes("m", [posthoc]) == [
+        "m: the chosen tau (1.5) is at the edge of the values searched; the best may lie "
+        "beyond them"
+    ]

@@ -221,8 +221,30 @@ def _compare_protocol(
         run, methods, seed_list, select_on, points, reused, notes=notes, protocol=protocol
     )
     res.rows = [_protocol_row(m, points[m], plans[m, seed_list[0]]) for m in methods]
+    if protocol != "authors":
+        res.notes += [n for m in methods for n in _edge_notes(m, points[m])]
     _finish(res, figures=figures and protocol == "tuned")
     return res
+
+
+def _edge_notes(method: str, results: list[dict[str, Any]]) -> list[str]:
+    """A note per searched setting whose chosen value is the smallest or largest tried (for
+    some seed): the best may lie outside the search."""
+    edges: dict[str, set[str]] = {}
+    for r in results:
+        table = r["candidates"]
+        chosen = {"lr": r["stage2"] and r["stage2"]["lr"], **r["chosen"]["hyper"]}
+        for key, value in chosen.items():
+            tried = {c["lr"] if key == "lr" else c["hyper"].get(key) for c in table} - {None}
+            if value is None or len(tried) < 3:
+                continue
+            if value in (min(tried), max(tried)):
+                edges.setdefault(key, set()).add(f"{value:g}")
+    return [
+        f"{method}: the chosen {key} ({', '.join(sorted(values))}) is at the edge of the values "
+        "searched; the best may lie beyond them"
+        for key, values in edges.items()
+    ]
 
 
 def _finish(res: CompareResult, figures: bool) -> None:
