@@ -191,9 +191,7 @@ def test_a_choice_at_the_edge_of_the_search_is_noted() -> None:
     from lort.compare import _edge_notes
 
     def result(lr: float, tau: float) -> dict[str, Any]:
-        table = [
-            {"lr": x, "hyper": {"tau": t}} for x in (0.01, 0.1, 1.0) for t in (0.5, 1.0, 1.5)
-        ]
+        table = [{"lr": x, "hyper": {"tau": t}} for x in (0.01, 0.1, 1.0) for t in (0.5, 1.0, 1.5)]
         return {"stage2": {"lr": lr}, "chosen": {"hyper": {"tau": tau}}, "candidates": table}
 
     assert _edge_notes("m", [result(0.1, 1.0)]) == []
