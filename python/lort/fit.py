@@ -25,8 +25,8 @@ from lort.config import FitConfig
 from lort.data import LTData
 from lort.errors import DamagedFileError, InputError
 from lort.features import FeatureCache, build_cache, given_features
-from lort.methods import Method, get_method, rho
-from lort.models import Classifier, build_model, load_backbone_weights
+from lort.methods import Method, checkpoint_head, get_method, rho, stage1_head, stage1_init
+from lort.models import Classifier, build_model, classifier_head, load_backbone_weights
 from lort.runfolder import (
     CONFIG,
     FEATURES,
@@ -228,7 +228,7 @@ def _run(
         t = time.perf_counter()
         cache = _features(rt, folder, data, model, cfg, say)
         timings["features_s"] = time.perf_counter() - t
-        init = model.head
+        init = stage1_init(model.head.state_dict(), prefix="")
     problem = Stage2(cfg, data, cache, init, counts)
 
     t = time.perf_counter()
@@ -299,7 +299,11 @@ def _start_model(cfg: FitConfig, opts: FitOptions, data: LTData, say: Say) -> Cl
     folder already holds a stage-1 checkpoint to continue (which replaces those weights)."""
     fresh = opts.overwrite or not (opts.out / STAGE1).exists()
     model = build_model(
-        cfg.arch, data.num_classes, data.in_channels, pretrained=cfg.pretrained and fresh
+        cfg.arch,
+        data.num_classes,
+        data.in_channels,
+        pretrained=cfg.pretrained and fresh,
+        head=stage1_head(cfg.stage1_loss),
     )
     if cfg.weights is not None and fresh:
         ignored = load_backbone_weights(model.backbone, cfg.weights)
@@ -316,7 +320,7 @@ def _stage1(
     rt: runtime.Runtime,
     folder: RunFolder,
     data: LTData,
-    model: nn.Module,
+    model: Classifier,
     counts: np.ndarray,
     progress: Progress,
 ) -> int:
@@ -324,6 +328,17 @@ def _stage1(
     resume = None
     if folder.path(STAGE1).exists() or folder.done("stage1"):
         resume = Stage1State(**folder.load_torch(STAGE1)["state"])
+    if resume is not None and checkpoint_head(resume.model) != stage1_head(cfg.stage1_loss):
+        # An ldam-drw stage 1 of an earlier lort, which trained a linear head.
+        if not folder.done("stage1"):
+            raise InputError(
+                f"{folder.path(STAGE1)} is an unfinished stage 1 with a linear head, from "
+                "before ldam-drw trained the normalised one: start again with "
+                f"`lort fit --out {folder.root} --overwrite`"
+            )
+        model.head = classifier_head(
+            checkpoint_head(resume.model), model.feature_dim, data.num_classes
+        )
     if folder.done("stage1") and resume is not None:
         model.load_state_dict(resume.model)
         return 0
@@ -430,7 +445,7 @@ def _linear_stage1(
     ``nn.Linear`` (seeded), trained with cross-entropy and weight decay on the features when
     ``--epochs1`` > 0. Saved as ``stage1.ckpt`` like an image run's (head tensors only)."""
     if folder.done("stage1"):
-        return _linear(folder.load_torch(STAGE1)["state"]["model"])
+        return stage1_init(folder.load_torch(STAGE1)["state"]["model"])
     feats = cache.tensor("train")
     assert feats is not None  # the loader requires training features
     head = nn.Linear(feats.shape[1], data.num_classes)
@@ -447,21 +462,12 @@ def _linear_stage1(
             seed=cfg.seed,
             progress=lambda _, *rest: progress("stage 1", *rest),
         )
-        head = _linear(trained.state_dict(), prefix="")
+        head = stage1_init(trained.state_dict(), prefix="")
     state = {"head.weight": head.weight.detach(), "head.bias": head.bias.detach()}
     if rt.is_main:
         stage1 = Stage1State(state, {}, {}, cfg.stage1.epochs)
         folder.save_torch(STAGE1, {"state": dataclasses.asdict(stage1), "config": cfg.to_dict()})
         folder.mark_done("stage1")
-    return head
-
-
-def _linear(state: dict[str, torch.Tensor], prefix: str = "head.") -> nn.Linear:
-    weight, bias = state[f"{prefix}weight"], state[f"{prefix}bias"]
-    head = nn.Linear(weight.shape[1], weight.shape[0])
-    with torch.no_grad():
-        head.weight.copy_(weight)
-        head.bias.copy_(bias)
     return head
 
 

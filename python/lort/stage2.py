@@ -32,7 +32,7 @@ from lort.errors import InputError
 from lort.features import FeatureCache
 from lort.files import finite_or_none
 from lort.head_grid import EvalSplit, HeadConfig, HeadResult, train_head_grid
-from lort.methods import Method, inference_logits, rho
+from lort.methods import Method, inference_logits, rho, stage1_init
 from lort.models import input_spec
 from lort.runfolder import (
     FEATURES,
@@ -469,8 +469,7 @@ def open_run(root: Path) -> FinishedRun:
                 f"trained on ({key} changed); its cached features no longer match the labels"
             )
     cache = FeatureCache(folder.load_npz(FEATURES))
-    state = stage1["state"]["model"]
-    weight, bias = state["head.weight"], state["head.bias"]
+    init = stage1_init(stage1["state"]["model"])
     for split, labels in (
         ("train", data.train_labels),
         ("val", data.val_labels),
@@ -483,12 +482,8 @@ def open_run(root: Path) -> FinishedRun:
                 f"{root}: the feature cache holds {0 if rows is None else len(rows)} {split} rows "
                 f"but the data has {want}; re-run `lort fit` for this folder"
             )
-    init = nn.Linear(weight.shape[1], weight.shape[0])
-    with torch.no_grad():
-        init.weight.copy_(weight)
-        init.bias.copy_(bias)
     digest = hashlib.sha256()
-    for t in (weight, bias):
+    for t in (init.weight, init.bias):
         digest.update(t.detach().cpu().contiguous().numpy().tobytes())
     identity = {
         "stage1_head_sha256": digest.hexdigest(),

@@ -31,6 +31,7 @@ from lort.methods import (
     make_sampler_weights,
     make_stage1_loss,
     maxnorm_radius,
+    stage1_init,
 )
 from lort.runtime import Runtime
 
@@ -341,7 +342,8 @@ def train_head_live(
     backbone = model.backbone.to(rt.device)
     for p in backbone.parameters():
         p.requires_grad_(False)
-    head = make_head(method, model.feature_dim, len(train_counts), model.head).to(rt.device)
+    init = stage1_init(model.head.state_dict(), prefix="")
+    head = make_head(method, model.feature_dim, len(train_counts), init).to(rt.device)
     radius = constraint_radius(method, head)
     loss_fn = make_loss(method, train_counts, smooth=smooth)
     weights = make_sampler_weights(method, train_labels)

@@ -18,7 +18,14 @@ from torch import nn
 
 from lort.config import FitConfig, resolve
 from lort.data.transforms import TransformSpec
-from lort.methods import Method, StageTwoHead, get_method, make_head
+from lort.methods import (
+    Method,
+    StageTwoHead,
+    checkpoint_head,
+    get_method,
+    make_head,
+    stage1_init,
+)
 from lort.models import build_model
 from lort.runfolder import (
     INFERENCE_NEEDS,
@@ -92,16 +99,13 @@ def open_trained(root: Path) -> TrainedRun:
     counts = folder.load_npy("train_counts.npy")
     names = list(manifest["class_names"])
     method = get_method(stage2["method"])
-    init = nn.Linear(stage1["head.weight"].shape[1], len(names))
-    with torch.no_grad():
-        init.weight.copy_(stage1["head.weight"])
-        init.bias.copy_(stage1["head.bias"])
+    init = stage1_init(stage1)
     head = make_head(method, init.in_features, len(names), init)
     head.load_state_dict(stage2["head"])
     spec = _spec(report, cfg)
     backbone = None
     if cfg.dataset != "features":
-        model = build_model(cfg.arch, len(names), len(spec.mean))
+        model = build_model(cfg.arch, len(names), len(spec.mean), head=checkpoint_head(stage1))
         model.load_state_dict(stage1)
         backbone = model.backbone.eval()
     notes = []

@@ -4,7 +4,8 @@ Every method of the paper's Table 1 is a :class:`Method` in :data:`METHODS`; the
 below turn its parts into torch objects::
 
     method = get_method("lort")
-    head = make_head(method, feature_dim, num_classes, init=model.head)
+    init = stage1_init(model.head.state_dict(), prefix="")  # the stage-1 head as nn.Linear
+    head = make_head(method, feature_dim, num_classes, init=init)
     loss_fn = make_loss(method, train_counts, smooth=0.98)
     weights = make_sampler_weights(method, train_labels)   # None: plain shuffling
     ...  loss_fn(head(features), labels).backward(); opt.step()
@@ -38,11 +39,20 @@ from lort.methods.losses import (
     make_loss,
 )
 from lort.methods.sampling import class_balanced_sample_weights, make_sampler_weights
-from lort.methods.stage1 import STAGE1_LOSSES, drw_epoch, make_stage1_loss
+from lort.methods.stage1 import (
+    LDAM_SCALE,
+    STAGE1_LOSSES,
+    checkpoint_head,
+    drw_epoch,
+    make_stage1_loss,
+    stage1_head,
+    stage1_init,
+)
 from lort.methods.targets import check_delta, rho, soft_target
 
 __all__ = [
     "DEFAULT_THRESHOLD",
+    "LDAM_SCALE",
     "METHODS",
     "STAGE1_LOSSES",
     "TABLE1",
@@ -57,6 +67,7 @@ __all__ = [
     "StageTwoHead",
     "apply_constraint",
     "check_delta",
+    "checkpoint_head",
     "class_balanced_sample_weights",
     "class_balanced_weights",
     "drw_epoch",
@@ -74,5 +85,7 @@ __all__ = [
     "maxnorm_radius",
     "rho",
     "soft_target",
+    "stage1_head",
+    "stage1_init",
     "tau_normalised_weight",
 ]

@@ -113,7 +113,11 @@ class SoftmaxLoss:
             row_loss = F.binary_cross_entropy_with_logits(z, q, reduction="none").sum(dim=1)
         elif self.form == "softmax-bce":
             log_p = F.log_softmax(z, dim=1).clamp_min(BCE_LOG_FLOOR)
-            log_not_p = torch.log(-torch.expm1(log_p)).clamp_min(BCE_LOG_FLOOR)
+            # Where p rounds to 1 (log_p == 0), log(1 - p) is -inf, held at the floor, and its
+            # gradient 0 * inf would be NaN: those entries take the floor with no gradient.
+            below = log_p < 0
+            log_1mp = torch.log(-torch.expm1(torch.where(below, log_p, -1.0)))
+            log_not_p = torch.where(below, log_1mp, BCE_LOG_FLOOR).clamp_min(BCE_LOG_FLOOR)
             row_loss = -(q * log_p + (1 - q) * log_not_p).mean(dim=1)
         else:
             log_p = F.log_softmax(z, dim=1)

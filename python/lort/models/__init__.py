@@ -1,8 +1,9 @@
 """Stage-1 networks: ``build_model(arch, num_classes)`` returns a :class:`Classifier`.
 
 A classifier is a backbone (images -> B x feature_dim features, pooling and flatten
-included) followed by a linear head; stage 2 freezes the backbone and re-trains a head
-on its features (see :mod:`lort.methods`).
+included) followed by a head: linear, or LDAM-DRW's normalised layer (:class:`NormedLinear`)
+for ``--stage1-loss ldam-drw``; stage 2 freezes the backbone and re-trains a head on its
+features (see :mod:`lort.methods`).
 
 ``arch`` is one of :data:`ARCHS` (lort's own networks and torchvision's ResNet-50 /
 ResNeXt-50) or ``timm:NAME``, any model of timm. Pretrained networks (the torchvision ones with
@@ -13,8 +14,10 @@ ResNeXt-50) or ``timm:NAME``, any model of timm. Pretrained networks (the torchv
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lort.data.transforms import TransformSpec
@@ -62,13 +65,43 @@ def check_arch(arch: str, *, pretrained: bool = False) -> None:
         )
 
 
-class Classifier(nn.Module):
-    """``head(backbone(x))``: a feature extractor and a linear classifier on its features."""
+HeadKind = Literal["linear", "normed"]
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int) -> None:
+
+class NormedLinear(nn.Module):
+    """LDAM-DRW's normalised last layer (kaidic/LDAM-DRW ``models/resnet_cifar.py:37-46``):
+    logit ``j`` is ``cos(W_j, x)``, no bias; LDAM's loss subtracts the margin and scales by s.
+    ``weight`` is K x D as in ``nn.Linear`` (theirs is stored D x K); each class vector starts
+    as theirs does, uniform(-1, 1) entries renormed to unit length."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        weight = torch.empty(out_features, in_features).uniform_(-1, 1)
+        self.weight = nn.Parameter(weight.renorm_(2, 0, 1e-5).mul_(1e5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.normalize(x, dim=1), F.normalize(self.weight, dim=1))
+
+
+def classifier_head(kind: HeadKind, feature_dim: int, num_classes: int) -> nn.Linear | NormedLinear:
+    """A freshly initialised stage-1 head of ``kind``."""
+    if kind == "linear":
+        return nn.Linear(feature_dim, num_classes)
+    return NormedLinear(feature_dim, num_classes)
+
+
+class Classifier(nn.Module):
+    """``head(backbone(x))``: a feature extractor and a classifier on its features, linear
+    (``W f + b``) or normalised (:class:`NormedLinear`)."""
+
+    def __init__(
+        self, backbone: nn.Module, feature_dim: int, num_classes: int, head: HeadKind = "linear"
+    ) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(feature_dim, num_classes)
+        self.head = classifier_head(head, feature_dim, num_classes)
         self.feature_dim = feature_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,9 +109,14 @@ class Classifier(nn.Module):
 
 
 def build_model(
-    arch: str, num_classes: int, in_channels: int = 3, *, pretrained: bool = False
+    arch: str,
+    num_classes: int,
+    in_channels: int = 3,
+    *,
+    pretrained: bool = False,
+    head: HeadKind = "linear",
 ) -> Classifier:
-    """A network of ``arch`` (see :func:`check_arch`) with a freshly initialised head; the
+    """A network of ``arch`` (see :func:`check_arch`) with a freshly initialised ``head``; the
     backbone is fresh too unless ``pretrained`` (downloaded by torchvision or timm)."""
     check_arch(arch, pretrained=pretrained)
     if num_classes < 1:
@@ -93,9 +131,10 @@ def build_model(
         backbone, feature_dim = _BACKBONES[arch](in_channels, pretrained)  # type: ignore[call-arg]
     else:
         backbone, feature_dim = _BACKBONES[arch](in_channels)
-    model = Classifier(backbone, feature_dim, num_classes)
-    if arch in ("resnet8", "resnet20", "resnet32"):
-        # LDAM-DRW initialises its classifier like its convolutions
+    model = Classifier(backbone, feature_dim, num_classes, head)
+    if arch in ("resnet8", "resnet20", "resnet32") and head == "linear":
+        # LDAM-DRW initialises its linear classifier like its convolutions (NormedLinear keeps
+        # its own initialisation there too)
         nn.init.kaiming_normal_(model.head.weight)
     return model
 
@@ -134,8 +173,11 @@ __all__ = [
     "PRETRAINED",
     "TIMM_PREFIX",
     "Classifier",
+    "HeadKind",
+    "NormedLinear",
     "build_model",
     "check_arch",
+    "classifier_head",
     "input_spec",
     "load_backbone_weights",
     "read_state_dict",
