@@ -470,3 +470,28 @@ def test_stage1_losses() -> None:
         make_stage1_loss("mixup", COUNTS, 0, 200)
     with pytest.raises(InputError):
         make_stage1_loss("ce", COUNTS, 200, 200)
+
+
+def test_maxnorm_projects_once_per_epoch_as_ltwbs_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LTWB's utils/trainval.py projects after each epoch's train phase, not every step."""
+    import lort.train
+    from lort.config import StageConfig
+
+    calls: list[float] = []
+    real = lort.train.apply_constraint
+
+    def counting(method: object, head: nn.Module, radius: float) -> None:
+        calls.append(radius)
+        real(method, head, radius)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lort.train, "apply_constraint", counting)
+    labels = torch.from_numpy(np.repeat(np.arange(K), COUNTS))
+    feats = torch.randn(len(labels), D)
+    init = stage1_head()
+    head = lort.train.train_head_cached(
+        METHODS["maxnorm"], feats, None, labels, COUNTS, init, StageConfig(3, 0.5, 0.0, 8),
+        smooth=0.0, seed=0,
+    )  # fmt: skip
+    assert len(calls) == 3  # epochs, while each epoch has many steps
+    assert calls[0] == pytest.approx(maxnorm_radius(init.weight, 0.1))
+    assert head.weight.norm(dim=1).max() <= calls[0] * (1 + 1e-6)
