@@ -93,3 +93,14 @@ def test_bare_digits_fit_does_not_report_plain_ce_as_lort(tmp_path: Path) -> Non
     report = json.loads((run / "report.json").read_text())
     assert report["smooth"]["delta"] > 0
     assert not any("plain cross-entropy" in n for n in report["notes"])
+
+
+def test_stage2_stop_options_are_checked(tmp_path: Path) -> None:
+    for flags, words in (
+        (("--stage2-stop", "val", "--stage2-mode", "live"), "--stage2-mode cached"),
+        (("--stage2-stop", "val", "--val-fraction", "0", "--method", "ce"), "validation split"),
+    ):
+        run = tmp_path / "x"
+        result = run_cli("fit", "--out", run, "--epochs1", "1", "--epochs2", "1", *flags)
+        assert result.exit_code == 1 and words in flat(result.stderr), flags
+        assert not run.exists(), flags  # checked before anything is written

@@ -385,6 +385,11 @@ def validate(cfg: FitConfig) -> None:
         raise InputError(
             f"--stage2-stop must be one of {', '.join(STAGE2_STOPS)}, got {cfg.stage2_stop!r}"
         )
+    if cfg.stage2_stop == "val" and cfg.stage2_mode == "live":
+        raise InputError(
+            "--stage2-stop val scores every stage-2 epoch on the cached features: use "
+            "--stage2-mode cached, or --stage2-stop last"
+        )
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise InputError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
     if not 0.0 <= cfg.val_fraction < 1.0:

@@ -146,6 +146,11 @@ def _fit(
     np.random.seed(cfg.seed)
     data = load_data(cfg)
     data.check_decodes()
+    if cfg.stage2_stop == "val" and (data.val_labels is None or len(data.val_labels) == 0):
+        raise InputError(
+            "--stage2-stop val keeps the best validation epoch: give the run a validation "
+            "split (--val-split leftover or --val-fraction), or use --stage2-stop last"
+        )
     k = data.num_classes
     if cfg.smooth != "auto" and method.target == "smooth":
         r = rho(k, float(cfg.smooth))

@@ -182,12 +182,7 @@ class Stage2:
         """Which epoch ``lort fit`` keeps (see :data:`lort.config.STAGE2_STOPS`)."""
         if self.cfg.stage2_stop == "auto":
             return "val" if self.has_val and self.cfg.stage2_mode == "cached" else "last"
-        if self.cfg.stage2_stop == "val" and not self.has_val:
-            raise InputError(
-                "--stage2-stop val keeps the best validation epoch: give the run a validation "
-                "split (--val-fraction), or use --stage2-stop last"
-            )
-        return "val" if self.cfg.stage2_stop == "val" else "last"
+        return "val" if self.cfg.stage2_stop == "val" else "last"  # checked by lort fit
 
     def train_kept(
         self, method: Method, smooth: float, stop: Literal["val", "last"]
