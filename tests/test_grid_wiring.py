@@ -11,7 +11,7 @@ import pytest
 import lort.stage2
 from cli_helpers import ok
 
-SMALL = ("--epochs1", "2", "--epochs2", "2", "--stage2-stop", "last")
+SMALL = ("--epochs1", "2", "--epochs2", "2")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -33,15 +33,23 @@ def grids(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 def test_fit_and_compare_choose_delta_in_one_grid(grids: list[int], tmp_path: Path) -> None:
     run = tmp_path / "run"
-    ok("fit", "--out", run, *SMALL)  # --smooth auto over the default grid of 10 deltas
+    ok("fit", "--out", run, *SMALL, "--stage2-stop", "last")  # --smooth auto over 10 deltas
     assert grids == [10]
     ok("compare", run, "--protocol", "shared", "--methods", "lort,ce", "--seeds", "2")
     assert grids == [10, 10, 10]  # one selection grid per seed; ce trains alone
 
 
+def test_fit_stopped_on_validation_scores_every_epoch_through_the_grid(
+    grids: list[int], tmp_path: Path
+) -> None:
+    ok("fit", "--out", tmp_path / "run", *SMALL)
+    # the delta grid, then the chosen delta alone and the two baselines, each scored per epoch
+    assert grids == [10, 1, 1, 1]
+
+
 def test_sweeps_train_their_points_together(grids: list[int], tmp_path: Path) -> None:
     run = tmp_path / "run"
-    ok("fit", "--out", run, *SMALL, "--smooth", "0.5")
+    ok("fit", "--out", run, *SMALL, "--smooth", "0.5", "--stage2-stop", "last")
     assert grids == []
     ok("sweep", run, "--smooth", "0,0.5,0.9")
     ok("sweep", run, "--lr", "0.01,0.05", "--wd", "0,0.001")

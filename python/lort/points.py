@@ -290,15 +290,16 @@ def stored_or_measured(
 def stored_or_measured_together(
     run: FinishedRun, named: list[tuple[str, Point, str]], on_point: OnPoint | None = None
 ) -> list[tuple[dict[str, Any], bool]]:
-    """:func:`stored_or_measured` for (file name, point, label) of one method whose delta
-    needs no choosing (fixed or unused), the missing ones trained together in one grid (each
-    agrees with its training alone to float rounding). ``on_point(done, total, label,
+    """:func:`stored_or_measured` for (file name, point, label) of one method and stopping rule
+    whose delta needs no choosing (fixed or unused), the missing ones trained together in one
+    grid (each agrees with its training alone to float rounding). ``on_point(done, total, label,
     reused)`` after each."""
+    first = named[0][1]
     if any(
-        p.smooth.mode == "select" or p.stop != "last" or p.method != named[0][1].method
+        p.smooth.mode == "select" or p.stop != first.stop or p.method != first.method
         for _, p, _ in named
     ):
-        raise ValueError("points measured together are of one method, a given delta, last epoch")
+        raise ValueError("points measured together are of one method, a given delta, one stop")
     out: list[tuple[dict[str, Any], bool] | None] = []
     todo = []
     for i, (name, point, label) in enumerate(named):
@@ -315,10 +316,16 @@ def stored_or_measured_together(
             run.problem.config(method, delta, named[i][1].seed, named[i][1].stage2)
             for i, (delta, _) in zip(todo, chosen, strict=True)
         ]
-        heads = run.problem.train_many(method, configs)
-        for i, (delta, selection), head in zip(todo, chosen, heads, strict=True):
+        if first.stop == "last":
+            kept: list[tuple[nn.Module, int | None]] = [
+                (head, None) for head in run.problem.train_many(method, configs)
+            ]
+        else:
+            results = run.problem.train_stopped(method, configs, on=STOP_SPLIT[first.stop])
+            kept = [(r.best_head, r.best_epoch) for r in results]  # type: ignore[misc]
+        for i, (delta, selection), (head, epoch) in zip(todo, chosen, kept, strict=True):
             name, point, label = named[i]
-            result = _evaluate_point(run, point, delta, selection, head)
+            result = _evaluate_point(run, point, delta, selection, head, epoch)
             run.folder.write_json(name, {"fingerprint": point.fingerprint(run), "result": result})
             out[i] = (result, False)
             if on_point is not None:

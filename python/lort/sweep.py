@@ -82,6 +82,7 @@ class SweepResult:
 def _record(result: dict[str, Any], **where: Any) -> dict[str, Any]:
     return {
         **where,
+        "epoch": result["epoch"],
         "val_balanced_accuracy": result["val_balanced_accuracy"],
         "val_nll": result["val_nll"],
         "test": {k: result["test"][k] for k in (*TEST_KEYS, "balanced_accuracy")},
@@ -117,9 +118,13 @@ def _sweep_smooth(
     notes: list[str],
 ) -> SweepResult:
     method = get_method("lort")
-    seed, stage2 = run.cfg.seed, run.cfg.stage2
+    seed, stage2, stop = run.cfg.seed, run.cfg.stage2, run.problem.stop()
     named = [
-        (smooth_point(d), Point(method, seed, stage2, SmoothPlan("fixed", d)), f"delta {d:g}")
+        (
+            smooth_point(d),
+            Point(method, seed, stage2, SmoothPlan("fixed", d), stop),
+            f"delta {d:g}",
+        )
         for d in deltas
     ]
     measured = stored_or_measured_together(run, named, on_point)
@@ -167,9 +172,11 @@ def _lr_wd_delta(run: FinishedRun, method_name: str) -> tuple[SmoothPlan, str | 
             f"`lort fit --resume --out {run.root} --smooth DELTA`"
         )
     select = SmoothPlan("select", grid=tuple(run.cfg.smooth_grid), source="validation split")
-    point = Point(method, run.cfg.seed, run.cfg.stage2, select)
-    # The point `lort compare` makes for this method and seed: shared, not computed twice.
-    result, _ = stored_or_measured(run, compare_point(method_name, run.cfg.seed), point)
+    stop = run.problem.stop()
+    point = Point(method, run.cfg.seed, run.cfg.stage2, select, stop)
+    # The point `lort compare --protocol shared` makes for this method, seed and stop: shared,
+    # not computed twice.
+    result, _ = stored_or_measured(run, compare_point(method_name, run.cfg.seed, stop), point)
     why = "picked on the validation split at the run's stage-2 lr and weight decay"
     return SmoothPlan("fixed", float(result["delta"]), source=why), why
 
@@ -209,7 +216,13 @@ def _sweep_lr_wd(
     named = [
         (
             lr_wd_point(name, lr, wd),
-            Point(method, run.cfg.seed, dataclasses.replace(st, lr=lr, weight_decay=wd), plan),
+            Point(
+                method,
+                run.cfg.seed,
+                dataclasses.replace(st, lr=lr, weight_decay=wd),
+                plan,
+                run.problem.stop(),
+            ),
             f"lr {lr:g} wd {wd:g}",
         )
         for lr, wd in grid
