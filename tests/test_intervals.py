@@ -86,8 +86,9 @@ def test_pooling_refuses_what_does_not_belong(
         "fit", "--out", images, "--dataset", "imagefolder", "--data-root", small_cifar_folder,
         "--arch", "resnet8", "--epochs1", "1", "--epochs2", "1", "--smooth", "0.5",
     )  # fmt: skip
-    result = run_cli(
-        "compare", backbones[0], images, "--protocol", "shared", "--methods", "ce",
-        "--out", tmp_path / "x",
-    )  # fmt: skip
+    before = sorted(p.name for p in backbones[0].iterdir())
+    result = run_cli("compare", backbones[0], images, "--methods", "ce", "--out", tmp_path / "x")
     assert result.exit_code == 1 and "one dataset" in result.stderr
+    # refused before any training: nothing new in either run
+    assert sorted(p.name for p in backbones[0].iterdir()) == before
+    assert not (images / "compare").exists()

@@ -497,6 +497,7 @@ def compare(
     folder = out or Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
     if len(run_dirs) > 1:
         check_pooled_out(folder)
+        check_comparable(list(run_dirs))
     click.get_current_context().meta[CONTINUE] = KEPT
     started = time.perf_counter()
     results = []
@@ -513,7 +514,6 @@ def compare(
     if len(results) == 1:
         print_compare(out_console, results[0])
     else:
-        check_comparable(results)
         pooled = pool(results)
         write_pooled(pooled, folder)
         print_pooled(out_console, pooled)

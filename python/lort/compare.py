@@ -36,6 +36,7 @@ from lort.points import (
     stored_or_measured,
 )
 from lort.protocols import PROTOCOL_DEFINITION, PROTOCOLS, Plan, plan
+from lort.runfolder import MANIFEST, RETRAIN_NEEDS, RunFolder, read_config, require_finished
 from lort.stage2 import FinishedRun, Stop, open_run_locked
 
 # What `lort compare --protocol` accepts: the three of lort.protocols, and "shared" (every
@@ -424,16 +425,22 @@ def pool(results: list[CompareResult]) -> Pooled:
     return Pooled(results, "backbones" if several else "seeds", reference, best, rows)
 
 
-def check_comparable(results: list[CompareResult]) -> None:
-    """Runs pooled together must be of one dataset and class set."""
-    first = results[0].run
-    for res in results[1:]:
-        run = res.run
-        if (run.cfg.dataset, run.problem.k) != (first.cfg.dataset, first.problem.k):
+def check_comparable(roots: list[Path]) -> None:
+    """Runs pooled together must be finished runs of one dataset and class set: checked from
+    their saved config and manifest, before any training."""
+    seen: list[tuple[Path, str, int]] = []
+    for root in roots:
+        require_finished(Path(root), RETRAIN_NEEDS)
+        folder = RunFolder(Path(root))
+        dataset = str(read_config(folder).get("dataset"))
+        k = len(folder.read_json(MANIFEST)["class_names"])
+        seen.append((Path(root), dataset, k))
+    first = seen[0]
+    for root, dataset, k in seen[1:]:
+        if (dataset, k) != first[1:]:
             raise InputError(
-                f"{run.root} ({run.cfg.dataset}, K = {run.problem.k}) cannot be pooled with "
-                f"{first.root} ({first.cfg.dataset}, K = {first.problem.k}): compare runs of "
-                "one dataset"
+                f"{root} ({dataset}, K = {k}) cannot be pooled with {first[0]} ({first[1]}, "
+                f"K = {first[2]}): compare runs of one dataset"
             )
 
 
