@@ -1,12 +1,12 @@
 """How ``lort compare`` chooses each method's settings and stopping epoch: three protocols.
 
 - ``tuned`` (the default, the fair one): every method runs its authors' recipe
-  (:mod:`lort.methods.recipes`) over a search: the learning rate times 0.1, 1 and 10, weight
-  decay none or the recipe's, and the values of the method's own hyperparameter (LORT's delta
-  over the run's ``smooth_grid``, tau, gamma, beta, the LDAM margin, the MaxNorm threshold). Each
-  configuration is scored on the validation split after every epoch; the (configuration, epoch)
-  with the highest validation class-mean accuracy is kept, ties broken by the lower validation
-  NLL, then the first. Only what was kept is evaluated on the test set.
+  (:mod:`lort.methods.recipes`) over a search: the learning rate times 0.01, 0.1, 1, 10 and 100,
+  weight decay none or the recipe's, and the values of the method's own hyperparameter (LORT's
+  delta over the run's ``smooth_grid``, tau, gamma, beta, the LDAM margin, the MaxNorm
+  threshold). Each configuration is scored on the validation split after every epoch; the
+  (configuration, epoch) with the highest validation class-mean accuracy is kept, ties broken by
+  the lower validation NLL, then the first. Only what was kept is evaluated on the test set.
 - ``authors``: each recipe with its authors' hyperparameters, untuned, at the last epoch (LORT's
   delta fixed in the run's config, else chosen on validation at the last epoch).
 - ``test-selected``: the tuned search with every choice, configuration and epoch, made on the
@@ -36,7 +36,7 @@ from lort.stage2 import FinishedRun, ValScore, best_on_validation
 Protocol = Literal["tuned", "authors", "test-selected"]
 PROTOCOLS: tuple[Protocol, ...] = ("tuned", "authors", "test-selected")
 PROTOCOL_DEFINITION: dict[str, str] = {
-    "tuned": "each method's authors' recipe, searched over learning rate (x0.1, x1, x10), "
+    "tuned": "each method's authors' recipe, searched over learning rate (x0.01 to x100), "
     "weight decay (none or the recipe's) and its own hyperparameter; the configuration and "
     "the epoch chosen on the validation split (class-mean accuracy, then NLL, then the "
     "first); test numbers only for what was chosen",

@@ -32,10 +32,11 @@ from lort.methods.base import get_method
 
 Init = Literal["stage1", "fresh"]
 
-# The tuned protocol's learning rates: the recipe's times these (an order of magnitude either
-# way), and its weight decays: none and the recipe's (5e-4, Decoupling's and BALMS's value, when
-# the recipe has none).
-LR_FACTORS: tuple[float, ...] = (0.1, 1.0, 10.0)
+# The tuned protocol's learning rates: the recipe's times these (two orders of magnitude either
+# way: with one, several methods' choices sat at the edge on digits and CIFAR-10-LT), and its
+# weight decays: none and the recipe's (5e-4, Decoupling's and BALMS's value, when the recipe
+# has none).
+LR_FACTORS: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)
 WD_WHEN_NONE = 5e-4
 
 
