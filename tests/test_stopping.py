@@ -104,3 +104,26 @@ def test_stage2_stop_options_are_checked(tmp_path: Path) -> None:
         result = run_cli("fit", "--out", run, "--epochs1", "1", "--epochs2", "1", *flags)
         assert result.exit_code == 1 and words in flat(result.stderr), flags
         assert not run.exists(), flags  # checked before anything is written
+
+
+def test_fit_chooses_its_methods_own_hyperparameter_with_the_epoch(tmp_path: Path) -> None:
+    """focal's gamma (no option sets it) is chosen on validation with the epoch, over its
+    recipe's values; `compare --protocol shared --epoch val` chooses it the same way."""
+    run = tmp_path / "run"
+    result = ok("fit", "--out", run, "--epochs1", "3", "--epochs2", "4", "--method", "focal")
+    report = json.loads((run / "report.json").read_text())
+    own = report["hyper"]
+    assert own["mode"] == "auto" and own["grid"] == {"focal_gamma": [0.5, 1.0, 2.0]}
+    accs, nlls = own["val_balanced_accuracy"], own["val_nll"]
+    best = max(range(3), key=lambda i: (accs[i], -nlls[i], -i))
+    assert own["chosen"] == own["values"][best]
+    assert f"focal_gamma {own['chosen']['focal_gamma']:g} chosen" in flat(result.stdout)
+    ok("compare", run, *SHARED, "--methods", "focal", "--epoch", "val")
+    point = json.loads((run / "compare" / "focal-seed0-val.json").read_text())["result"]
+    assert point["hyper"]["chosen"] == own["chosen"]
+    assert point["test"]["all"] == report["results"]["overall"]["accuracy"]
+    # kept to the last epoch, nothing is chosen: the authors' value
+    last = tmp_path / "last"
+    ok("fit", "--out", last, "--epochs1", "3", "--epochs2", "4", "--method", "focal",
+       "--stage2-stop", "last")  # fmt: skip
+    assert json.loads((last / "report.json").read_text())["hyper"]["mode"] == "authors"

@@ -247,8 +247,9 @@ def _run(
             "in report.json)"
         )
         _noting(say)(notes[-1])
+    own, own_record = problem.choose_own(method, smooth, "val" if stop == "val" else None)
     if cached:
-        head, epoch = problem.train_kept(method, smooth, stop)
+        head, epoch = problem.train_kept(method, smooth, stop, own)
     else:
         head = _stage2_live(cfg, rt, method, data, model, counts, smooth, progress)
         epoch = cfg.stage2.epochs
@@ -284,6 +285,7 @@ def _run(
         "manifest": data.manifest,
         "method": dataclasses.asdict(method),
         "smooth": selection,
+        "hyper": own_record,
         "stage2_epoch": kept,
         "flip_tta": problem.flips,
         "input": dataclasses.asdict(data.transform_spec),

@@ -30,7 +30,7 @@ from lort.errors import DamagedFileError
 from lort.files import finite_or_none, jsonable
 from lort.methods import Method, inference_weight_norms
 from lort.protocols import Plan, run_plan
-from lort.stage2 import STOP_SPLIT, FinishedRun, SmoothPlan, Stop, ValScore
+from lort.stage2 import STOP_SPLIT, FinishedRun, SmoothPlan, Stop, ValScore, own_grids
 
 # 2: bias-Hessian curvature; 3: validation NLL; 4: the kept epoch; 5: recipes (MaxNorm's
 # relative radius per epoch, tau-norm without bias, the class-balanced losses' reduction)
@@ -95,6 +95,7 @@ class Point:
             fp["tau"] = run.cfg.tau
         if self.stop != "last":
             fp["stop"] = self.stop
+            fp["own"] = {k: list(v) for k, v in own_grids(self.method).items()}
         return fp
 
 
@@ -204,10 +205,16 @@ def measure(run: FinishedRun, point: Point) -> dict[str, Any]:
     if point.stop == "last":
         head = problem.train(point.method, delta, seed=point.seed, stage2=point.stage2)
         return _evaluate_point(run, point, delta, selection, head)
-    config = problem.config(point.method, delta, point.seed, point.stage2)
-    (result,) = problem.train_stopped(point.method, [config], on=STOP_SPLIT[point.stop])
+    on = STOP_SPLIT[point.stop]
+    # With the epoch, the method's own hyperparameters are chosen as `lort fit` chooses them.
+    own, own_record = problem.choose_own(
+        point.method, delta, on, seed=point.seed, stage2=point.stage2
+    )
+    config = problem.config(point.method, delta, point.seed, point.stage2, own=own)
+    (result,) = problem.train_stopped(point.method, [config], on=on)
     assert result.best_head is not None
-    return _evaluate_point(run, point, delta, selection, result.best_head, result.best_epoch)
+    record = _evaluate_point(run, point, delta, selection, result.best_head, result.best_epoch)
+    return record | {"hyper": own_record}
 
 
 @dataclass(frozen=True)
@@ -300,6 +307,14 @@ def stored_or_measured_together(
         for _, p, _ in named
     ):
         raise ValueError("points measured together are of one method, a given delta, one stop")
+    if first.stop != "last" and own_grids(first.method):
+        # Each point chooses its own hyperparameters on validation: one grid per point.
+        out_each = []
+        for i, (name, point, label) in enumerate(named):
+            out_each.append(stored_or_measured(run, name, point))
+            if on_point is not None:
+                on_point(i + 1, len(named), label, out_each[-1][1])
+        return out_each
     out: list[tuple[dict[str, Any], bool] | None] = []
     todo = []
     for i, (name, point, label) in enumerate(named):

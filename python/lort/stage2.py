@@ -12,8 +12,9 @@ open one from a finished run folder with :func:`open_run`.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from lort.features import FeatureCache
 from lort.files import finite_or_none
 from lort.head_grid import EvalSplit, HeadConfig, HeadResult, train_head_grid
 from lort.methods import Method, inference_logits, rho, stage1_init
+from lort.methods.recipes import recipe_for
 from lort.models import input_spec
 from lort.runfolder import (
     FEATURES,
@@ -57,6 +59,14 @@ Stop = Literal["last", "val", "test"]
 # request and labelled as such wherever it appears).
 STOP_SPLIT: dict[str, Split] = {"last": "val", "val": "val", "test": "test"}
 _SPLIT_NAME = {"val": "validation split", "test": "TEST set"}
+
+
+def own_grids(method: Method) -> dict[str, tuple[float, ...]]:
+    """The values of a method's own hyperparameters that ``lort fit`` chooses on validation:
+    its recipe's search (:mod:`lort.methods.recipes`) less delta and tau, which the options
+    ``--smooth`` and ``--tau`` set."""
+    search = recipe_for(method.name).search
+    return {k: v for k, v in search.items() if k not in ("smooth", "tau")}
 
 
 @dataclass(frozen=True)
@@ -185,14 +195,59 @@ class Stage2:
         return "val" if self.cfg.stage2_stop == "val" else "last"  # checked by lort fit
 
     def train_kept(
-        self, method: Method, smooth: float, stop: Literal["val", "last"]
+        self,
+        method: Method,
+        smooth: float,
+        stop: Literal["val", "last"],
+        own: Mapping[str, float] | None = None,
     ) -> tuple[nn.Module, int]:
-        """The head ``lort fit`` keeps and its epoch: the last, or the best on validation."""
+        """The head ``lort fit`` keeps and its epoch: the last, or the best on validation
+        (with the method's own hyperparameters ``own``, chosen there by :meth:`choose_own`)."""
         if stop == "last":
+            if own:
+                raise ValueError("own hyperparameters are chosen with the epoch, on validation")
             return self.train(method, smooth), self.cfg.stage2.epochs
-        (result,) = self.train_stopped(method, [self.config(method, smooth)], on="val")
+        config = self.config(method, smooth, own=own)
+        (result,) = self.train_stopped(method, [config], on="val")
         assert result.best_head is not None and result.best_epoch is not None
         return result.best_head, result.best_epoch
+
+    def choose_own(
+        self,
+        method: Method,
+        smooth: float,
+        on: Split | None,
+        *,
+        seed: int | None = None,
+        stage2: StageConfig | None = None,
+    ) -> tuple[dict[str, float], dict[str, Any]]:
+        """The method's own hyperparameters that no option sets (focal gamma, the class-balanced
+        beta, the LDAM margin, the MaxNorm threshold: :func:`own_grids`), chosen with the epoch
+        on split ``on`` over its recipe's values, with the run's stage-2 settings; ``on=None``
+        keeps the authors' values (the functions' defaults). Returns the values and a record."""
+        grids = own_grids(method)
+        if not grids:
+            return {}, {"mode": "none"}
+        if on is None:
+            return {}, {"mode": "authors", "values": dict(recipe_for(method.name).hyper)}
+        keys = list(grids)
+        values = [dict(zip(keys, v, strict=True)) for v in itertools.product(*grids.values())]
+        configs = [self.config(method, smooth, seed, stage2, own=v) for v in values]
+        results = self.train_stopped(method, configs, on=on)
+        picked = [r.history[r.best_epoch - 1] for r in results if r.best_epoch]
+        scores = [ValScore(e.val_accuracy, e.val_nll) for e in picked]
+        best = best_on_validation(scores)
+        return values[best], {
+            "mode": "auto",
+            "grid": {k: list(v) for k, v in grids.items()},
+            "values": values,
+            f"{on}_balanced_accuracy": [v.accuracy for v in scores],
+            f"{on}_nll": [v.nll for v in scores],
+            "best_epochs": [e.epoch for e in picked],
+            "chosen": values[best],
+            "why": f"highest class-mean accuracy on the {_SPLIT_NAME[on]} at each value's best "
+            "epoch, ties broken by the lower NLL",
+        }
 
     @torch.no_grad()
     def logits(
@@ -245,11 +300,13 @@ class Stage2:
         smooth: float,
         seed: int | None = None,
         stage2: StageConfig | None = None,
+        own: Mapping[str, float] | None = None,
     ) -> HeadConfig:
         """One training of a grid: the run's seed and stage-2 settings unless given."""
         hyper = {"smooth": smooth} if method.target == "smooth" else {}
         if "tau" in method.hyper:
             hyper["tau"] = self.cfg.tau
+        hyper |= own or {}
         return HeadConfig(
             self.cfg.stage2 if stage2 is None else stage2,
             self.cfg.seed if seed is None else seed,

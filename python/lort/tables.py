@@ -106,6 +106,10 @@ def print_fit(console: Console, report: dict[str, Any], title: str, a: Analysis)
     if sel.get("mode") == "auto":
         r = "inf" if sel["rho"] is None else f"{sel['rho']:.2f}"
         console.print(f"delta {sel['delta']} chosen on the validation split (rho {r})")
+    own = report.get("hyper") or {}
+    if own.get("mode") == "auto":
+        values = ", ".join(f"{k} {v:g}" for k, v in own["chosen"].items())
+        console.print(f"{values} chosen on the validation split")
     kept = report.get("stage2_epoch")
     if kept is not None and kept["epoch"] != kept["of"]:
         console.print(f"stage-2 epoch {kept['epoch']} of {kept['of']} kept: {kept['rule']}")
