@@ -127,3 +127,17 @@ def test_fit_chooses_its_methods_own_hyperparameter_with_the_epoch(tmp_path: Pat
     ok("fit", "--out", last, "--epochs1", "3", "--epochs2", "4", "--method", "focal",
        "--stage2-stop", "last")  # fmt: skip
     assert json.loads((last / "report.json").read_text())["hyper"]["mode"] == "authors"
+
+
+def test_a_run_from_before_stage2_stop_keeps_its_last_epoch(tmp_path: Path) -> None:
+    """A saved config without the key was made when lort kept the last epoch: it still does."""
+    import yaml
+
+    run = tmp_path / "run"
+    ok("fit", "--out", run, "--epochs1", "2", "--epochs2", "5", "--method", "ce")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config.pop("stage2_stop") == "auto"
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    ok("fit", "--resume", "--out", run)
+    kept = json.loads((run / "report.json").read_text())["stage2_epoch"]
+    assert kept == {"epoch": 5, "of": 5, "rule": "the last epoch"}

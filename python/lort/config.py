@@ -137,9 +137,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 STAGE_KEYS = ("epochs", "lr", "weight_decay", "batch_size")
 
 # What a run's saved config means by a key it lacks: the value runs had before the key existed
-# (a run folder from before ``val_split`` carved its validation split, or had none). A fresh
-# config takes :class:`FitConfig`'s defaults instead.
-RUN_DEFAULTS: dict[str, Any] = {"val_split": "fraction"}
+# (a run folder from before ``val_split`` carved its validation split, or had none; one from
+# before ``stage2_stop`` kept the last stage-2 epoch). A fresh config takes :class:`FitConfig`'s
+# defaults instead.
+RUN_DEFAULTS: dict[str, Any] = {"val_split": "fraction", "stage2_stop": "last"}
 
 
 def run_values(saved: dict[str, Any]) -> dict[str, Any]:
