@@ -73,7 +73,9 @@ def test_lws_with_tau_norm_normalises_the_effective_weights() -> None:
 
 def test_lort_with_logit_adjustment_end_to_end(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    flags = ("--epochs1", "2", "--epochs2", "2", "--smooth", "0.5")
+    # tau and the epoch fixed, so the two fits train the same head
+    flags = ("--epochs1", "2", "--epochs2", "2", "--smooth", "0.5", "--tau", "1",
+             "--stage2-stop", "last")  # fmt: skip
     ok("fit", "--out", run, *flags, "--method", "lort+logit-adjust")
     report = json.loads((run / "report.json").read_text())
     assert report["method"]["name"] == "lort+logit-adjust"

@@ -141,3 +141,27 @@ def test_a_run_from_before_stage2_stop_keeps_its_last_epoch(tmp_path: Path) -> N
     ok("fit", "--resume", "--out", run)
     kept = json.loads((run / "report.json").read_text())["stage2_epoch"]
     assert kept == {"epoch": 5, "of": 5, "rule": "the last epoch"}
+
+
+def test_fit_chooses_tau_unless_it_is_given(tmp_path: Path) -> None:
+    """--tau auto (the default): tau-norm's tau is chosen with the epoch on validation over
+    Decoupling's linspace(0, 2, 21), kept in stage2.pt and used by predict/export; a given
+    --tau is used as given."""
+    import torch
+
+    from lort.trained import open_trained
+
+    run = tmp_path / "run"
+    ok("fit", "--out", run, "--epochs1", "3", "--epochs2", "4", "--method", "tau-norm")
+    report = json.loads((run / "report.json").read_text())
+    tau = report["hyper"]["chosen"]["tau"]
+    assert report["hyper"]["grid"] == {"tau": [round(0.1 * i, 1) for i in range(21)]}
+    assert torch.load(run / "stage2.pt", weights_only=False)["tau"] == tau
+    assert open_trained(run).tau == tau
+    fixed = tmp_path / "fixed"
+    ok("fit", "--out", fixed, "--epochs1", "3", "--epochs2", "4", "--method", "tau-norm",
+       "--tau", "1.5")  # fmt: skip
+    assert json.loads((fixed / "report.json").read_text())["hyper"]["mode"] == "none"
+    assert open_trained(fixed).tau == 1.5
+    bad = run_cli("fit", "--out", tmp_path / "bad", "--tau", "wide")
+    assert bad.exit_code == 1 and "--tau must be 'auto' or a number" in flat(bad.stderr)

@@ -300,7 +300,11 @@ def _parse_size(text: str) -> int:
 @click.option("--lr2", type=float, help="Stage-2 learning rate.")
 @click.option("--wd2", type=float, help="Stage-2 weight decay.")
 @click.option("--batch2", type=click.IntRange(min=1), help="Stage-2 batch size.")
-@click.option("--tau", type=float, help="tau of tau-norm / logit adjustment.")
+@click.option(
+    "--tau",
+    help="tau of tau-norm / logit adjustment, or auto: chosen with the stage-2 epoch on the "
+    "validation split (1, the authors' value, when the last epoch is kept). [auto]",
+)
 @click.option(
     "--no-flip-tta", "flip_tta", flag_value=False, default=None, help="Evaluate without flip TTA."
 )

@@ -52,7 +52,7 @@ class FitConfig:
     live_bn: str = "eval"
     stage2_stop: str = "auto"
     stage2: StageConfig
-    tau: float = 1.0
+    tau: str | float = "auto"
     flip_tta: bool = True
     seed: int = 0
     device: str = "auto"
@@ -198,13 +198,13 @@ _KINDS: dict[str, str] = {
     "stage1_loss": "str",
     "stage1": "stage",
     "method": "str",
-    "smooth": "smooth",
+    "smooth": "auto-or-number",
     "smooth_grid": "numbers",
     "stage2_mode": "str",
     "live_bn": "str",
     "stage2_stop": "str",
     "stage2": "stage",
-    "tau": "number",
+    "tau": "auto-or-number",
     "flip_tta": "bool",
     "seed": "int",
     "device": "str",
@@ -224,7 +224,7 @@ _WANT = {
     "number": "a number",
     "number?": "a number",
     "stage": "a mapping of epochs, lr, weight_decay, batch_size",
-    "smooth": "'auto' or a number",
+    "auto-or-number": "'auto' or a number",
     "numbers": "a list of numbers",
 }
 
@@ -239,7 +239,7 @@ def _is(kind: str, v: Any) -> bool:
         "number": number,
         "number?": v is None or number,
         "stage": isinstance(v, dict),
-        "smooth": number or isinstance(v, str),
+        "auto-or-number": number or isinstance(v, str),
         "numbers": isinstance(v, list) and all(_is("number", x) for x in v),
     }[kind]
 
@@ -304,9 +304,22 @@ def resolve(
         merged[stage] = StageConfig(**keys)
     if merged.get("smooth", "auto") != "auto":
         merged["smooth"] = _delta(merged["smooth"], "--smooth")
+    if merged.get("tau", "auto") != "auto":
+        merged["tau"] = _number(merged["tau"], "--tau")
     cfg = FitConfig(**merged)
     validate(cfg)
     return _auto_validation(_val_split(cfg, set(values)))
+
+
+def _number(value: Any, name: str) -> float:
+    """``value`` (a number, or a string of one) as a finite float; InputError otherwise."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be 'auto' or a number, got {value!r}") from None
+    if not math.isfinite(x):
+        raise InputError(f"{name} must be a finite number, got {value}")
+    return x
 
 
 def _delta(value: Any, name: str) -> float:
@@ -401,8 +414,8 @@ def validate(cfg: FitConfig) -> None:
         raise InputError("smooth_grid must hold at least one delta")
     for d in cfg.smooth_grid:
         _delta(d, "every value of smooth_grid")
-    if not math.isfinite(cfg.tau):
-        raise InputError(f"--tau must be a finite number, got {cfg.tau}")
+    if cfg.tau != "auto" and not (isinstance(cfg.tau, int | float) and math.isfinite(cfg.tau)):
+        raise InputError(f"--tau must be 'auto' or a finite number, got {cfg.tau}")
     if cfg.imbalance_ratio is not None and not 1.0 <= cfg.imbalance_ratio < math.inf:
         raise InputError(
             f"--imbalance-ratio must be a finite number >= 1, got {cfg.imbalance_ratio}"

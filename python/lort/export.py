@@ -53,9 +53,7 @@ class Exported(nn.Module):
 def export_module(run: TrainedRun, head: nn.Module | None = None) -> Exported:
     """The run's classifier (or ``head``, another head re-trained on the run's features, with
     the run's method) as one eval-mode module on the CPU."""
-    folded = fold_inference(
-        run.method, run.head if head is None else head, run.counts, tau=run.cfg.tau
-    )
+    folded = fold_inference(run.method, run.head if head is None else head, run.counts, tau=run.tau)
     backbone = nn.Identity() if run.backbone is None else run.backbone
     return Exported(backbone, folded, run.flips and run.backbone is not None).eval()
 
@@ -77,7 +75,7 @@ def describe(run: TrainedRun, fmt: str, out: Path) -> dict[str, Any]:
         "run": str(run.root),
         "method": m.name,
         "inference": m.inference or "none",
-        "tau": run.cfg.tau if m.inference else None,
+        "tau": run.tau if m.inference else None,
         "input_name": "input",
         "output_name": "logits",
         "input_shape": ["N", *input_shape(run)],

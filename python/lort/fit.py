@@ -268,7 +268,8 @@ def _run(
         # BatchNorm statistics moved in stage 2: the test features must be taken again.
         sets = _eval_sets(data, ("test",), rt)
         problem.cache = build_cache(model.backbone, sets, rt, flip=problem.flips)
-    logits = problem.logits(method, head, "test")
+    tau = problem.tau(own)
+    logits = problem.logits(method, head, "test", tau)
     analysis = problem.evaluate(logits, rt=rt)
     timings["eval_s"] = time.perf_counter() - t
     if not rt.is_main:
@@ -278,7 +279,8 @@ def _run(
     folder.write_npy("labels.npy", data.test_labels.astype(np.int64))
     folder.write_npy("train_counts.npy", counts.astype(np.int64))
     folder.save_torch(
-        "stage2.pt", {"head": head.state_dict(), "method": method.name, "smooth": smooth}
+        "stage2.pt",
+        {"head": head.state_dict(), "method": method.name, "smooth": smooth, "tau": tau},
     )
     report = {
         "config": cfg.to_dict(),

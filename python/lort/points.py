@@ -95,7 +95,7 @@ class Point:
             fp["tau"] = run.cfg.tau
         if self.stop != "last":
             fp["stop"] = self.stop
-            fp["own"] = {k: list(v) for k, v in own_grids(self.method).items()}
+            fp["own"] = {k: list(v) for k, v in own_grids(self.method, run.cfg).items()}
         return fp
 
 
@@ -149,7 +149,7 @@ def _evaluate(
     """A trained point on the test split (and the validation split, when there is one),
     exactly as ``lort fit`` evaluates (with the run's tau unless given)."""
     problem = run.problem
-    tau = run.cfg.tau if tau is None else tau
+    tau = run.problem.tau() if tau is None else tau
     logits = problem.logits(method, head, "test", tau)
     analysis = problem.evaluate(logits)
     bias = curvature(logits)
@@ -184,6 +184,7 @@ def _evaluate_point(
     selection: dict[str, Any],
     head: nn.Module,
     epoch: int | None = None,
+    tau: float | None = None,
 ) -> dict[str, Any]:
     return _evaluate(
         run,
@@ -195,6 +196,7 @@ def _evaluate_point(
         selection=selection,
         epoch=point.stage2.epochs if epoch is None else epoch,
         stop=point.stop,
+        tau=tau,
     )
 
 
@@ -213,7 +215,8 @@ def measure(run: FinishedRun, point: Point) -> dict[str, Any]:
     config = problem.config(point.method, delta, point.seed, point.stage2, own=own)
     (result,) = problem.train_stopped(point.method, [config], on=on)
     assert result.best_head is not None
-    record = _evaluate_point(run, point, delta, selection, result.best_head, result.best_epoch)
+    head, epoch, tau = result.best_head, result.best_epoch, problem.tau(own)
+    record = _evaluate_point(run, point, delta, selection, head, epoch, tau)
     return record | {"hyper": own_record}
 
 
@@ -307,7 +310,7 @@ def stored_or_measured_together(
         for _, p, _ in named
     ):
         raise ValueError("points measured together are of one method, a given delta, one stop")
-    if first.stop != "last" and own_grids(first.method):
+    if first.stop != "last" and own_grids(first.method, run.cfg):
         # Each point chooses its own hyperparameters on validation: one grid per point.
         out_each = []
         for i, (name, point, label) in enumerate(named):

@@ -34,7 +34,7 @@ from lort.features import FeatureCache
 from lort.files import finite_or_none
 from lort.head_grid import EvalSplit, HeadConfig, HeadResult, train_head_grid
 from lort.methods import Method, inference_logits, rho, stage1_init
-from lort.methods.recipes import recipe_for
+from lort.methods.recipes import AUTHORS_TAU, recipe_for
 from lort.models import input_spec
 from lort.runfolder import (
     FEATURES,
@@ -61,12 +61,19 @@ STOP_SPLIT: dict[str, Split] = {"last": "val", "val": "val", "test": "test"}
 _SPLIT_NAME = {"val": "validation split", "test": "TEST set"}
 
 
-def own_grids(method: Method) -> dict[str, tuple[float, ...]]:
+def option_tau(cfg: FitConfig) -> float:
+    """``--tau`` as a number: the authors' value (1, Decoupling's and Menon et al.'s) for auto,
+    where nothing chose one."""
+    return AUTHORS_TAU if cfg.tau == "auto" else float(cfg.tau)
+
+
+def own_grids(method: Method, cfg: FitConfig) -> dict[str, tuple[float, ...]]:
     """The values of a method's own hyperparameters that ``lort fit`` chooses on validation:
-    its recipe's search (:mod:`lort.methods.recipes`) less delta and tau, which the options
-    ``--smooth`` and ``--tau`` set."""
+    its recipe's search (:mod:`lort.methods.recipes`) less delta, which ``--smooth`` sets, and
+    less tau unless ``--tau`` is auto."""
     search = recipe_for(method.name).search
-    return {k: v for k, v in search.items() if k not in ("smooth", "tau")}
+    fixed = {"smooth"} | (set() if cfg.tau == "auto" else {"tau"})
+    return {k: v for k, v in search.items() if k not in fixed}
 
 
 @dataclass(frozen=True)
@@ -153,6 +160,13 @@ class Stage2:
     def has_val(self) -> bool:
         return self.data.val_labels is not None and len(self.data.val_labels) > 0
 
+    def tau(self, own: Mapping[str, float] | None = None) -> float:
+        """The tau a head is evaluated with: chosen with it (``own``), else ``--tau``, else
+        the authors' value (1, Decoupling's and Menon et al.'s)."""
+        if own and "tau" in own:
+            return float(own["tau"])
+        return option_tau(self.cfg)
+
     @property
     def flips(self) -> bool:
         """Whether logits average the plain and the mirrored view."""
@@ -222,10 +236,11 @@ class Stage2:
         stage2: StageConfig | None = None,
     ) -> tuple[dict[str, float], dict[str, Any]]:
         """The method's own hyperparameters that no option sets (focal gamma, the class-balanced
-        beta, the LDAM margin, the MaxNorm threshold: :func:`own_grids`), chosen with the epoch
-        on split ``on`` over its recipe's values, with the run's stage-2 settings; ``on=None``
-        keeps the authors' values (the functions' defaults). Returns the values and a record."""
-        grids = own_grids(method)
+        beta, the LDAM margin, the MaxNorm threshold, and tau when ``--tau`` is auto:
+        :func:`own_grids`), chosen with the epoch on split ``on`` over its recipe's values, with
+        the run's stage-2 settings; ``on=None`` keeps the authors' values (the functions'
+        defaults). Returns the values and a record."""
+        grids = own_grids(method, self.cfg)
         if not grids:
             return {}, {"mode": "none"}
         if on is None:
@@ -260,7 +275,7 @@ class Stage2:
         if feats is None:
             raise InputError(f"the feature cache holds no {split} features")
         flipped = self.cache.tensor(split, flipped=True) if self.flips else None
-        tau = self.cfg.tau if tau is None else tau
+        tau = self.tau() if tau is None else tau
         return infer(method, head, feats, flipped, self.counts, tau).float().numpy()
 
     def val_score(
@@ -305,7 +320,7 @@ class Stage2:
         """One training of a grid: the run's seed and stage-2 settings unless given."""
         hyper = {"smooth": smooth} if method.target == "smooth" else {}
         if "tau" in method.hyper:
-            hyper["tau"] = self.cfg.tau
+            hyper["tau"] = self.tau()
         hyper |= own or {}
         return HeadConfig(
             self.cfg.stage2 if stage2 is None else stage2,

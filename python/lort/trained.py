@@ -36,7 +36,7 @@ from lort.runfolder import (
     read_config,
     require_finished,
 )
-from lort.stage2 import infer, load_data
+from lort.stage2 import infer, load_data, option_tau
 
 
 @dataclass
@@ -54,6 +54,7 @@ class TrainedRun:
     spec: TransformSpec
     flips: bool
     notes: list[str]
+    tau: float  # the tau the run evaluated with (tau-norm, logit adjustment)
 
     @property
     def feature_dim(self) -> int:
@@ -72,7 +73,7 @@ class TrainedRun:
             features,
             flipped if self.flips else None,
             self.counts,
-            self.cfg.tau,
+            self.tau,
         ).float()
 
 
@@ -125,4 +126,5 @@ def open_trained(root: Path) -> TrainedRun:
         spec,
         bool(report.get("flip_tta", False)),
         notes,
+        option_tau(cfg) if stage2.get("tau") is None else float(stage2["tau"]),
     )

@@ -38,6 +38,9 @@ Init = Literal["stage1", "fresh"]
 # has none).
 LR_FACTORS: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)
 WD_WHEN_NONE = 5e-4
+# tau of tau-norm and logit adjustment where nothing chooses it: Menon et al.'s flag default
+# (LA main.py) and the unit-norm weights of Decoupling's tau-norm.
+AUTHORS_TAU = 1.0
 
 
 @dataclass(frozen=True)
@@ -162,13 +165,13 @@ RECIPES: dict[str, Recipe] = {
         "once per epoch)",
     ),
     "tau-norm": Recipe(
-        epochs=0, hyper={"tau": 1.0}, search={"tau": _TAU},
+        epochs=0, hyper={"tau": AUTHORS_TAU}, search={"tau": _TAU},
         source="DEC tau_norm.py:54-114 (the stage-1 classifier, no re-training, bias dropped, "
         "tau swept over linspace(0, 2, 21))",
         departs="DEC prints every tau and chooses none; lort's authors protocol uses tau 1",
     ),
     "logit-adjust": Recipe(
-        epochs=0, hyper={"tau": 1.0}, search={"tau": tuple(0.25 * i for i in range(9))},
+        epochs=0, hyper={"tau": AUTHORS_TAU}, search={"tau": tuple(0.25 * i for i in range(9))},
         source="LA main.py (--mode=posthoc on the CE-trained model, flag tau 1.0)",
     ),
     "cb-loss-softmax": Recipe(
