@@ -131,6 +131,14 @@ class HeadResult:
     best_epoch: int | None = None
     history: list[EpochScores] = field(default_factory=list)
 
+    def scores(self, last: bool = False) -> EpochScores:
+        """The scores of the best epoch (or, with ``last``, of the last one)."""
+        if not self.history:
+            raise ValueError("scores are recorded only when a validation split is given")
+        if last or self.best_epoch is None:
+            return self.history[-1]
+        return self.history[self.best_epoch - 1]
+
 
 # ------------------------------------------------------------------------------- memory
 

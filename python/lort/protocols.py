@@ -28,10 +28,10 @@ from torch import nn
 
 from lort.config import StageConfig
 from lort.errors import InputError
-from lort.head_grid import EpochScores, HeadConfig
+from lort.head_grid import HeadConfig
 from lort.methods import Method, get_method, make_head
 from lort.methods.recipes import LR_FACTORS, WD_WHEN_NONE, Recipe, recipe_for
-from lort.stage2 import FinishedRun, ValScore, best_on_validation
+from lort.stage2 import FinishedRun, ValScore, best_on_validation, kept_scores
 
 Protocol = Literal["tuned", "authors", "test-selected"]
 PROTOCOLS: tuple[Protocol, ...] = ("tuned", "authors", "test-selected")
@@ -165,11 +165,7 @@ def run_plan(run: FinishedRun, p: Plan) -> Chosen:
     results = problem.train_stopped(
         p.method, configs, on=p.choose_on, fresh=fresh, record_test=p.choose_on == "val"
     )
-    picked: list[EpochScores] = [
-        r.history[-1] if p.last_epoch or r.best_epoch is None else r.history[r.best_epoch - 1]
-        for r in results
-    ]
-    scores = [ValScore(e.val_accuracy, e.val_nll) for e in picked]
+    picked, scores = kept_scores(results, last=p.last_epoch)
     best = best_on_validation(scores)
     r = results[best]
     head = r.head if p.last_epoch else r.best_head

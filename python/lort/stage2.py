@@ -32,7 +32,7 @@ from lort.data.ltdata import Split
 from lort.errors import InputError
 from lort.features import FeatureCache
 from lort.files import finite_or_none
-from lort.head_grid import EvalSplit, HeadConfig, HeadResult, train_head_grid
+from lort.head_grid import EpochScores, EvalSplit, HeadConfig, HeadResult, train_head_grid
 from lort.methods import Method, inference_logits, rho, stage1_init
 from lort.methods.recipes import AUTHORS_TAU, recipe_for
 from lort.models import input_spec
@@ -96,6 +96,15 @@ def best_on_validation(scores: list[ValScore]) -> int:
         return (-acc, nll, i)
 
     return min(range(len(scores)), key=key)
+
+
+def kept_scores(
+    results: list[HeadResult], last: bool = False
+) -> tuple[list[EpochScores], list[ValScore]]:
+    """Each result's scores at its kept epoch (its best, or the last) on the split it was
+    scored on, and the same as the :class:`ValScore` every choice compares."""
+    picked = [r.scores(last) for r in results]
+    return picked, [ValScore(e.val_accuracy, e.val_nll) for e in picked]
 
 
 def load_data(cfg: FitConfig) -> LTData:
@@ -248,9 +257,7 @@ class Stage2:
         keys = list(grids)
         values = [dict(zip(keys, v, strict=True)) for v in itertools.product(*grids.values())]
         configs = [self.config(method, smooth, seed, stage2, own=v) for v in values]
-        results = self.train_stopped(method, configs, on=on)
-        picked = [r.history[r.best_epoch - 1] for r in results if r.best_epoch]
-        scores = [ValScore(e.val_accuracy, e.val_nll) for e in picked]
+        picked, scores = kept_scores(self.train_stopped(method, configs, on=on))
         best = best_on_validation(scores)
         return values[best], {
             "mode": "auto",
@@ -399,10 +406,8 @@ class Stage2:
             scores = [self.val_score(method, head) for head in heads]
             epochs = None
         else:
-            results = self.train_stopped(method, configs, on=STOP_SPLIT[stop])
-            best_scores = [r.history[r.best_epoch - 1] for r in results if r.best_epoch]
-            scores = [ValScore(e.val_accuracy, e.val_nll) for e in best_scores]
-            epochs = [r.best_epoch for r in results]
+            picked, scores = kept_scores(self.train_stopped(method, configs, on=STOP_SPLIT[stop]))
+            epochs = [e.epoch for e in picked]
         best = best_on_validation(scores)
         d = grid[best]
         split = STOP_SPLIT[stop]

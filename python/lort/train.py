@@ -21,16 +21,15 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, WeightedRa
 
 from lort.config import StageConfig
 from lort.data.tensor_images import TensorImages, epoch_seed
-from lort.errors import InputError
 from lort.methods import (
     DEFAULT_THRESHOLD,
     Method,
     apply_constraint,
+    constraint_radius,
     make_head,
     make_loss,
     make_sampler_weights,
     make_stage1_loss,
-    maxnorm_radius,
     stage1_init,
 )
 from lort.runtime import Runtime
@@ -244,17 +243,6 @@ def head_step(
     return loss.item(), lambda: (logits.argmax(1) == y).float().mean().item()
 
 
-def constraint_radius(method: Method, head: nn.Module) -> float:
-    """The MaxNorm radius of a head about to be re-trained (relative to its class norms at
-    the default threshold), or 0 for a method without a constraint."""
-    if method.constraint != "maxnorm":
-        return 0.0
-    weight = getattr(head, "weight", None)
-    if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
-        raise InputError(f"MaxNorm needs a head with a 2-D weight, got {type(head).__name__}")
-    return maxnorm_radius(weight, DEFAULT_THRESHOLD)
-
-
 @contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Run a block with n intra-op threads (a tiny head's steps are faster on one
@@ -291,7 +279,7 @@ def train_head_cached(
     n, dim = feats.shape
     k = len(train_counts)
     head = make_head(method, dim, k, init)
-    radius = constraint_radius(method, head)
+    radius = constraint_radius(method, head, DEFAULT_THRESHOLD)
     loss_fn = make_loss(method, train_counts, smooth=smooth)
     weights = make_sampler_weights(method, labels.numpy())
     params = [p for p in head.parameters() if p.requires_grad]
@@ -344,7 +332,7 @@ def train_head_live(
         p.requires_grad_(False)
     init = stage1_init(model.head.state_dict(), prefix="")
     head = make_head(method, model.feature_dim, len(train_counts), init).to(rt.device)
-    radius = constraint_radius(method, head)
+    radius = constraint_radius(method, head, DEFAULT_THRESHOLD)
     loss_fn = make_loss(method, train_counts, smooth=smooth)
     weights = make_sampler_weights(method, train_labels)
     g = torch.Generator().manual_seed(seed)

@@ -18,6 +18,7 @@ from lort.methods.base import METHODS, TABLE1, Method, get_method
 from lort.methods.constraints import (
     DEFAULT_THRESHOLD,
     apply_constraint,
+    constraint_radius,
     max_norm_,
     maxnorm_radius,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "checkpoint_head",
     "class_balanced_sample_weights",
     "class_balanced_weights",
+    "constraint_radius",
     "drw_epoch",
     "fold_inference",
     "get_method",

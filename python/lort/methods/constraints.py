@@ -53,11 +53,24 @@ def max_norm_(weight: Tensor, radius: float | Tensor) -> Tensor:
     return weight.mul_(radius / norms.clamp_min(radius))
 
 
+def _class_weight(head: nn.Module) -> Tensor:
+    """The (K, D) class weight MaxNorm constrains; InputError for a head without one."""
+    weight = getattr(head, "weight", None)
+    if not isinstance(weight, Tensor) or weight.ndim != 2:
+        raise InputError(f"MaxNorm needs a head with a 2-D weight, got {type(head).__name__}")
+    return weight
+
+
+def constraint_radius(method: Method, head: nn.Module, threshold: float) -> float:
+    """The MaxNorm radius of a head about to be re-trained (``threshold`` relative to its class
+    norms, :func:`maxnorm_radius`), or 0 for a method without a constraint."""
+    if method.constraint != "maxnorm":
+        return 0.0
+    return maxnorm_radius(_class_weight(head), threshold)
+
+
 def apply_constraint(method: Method, head: nn.Module, radius: float) -> None:
     """Apply ``method``'s constraint to ``head`` (call after every epoch), MaxNorm with the
-    absolute ``radius`` (see :func:`maxnorm_radius`)."""
+    absolute ``radius`` (see :func:`constraint_radius`)."""
     if method.constraint == "maxnorm":
-        weight = getattr(head, "weight", None)
-        if not isinstance(weight, Tensor) or weight.ndim != 2:
-            raise InputError(f"MaxNorm needs a head with a 2-D weight, got {type(head).__name__}")
-        max_norm_(weight, radius)
+        max_norm_(_class_weight(head), radius)
