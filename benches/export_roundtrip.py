@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from _tables import fmt_md, fmt_table  # benches/ is on sys.path when run as a script
-from lort.export import export_module, serialise
+from lort.deploy.export import export_module, serialise
 from lort.methods import METHODS
-from lort.stage2 import open_run
-from lort.trained import open_trained
+from lort.run.finished import open_run
+from lort.run.trained import open_trained
 
 
 def test_batches(run: Path) -> list[torch.Tensor]:

@@ -6,7 +6,7 @@ Run (from the repository root, in the project's venv)::
         [--batch 64] [--images N] [--epochs 2] [--variants files,arrays,tensor,compile]
         [--device auto|cpu|cuda] [--workers 8] [--json out.json]
 
-What it measures: ``lort.train.train_stage1`` itself (loss, SGD step, cosine schedule,
+What it measures: ``lort.stage1.loop.train_stage1`` itself (loss, SGD step, cosine schedule,
 progress read-back, per-epoch checkpoint callback), run for one warm-up epoch and then
 ``--epochs`` timed epochs; throughput = timed epochs x images / their wall time. The images
 are CIFAR-10-LT IR=100 (12,406) cut from an imagefolder root such as the extracted shared
@@ -44,15 +44,15 @@ import numpy as np
 import torch
 
 from _tables import fmt_md, fmt_table  # benches/ is on sys.path when run as a script
-from lort.config import StageConfig
 from lort.data import build_dataset, long_tail_counts
 from lort.data.images import ArrayImages, FileImages
 from lort.data.sources import ImageFiles
 from lort.data.tensor_images import TensorImages, decode_small
 from lort.data.transforms import CIFAR_MEAN, CIFAR_STD, TransformSpec, build_transform
 from lort.models import build_model
+from lort.optim import StageConfig
 from lort.runtime import Runtime, pick_device
-from lort.train import train_stage1
+from lort.stage1.loop import train_stage1
 
 VARIANTS = ("files", "arrays", "tensor", "compile")
 

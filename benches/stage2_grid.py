@@ -1,4 +1,4 @@
-"""Benchmark: G stage-2 heads trained at once (lort.head_grid) against one at a time.
+"""Benchmark: G stage-2 heads trained at once (lort.stage2.grid) against one at a time.
 
 Run (from the repository root, in the project's venv)::
 
@@ -17,8 +17,8 @@ the feature cache holds them; D = 512; 20 epochs of batch 64, lr around 5e-4, SG
 
 For every G of ``--grids``: G configurations of ``--method`` (learning rates 2.5e-4 .. 2e-3
 and, for a method with a hyperparameter, several values of it; ``--seeds`` seeds) trained by
-``lort.head_grid.train_head_grid`` in one call (timed), then the same configurations trained
-one by one with ``lort.train.train_head_cached`` (timed, alternating with the batched runs, so
+``lort.stage2.grid.train_head_grid`` in one call (timed), then the same configurations trained
+one by one with ``lort.stage2.loop.train_head_cached`` (timed, alternating with the batched runs, so
 both see the same machine). Only the first ``--max-sequential`` of them are trained one by one;
 for larger G the one-by-one time is their mean per configuration times G, marked
 "extrapolated". After one untimed one-epoch warm-up of each, ``--repeats`` rounds; medians are
@@ -34,7 +34,7 @@ processes at the start and the end), the exact command and the lort commit, the 
 each run, then a table per size (G, heads per chunk, batched seconds, seconds per
 configuration, one-by-one seconds, speedup, floor, batched / floor) and the same as Markdown.
 The cached reference picks its own thread count (one thread below
-``lort.train.SMALL_STEP`` multiply-adds a step), the grid uses ``--threads`` once a step is
+``lort.stage2.loop.SMALL_STEP`` multiply-adds a step), the grid uses ``--threads`` once a step is
 that large; timings on a shared machine are noisy: compare only rows of one run.
 """
 
@@ -56,15 +56,10 @@ import torch
 from torch import nn
 
 from _tables import fmt_md, fmt_table  # benches/ is on sys.path when run as a script
-from lort.config import StageConfig
-from lort.head_grid import (
-    HeadConfig,
-    chunk_size,
-    default_memory_budget,
-    train_head_grid,
-)
 from lort.methods import METHODS, Method, get_method
-from lort.train import train_head_cached
+from lort.optim import StageConfig
+from lort.stage2.grid import HeadConfig, chunk_size, default_memory_budget, train_head_grid
+from lort.stage2.loop import train_head_cached
 from stage2_modes import cifar100_lt_counts, code_version, cpu_model
 
 SEED = 20_240_301

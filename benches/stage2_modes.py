@@ -16,7 +16,7 @@ What it does:
   n_i = floor(500 * (1/100)^(i/99)) images (10,847 in all);
 * cached: random non-negative 512-d features (a plain and a flipped view, as
   the feature cache holds them) and the labels go to
-  ``lort.train.train_head_cached`` with the paper's CIFAR100-LT stage-2 recipe
+  ``lort.stage2.loop.train_head_cached`` with the paper's CIFAR100-LT stage-2 recipe
   ``StageConfig(epochs=20, lr=5e-4, weight_decay=0.0, batch_size=64)``,
   ``smooth=0.98`` for lort and 0.0 otherwise, ``seed=0`` and a fresh
   ``nn.Linear(512, 100)`` as the stage-1 classifier; ``--repeats`` timed runs
@@ -28,7 +28,7 @@ What it does:
 * live: the same 10,847 images as random 3x32x32 tensors in a TensorDataset,
   the backbone of ``build_model(--live-arch, 100)`` (by default resnet34-cifar,
   the paper's 512-d CIFAR100-LT backbone; ``--live-arch resnet32`` is a much
-  cheaper 64-d one) and ``lort.train.train_head_live`` with the same recipe,
+  cheaper 64-d one) and ``lort.stage2.loop.train_head_live`` with the same recipe,
   the first method, ``bn="eval"`` and ``workers=0``. Live mode is expensive
   on a small CPU, so only ``--live-epochs`` epochs (default 1) are run and the
   time is extrapolated linearly to 20 epochs; ``--live-steps N`` stops after N
@@ -69,11 +69,11 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from _tables import fmt_md, fmt_table  # benches/ is on sys.path when run as a script
-from lort.config import StageConfig
 from lort.methods import METHODS, get_method
 from lort.models import ARCHS, build_model
+from lort.optim import StageConfig
 from lort.runtime import Runtime
-from lort.train import train_head_cached, train_head_live
+from lort.stage2.loop import train_head_cached, train_head_live
 
 SEED = 20_240_301
 NUM_CLASSES = 100

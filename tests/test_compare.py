@@ -22,7 +22,7 @@ import yaml
 from click.testing import Result
 
 from cli_helpers import flat, mtimes, ok, run_cli
-from lort.compare import compare
+from lort.experiments.compare import compare
 from lort.methods import TABLE1, maxnorm_radius
 
 RUN_FLAGS = ("--epochs1", "3", "--epochs2", "4", "--stage2-stop", "last")

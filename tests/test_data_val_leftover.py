@@ -25,7 +25,7 @@ from lort.data import LTData, build_dataset
 from lort.data.sources import ImageFiles
 from lort.data.split import leftover_per_class, leftover_val_split
 from lort.errors import InputError
-from lort.runfolder import CONFIG, REPORT, STAGE1, RunFolder
+from lort.run.folder import CONFIG, REPORT, STAGE1, RunFolder
 
 K, PER_CLASS, DIM, RATIO = 10, 200, 8, 10.0
 V = 10
@@ -190,8 +190,8 @@ def _drop_val_split(run: Path) -> None:
 
 
 def test_a_run_saved_before_val_split_opens_with_its_data(balanced: Path, tmp_path: Path) -> None:
-    from lort.stage2 import open_run
-    from lort.trained import open_trained
+    from lort.run.finished import open_run
+    from lort.run.trained import open_trained
 
     run = tmp_path / "run"
     ok("fit", "--dataset", "features", "--data-root", balanced, "--imbalance-ratio", "10",

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from cli_helpers import flat, ok, run_cli
-from lort.stage2 import open_run
+from lort.run.finished import open_run
 
 K, DIM = 6, 16
 FAST = ("--epochs2", "3")

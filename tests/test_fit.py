@@ -24,10 +24,10 @@ from cli_helpers import flat, ok, run_cli
 from conftest import CLASS_TEST, CLASS_TRAIN_MAX, TAIL_RATIO
 from lort.config import resolve
 from lort.files import atomic_write
-from lort.fit import FitOptions, fit
 from lort.methods import METHODS, rho
 from lort.models import ARCHS
-from lort.runfolder import STATE, RunFolder
+from lort.run.fit import FitOptions, fit
+from lort.run.folder import STATE, RunFolder
 
 # The small recipe most tests use: 2 stage-1 epochs, 2 stage-2 epochs, a fixed delta
 # (no sweep over the delta grid).

@@ -1,5 +1,5 @@
 """Stage 2's many-head trainings go through the grid: the delta choice of `lort fit` and
-`lort compare`, and every `lort sweep`, train their heads together (lort.head_grid)."""
+`lort compare`, and every `lort sweep`, train their heads together (lort.stage2.grid)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-import lort.stage2
+import lort.stage2.problem
 from cli_helpers import ok
 
 SMALL = ("--epochs1", "2", "--epochs2", "2")
@@ -21,13 +21,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def grids(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The number of heads of every grid training, in order."""
     sizes: list[int] = []
-    real = lort.stage2.train_head_grid
+    real = lort.stage2.problem.train_head_grid
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         sizes.append(len(args[6]))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(lort.stage2, "train_head_grid", counting)
+    monkeypatch.setattr(lort.stage2.problem, "train_head_grid", counting)
     return sizes
 
 
@@ -59,7 +59,7 @@ def test_sweeps_train_their_points_together(grids: list[int], tmp_path: Path) ->
 
 
 def test_choices_on_validation_break_ties_by_nll_then_order() -> None:
-    from lort.stage2 import ValScore, best_on_validation
+    from lort.stage2.select import ValScore, best_on_validation
 
     scores = [ValScore(0.8, 0.5), ValScore(0.8, 0.3), ValScore(0.7, 0.1), ValScore(0.8, 0.3)]
     assert best_on_validation(scores) == 1

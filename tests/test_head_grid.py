@@ -1,4 +1,4 @@
-"""The grid trainer against training each head alone with lort.train.train_head_cached."""
+"""The grid trainer against training each head alone with lort.stage2.loop.train_head_cached."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import lort.train
-from lort.config import StageConfig
+import lort.stage2.loop
 from lort.errors import InputError
-from lort.head_grid import (
+from lort.methods import METHODS, Method, get_method, inference_logits, make_loss
+from lort.optim import StageConfig
+from lort.stage2.grid import (
     EvalSplit,
     HeadConfig,
     HeadResult,
@@ -22,7 +23,6 @@ from lort.head_grid import (
     head_bytes,
     train_head_grid,
 )
-from lort.methods import METHODS, Method, get_method, inference_logits, make_loss
 
 COUNTS = np.array([50, 30, 25, 15, 12, 10, 8], dtype=np.int64)
 K = COUNTS.size
@@ -95,9 +95,9 @@ def alone(
     threshold = hyper.pop("threshold", 0.1)
     hyper.pop("tau", None)
     with monkeypatch.context() as m:
-        m.setattr(lort.train, "make_loss", functools.partial(make_loss, **hyper))
-        m.setattr(lort.train, "DEFAULT_THRESHOLD", threshold)
-        return lort.train.train_head_cached(
+        m.setattr(lort.stage2.loop, "make_loss", functools.partial(make_loss, **hyper))
+        m.setattr(lort.stage2.loop, "DEFAULT_THRESHOLD", threshold)
+        return lort.stage2.loop.train_head_cached(
             method,
             feats,
             flip,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import flat, ok, run_cli
-from lort.intervals import paired, t_interval
+from lort.experiments.intervals import paired, t_interval
 
 SMALL = ("--epochs1", "2", "--epochs2", "2", "--smooth", "0.5")
 METHODS = "lort,ce,logit-adjust"

@@ -14,7 +14,6 @@ from torch import nn
 from lort.errors import InputError, LabelError
 from lort.methods import (
     METHODS,
-    STAGE1_LOSSES,
     TABLE1,
     CosineHead,
     LinearHead,
@@ -22,18 +21,17 @@ from lort.methods import (
     apply_constraint,
     class_balanced_sample_weights,
     class_balanced_weights,
-    drw_epoch,
     get_method,
     inference_logits,
     ldam_margins,
     make_head,
     make_loss,
     make_sampler_weights,
-    make_stage1_loss,
     maxnorm_radius,
     rho,
     soft_target,
 )
+from lort.stage1.losses import STAGE1_LOSSES, drw_epoch, make_stage1_loss
 
 COUNTS = np.array([500, 200, 80, 30, 12, 5], dtype=np.int64)
 K = COUNTS.size
@@ -474,21 +472,21 @@ def test_stage1_losses() -> None:
 
 def test_maxnorm_projects_once_per_epoch_as_ltwbs_code(monkeypatch: pytest.MonkeyPatch) -> None:
     """LTWB's utils/trainval.py projects after each epoch's train phase, not every step."""
-    import lort.train
-    from lort.config import StageConfig
+    import lort.stage2.loop
+    from lort.optim import StageConfig
 
     calls: list[float] = []
-    real = lort.train.apply_constraint
+    real = lort.stage2.loop.apply_constraint
 
     def counting(method: object, head: nn.Module, radius: float) -> None:
         calls.append(radius)
         real(method, head, radius)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(lort.train, "apply_constraint", counting)
+    monkeypatch.setattr(lort.stage2.loop, "apply_constraint", counting)
     labels = torch.from_numpy(np.repeat(np.arange(K), COUNTS))
     feats = torch.randn(len(labels), D)
     init = stage1_head()
-    head = lort.train.train_head_cached(
+    head = lort.stage2.loop.train_head_cached(
         METHODS["maxnorm"], feats, None, labels, COUNTS, init, StageConfig(3, 0.5, 0.0, 8),
         smooth=0.0, seed=0,
     )  # fmt: skip

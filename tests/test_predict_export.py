@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from cli_helpers import flat, ok, run_cli
-from lort.export import export_module, serialise
+from lort.deploy.export import export_module, serialise
 from lort.methods import METHODS
-from lort.stage2 import load_data, open_run
-from lort.trained import open_trained
+from lort.run.finished import open_run
+from lort.run.trained import open_trained
+from lort.stage2.problem import load_data
 
 TOLERANCE = 1e-4
 

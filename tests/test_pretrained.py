@@ -13,10 +13,10 @@ import torch
 import yaml
 
 from cli_helpers import flat, ok, run_cli
-from lort.config import StageConfig
 from lort.errors import InputError
 from lort.models import build_model, input_spec, load_backbone_weights, read_state_dict
-from lort.train import stage1_params
+from lort.optim import StageConfig
+from lort.stage1.loop import stage1_params
 
 timm = pytest.importorskip("timm")
 

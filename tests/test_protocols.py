@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from cli_helpers import PNG, flat, ok, run_cli
-from lort.config import StageConfig
 from lort.methods import METHODS, TABLE1, get_method, maxnorm_radius
 from lort.methods.recipes import LR_FACTORS, RECIPES, recipe_for
+from lort.optim import StageConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -188,7 +188,7 @@ def test_a_run_without_validation_can_still_run_the_authors_recipes(tmp_path: Pa
 
 
 def test_a_choice_at_the_edge_of_the_search_is_noted() -> None:
-    from lort.compare import _edge_notes
+    from lort.experiments.compare import _edge_notes
 
     def result(lr: float, tau: float) -> dict[str, Any]:
         table = [{"lr": x, "hyper": {"tau": t}} for x in (0.01, 0.1, 1.0) for t in (0.5, 1.0, 1.5)]

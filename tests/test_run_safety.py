@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from cli_helpers import flat, ok, run_cli
-from lort.runfolder import LOCK, RUN_FILES, STATE
+from lort.run.folder import LOCK, RUN_FILES, STATE
 
 SMALL = ("--epochs1", "2", "--epochs2", "2", "--smooth", "0.5")
 

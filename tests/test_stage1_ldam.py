@@ -16,20 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import lort.fit
-import lort.train
+import lort.run.fit
+import lort.stage1.loop
 from cli_helpers import ok
-from lort.methods import (
-    LDAM_SCALE,
-    SoftmaxLoss,
-    class_balanced_weights,
-    make_stage1_loss,
-    stage1_head,
-    stage1_init,
-)
+from lort.methods import SoftmaxLoss, class_balanced_weights
 from lort.models import NormedLinear, build_model
-from lort.stage2 import open_run
-from lort.trained import open_trained
+from lort.run.finished import open_run
+from lort.run.trained import open_trained
+from lort.stage1.losses import LDAM_SCALE, make_stage1_loss, stage1_head, stage1_init
 
 COUNTS = np.array([500, 200, 80, 30, 12, 5], dtype=np.int64)
 K = COUNTS.size
@@ -114,9 +108,9 @@ def test_a_run_from_before_the_normed_head_still_opens(
     """An ldam-drw run as lort wrote it with the linear head (LDAM at s = 1)."""
     old = tmp_path / "old"
     with monkeypatch.context() as m:
-        m.setattr(lort.fit, "stage1_head", lambda loss: "linear")
-        old_loss = functools.partial(lort.train.make_stage1_loss, ldam_scale=1.0)
-        m.setattr(lort.train, "make_stage1_loss", old_loss)
+        m.setattr(lort.run.fit, "stage1_head", lambda loss: "linear")
+        old_loss = functools.partial(lort.stage1.loop.make_stage1_loss, ldam_scale=1.0)
+        m.setattr(lort.stage1.loop, "make_stage1_loss", old_loss)
         ok("fit", "--out", old, *SMALL)
     state = torch.load(old / "stage1.ckpt", weights_only=False)["state"]["model"]
     assert "head.bias" in state

@@ -149,7 +149,7 @@ def test_fit_chooses_tau_unless_it_is_given(tmp_path: Path) -> None:
     --tau is used as given."""
     import torch
 
-    from lort.trained import open_trained
+    from lort.run.trained import open_trained
 
     run = tmp_path / "run"
     ok("fit", "--out", run, "--epochs1", "3", "--epochs2", "4", "--method", "tau-norm")

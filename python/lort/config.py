@@ -12,17 +12,13 @@ from typing import Any
 
 import yaml
 
+from lort.data.build import ships_val, takes_leftover
+from lort.data.split import VAL_SPLITS
 from lort.errors import InputError
-
-
-@dataclass
-class StageConfig:
-    """One training stage: SGD with momentum 0.9 and a cosine schedule to 0."""
-
-    epochs: int
-    lr: float
-    weight_decay: float
-    batch_size: int
+from lort.methods import check_delta, get_method
+from lort.models import check_arch
+from lort.optim import StageConfig
+from lort.stage1.losses import STAGE1_LOSSES
 
 
 @dataclass(kw_only=True)
@@ -323,7 +319,6 @@ def _number(value: Any, name: str) -> float:
 
 
 def _delta(value: Any, name: str) -> float:
-    from lort.methods import check_delta
 
     if isinstance(value, str):
         try:
@@ -334,7 +329,6 @@ def _delta(value: Any, name: str) -> float:
 
 
 def _takes_leftover(cfg: FitConfig) -> bool:
-    from lort.data.build import takes_leftover
 
     return cfg.val_split == "leftover" and takes_leftover(
         cfg.dataset, cfg.imbalance_ratio, cfg.data_root
@@ -366,8 +360,6 @@ def _val_split(cfg: FitConfig, given: set[str]) -> FitConfig:
 def _auto_validation(cfg: FitConfig) -> FitConfig:
     """``--smooth auto`` for a smooth-target method needs a validation split: carve one unless
     the dataset ships one or the leftover rule gives one."""
-    from lort.data.build import ships_val
-    from lort.methods import get_method
 
     wants = cfg.smooth == "auto" and get_method(cfg.method).target == "smooth"
     given = ships_val(cfg.dataset, cfg.data_root) or _takes_leftover(cfg)
@@ -382,8 +374,6 @@ def _auto_validation(cfg: FitConfig) -> FitConfig:
 
 def validate(cfg: FitConfig) -> None:
     """Every option checked before anything is built or written."""
-    from lort.data.split import VAL_SPLITS
-    from lort.methods import STAGE1_LOSSES, get_method
 
     get_method(cfg.method)
     _validate_backbone(cfg)
@@ -433,7 +423,6 @@ def validate(cfg: FitConfig) -> None:
 
 def _validate_backbone(cfg: FitConfig) -> None:
     """The architecture and the options that start or tune it (pretrained backbones)."""
-    from lort.models import check_arch
 
     if cfg.dataset == "features":
         if cfg.arch != "none":

@@ -7,6 +7,7 @@ Only rank 0 logs and writes."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -88,3 +89,7 @@ def stop(rt: Runtime, *, together: bool = True) -> None:
         if together:
             dist.barrier()
         dist.destroy_process_group()
+
+
+Progress = Callable[[str, int, int, float, float], None]
+"""progress(phase, step, total_steps, loss, accuracy) after every step."""

@@ -1,10 +1,10 @@
-"""Classifier re-training methods (stage 2) as records of parts, and stage-1 losses.
+"""Classifier re-training methods (stage 2) as records of parts.
 
 Every method of the paper's Table 1 is a :class:`Method` in :data:`METHODS`; the functions
 below turn its parts into torch objects::
 
     method = get_method("lort")
-    init = stage1_init(model.head.state_dict(), prefix="")  # the stage-1 head as nn.Linear
+    init = stage1_init(model.head.state_dict(), prefix="")  # lort.stage1.losses: nn.Linear
     head = make_head(method, feature_dim, num_classes, init=init)
     loss_fn = make_loss(method, train_counts, smooth=0.98)
     weights = make_sampler_weights(method, train_labels)   # None: plain shuffling
@@ -40,22 +40,11 @@ from lort.methods.losses import (
     make_loss,
 )
 from lort.methods.sampling import class_balanced_sample_weights, make_sampler_weights
-from lort.methods.stage1 import (
-    LDAM_SCALE,
-    STAGE1_LOSSES,
-    checkpoint_head,
-    drw_epoch,
-    make_stage1_loss,
-    stage1_head,
-    stage1_init,
-)
 from lort.methods.targets import check_delta, rho, soft_target
 
 __all__ = [
     "DEFAULT_THRESHOLD",
-    "LDAM_SCALE",
     "METHODS",
-    "STAGE1_LOSSES",
     "TABLE1",
     "WEIGHT_NORM_DEFINITION",
     "CosineHead",
@@ -68,11 +57,9 @@ __all__ = [
     "StageTwoHead",
     "apply_constraint",
     "check_delta",
-    "checkpoint_head",
     "class_balanced_sample_weights",
     "class_balanced_weights",
     "constraint_radius",
-    "drw_epoch",
     "fold_inference",
     "get_method",
     "inference_logits",
@@ -82,12 +69,9 @@ __all__ = [
     "make_head",
     "make_loss",
     "make_sampler_weights",
-    "make_stage1_loss",
     "max_norm_",
     "maxnorm_radius",
     "rho",
     "soft_target",
-    "stage1_head",
-    "stage1_init",
     "tau_normalised_weight",
 ]

@@ -45,7 +45,7 @@ def max_norm_(weight: Tensor, radius: float | Tensor) -> Tensor:
     """In place: ``W_j <- W_j * radius / max(||W_j||, radius)`` for every row ``j``.
 
     A tensor ``radius`` (checked by the caller) holds one radius per row, shape (K, 1):
-    ``lort.head_grid`` projects G stacked heads as one (G*K, D) weight.
+    ``lort.stage2.grid`` projects G stacked heads as one (G*K, D) weight.
     """
     if not isinstance(radius, Tensor) and not radius > 0.0:
         raise InputError(f"the MaxNorm radius must be positive, got {radius}")

@@ -8,7 +8,7 @@
   frozen, times a learnable per-class scale initialised to 1 (K trainable parameters).
 
 ``make_head(..., init=stage1_init(model.head.state_dict(), prefix=""))`` starts a head from the
-stage-1 classifier as an ``nn.Linear`` (LWS needs it; see :func:`lort.methods.stage1_init`);
+stage-1 classifier as an ``nn.Linear`` (LWS needs it; see :func:`lort.stage1.losses.stage1_init`);
 without ``init`` the weights are freshly initialised like ``nn.Linear``.
 """
 

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lort.analysis import check_counts
+from lort.checks import check_counts
 from lort.errors import InputError
 from lort.methods.base import LossKind, Method
 from lort.methods.targets import check_delta, retarget
@@ -75,7 +75,7 @@ def ldam_margins(train_counts: npt.ArrayLike, max_margin: float = 0.5) -> Tensor
 class SoftmaxLoss:
     """The formula of the module docstring as a callable ``(logits, labels) -> scalar``.
 
-    ``delta``, ``gamma`` and ``scale`` may also be tensors, for ``lort.head_grid``'s grids of
+    ``delta``, ``gamma`` and ``scale`` may also be tensors, for ``lort.stage2.grid``'s grids of
     heads: (rows, 1), one value per row of the logits, or 0-d under ``torch.func.vmap``; the
     loss then takes the general path below instead of torch's fused kernel.
     """

@@ -26,9 +26,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from lort.config import StageConfig
 from lort.errors import InputError
 from lort.methods.base import get_method
+from lort.optim import StageConfig
 
 Init = Literal["stage1", "fresh"]
 

@@ -5,7 +5,7 @@ Inputs are image files, folders of them (searched recursively, files in sorted o
 or decoded images, N x H x W x C uint8 or N x C x H x W floats in [0, 1]. Images are read as
 the run's evaluation read its test split (the same decoding, transform and batch size), go
 through the run's backbone, and their logits through the run's head with the method's inference
-rule and the run's flip averaging (:meth:`lort.trained.TrainedRun.logits`), so a run's own test
+rule and the run's flip averaging (:meth:`lort.run.trained.TrainedRun.logits`), so a run's own test
 images get the logits of its ``logits.npy``. A features array ``NAME_features.npy`` is averaged
 with ``NAME_flipped_features.npy`` beside it when the run used flip averaging.
 """
@@ -27,9 +27,9 @@ from lort.data.sources import ImageFiles
 from lort.data.tensor_images import TensorImages, decode_small
 from lort.data.transforms import build_transform
 from lort.errors import FileReadError, InputError
-from lort.features import BATCH, EvalSet, extract
+from lort.run.trained import TrainedRun, open_trained
 from lort.runtime import Runtime, pick_device
-from lort.trained import TrainedRun, open_trained
+from lort.stage1.features import BATCH, EvalSet, extract
 
 # Images decoded and run through the backbone at a time (rounded up to whole batches, so that
 # the batches are those of one pass over all of them).

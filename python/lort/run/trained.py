@@ -2,8 +2,8 @@
 re-trained head (``stage2.pt``), the method's inference rule and the run's flip averaging.
 
 ``lort predict`` and ``lort export`` open runs through :func:`open_trained`. Unlike
-:func:`lort.stage2.open_run` it needs neither the training data nor the feature cache: only the
-files a run writes for itself (the run folder can be copied to another machine).
+:func:`lort.run.finished.open_run` it needs neither the training data nor the feature cache: only
+the files a run writes for itself (the run folder can be copied to another machine).
 """
 
 from __future__ import annotations
@@ -18,16 +18,9 @@ from torch import nn
 
 from lort.config import FitConfig, resolve
 from lort.data.transforms import TransformSpec
-from lort.methods import (
-    Method,
-    StageTwoHead,
-    checkpoint_head,
-    get_method,
-    make_head,
-    stage1_init,
-)
+from lort.methods import Method, StageTwoHead, get_method, make_head
 from lort.models import build_model
-from lort.runfolder import (
+from lort.run.folder import (
     INFERENCE_NEEDS,
     REPORT,
     STAGE1,
@@ -36,7 +29,8 @@ from lort.runfolder import (
     read_config,
     require_finished,
 )
-from lort.stage2 import infer, load_data, option_tau
+from lort.stage1.losses import checkpoint_head, stage1_init
+from lort.stage2.problem import infer, load_data, option_tau
 
 
 @dataclass
@@ -65,7 +59,7 @@ class TrainedRun:
         return len(self.class_names)
 
     def logits(self, features: torch.Tensor, flipped: torch.Tensor | None) -> torch.Tensor:
-        """Logits as the run's evaluation computes them (:func:`lort.stage2.infer`): the
+        """Logits as the run's evaluation computes them (:func:`lort.stage2.problem.infer`): the
         method's inference rule, the mean over the mirrored view where the run used it."""
         return infer(
             self.method,

@@ -1,12 +1,12 @@
 """``lort sweep``: LORT's delta (the paper's Figure 4) and a stage-2 learning rate x weight
 decay grid (Figure 5) on one run's frozen features.
 
-Every point is one re-training on the run's feature cache (see :mod:`lort.points`), stored in
-``RUN/sweep/`` with its fingerprint and reused while that matches. When the run has a
-validation split the chosen value is the point with the best class-mean (balanced) accuracy on
-it, and only that point's test accuracy is reported as a result; without one nothing is
-selected and the test numbers are an illustration. Results go to ``RUN/sweep-smooth.json``
-/ ``.csv`` and ``RUN/sweep-lr-wd.json`` / ``.csv``, figures to ``RUN/figures/``.
+Every point is one re-training on the run's feature cache (see :mod:`lort.experiments.points`),
+stored in ``RUN/sweep/`` with its fingerprint and reused while that matches. When the run has a
+validation split the chosen value is the point with the best class-mean (balanced) accuracy on it,
+and only that point's test accuracy is reported as a result; without one nothing is selected and the
+test numbers are an illustration. Results go to ``RUN/sweep-smooth.json`` / ``.csv`` and
+``RUN/sweep-lr-wd.json`` / ``.csv``, figures to ``RUN/figures/``.
 """
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ import numpy as np
 
 from lort.analysis import GROUP_NAMES, GROUP_RULE
 from lort.errors import InputError
-from lort.files import finite_or_none
-from lort.methods import check_delta, get_method, rho
-from lort.points import (
+from lort.experiments.points import (
     OnPoint,
     Point,
     compare_point,
@@ -32,7 +30,10 @@ from lort.points import (
     stored_or_measured,
     stored_or_measured_together,
 )
-from lort.stage2 import FinishedRun, SmoothPlan, ValScore, best_on_validation, open_run_locked
+from lort.files import finite_or_none
+from lort.methods import check_delta, get_method, rho
+from lort.run.finished import FinishedRun, SmoothPlan, open_run_locked
+from lort.stage2.select import ValScore, best_on_validation
 
 TEST_KEYS = ("all", *GROUP_NAMES)
 SELECTED = (
@@ -90,7 +91,7 @@ def _record(result: dict[str, Any], **where: Any) -> dict[str, Any]:
 
 
 def _choose(run: FinishedRun, points: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The point `lort fit` would choose (:func:`lort.stage2.best_on_validation`)."""
+    """The point `lort fit` would choose (:func:`lort.stage2.select.best_on_validation`)."""
     if not run.has_val:
         return None
     scores = [ValScore(p["val_balanced_accuracy"], p["val_nll"]) for p in points]

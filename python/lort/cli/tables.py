@@ -11,9 +11,9 @@ from rich.table import Table
 from lort.analysis import GROUP_NAMES, Analysis, Group
 
 if TYPE_CHECKING:
-    from lort.compare import CompareResult, Pooled
-    from lort.predict import Predictions
-    from lort.sweep import SweepResult
+    from lort.deploy.predict import Predictions
+    from lort.experiments.compare import CompareResult, Pooled
+    from lort.experiments.sweep import SweepResult
 
 ACCURACY = ("all", *GROUP_NAMES)
 
@@ -292,7 +292,7 @@ def _test_line(p: dict[str, Any]) -> str:
 def print_sweep(console: Console, res: SweepResult) -> None:
     """Validation scores per point and the chosen point's test accuracy; without a
     validation split the test accuracy of every point, said to be an illustration."""
-    from lort.sweep import SELECTED, UNSELECTED
+    from lort.experiments.sweep import SELECTED, UNSELECTED
 
     run = res.run
     what = "validation balanced accuracy (%)" if run.has_val else "test accuracy (%)"

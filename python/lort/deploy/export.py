@@ -26,7 +26,7 @@ from lort import __version__
 from lort.errors import InputError
 from lort.files import atomic_write, write_json
 from lort.methods import FoldedHead, fold_inference
-from lort.trained import TrainedRun, open_trained
+from lort.run.trained import TrainedRun, open_trained
 
 Format = Literal["torchscript", "onnx"]
 FORMATS: tuple[str, ...] = ("torchscript", "onnx")

@@ -1,7 +1,8 @@
 """The ``lort`` command line: options in, a call, output out. One rich Console for results
 (stdout) and one for diagnostics and progress (stderr); the work is in the command modules
-(:mod:`lort.fit`, :mod:`lort.compare`, :mod:`lort.sweep`, :mod:`lort.predict`,
-:mod:`lort.export`, :mod:`lort.analysis`) and what is printed in :mod:`lort.tables`."""
+(:mod:`lort.run.fit`, :mod:`lort.experiments.compare`, :mod:`lort.experiments.sweep`,
+:mod:`lort.deploy.predict`, :mod:`lort.deploy.export`, :mod:`lort.analysis`) and what is printed in
+:mod:`lort.cli.tables`."""
 
 from __future__ import annotations
 
@@ -20,9 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from lort import __version__
 from lort.analysis import analyze as run_analysis
 from lort.analysis import npy_rows
-from lort.errors import LortError
-from lort.files import write_json
-from lort.tables import (
+from lort.cli.tables import (
     print_analysis,
     print_compare,
     print_fit,
@@ -30,6 +29,8 @@ from lort.tables import (
     print_predictions,
     print_sweep,
 )
+from lort.errors import LortError
+from lort.files import write_json
 
 out_console = Console()
 err = Console(stderr=True)
@@ -345,9 +346,9 @@ def fit(
     import time
 
     from lort.config import load_yaml, resolve
-    from lort.fit import FitOptions
-    from lort.fit import fit as run_fit
-    from lort.runfolder import resume_values
+    from lort.run.fit import FitOptions
+    from lort.run.fit import fit as run_fit
+    from lort.run.folder import resume_values
 
     if out is None:
         if resume:
@@ -494,8 +495,14 @@ def compare(
     """
     import time
 
-    from lort.compare import check_comparable, check_pooled_out, parse_methods, pool, write_pooled
-    from lort.compare import compare as run_compare
+    from lort.experiments.compare import (
+        check_comparable,
+        check_pooled_out,
+        parse_methods,
+        pool,
+        write_pooled,
+    )
+    from lort.experiments.compare import compare as run_compare
 
     names = parse_methods(methods)
     folder = out or Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
@@ -549,7 +556,7 @@ def sweep(
     import math
     import time
 
-    from lort.sweep import parse_values, sweep_lr_wd, sweep_smooth
+    from lort.experiments.sweep import parse_values, sweep_lr_wd, sweep_smooth
 
     grid = lr is not None or wd is not None
     click.get_current_context().meta[CONTINUE] = KEPT
@@ -628,8 +635,8 @@ def predict(
     import json
     import time
 
+    from lort.deploy.predict import predict as run_predict
     from lort.files import write_csv, write_npy
-    from lort.predict import predict as run_predict
 
     if out is not None and fmt == "table":
         raise click.UsageError("--out writes csv or json: add --format csv or --format json")
@@ -700,7 +707,7 @@ def export_cmd(run_dir: Path, fmt: str, out: Path) -> None:
     """Write RUN_DIR's classifier as one module from an image batch (a feature batch for a
     features run) to logits, the inference rule and flip averaging folded in, and a JSON
     beside it with the class names, input size and normalisation."""
-    from lort.export import export
+    from lort.deploy.export import export
 
     result = export(run_dir, fmt, out)
     checked = (

@@ -52,7 +52,7 @@ RUN_FILES = (
     REPORT,
 )
 # Everything lort writes into a run folder (glob patterns relative to it): the run's files,
-# then what `lort compare` and `lort sweep` add (their points are named by lort.points).
+# then what `lort compare` and `lort sweep` add (their points are named by lort.experiments.points).
 OWNED = (
     STATE,
     LOCK,

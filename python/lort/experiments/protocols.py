@@ -26,12 +26,13 @@ from typing import Any, Literal
 
 from torch import nn
 
-from lort.config import StageConfig
 from lort.errors import InputError
-from lort.head_grid import HeadConfig
 from lort.methods import Method, get_method, make_head
 from lort.methods.recipes import LR_FACTORS, WD_WHEN_NONE, Recipe, recipe_for
-from lort.stage2 import FinishedRun, ValScore, best_on_validation, kept_scores
+from lort.optim import StageConfig
+from lort.run.finished import FinishedRun
+from lort.stage2.grid import HeadConfig
+from lort.stage2.select import ValScore, best_on_validation, kept_scores
 
 Protocol = Literal["tuned", "authors", "test-selected"]
 PROTOCOLS: tuple[Protocol, ...] = ("tuned", "authors", "test-selected")

@@ -11,13 +11,9 @@ open one from a finished run folder with :func:`open_run`.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import math
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -26,32 +22,20 @@ import torch.distributed as dist
 from torch import nn
 
 from lort.analysis import Analysis, analyze, new_stats, summarize
-from lort.config import FitConfig, StageConfig, resolve, run_values
+from lort.config import FitConfig
 from lort.data import LTData, build_dataset
 from lort.data.ltdata import Split
 from lort.errors import InputError
-from lort.features import FeatureCache
 from lort.files import finite_or_none
-from lort.head_grid import EpochScores, EvalSplit, HeadConfig, HeadResult, train_head_grid
-from lort.methods import Method, inference_logits, rho, stage1_init
+from lort.methods import Method, inference_logits, rho
 from lort.methods.recipes import AUTHORS_TAU, recipe_for
 from lort.models import input_spec
-from lort.runfolder import (
-    FEATURES,
-    FROZEN,
-    MANIFEST,
-    REPORT,
-    RETRAIN_NEEDS,
-    STAGE1,
-    Note,
-    RunFolder,
-    check_config_matches_stage1,
-    locked,
-    read_config,
-    require_finished,
-)
-from lort.runtime import Runtime
-from lort.train import Progress, train_head_cached
+from lort.optim import StageConfig
+from lort.runtime import Progress, Runtime
+from lort.stage1.features import FeatureCache
+from lort.stage2.grid import EvalSplit, HeadConfig, HeadResult, train_head_grid
+from lort.stage2.loop import train_head_cached
+from lort.stage2.select import ValScore, best_on_validation, kept_scores
 
 Stop = Literal["last", "val", "test"]
 # Which split a stopping protocol picks the epoch on: none for "last" (the selection of
@@ -74,37 +58,6 @@ def own_grids(method: Method, cfg: FitConfig) -> dict[str, tuple[float, ...]]:
     search = recipe_for(method.name).search
     fixed = {"smooth"} | (set() if cfg.tau == "auto" else {"tau"})
     return {k: v for k, v in search.items() if k not in fixed}
-
-
-@dataclass(frozen=True)
-class ValScore:
-    """A head on the validation split: class-mean accuracy, then NLL (the tie-break)."""
-
-    accuracy: float | None
-    nll: float | None
-
-
-def best_on_validation(scores: list[ValScore]) -> int:
-    """The index of the best score: the highest class-mean accuracy, ties broken by the lower
-    NLL, then by the first. The one rule of every choice on validation (an exact tie in
-    accuracy is common on small validation sets, and the first of equals is no choice)."""
-
-    def key(i: int) -> tuple[float, float, int]:
-        v = scores[i]
-        acc = -math.inf if v.accuracy is None else v.accuracy
-        nll = math.inf if v.nll is None else v.nll
-        return (-acc, nll, i)
-
-    return min(range(len(scores)), key=key)
-
-
-def kept_scores(
-    results: list[HeadResult], last: bool = False
-) -> tuple[list[EpochScores], list[ValScore]]:
-    """Each result's scores at its kept epoch (its best, or the last) on the split it was
-    scored on, and the same as the :class:`ValScore` every choice compares."""
-    picked = [r.scores(last) for r in results]
-    return picked, [ValScore(e.val_accuracy, e.val_nll) for e in picked]
 
 
 def load_data(cfg: FitConfig) -> LTData:
@@ -371,7 +324,7 @@ class Stage2:
         self, method: Method, configs: list[HeadConfig], *, fresh: bool = False
     ) -> list[nn.Module]:
         """Heads of ``method``, one per configuration, trained together on the cached
-        features (:mod:`lort.head_grid`: each agrees with its training alone to float
+        features (:mod:`lort.stage2.grid`: each agrees with its training alone to float
         rounding), from the stage-1 head or ``fresh``ly initialised."""
         init = None if fresh else self.init
         results = train_head_grid(method, *self._training_set(), self.counts, init, configs)
@@ -425,143 +378,3 @@ class Stage2:
         if epochs is not None:
             record["best_epochs"] = epochs
         return d, record
-
-
-# --------------------------------------------------------------------------------------
-# A finished run folder.
-
-# The config keys that shape the delta ``lort fit`` picks on the validation split: its report's
-# choice stands for the run while these are unchanged.
-SELECTION_KEYS = (*FROZEN, "smooth", "smooth_grid", "stage2", "stage2_stop", "flip_tta")
-
-
-@dataclass(frozen=True)
-class SmoothPlan:
-    """``select``: pick delta on the validation split over ``grid`` (as ``--smooth auto``);
-    ``fixed``: use ``delta``; ``unused``: one-hot targets."""
-
-    mode: Literal["select", "fixed", "unused"]
-    delta: float = 0.0
-    grid: tuple[float, ...] = ()
-    source: str = ""
-
-    def fingerprint(self) -> dict[str, Any]:
-        if self.mode == "select":
-            return {"mode": "select-on-val", "grid": list(self.grid)}
-        if self.mode == "fixed":
-            return {"mode": "fixed", "delta": self.delta}
-        return {"mode": "unused"}
-
-
-@dataclass
-class FinishedRun:
-    """A finished ``lort fit`` run: its folder, saved config and report, the stage-2 problem
-    on its features, and an identity of what its results depend on."""
-
-    root: Path
-    folder: RunFolder
-    raw_config: dict[str, Any]
-    report: dict[str, Any]
-    problem: Stage2
-    identity: dict[str, Any]
-
-    @property
-    def cfg(self) -> FitConfig:
-        return self.problem.cfg
-
-    @property
-    def has_val(self) -> bool:
-        return self.problem.has_val
-
-    def fit_delta(self) -> tuple[float, str] | None:
-        """A fixed delta the run itself gives: its config's, or the one ``lort fit`` chose on
-        the validation split (when its report is of a smooth-target method and current)."""
-        if self.cfg.smooth != "auto":
-            return float(self.cfg.smooth), "fixed in the run's config"
-        sel = self.report.get("smooth") or {}
-        saved = run_values(self.report.get("config") or {})
-        current = all(saved.get(k) == self.raw_config.get(k) for k in SELECTION_KEYS)
-        if sel.get("mode") == "auto" and current:
-            return float(sel["delta"]), "the delta `lort fit` chose on the validation split"
-        return None
-
-    def smooth_plan(self, method: Method, select_on: str) -> SmoothPlan:
-        """What ``lort fit`` would do for ``method``, or with ``select_on="none"`` a fixed
-        delta."""
-        if method.target != "smooth":
-            return SmoothPlan("unused")
-        if self.cfg.smooth != "auto":
-            return SmoothPlan("fixed", float(self.cfg.smooth), source="fixed in the run's config")
-        if select_on == "val":
-            if not self.has_val:
-                raise InputError(
-                    f"{self.root} has no validation split to pick delta on; use --select-on none"
-                )
-            return SmoothPlan("select", grid=tuple(self.cfg.smooth_grid), source="validation split")
-        fixed = self.fit_delta()
-        if fixed is None:
-            instead = (
-                "use --select-on val, or" if self.has_val else "the run has no validation split;"
-            )
-            raise InputError(
-                f"{method.name} needs a delta: the run's smooth is 'auto' and its report holds "
-                f"no chosen delta; {instead} fix one with "
-                f"`lort fit --resume --out {self.root} --smooth DELTA`"
-            )
-        return SmoothPlan("fixed", fixed[0], source=fixed[1])
-
-
-@contextmanager
-def open_run_locked(root: Path, note: Note) -> Iterator[FinishedRun]:
-    """:func:`open_run` with the run folder locked for the block (a command that writes
-    into it), after removing what interrupted writes left behind."""
-    require_finished(Path(root), RETRAIN_NEEDS)
-    with locked(Path(root), note):
-        run = open_run(root)
-        run.folder.remove_leftovers(note)
-        yield run
-
-
-def open_run(root: Path) -> FinishedRun:
-    """The finished run in ``root``; InputError saying what to do when it is not one."""
-    root = Path(root)
-    require_finished(root, RETRAIN_NEEDS)
-    folder = RunFolder(root)
-    raw = read_config(folder)
-    cfg = resolve(raw, {})
-    report = folder.read_json(REPORT)
-    manifest = folder.read_json(MANIFEST)
-    stage1 = folder.load_torch(STAGE1)
-    check_config_matches_stage1(root, stage1["config"], cfg.to_dict())
-    data = load_data(cfg)
-    for key in ("kept_sha256", "val_sha256", "labels_sha256", "train_counts", "test_total"):
-        if data.manifest.get(key) != manifest.get(key):
-            raise InputError(
-                f"{root}: the dataset rebuilt from the run's config differs from the one it was "
-                f"trained on ({key} changed); its cached features no longer match the labels"
-            )
-    cache = FeatureCache(folder.load_npz(FEATURES))
-    init = stage1_init(stage1["state"]["model"])
-    for split, labels in (
-        ("train", data.train_labels),
-        ("val", data.val_labels),
-        ("test", data.test_labels),
-    ):
-        rows = cache.get(split)
-        want = 0 if labels is None else len(labels)
-        if (0 if rows is None else len(rows)) != want:
-            raise InputError(
-                f"{root}: the feature cache holds {0 if rows is None else len(rows)} {split} rows "
-                f"but the data has {want}; re-run `lort fit` for this folder"
-            )
-    digest = hashlib.sha256()
-    for t in (init.weight, init.bias):
-        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
-    identity = {
-        "stage1_head_sha256": digest.hexdigest(),
-        "kept_sha256": manifest.get("kept_sha256"),
-        "val_sha256": manifest.get("val_sha256"),
-        "cache": {k: list(v.shape) for k, v in sorted(cache.arrays.items())},
-    }
-    problem = Stage2(cfg, data, cache, init, data.train_counts())
-    return FinishedRun(root, folder, raw, report, problem, identity)

@@ -25,12 +25,14 @@ from torch import nn
 
 from lort import __version__
 from lort.analysis import GROUP_NAMES, Analysis, curvature, finite_mean, shot_groups
-from lort.config import StageConfig
 from lort.errors import DamagedFileError
+from lort.experiments.protocols import Plan, run_plan
 from lort.files import finite_or_none, jsonable
 from lort.methods import Method, inference_weight_norms
-from lort.protocols import Plan, run_plan
-from lort.stage2 import STOP_SPLIT, FinishedRun, SmoothPlan, Stop, ValScore, own_grids
+from lort.optim import StageConfig
+from lort.run.finished import FinishedRun, SmoothPlan
+from lort.stage2.problem import STOP_SPLIT, Stop, own_grids
+from lort.stage2.select import ValScore
 
 # 2: bias-Hessian curvature; 3: validation NLL; 4: the kept epoch; 5: recipes (MaxNorm's
 # relative radius per epoch, tau-norm without bias, the class-balanced losses' reduction)
@@ -222,7 +224,7 @@ def measure(run: FinishedRun, point: Point) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ProtocolPoint:
-    """One (method, seed) of a comparison protocol (:mod:`lort.protocols`)."""
+    """One (method, seed) of a comparison protocol (:mod:`lort.experiments.protocols`)."""
 
     name: str
     seed: int

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from lort.data import LTData
 from lort.data.tensor_images import TensorImages
 from lort.runtime import Runtime
-from lort.train import autocast
+from lort.stage1.loop import autocast
 
 EvalSet = Dataset | TensorImages
 # Images per forward pass of the feature cache (``lort predict`` uses the same by default: the

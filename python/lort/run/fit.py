@@ -24,10 +24,9 @@ from lort.analysis import Analysis
 from lort.config import FitConfig
 from lort.data import LTData
 from lort.errors import DamagedFileError, InputError
-from lort.features import FeatureCache, build_cache, given_features
-from lort.methods import Method, checkpoint_head, get_method, rho, stage1_head, stage1_init
+from lort.methods import Method, get_method, rho
 from lort.models import Classifier, build_model, classifier_head, load_backbone_weights
-from lort.runfolder import (
+from lort.run.folder import (
     CONFIG,
     FEATURES,
     MANIFEST,
@@ -37,8 +36,12 @@ from lort.runfolder import (
     check_resume,
     open_for_fit,
 )
-from lort.stage2 import Stage2, load_data
-from lort.train import Progress, Stage1State, train_head_cached, train_head_live, train_stage1
+from lort.runtime import Progress
+from lort.stage1.features import FeatureCache, build_cache, given_features
+from lort.stage1.loop import Stage1State, train_stage1
+from lort.stage1.losses import checkpoint_head, stage1_head, stage1_init
+from lort.stage2.loop import train_head_cached, train_head_live
+from lort.stage2.problem import Stage2, load_data
 
 LOW_RHO = 1.5
 # Re-trained on the same cached features next to every run, for comparison.

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lort.analysis import check_counts
+from lort.checks import check_counts
 from lort.errors import InputError
 from lort.methods.losses import LossFn, build_loss, class_balanced_weights
 from lort.models import HeadKind

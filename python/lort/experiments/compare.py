@@ -1,15 +1,15 @@
 """``lort compare``: the paper's Table 1 on one run's frozen features.
 
-Every method (and every seed ``cfg.seed, cfg.seed + 1, ...``) re-trains the classifier on the
-run's feature cache and is evaluated on the test split as ``lort fit`` evaluates; the seeds vary
-stage 2 only (the batch order, flip draws and fresh initialisations), the backbone is the run's.
-How each method is trained and what is chosen where is the protocol (:mod:`lort.protocols`):
-``tuned`` (the default), ``authors`` or ``test-selected``; ``shared`` re-trains every method
-with the run's own stage-2 settings (LORT's recipe), keeping the epoch ``stop`` says. Each
-(method, seed) is stored under ``RUN/compare/`` with the fingerprint of its settings and reused
-while that matches, so an interrupted compare keeps what it finished. The table goes to
-``RUN/compare.json`` / ``.csv`` for the tuned protocol, ``RUN/compare-<protocol>.*`` for the
-others, and the tuned protocol's figures to ``RUN/figures/``.
+Every method (and every seed ``cfg.seed, cfg.seed + 1, ...``) re-trains the classifier on the run's
+feature cache and is evaluated on the test split as ``lort fit`` evaluates; the seeds vary stage 2
+only (the batch order, flip draws and fresh initialisations), the backbone is the run's. How each
+method is trained and what is chosen where is the protocol (:mod:`lort.experiments.protocols`):
+``tuned`` (the default), ``authors`` or ``test-selected``; ``shared`` re-trains every method with
+the run's own stage-2 settings (LORT's recipe), keeping the epoch ``stop`` says. Each (method, seed)
+is stored under ``RUN/compare/`` with the fingerprint of its settings and reused while that matches,
+so an interrupted compare keeps what it finished. The table goes to ``RUN/compare.json`` / ``.csv``
+for the tuned protocol, ``RUN/compare-<protocol>.*`` for the others, and the tuned protocol's
+figures to ``RUN/figures/``.
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ import numpy as np
 from lort import files
 from lort.analysis import GROUP_NAMES, GROUP_RULE
 from lort.errors import InputError
-from lort.intervals import paired, t_interval
-from lort.methods import METHODS, TABLE1, WEIGHT_NORM_DEFINITION, get_method
-from lort.points import (
+from lort.experiments.intervals import paired, t_interval
+from lort.experiments.points import (
     STOP_NAME,
     OnPoint,
     Point,
@@ -35,12 +34,14 @@ from lort.points import (
     protocol_point,
     stored_or_measured,
 )
-from lort.protocols import PROTOCOL_DEFINITION, PROTOCOLS, Plan, plan
-from lort.runfolder import MANIFEST, RETRAIN_NEEDS, RunFolder, read_config, require_finished
-from lort.stage2 import FinishedRun, Stop, open_run_locked
+from lort.experiments.protocols import PROTOCOL_DEFINITION, PROTOCOLS, Plan, plan
+from lort.methods import METHODS, TABLE1, WEIGHT_NORM_DEFINITION, get_method
+from lort.run.finished import FinishedRun, open_run_locked
+from lort.run.folder import MANIFEST, RETRAIN_NEEDS, RunFolder, read_config, require_finished
+from lort.stage2.problem import Stop
 
-# What `lort compare --protocol` accepts: the three of lort.protocols, and "shared" (every
-# method with the run's own stage-2 settings, LORT's recipe; the epoch kept by --epoch).
+# What `lort compare --protocol` accepts: the three of lort.experiments.protocols, and "shared"
+# (every method with the run's own stage-2 settings, LORT's recipe; the epoch kept by --epoch).
 COMPARE_PROTOCOLS = (*PROTOCOLS, "shared")
 
 ACCURACY = ("all", *GROUP_NAMES)
@@ -100,7 +101,7 @@ class CompareResult:
     files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     pooled: Pooled | None = None  # paired differences over the seeds, with two or more
-    stop: Stop = "last"  # the shared protocol's kept epoch (lort.stage2.STOP_SPLIT)
+    stop: Stop = "last"  # the shared protocol's kept epoch (lort.stage2.problem.STOP_SPLIT)
     protocol: str = "tuned"
 
     @property
@@ -379,7 +380,7 @@ class Pooled:
     """Methods over several runs (stage-1 backbones) or the stage-2 seeds of one run: the
     accuracy per method over the units, and each method's paired difference in All accuracy
     against ``reference`` (LORT when compared) and against the best method, with 95%
-    t-intervals (:mod:`lort.intervals`)."""
+    t-intervals (:mod:`lort.experiments.intervals`)."""
 
     runs: list[CompareResult]
     unit: str  # "backbones" or "seeds"

@@ -18,12 +18,13 @@ in numbers (learning rate, weight decay, seed, the method's hyperparameter), so
   momentum buffer is ``d`` on the first step and ``0.9 buf + d`` after; ``p -= lr_t buf``),
   and after each epoch the method's constraint (MaxNorm with each head's radius, relative to
   its initial class norms);
-* batches: heads with the same seed see exactly the batches :func:`lort.train.train_head_cached`
-  would give each of them alone (the same ``randperm``/``multinomial`` and flip draws, from a
-  generator seeded as ``torch.manual_seed(seed)`` seeds the global one, which is left alone);
+* batches: heads with the same seed see exactly the batches
+  :func:`lort.stage2.loop.train_head_cached` would give each of them alone (the same
+  ``randperm``/``multinomial`` and flip draws, from a generator seeded as
+  ``torch.manual_seed(seed)`` seeds the global one, which is left alone);
   heads with different seeds train in the same step on their own batches.
 
-Equivalence with :func:`lort.train.train_head_cached`: the same draws and the same formulas,
+Equivalence with :func:`lort.stage2.loop.train_head_cached`: the same draws and the same formulas,
 but products and reductions group their floating-point operations differently, so a head
 agrees with its lone training to rounding, not bit for bit. ``tests/test_head_grid.py`` checks
 every method family: in float64, parameters agree to a relative 1e-9 (about 1e-14 in
@@ -61,7 +62,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from lort.config import StageConfig
 from lort.errors import InputError, LabelError
 from lort.methods import (
     Method,
@@ -75,9 +75,11 @@ from lort.methods import (
     maxnorm_radius,
 )
 from lort.methods.constraints import DEFAULT_THRESHOLD, check_threshold
-from lort.train import SMALL_STEP, Progress, cosine_schedule, torch_threads
+from lort.optim import MOMENTUM, StageConfig, cosine_schedule
+from lort.runtime import Progress
+from lort.stage2.loop import SMALL_STEP, torch_threads
+from lort.stage2.select import better as is_better
 
-MOMENTUM = 0.9  # lort.train.sgd's
 LOSS_HYPER = frozenset(inspect.signature(make_loss).parameters) - {"method", "train_counts"}
 DEFAULT_TAU: float = inspect.signature(inference_logits).parameters["tau"].default
 # The SoftmaxLoss fields that a method's hyperparameters set.
@@ -283,7 +285,7 @@ def train_head_grid(
     """Train one head of ``method`` per configuration, as many at once as the memory budget
     allows (see the module docstring); results in the order of ``configs``.
 
-    The arguments before ``configs`` are those of :func:`lort.train.train_head_cached`.
+    The arguments before ``configs`` are those of :func:`lort.stage2.loop.train_head_cached`.
     ``val`` turns on per-epoch evaluation and best-epoch selection, ``test`` adds test
     scores to each epoch's record (it needs ``val``). ``progress`` is called after every
     epoch of a chunk with the mean loss and batch accuracy of its heads' last step.
@@ -432,7 +434,7 @@ class _Grid:
         )
         self.inference = _Inference(method, base, counts)
         self.steps = math.ceil(self.n / self.batch)
-        # The factor of lort.train.cosine_schedule at each step.
+        # The factor of lort.optim.cosine_schedule at each step.
         self.cosine = cosine_schedule(
             torch.optim.SGD([torch.zeros(0, requires_grad=True)], lr=1.0),
             self.epochs * self.steps,
@@ -482,7 +484,7 @@ class _Grid:
                             None if t_nll is None else float(t_nll[j]),
                         )
                     )
-                better = (v_acc > best_acc) | ((v_acc == best_acc) & (v_nll < best_nll))
+                better = is_better(v_acc, v_nll, best_acc, best_nll)
                 best_acc = torch.where(better, v_acc, best_acc)
                 best_nll = torch.where(better, v_nll, best_nll)
                 best_epoch[better] = epoch + 1
@@ -517,7 +519,7 @@ class _Grid:
 
     def _learning_rates(self, epoch: int) -> Tensor:
         """(steps, heads): minus each head's learning rate at each step of ``epoch``, as the
-        SGD of lort.train.sgd reads it (base lr times the cosine factor, in Python floats)."""
+        SGD of lort.optim.sgd reads it (base lr times the cosine factor, in Python floats)."""
         t = range(epoch * self.steps, (epoch + 1) * self.steps)
         factors = torch.tensor([self.cosine(s) for s in t], dtype=torch.float64)
         lrs = factors.unsqueeze(1) * self.lr

@@ -1,0 +1,167 @@
+"""Stage 2's head loops: one classifier re-trained with a method on frozen features, either on
+cached features (``cached``) or with the frozen backbone in the loop (``live``), with SGD,
+momentum and a per-step cosine schedule (:mod:`lort.optim`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from lort.methods import (
+    DEFAULT_THRESHOLD,
+    Method,
+    apply_constraint,
+    constraint_radius,
+    make_head,
+    make_loss,
+    make_sampler_weights,
+)
+from lort.optim import StageConfig, cosine_schedule, sgd
+from lort.runtime import Progress, Runtime
+from lort.stage1.loop import autocast
+from lort.stage1.losses import stage1_init
+
+
+def head_step(
+    head: nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    x: torch.Tensor,
+    y: torch.Tensor,
+) -> tuple[float, Callable[[], float]]:
+    """One stage-2 step: loss, update, schedule. Returns the loss and a callable for the
+    batch accuracy (computed only when someone displays it)."""
+    logits = head(x)
+    loss = loss_fn(logits, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss.item(), lambda: (logits.argmax(1) == y).float().mean().item()
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run a block with n intra-op threads (a tiny head's steps are faster on one
+    thread than split across several)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# Below this many multiply-adds per step, a cached stage-2 step runs on one thread.
+SMALL_STEP = 1 << 24
+
+
+def train_head_cached(
+    method: Method,
+    feats: torch.Tensor,
+    feats_flip: torch.Tensor | None,
+    labels: torch.Tensor,
+    train_counts: np.ndarray,
+    init: nn.Linear | None,
+    st: StageConfig,
+    *,
+    smooth: float,
+    seed: int,
+    progress: Progress | None = None,
+) -> nn.Module:
+    """Re-train a classifier on cached features (from ``init``, or freshly initialised
+    without it). Each step uses the plain or the flipped view of each sample at random (the
+    cache's stand-in for the flip augmentation); the method's constraint after every epoch."""
+    torch.manual_seed(seed)
+    n, dim = feats.shape
+    k = len(train_counts)
+    head = make_head(method, dim, k, init)
+    radius = constraint_radius(method, head, DEFAULT_THRESHOLD)
+    loss_fn = make_loss(method, train_counts, smooth=smooth)
+    weights = make_sampler_weights(method, labels.numpy())
+    params = [p for p in head.parameters() if p.requires_grad]
+    opt = sgd(params, st)
+    steps = math.ceil(n / st.batch_size)
+    sched = cosine_schedule(opt, st.epochs * steps)
+    w = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+    threads = 1 if st.batch_size * dim * k < SMALL_STEP else torch.get_num_threads()
+    views = None if feats_flip is None else torch.cat([feats, feats_flip])
+    with torch_threads(threads):
+        for epoch in range(st.epochs):
+            order = torch.randperm(n) if w is None else torch.multinomial(w, n, replacement=True)
+            ys = labels[order]
+            if views is not None:  # row i of the flipped view is row n + i
+                order = order + n * (torch.rand(n) < 0.5)
+            # One gather per epoch; the steps then slice it.
+            xs = (feats if views is None else views)[order]
+            for i in range(steps):
+                x = xs[i * st.batch_size : (i + 1) * st.batch_size]
+                y = ys[i * st.batch_size : (i + 1) * st.batch_size]
+                loss, acc = head_step(head, loss_fn, opt, sched, x, y)
+                if progress is not None:
+                    progress("stage 2", epoch * steps + i + 1, st.epochs * steps, loss, acc())
+            apply_constraint(method, head, radius)
+    return head.eval()
+
+
+def train_head_live(
+    method: Method,
+    model: nn.Module,
+    train_set: Dataset,
+    train_labels: np.ndarray,
+    train_counts: np.ndarray,
+    st: StageConfig,
+    rt: Runtime,
+    *,
+    smooth: float,
+    bn: str,
+    seed: int,
+    workers: int,
+    progress: Progress | None = None,
+) -> nn.Module:
+    """Re-train the classifier with the frozen backbone in the loop and
+    augmentation on. ``bn="train"`` lets BatchNorm statistics move (as the
+    official LORT code does, keeping the model in train mode); ``bn="eval"``
+    keeps the backbone exactly as stage 1 left it."""
+    torch.manual_seed(seed)
+    backbone = model.backbone.to(rt.device)
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    init = stage1_init(model.head.state_dict(), prefix="")
+    head = make_head(method, model.feature_dim, len(train_counts), init).to(rt.device)
+    radius = constraint_radius(method, head, DEFAULT_THRESHOLD)
+    loss_fn = make_loss(method, train_counts, smooth=smooth)
+    weights = make_sampler_weights(method, train_labels)
+    g = torch.Generator().manual_seed(seed)
+    if weights is None:
+        loader = DataLoader(
+            train_set, batch_size=st.batch_size, shuffle=True, generator=g, num_workers=workers
+        )
+    else:
+        sampler = WeightedRandomSampler(weights.tolist(), len(weights), generator=g)
+        loader = DataLoader(
+            train_set, batch_size=st.batch_size, sampler=sampler, num_workers=workers
+        )
+    params = [p for p in head.parameters() if p.requires_grad]
+    opt = sgd(params, st)
+    sched = cosine_schedule(opt, st.epochs * len(loader))
+    backbone.train(bn == "train")
+    total = st.epochs * len(loader)
+    for epoch in range(st.epochs):
+        for i, (x, y) in enumerate(loader):
+            x, y = x.to(rt.device), y.to(rt.device)
+            with torch.no_grad(), autocast(rt.device):
+                f = backbone(x)
+            loss, acc = head_step(head, loss_fn, opt, sched, f.float(), y)
+            if progress is not None:
+                progress("stage 2", epoch * len(loader) + i + 1, total, loss, acc())
+        apply_constraint(method, head, radius)
+    backbone.eval()
+    return head.eval()
