@@ -355,14 +355,23 @@ def _write(res: CompareResult) -> None:
         }
     name = "compare" if res.label == "tuned" else f"compare-{res.label}"
     run.folder.write_json(f"{name}.json", data)
-    header = ["method", "seed", "delta", "val_balanced_accuracy", *METRICS]
+    header, rows = flat_table(res)
+    run.folder.write_csv(f"{name}.csv", header, rows)
+    res.files += [run.root / f"{name}.json", run.root / f"{name}.csv"]
+
+
+FLAT_HEADER = ("method", "seed", "delta", "val_balanced_accuracy", *METRICS)
+
+
+def flat_table(res: CompareResult) -> tuple[list[str], list[list[Any]]]:
+    """One row per (method, seed): the table ``compare.csv`` holds and the Python API's
+    records."""
     rows = [
         [m, r["seed"], r["delta"], r["val_balanced_accuracy"], *(r["test"][k] for k in METRICS)]
         for m in res.methods
         for r in res.points[m]
     ]
-    run.folder.write_csv(f"{name}.csv", header, rows)
-    res.files += [run.root / f"{name}.json", run.root / f"{name}.csv"]
+    return list(FLAT_HEADER), rows
 
 
 def _point_name(res: CompareResult, method: str, seed: int) -> str:

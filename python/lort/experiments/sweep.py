@@ -153,7 +153,7 @@ def _sweep_smooth(
         "points": points,
         "definitions": _definitions(),
     }
-    _write(res, ("delta", "rho"), figures)
+    _write(res, figures)
     return res
 
 
@@ -259,28 +259,36 @@ def _sweep_lr_wd(
         "points": points,
         "definitions": _definitions(),
     }
-    _write(res, ("lr", "weight_decay"), figures)
+    _write(res, figures)
     return res
 
 
-def _write(res: SweepResult, keys: tuple[str, ...], figures: bool) -> None:
-    """``RUN/sweep-<kind>.json`` and ``.csv`` (a row per point: ``keys``, the validation
-    score, the test accuracies, whether it was chosen), then the figure."""
+# What locates a point of each kind of sweep, first in its table.
+KEYS = {"smooth": ("delta", "rho"), "lr-wd": ("lr", "weight_decay")}
+
+
+def flat_table(res: SweepResult) -> tuple[list[str], list[list[Any]]]:
+    """A row per point: where it sits (:data:`KEYS`), the validation score, the test
+    accuracies, whether it was chosen; ``sweep-<kind>.csv`` and the Python API's records."""
+    keys = KEYS[res.kind]
+    header = [*keys, "val_balanced_accuracy", *(f"test_{k}" for k in TEST_KEYS), "chosen"]
+    rows = [
+        [
+            *(p[k] for k in keys),
+            p["val_balanced_accuracy"],
+            *(p["test"][k] for k in TEST_KEYS),
+            int(p is res.chosen),
+        ]
+        for p in res.points
+    ]
+    return header, rows
+
+
+def _write(res: SweepResult, figures: bool) -> None:
+    """``RUN/sweep-<kind>.json`` and ``.csv`` (:func:`flat_table`), then the figure."""
     folder, name = res.run.folder, f"sweep-{res.kind}"
     folder.write_json(f"{name}.json", res.data)
-    folder.write_csv(
-        f"{name}.csv",
-        [*keys, "val_balanced_accuracy", *(f"test_{k}" for k in TEST_KEYS), "chosen"],
-        [
-            [
-                *(p[k] for k in keys),
-                p["val_balanced_accuracy"],
-                *(p["test"][k] for k in TEST_KEYS),
-                int(p is res.chosen),
-            ]
-            for p in res.points
-        ],
-    )
+    folder.write_csv(f"{name}.csv", *flat_table(res))
     res.files += [folder.path(f"{name}.json"), folder.path(f"{name}.csv")]
     if figures:
         write_figures(res)
