@@ -7,6 +7,8 @@
 
 use std::arch::x86_64::*;
 
+use crate::exp::{exp8, exp_f32};
+
 const LANES: usize = 8;
 
 #[inline]
@@ -79,54 +81,6 @@ pub unsafe fn scan(row: &[f32]) -> Option<(f32, usize)> {
         .map(|j| (max, body + j))
 }
 
-/// exp(x) of 8 floats x <= 0, to about 1.5e-7 relative (the portable
-/// `kernel::exp_f32` is a degree-7 polynomial; this is cheaper by a third).
-/// Reduction x = (8m + j) ln2/8 + r with |r| <= ln2/16, then
-/// exp(x) = 2^m * 2^(j/8) * p(r): 2^(j/8) from an 8-entry table held in one
-/// register (`permutevar8x32` picks it by the low three bits of 8m + j), p a
-/// degree-3 minimax polynomial with p(0) = 1 (2.7e-8 relative on the interval;
-/// the table entries are rounded to 3.2e-8), so exp(0) is exactly 1.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn exp8(x: __m256) -> __m256 {
-    let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
-    // Adding 1.5 * 2^23 rounds to the nearest integer n = 8m + j and leaves it
-    // in the low mantissa bits of y.
-    let magic = _mm256_set1_ps(12_582_912.0);
-    let y = _mm256_fmadd_ps(x, _mm256_set1_ps(8.0 * std::f32::consts::LOG2_E), magic);
-    let n = _mm256_sub_ps(y, magic);
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_145_75 / 8.0), x);
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428_606_8e-6 / 8.0), r);
-    let p = _mm256_fmadd_ps(
-        r,
-        _mm256_set1_ps(0.166_642_01),
-        _mm256_set1_ps(0.500_067_35),
-    );
-    let p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0));
-    let p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0));
-    // 2^(j/8), j = 0..7, as f32 bits.
-    let table = _mm256_setr_epi32(
-        0x3f80_0000,
-        0x3f8b_95c2,
-        0x3f98_37f0,
-        0x3fa5_fed7,
-        0x3fb5_04f3,
-        0x3fc5_672a,
-        0x3fd7_44fd,
-        0x3fea_c0c7,
-    );
-    let yi = _mm256_castps_si256(y);
-    let frac = _mm256_permutevar8x32_epi32(table, yi);
-    // m << 23 is n << 20 with its low 23 bits cleared (the magic's own bits
-    // shift out); adding it to 2^(j/8)'s exponent scales by 2^m (m >= -126
-    // for x >= -87, so the result stays normal).
-    let m = _mm256_and_si256(
-        _mm256_slli_epi32(yi, 20),
-        _mm256_set1_epi32(0xff80_0000u32 as i32),
-    );
-    _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_add_epi32(frac, m)))
-}
-
 /// Sum over the row of exp(x - max) in f64, optionally storing each term.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -176,7 +130,7 @@ unsafe fn sum_exp_each<const F32: bool>(row: &[f32], max: f32, out: *mut u8) -> 
     }
     let mut s = hsum_pd(_mm256_add_pd(a0, a1));
     for (j, &v) in row.iter().enumerate().skip(body) {
-        let e = crate::kernel::exp_f32(v - max);
+        let e = exp_f32(v - max);
         if F32 {
             *out.cast::<f32>().add(j) = e;
         } else {
@@ -217,7 +171,7 @@ unsafe fn sum_exp_only(row: &[f32], max: f32) -> f64 {
     }
     let mut s = hsum_pd(_mm256_add_pd(a0, a1));
     for &v in &row[body..] {
-        s += crate::kernel::exp_f32(v - max) as f64;
+        s += exp_f32(v - max) as f64;
     }
     s
 }
@@ -295,38 +249,5 @@ pub unsafe fn negatives_span<const R: usize>(
             s2[j] += d * d;
         }
         j += 1;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exp8_is_within_the_documented_error() {
-        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
-            return;
-        }
-        let mut worst = 0f64;
-        let mut out = [0f32; LANES];
-        for i in (0..800_000).step_by(LANES) {
-            let x: [f32; LANES] = std::array::from_fn(|l| -87.0 * (i + l) as f32 / 800_000.0);
-            // SAFETY: the CPU has avx2 and fma (checked above).
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), exp8(_mm256_loadu_ps(x.as_ptr()))) };
-            for (&x, &e) in x.iter().zip(&out) {
-                let want = (x as f64).exp();
-                worst = worst.max(((e as f64 - want) / want).abs());
-            }
-        }
-        assert!(worst < 2e-7, "worst relative error {worst}");
-        let mut under = [0f32; LANES];
-        let x = [0.0, -88.0, -100.0, -1e30, f32::MIN, -1e-30, -0.5, -87.0];
-        // SAFETY: as above.
-        unsafe { _mm256_storeu_ps(under.as_mut_ptr(), exp8(_mm256_loadu_ps(x.as_ptr()))) };
-        assert_eq!(under[0], 1.0);
-        assert!(
-            under[1..5].iter().all(|e| (0.0..1e-37).contains(e)),
-            "{under:?}"
-        );
     }
 }

@@ -23,12 +23,13 @@
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::evd::tridiag::{tridiag_in_place, tridiag_in_place_scratch};
 use faer::reborrow::ReborrowMut;
-use faer::{Mat, MatMut, Par, Side};
+use faer::{Mat, MatMut, Side};
 
-use crate::drive::{Block, Control, Rows, Source};
-use crate::kernel::Logit;
+use crate::kernel::{dispatch, Logit, Simd};
 use crate::npy::NpyFile;
-use crate::stats::NanPolicy;
+use crate::options::NanPolicy;
+use crate::pool::{parallelism, Control};
+use crate::stream::{Block, Rows, Source, BLOCK_BYTES};
 use crate::{Error, Result};
 
 /// lambda_2, lambda_max and lambda_max / lambda_2 of H on 1^perp.
@@ -128,13 +129,6 @@ pub fn exact_spectrum(h: &mut [f64], k: usize, threads: usize) -> Spectrum {
     Spectrum {
         curvature: Curvature::new("exact", lambda_2, lambda_max),
         lambda_min: a.min(lambda_2) - coupling,
-    }
-}
-
-fn parallelism(threads: usize) -> Par {
-    match std::num::NonZeroUsize::new(threads) {
-        Some(t) if t.get() > 1 => Par::Rayon(t),
-        _ => Par::Seq,
     }
 }
 
@@ -462,13 +456,14 @@ impl Operator for SoftmaxOperator<'_> {
                 dots: vec![0.0; b],
                 rows: 0,
             };
-            let accs = source.for_blocks(k, self.ctl, make, |acc, block, start| {
+            let block = source.rows_per_block(k, BLOCK_BYTES);
+            let accs = source.for_blocks(k, block, self.ctl, make, |acc, block, start| {
                 let bad = match block {
                     Block::F32(s) => acc.add(s, k, x, self.omit),
                     Block::F64(s) => acc.add(s, k, x, self.omit),
                 };
                 match bad {
-                    None => Ok(()),
+                    None => Ok(None),
                     Some(r) => Err(Error::NonFinite(format!(
                         "row {} of the logits holds NaN or Inf; fix the logits, or pass \
                          nan_policy='omit' to skip such rows",
@@ -476,7 +471,7 @@ impl Operator for SoftmaxOperator<'_> {
                     ))),
                 }
             })?;
-            for acc in accs {
+            for acc in accs.states {
                 total.iter_mut().zip(&acc.y).for_each(|(t, a)| *t += a);
                 rows += acc.rows;
             }
@@ -498,26 +493,13 @@ impl Acc {
     /// Adds the rows of `data`; returns the index of a non-finite row when
     /// such rows are not to be skipped.
     fn add<T: Logit>(&mut self, data: &[T], k: usize, x: &[f64], omit: bool) -> Option<usize> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                // SAFETY: the CPU supports the features the wrapper is compiled for.
-                return unsafe { self.add_avx2(data, k, x, omit) };
-            }
-        }
-        self.add_impl::<T, false>(data, k, x, omit)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn add_avx2<T: Logit>(
-        &mut self,
-        data: &[T],
-        k: usize,
-        x: &[f64],
-        omit: bool,
-    ) -> Option<usize> {
-        self.add_impl::<T, true>(data, k, x, omit)
+        dispatch(Add {
+            acc: self,
+            data,
+            k,
+            x,
+            omit,
+        })
     }
 
     #[inline(always)]
@@ -556,5 +538,23 @@ impl Acc {
             self.rows += 1;
         }
         None
+    }
+}
+
+/// The arguments of `Acc::add`, for `kernel::dispatch`.
+struct Add<'a, T> {
+    acc: &'a mut Acc,
+    data: &'a [T],
+    k: usize,
+    x: &'a [f64],
+    omit: bool,
+}
+
+impl<T: Logit> Simd for Add<'_, T> {
+    type Output = Option<usize>;
+    #[inline(always)]
+    fn run<const AVX: bool>(self) -> Option<usize> {
+        self.acc
+            .add_impl::<T, AVX>(self.data, self.k, self.x, self.omit)
     }
 }

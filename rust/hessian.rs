@@ -14,10 +14,10 @@
 //! (`curvature::exact_spectrum`): lambda_min, lambda_2 and lambda_max.
 
 use faer::linalg::matmul::triangular::{matmul, BlockStructure};
-use faer::{Accum, MatMut, MatRef, Par};
+use faer::{Accum, MatMut, MatRef};
 
 use crate::curvature::{exact_spectrum, Curvature};
-use crate::drive::{pool, resolve_threads};
+use crate::pool::{parallelism, pool};
 use crate::stats::HessianState;
 
 /// The Hessian verdict reported by `finalize`.
@@ -51,10 +51,7 @@ pub fn gram_update(gram: &mut [f64], k: usize, probs: &[f64], threads: usize) {
     }
     let s = MatRef::from_row_major_slice(probs, b, k);
     let dst = MatMut::from_column_major_slice_mut(gram, k, k);
-    let par = match std::num::NonZeroUsize::new(threads) {
-        Some(n) if n.get() > 1 => Par::Rayon(n),
-        _ => Par::Seq,
-    };
+    let par = parallelism(threads);
     matmul(
         dst,
         BlockStructure::TriangularLower,
@@ -69,8 +66,8 @@ pub fn gram_update(gram: &mut [f64], k: usize, probs: &[f64], threads: usize) {
 }
 
 /// The verdict for an accumulated state over `rows` rows; `None` when the mode
-/// is off or no row was seen.
-pub fn check(state: &HessianState, k: usize, rows: u64) -> Option<HessianCheck> {
+/// is off or no row was seen. Exact mode's eigen-analysis runs on `threads`.
+pub fn check(state: &HessianState, k: usize, rows: u64, threads: usize) -> Option<HessianCheck> {
     if rows == 0 {
         return None;
     }
@@ -114,7 +111,6 @@ pub fn check(state: &HessianState, k: usize, rows: u64) -> Option<HessianCheck> 
                     h[i * k + j] = v;
                 }
             }
-            let threads = resolve_threads(None).unwrap_or(1);
             let spectrum = match pool(threads) {
                 Ok(p) => p.install(|| exact_spectrum(&mut h, k, threads)),
                 Err(_) => exact_spectrum(&mut h, k, 1),

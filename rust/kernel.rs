@@ -3,12 +3,53 @@
 //! each per-class accumulator is loaded and stored once per group of rows.
 //!
 //! The portable versions are written over fixed-width lane arrays so that LLVM
-//! vectorises them; `Partial::process` compiles the pass twice, once with
+//! vectorises them; `dispatch` compiles a pass over rows twice, once with
 //! AVX2+FMA enabled (picked at run time, `AVX = true`, where f32 rows use the
 //! intrinsics of `avx2.rs`) and once for the baseline target.
 
+use crate::exp::exp_f32;
+
 /// Lanes per vector-shaped loop (8 x f32 = one AVX register).
 const LANES: usize = 8;
+
+/// Whether this CPU runs the AVX2+FMA build of the kernels.
+#[inline]
+pub fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A loop over rows written once over `AVX` (see `Logit`): `dispatch` runs it.
+pub trait Simd {
+    type Output;
+    /// The loop; `AVX` may be true only where the CPU has avx2 and fma.
+    /// Mark it `#[inline(always)]` so that it is compiled into `run_avx2`.
+    fn run<const AVX: bool>(self) -> Self::Output;
+}
+
+/// The one AVX2 dispatch point: runs `work` compiled with AVX2+FMA enabled
+/// when the CPU has them, else compiled for the baseline target.
+#[inline]
+pub fn dispatch<S: Simd>(work: S) -> S::Output {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports the features `run_avx2` is compiled for.
+        return unsafe { run_avx2(work) };
+    }
+    work.run::<false>()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2<S: Simd>(work: S) -> S::Output {
+    work.run::<true>()
+}
 
 /// A logit element type the kernel runs on directly. float16 input is widened to
 /// f32 block by block before it gets here.
@@ -243,31 +284,6 @@ impl Logit for f64 {
     }
 }
 
-/// exp(x) for x <= 0 in single precision, branch-free so it vectorises.
-/// Range reduction x = k ln2 + r, |r| <= ln2/2, then a degree-7 Taylor
-/// polynomial (truncation error < 6e-9 relative, below f32 rounding).
-#[inline(always)]
-pub fn exp_f32(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // Adding 1.5 * 2^23 rounds to the nearest integer and leaves it in the low
-    // mantissa bits, which then become the exponent of 2^k.
-    const MAGIC: f32 = 12_582_912.0;
-    let x = if x < -87.0 { -87.0 } else { x };
-    let y = x * LOG2E + MAGIC;
-    let k = y - MAGIC;
-    let r = (x - k * LN2_HI) - k * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0
-                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    let two_k = f32::from_bits(y.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127) << 23);
-    p * two_k
-}
-
 /// Finite check, maximum and first index of the maximum (numpy's argmax rule).
 /// Returns `None` when the row holds a NaN or an infinity.
 #[inline(always)]
@@ -371,27 +387,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exp_f32_is_accurate_to_a_few_ulp() {
-        let mut worst = 0f64;
-        for i in 0..=200_000 {
-            let x = -87.0 * i as f32 / 200_000.0;
-            let got = exp_f32(x) as f64;
-            let want = (x as f64).exp();
-            worst = worst.max(((got - want) / want).abs());
-        }
-        assert!(worst < 3e-7, "worst relative error {worst}");
-        assert_eq!(exp_f32(0.0), 1.0);
-    }
-
-    #[test]
-    fn exp_f32_underflows_to_tiny_not_garbage() {
-        for x in [-88.0f32, -100.0, -1e30, f32::MIN] {
-            let e = exp_f32(x);
-            assert!((0.0..1e-37).contains(&e), "exp({x}) = {e}");
-        }
-    }
-
-    #[test]
     fn scan_takes_the_first_maximum_like_numpy() {
         for k in [1, 3, 8, 9, 17, 40] {
             let row = vec![2.5f32; k];
@@ -443,7 +438,7 @@ mod tests {
         };
         assert!(close(&p, &p1) && close(&g, &g1));
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if has_avx2() {
             let (mut p2, mut g2) = (vec![1.0; k], vec![0.0; k]);
             f32::bound::<true, 8>(&terms, &weights, &mut p2, &mut g2);
             assert!(close(&p, &p2) && close(&g, &g2));
@@ -465,7 +460,7 @@ mod tests {
             assert!((exps.iter().sum::<f64>() - s).abs() < 1e-12 * s);
             assert_eq!(f32::sum_exp_portable(&row, max, None), s);
             #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            if has_avx2() {
                 let mut fast = vec![0.0; row.len()];
                 let f = f32::sum_exp::<true>(&row, max, Some(&mut fast));
                 // FMA rounds differently from mul + add: both are within f32 accuracy.

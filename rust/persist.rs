@@ -1,9 +1,8 @@
 //! A versioned little-endian byte format for `LogitStats`, used for pickling
 //! (shards and DDP ranks ship their accumulators as bytes).
 
-use crate::stats::{
-    EceBin, HessianMode, HessianState, LogitStats, Moments, NanPolicy, Options, ECE_BINS,
-};
+use crate::options::{HessianMode, NanPolicy, Options};
+use crate::stats::{EceBin, HessianState, LogitStats, Moments, ECE_BINS};
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"LORTSTAT";

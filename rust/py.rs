@@ -13,8 +13,8 @@ use pyo3::types::{PyBytes, PyDict};
 
 use crate::curvature::{lanczos, Curvature, LanczosOptions, SoftmaxOperator};
 use crate::npy::NpyFile;
+use crate::options::{HessianMode, NanPolicy, Options};
 use crate::report::Report;
-use crate::stats::{HessianMode, NanPolicy, Options};
 use crate::{resolve_threads, Control, Error, Labels, LogitStats, Rows};
 
 mod errors {
@@ -372,7 +372,13 @@ impl PyLogitStats {
                 Some(counts.into_iter().map(|v| v as u64).collect::<Vec<u64>>())
             }
         };
-        let report = self.inner.finalize(counts.as_deref()).map_err(to_py)?;
+        // hessian='exact' decomposes a K x K matrix here: on the accumulator's
+        // threads, without the GIL.
+        let threads = self.threads()?;
+        let inner = &self.inner;
+        let report = py
+            .detach(|| inner.finalize_with_threads(counts.as_deref(), threads))
+            .map_err(to_py)?;
         report_dict(py, &report, counts)
     }
 
@@ -605,7 +611,9 @@ fn curvature<'py>(
             })?;
             stats.merge(&delta).map_err(to_py)?;
             drop(delta);
-            let report = py.detach(|| stats.finalize(None)).map_err(to_py)?;
+            let report = py
+                .detach(|| stats.finalize_with_threads(None, threads))
+                .map_err(to_py)?;
             let c = report.hessian.and_then(|h| h.curvature).ok_or_else(|| {
                 errors::InputError::new_err("the curvature needs at least one row of finite logits")
             })?;
@@ -663,7 +671,7 @@ fn curvature_npy<'py>(
 /// Bytes hessian='exact' needs beyond the plain pass, for K classes.
 #[pyfunction]
 fn exact_memory_bytes(num_classes: usize) -> u64 {
-    crate::stats::exact_memory_bytes(num_classes)
+    crate::options::exact_memory_bytes(num_classes)
 }
 
 /// Bytes the Lanczos estimate needs beyond the pass, for K classes.
@@ -690,7 +698,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(exact_memory_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(lanczos_memory_bytes, m)?)?;
     m.add("ECE_BINS", crate::stats::ECE_BINS)?;
-    m.add("EXACT_MAX_CLASSES", crate::stats::EXACT_MAX_CLASSES)?;
+    m.add("EXACT_MAX_CLASSES", crate::options::EXACT_MAX_CLASSES)?;
     m.add("GROUP_NAMES", crate::report::GROUP_NAMES)?;
     m.add("MANY_ABOVE", crate::report::MANY_ABOVE)?;
     m.add("FEW_BELOW", crate::report::FEW_BELOW)?;

@@ -2,7 +2,8 @@
 //! overall scores and the many / medium / few groups.
 
 use crate::hessian::{check, HessianCheck};
-use crate::stats::{EceBin, LogitStats};
+use crate::pool::resolve_threads;
+use crate::stats::{EceBin, LogitStats, Moments};
 use crate::{Error, Result};
 
 /// Per-class arrays; NaN where a class has no rows of the kind needed.
@@ -92,7 +93,17 @@ fn nan_mean(values: impl Iterator<Item = f64>) -> Option<f64> {
 }
 
 impl LogitStats {
+    /// `finalize_with_threads` on the default thread count (`resolve_threads(None)`).
     pub fn finalize(&self, train_counts: Option<&[u64]>) -> Result<Report> {
+        self.finalize_with_threads(train_counts, resolve_threads(None).unwrap_or(1))
+    }
+
+    /// The report; hessian='exact' decomposes its K x K matrix on `threads`.
+    pub fn finalize_with_threads(
+        &self,
+        train_counts: Option<&[u64]>,
+        threads: usize,
+    ) -> Result<Report> {
         let k = self.k;
         if let Some(tc) = train_counts {
             if tc.len() != k {
@@ -109,7 +120,7 @@ impl LogitStats {
         let neg_std: Vec<f64> = (0..k).map(|j| neg.std(j)).collect();
         let std: Vec<f64> = (0..k)
             .map(|j| {
-                let mut all = crate::stats::Moments::new(1);
+                let mut all = Moments::new(1);
                 all.merge_one(0, pos.n[j], pos.mean[j], pos.m2[j]);
                 all.merge_one(0, neg.n[j], neg.mean[j], neg.m2[j]);
                 all.std(0)
@@ -176,7 +187,7 @@ impl LogitStats {
             per_class,
             overall,
             groups,
-            hessian: check(&self.hessian, k, self.rows),
+            hessian: check(&self.hessian, k, self.rows, threads),
             ece_bins: self.ece.to_vec(),
         })
     }

@@ -28,3 +28,4 @@ step "python: ruff, pytest"
 "$venv/bin/ruff" check .
 "$venv/bin/ruff" format --check .
 "$venv/bin/python" -m pytest
+"$venv/bin/python" -m mypy.stubtest lort._core

@@ -5,13 +5,29 @@ Use :mod:`lort.analysis` for a friendlier face; this module is the raw core.
 
 from collections.abc import Callable, Sequence
 from os import PathLike
-from typing import Any, Literal
+from typing import Any, Literal, final
 
 import numpy as np
 import numpy.typing as npt
 
-HessianMode = Literal["bound", "exact", "none"]
-NanPolicy = Literal["raise", "omit"]
+__all__ = [
+    "ECE_BINS",
+    "EXACT_MAX_CLASSES",
+    "FEW_BELOW",
+    "GROUP_NAMES",
+    "MANY_ABOVE",
+    "LogitStats",
+    "analyze_npy",
+    "curvature",
+    "curvature_npy",
+    "exact_memory_bytes",
+    "lanczos_memory_bytes",
+    "npy_header",
+]
+
+# Type-only aliases (private: the extension has no such names at runtime).
+_HessianMode = Literal["bound", "exact", "none"]
+_NanPolicy = Literal["raise", "omit"]
 
 ECE_BINS: int
 EXACT_MAX_CLASSES: int
@@ -19,17 +35,22 @@ GROUP_NAMES: list[str]
 MANY_ABOVE: int
 FEW_BELOW: int
 
+@final
 class LogitStats:
-    """Streaming per-class statistics of logits; merge shards exactly; picklable."""
+    """Streaming per-class statistics of logits; merge shards exactly; picklable.
 
-    def __init__(
-        self,
+    ``threads`` (default: LORT_NUM_THREADS, else every core) serves every pass
+    and ``finalize``'s eigen-analysis (hessian='exact'); none holds the GIL.
+    """
+
+    def __new__(
+        cls,
         num_classes: int,
         *,
-        hessian: HessianMode = "bound",
-        nan_policy: NanPolicy = "raise",
+        hessian: _HessianMode = "bound",
+        nan_policy: _NanPolicy = "raise",
         threads: int | None = None,
-    ) -> None: ...
+    ) -> LogitStats: ...
     @property
     def num_classes(self) -> int: ...
     @property
@@ -37,9 +58,9 @@ class LogitStats:
     @property
     def omitted_rows(self) -> int: ...
     @property
-    def hessian(self) -> HessianMode: ...
+    def hessian(self) -> _HessianMode: ...
     @property
-    def nan_policy(self) -> NanPolicy: ...
+    def nan_policy(self) -> _NanPolicy: ...
     def update(
         self,
         logits: npt.NDArray[np.float16] | npt.NDArray[np.float32] | npt.NDArray[np.float64],
@@ -62,8 +83,8 @@ def analyze_npy(
     path: str | PathLike[str],
     labels: npt.NDArray[np.integer[Any]],
     *,
-    hessian: HessianMode = "bound",
-    nan_policy: NanPolicy = "raise",
+    hessian: _HessianMode = "bound",
+    nan_policy: _NanPolicy = "raise",
     threads: int | None = None,
     progress: Callable[[int], object] | None = None,
 ) -> LogitStats: ...
@@ -72,7 +93,7 @@ def curvature(
     logits: npt.NDArray[np.float16] | npt.NDArray[np.float32] | npt.NDArray[np.float64],
     *,
     method: Literal["exact", "lanczos"] = "lanczos",
-    nan_policy: NanPolicy = "raise",
+    nan_policy: _NanPolicy = "raise",
     threads: int | None = None,
     tol: float = 1e-5,
     max_basis: int = 400,
@@ -81,7 +102,7 @@ def curvature(
 def curvature_npy(
     paths: Sequence[str | PathLike[str]],
     *,
-    nan_policy: NanPolicy = "raise",
+    nan_policy: _NanPolicy = "raise",
     threads: int | None = None,
     tol: float = 1e-5,
     max_basis: int = 400,
