@@ -68,7 +68,9 @@ class Table:
         return len(self.rows)
 
 
-def _table(flat: tuple[list[str], list[list[Any]]], notes: Iterable[str], files: Iterable[Path]):
+def _table(
+    flat: tuple[list[str], list[list[Any]]], notes: Iterable[str], files: Iterable[Path]
+) -> Table:
     header, rows = flat
     return Table(tuple(header), tuple(tuple(r) for r in rows), tuple(notes), tuple(files))
 

@@ -64,7 +64,7 @@ class LortClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.threads = threads
 
     def _options(self) -> dict[str, Any]:
-        names = ("method", "smooth", "tau", "stage2_stop", "seed")
+        names: tuple[str, ...] = ("method", "smooth", "tau", "stage2_stop", "seed")
         names += ("epochs1", "lr1", "wd1", "batch1", "epochs2", "lr2", "wd2", "batch2")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 

@@ -37,7 +37,7 @@ from lort.experiments.points import (
 from lort.experiments.protocols import PROTOCOL_DEFINITION, PROTOCOLS, Plan, plan
 from lort.methods import METHODS, TABLE1, WEIGHT_NORM_DEFINITION, get_method
 from lort.run.finished import FinishedRun, open_run_locked
-from lort.run.folder import MANIFEST, RETRAIN_NEEDS, RunFolder, read_config, require_finished
+from lort.run.folder import RETRAIN_NEEDS, open_saved
 from lort.stage2.problem import Stop
 
 # What `lort compare --protocol` accepts: the three of lort.experiments.protocols, and "shared"
@@ -440,11 +440,8 @@ def check_comparable(roots: list[Path]) -> None:
     their saved config and manifest, before any training."""
     seen: list[tuple[Path, str, int]] = []
     for root in roots:
-        require_finished(Path(root), RETRAIN_NEEDS)
-        folder = RunFolder(Path(root))
-        dataset = str(read_config(folder).get("dataset"))
-        k = len(folder.read_json(MANIFEST)["class_names"])
-        seen.append((Path(root), dataset, k))
+        run = open_saved(Path(root), RETRAIN_NEEDS)
+        seen.append((run.root, run.cfg.dataset, len(run.manifest["class_names"])))
     first = seen[0]
     for root, dataset, k in seen[1:]:
         if (dataset, k) != first[1:]:

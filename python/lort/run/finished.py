@@ -11,21 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from lort.config import FitConfig, resolve, run_values
+from lort.config import FitConfig, run_values
 from lort.errors import InputError
 from lort.methods import Method
 from lort.run.folder import (
     FEATURES,
     FROZEN,
-    MANIFEST,
-    REPORT,
     RETRAIN_NEEDS,
-    STAGE1,
     Note,
     RunFolder,
-    check_config_matches_stage1,
     locked,
-    read_config,
+    open_saved,
     require_finished,
 )
 from lort.stage1.features import FeatureCache
@@ -126,15 +122,10 @@ def open_run_locked(root: Path, note: Note) -> Iterator[FinishedRun]:
 
 def open_run(root: Path) -> FinishedRun:
     """The finished run in ``root``; InputError saying what to do when it is not one."""
-    root = Path(root)
-    require_finished(root, RETRAIN_NEEDS)
-    folder = RunFolder(root)
-    raw = read_config(folder)
-    cfg = resolve(raw, {})
-    report = folder.read_json(REPORT)
-    manifest = folder.read_json(MANIFEST)
-    stage1 = folder.load_torch(STAGE1)
-    check_config_matches_stage1(root, stage1["config"], cfg.to_dict())
+    saved = open_saved(root, RETRAIN_NEEDS)
+    root, folder, raw, cfg = saved.root, saved.folder, saved.raw_config, saved.cfg
+    report, manifest = saved.report, saved.manifest
+    stage1 = saved.stage1()
     data = load_data(cfg)
     for key in ("kept_sha256", "val_sha256", "labels_sha256", "train_counts", "test_total"):
         if data.manifest.get(key) != manifest.get(key):

@@ -24,12 +24,14 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lort import files
+from lort.config import FitConfig, load_yaml, resolve, run_values
 from lort.errors import DamagedFileError, InputError
 
 STATE = "state.json"
@@ -101,7 +103,6 @@ Note = Callable[[str], None]
 def read_config(folder: RunFolder) -> dict[str, Any]:
     """The run's saved options (config.yaml), keys it predates filled in as runs made before
     them had them (:func:`lort.config.run_values`)."""
-    from lort.config import load_yaml, run_values
 
     return run_values(load_yaml(folder.verify(CONFIG)))
 
@@ -117,7 +118,6 @@ def resume_values(out: Path, file_values: dict[str, Any]) -> dict[str, Any]:
 def changed_frozen(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
     """What ``now`` changes of the options stage 1 was trained with (``saved``, a run's saved
     config, read as :func:`lort.config.run_values` says), if anything."""
-    from lort.config import run_values
 
     saved = run_values(saved)
     changed = [k for k in FROZEN if saved.get(k) != now.get(k)]
@@ -167,6 +167,40 @@ def check_resume(root: Path, now: dict[str, Any]) -> None:
             f"--resume cannot change what stage 1 was trained with ({what}); drop those "
             "options, or start a new run with another --out"
         )
+
+
+@dataclass
+class SavedRun:
+    """A finished run as its folder holds it: the saved config (as saved, and resolved), the
+    report and the manifest, each read through :meth:`RunFolder.verify`. The one reader of a
+    finished run: re-training (:mod:`lort.run.finished`), inference (:mod:`lort.run.trained`)
+    and pooling (``lort compare RUN1 RUN2``) all open runs through :func:`open_saved`."""
+
+    root: Path
+    folder: RunFolder
+    raw_config: dict[str, Any]
+    cfg: FitConfig
+    report: dict[str, Any]
+    manifest: dict[str, Any]
+
+    def stage1(self) -> dict[str, Any]:
+        """The stage-1 checkpoint, checked against config.yaml (which may be edited, but not
+        in what stage 1 depends on)."""
+        saved = self.folder.load_torch(STAGE1)
+        check_config_matches_stage1(self.root, saved["config"], self.cfg.to_dict())
+        return saved
+
+
+def open_saved(root: Path, needs: tuple[str, ...]) -> SavedRun:
+    """The finished run in ``root``, holding ``needs``; InputError saying what to do when it is
+    not one."""
+
+    root = Path(root)
+    require_finished(root, needs)
+    folder = RunFolder(root)
+    raw = read_config(folder)
+    cfg = resolve(raw, {})
+    return SavedRun(root, folder, raw, cfg, folder.read_json(REPORT), folder.read_json(MANIFEST))
 
 
 def _advice(root: Path, name: str) -> str:

@@ -16,18 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from lort.config import FitConfig, resolve
+from lort.config import FitConfig
 from lort.data.transforms import TransformSpec
 from lort.methods import Method, StageTwoHead, get_method, make_head
 from lort.models import build_model
 from lort.run.folder import (
     INFERENCE_NEEDS,
-    REPORT,
-    STAGE1,
-    RunFolder,
-    check_config_matches_stage1,
-    read_config,
-    require_finished,
+    open_saved,
 )
 from lort.stage1.losses import checkpoint_head, stage1_init
 from lort.stage2.problem import infer, load_data, option_tau
@@ -80,15 +75,10 @@ def _spec(report: dict[str, Any], cfg: FitConfig) -> TransformSpec:
 
 def open_trained(root: Path) -> TrainedRun:
     """The trained classifier of the finished run in ``root`` (on the CPU, in eval mode)."""
-    root = Path(root)
-    require_finished(root, INFERENCE_NEEDS)
-    folder = RunFolder(root)
-    cfg = resolve(read_config(folder), {})
+    run = open_saved(root, INFERENCE_NEEDS)
+    root, folder, cfg, report, manifest = run.root, run.folder, run.cfg, run.report, run.manifest
     # Each read is checked against what lort recorded writing (DamagedFileError names the file).
-    report = folder.read_json(REPORT)
-    manifest = folder.read_json("manifest.json")
-    saved = folder.load_torch(STAGE1)
-    check_config_matches_stage1(root, saved["config"], cfg.to_dict())
+    saved = run.stage1()
     stage1 = saved["state"]["model"]
     stage2 = folder.load_torch("stage2.pt")
     counts = folder.load_npy("train_counts.npy")
