@@ -154,7 +154,7 @@ def test_config_defaults_and_an_explicit_fraction() -> None:
     assert (digits.val_split, digits.val_fraction) == ("fraction", 0.2)
     digits = resolve({}, {"val_split": "leftover"})
     assert (digits.val_split, digits.val_fraction) == ("leftover", 0.0)
-    with pytest.raises(InputError, match="--val-split must be"):
+    with pytest.raises(InputError, match=r"^val_split must be leftover or fraction"):
         resolve({"val_split": "half"}, {})
     with pytest.raises(InputError, match="val_split must be a string"):
         resolve({"val_split": 1}, {})

@@ -13,12 +13,11 @@ from typing import Any
 import yaml
 
 from lort.data.build import ships_val, takes_leftover
-from lort.data.split import VAL_SPLITS
-from lort.errors import InputError
+from lort.errors import InputError, OptionError
 from lort.methods import check_delta, get_method
 from lort.models import check_arch
 from lort.optim import StageConfig
-from lort.stage1.losses import STAGE1_LOSSES
+from lort.options import FIT_OPTIONS
 
 
 @dataclass(kw_only=True)
@@ -70,11 +69,6 @@ class FitConfig:
             and not (f.metadata.get("omit_default") and values[f.name] == f.default)
         }
 
-
-# Which stage-2 epoch `lort fit` keeps: "val" its best on the validation split (and LORT's delta
-# chosen there at that epoch), "last" the last one; "auto" is "val" when the run has a
-# validation split and trains stage 2 on cached features, else "last".
-STAGE2_STOPS = ("auto", "val", "last")
 
 # Per-dataset defaults: the paper's recipes where it gives them (CIFAR100-LT:
 # ResNet-34, batch 64, lr 0.01, wd 5e-3, 200 epochs; stage 2: 20 epochs, lr 5e-4,
@@ -181,35 +175,12 @@ STAGE_FLAGS = {
 AUTO_VAL_FRACTION = 0.2
 
 
-# The type of every option as a config file may give it, for one clear line per wrong key.
-_KINDS: dict[str, str] = {
-    "dataset": "str",
-    "data_root": "str?",
-    "download": "bool",
-    "imbalance_ratio": "number?",
-    "lt_split": "str",
-    "val_fraction": "number",
-    "val_split": "str",
-    "arch": "str",
-    "stage1_loss": "str",
+# The type of every option as a config file may give it, for one clear line per wrong key: the
+# options' own (lort.options), and the keys no flag sets.
+_KINDS: dict[str, str] = {o.key: o.kind for o in FIT_OPTIONS if o.key not in STAGE_FLAGS} | {
     "stage1": "stage",
-    "method": "str",
-    "smooth": "auto-or-number",
-    "smooth_grid": "numbers",
-    "stage2_mode": "str",
-    "live_bn": "str",
-    "stage2_stop": "str",
     "stage2": "stage",
-    "tau": "auto-or-number",
-    "flip_tta": "bool",
-    "seed": "int",
-    "device": "str",
-    "workers": "int",
-    "compile_model": "bool",
-    "pretrained": "bool",
-    "weights": "str?",
-    "freeze_backbone": "bool",
-    "backbone_lr_scale": "number",
+    "smooth_grid": "numbers",
 }
 _STAGE_KINDS = {"epochs": "int", "lr": "number", "weight_decay": "number", "batch_size": "int"}
 _WANT = {
@@ -299,33 +270,39 @@ def resolve(
             raise InputError(f"unknown {stage} option(s) {', '.join(bad)}; use {STAGE_KEYS}")
         merged[stage] = StageConfig(**keys)
     if merged.get("smooth", "auto") != "auto":
-        merged["smooth"] = _delta(merged["smooth"], "--smooth")
+        merged["smooth"] = _delta(merged["smooth"], "smooth")
     if merged.get("tau", "auto") != "auto":
-        merged["tau"] = _number(merged["tau"], "--tau")
+        merged["tau"] = _number(merged["tau"], "tau")
     cfg = FitConfig(**merged)
     validate(cfg)
     return _auto_validation(_val_split(cfg, set(values)))
 
 
-def _number(value: Any, name: str) -> float:
-    """``value`` (a number, or a string of one) as a finite float; InputError otherwise."""
+def _number(value: Any, key: str) -> float:
+    """``value`` (a number, or a string of one) as a finite float; OptionError otherwise."""
     try:
         x = float(value)
     except (TypeError, ValueError):
-        raise InputError(f"{name} must be 'auto' or a number, got {value!r}") from None
+        raise OptionError(f"{{{key}}} must be 'auto' or a number, got {value!r}", key) from None
     if not math.isfinite(x):
-        raise InputError(f"{name} must be a finite number, got {value}")
+        raise OptionError(f"{{{key}}} must be a finite number, got {value}", key)
     return x
 
 
-def _delta(value: Any, name: str) -> float:
-
+def _delta(value: Any, key: str | None) -> float:
+    """A delta as :func:`lort.methods.check_delta` checks it, the error naming option ``key``
+    (or, with None, the values of ``smooth_grid``)."""
     if isinstance(value, str):
         try:
             value = float(value)
         except ValueError:
-            raise InputError(f"{name} must be 'auto' or a number, got {value!r}") from None
-    return check_delta(value, allow_one=False, name=name)
+            raise OptionError(f"{{{key}}} must be 'auto' or a number, got {value!r}", key) from None
+    if key is None:
+        return check_delta(value, allow_one=False, name="every value of smooth_grid")
+    try:
+        return check_delta(value, allow_one=False, name="{" + key + "}")
+    except InputError as e:
+        raise OptionError(str(e), key) from None
 
 
 def _takes_leftover(cfg: FitConfig) -> bool:
@@ -344,10 +321,12 @@ def _val_split(cfg: FitConfig, given: set[str]) -> FitConfig:
     if "val_fraction" not in given:
         return dataclasses.replace(cfg, val_fraction=0.0)
     if "val_split" in given:
-        raise InputError(
-            f"--val-split leftover takes validation from the images the long-tail profile did "
-            f"not keep, --val-fraction {cfg.val_fraction:g} carves it from the training set: "
-            "drop one (or pass --val-split fraction)"
+        raise OptionError(
+            f"{{val_split}} leftover takes validation from the images the long-tail profile did "
+            f"not keep, {{val_fraction}} {cfg.val_fraction:g} carves it from the training set: "
+            "drop one (or pass {val_split} fraction)",
+            "val_split",
+            "val_fraction",
         )
     note = (
         f"--val-fraction {cfg.val_fraction:g} carves validation from the training set "
@@ -377,38 +356,33 @@ def validate(cfg: FitConfig) -> None:
 
     get_method(cfg.method)
     _validate_backbone(cfg)
-    if cfg.stage1_loss not in STAGE1_LOSSES:
-        raise InputError(
-            f"unknown --stage1-loss {cfg.stage1_loss!r}; choose one of {', '.join(STAGE1_LOSSES)}"
-        )
-    if cfg.stage2_mode not in ("cached", "live"):
-        raise InputError(f"--stage2-mode must be cached or live, got {cfg.stage2_mode!r}")
-    if cfg.live_bn not in ("eval", "train"):
-        raise InputError(f"--live-bn must be eval or train, got {cfg.live_bn!r}")
-    if cfg.stage2_stop not in STAGE2_STOPS:
-        raise InputError(
-            f"--stage2-stop must be one of {', '.join(STAGE2_STOPS)}, got {cfg.stage2_stop!r}"
-        )
+    for option in FIT_OPTIONS:
+        value = getattr(cfg, option.key, None)
+        if option.choices and value not in option.choices:
+            raise OptionError(
+                f"{{{option.key}}} must be {_either(option.choices)}, got {value!r}", option.key
+            )
     if cfg.stage2_stop == "val" and cfg.stage2_mode == "live":
-        raise InputError(
-            "--stage2-stop val scores every stage-2 epoch on the cached features: use "
-            "--stage2-mode cached, or --stage2-stop last"
+        raise OptionError(
+            "{stage2_stop} val scores every stage-2 epoch on the cached features: use "
+            "{stage2_mode} cached, or {stage2_stop} last",
+            "stage2_stop",
+            "stage2_mode",
         )
-    if cfg.device not in ("auto", "cpu", "cuda"):
-        raise InputError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
     if not 0.0 <= cfg.val_fraction < 1.0:
-        raise InputError(f"--val-fraction must be in [0, 1), got {cfg.val_fraction}")
-    if cfg.val_split not in VAL_SPLITS:
-        raise InputError(f"--val-split must be {' or '.join(VAL_SPLITS)}, got {cfg.val_split!r}")
+        raise OptionError(
+            f"{{val_fraction}} must be in [0, 1), got {cfg.val_fraction}", "val_fraction"
+        )
     if not cfg.smooth_grid:
         raise InputError("smooth_grid must hold at least one delta")
     for d in cfg.smooth_grid:
-        _delta(d, "every value of smooth_grid")
+        _delta(d, None)
     if cfg.tau != "auto" and not (isinstance(cfg.tau, int | float) and math.isfinite(cfg.tau)):
-        raise InputError(f"--tau must be 'auto' or a finite number, got {cfg.tau}")
+        raise OptionError(f"{{tau}} must be 'auto' or a finite number, got {cfg.tau}", "tau")
     if cfg.imbalance_ratio is not None and not 1.0 <= cfg.imbalance_ratio < math.inf:
-        raise InputError(
-            f"--imbalance-ratio must be a finite number >= 1, got {cfg.imbalance_ratio}"
+        raise OptionError(
+            f"{{imbalance_ratio}} must be a finite number >= 1, got {cfg.imbalance_ratio}",
+            "imbalance_ratio",
         )
     for name in ("stage1", "stage2"):
         st: StageConfig = getattr(cfg, name)
@@ -421,35 +395,58 @@ def validate(cfg: FitConfig) -> None:
             )
 
 
+def _either(choices: tuple[str, ...]) -> str:
+    return " or ".join(choices) if len(choices) == 2 else f"one of {', '.join(choices)}"
+
+
 def _validate_backbone(cfg: FitConfig) -> None:
     """The architecture and the options that start or tune it (pretrained backbones)."""
 
     if cfg.dataset == "features":
         if cfg.arch != "none":
-            raise InputError("--dataset features has no backbone: leave --arch unset")
+            raise OptionError(
+                "{dataset} features has no backbone: leave {arch} unset", "dataset", "arch"
+            )
         set_ = [
             name
             for name, on in (
-                ("--pretrained", cfg.pretrained),
-                ("--weights", cfg.weights is not None),
-                ("--freeze-backbone", cfg.freeze_backbone),
-                ("--backbone-lr-scale", cfg.backbone_lr_scale != 1.0),
+                ("pretrained", cfg.pretrained),
+                ("weights", cfg.weights is not None),
+                ("freeze_backbone", cfg.freeze_backbone),
+                ("backbone_lr_scale", cfg.backbone_lr_scale != 1.0),
             )
             if on
         ]
         if set_:
-            raise InputError(f"{', '.join(set_)}: --dataset features has no backbone to start")
+            named = ", ".join("{" + k + "}" for k in set_)
+            raise OptionError(
+                f"{named}: {{dataset}} features has no backbone to start", *set_, "dataset"
+            )
         if cfg.stage2_mode != "cached":
-            raise InputError(
-                "--dataset features trains stage 2 on the features: --stage2-mode cached"
+            raise OptionError(
+                "{dataset} features trains stage 2 on the features: {stage2_mode} cached",
+                "dataset",
+                "stage2_mode",
             )
         return
     if cfg.arch == "none":
-        raise InputError("--arch none is for --dataset features; choose a network")
+        raise OptionError(
+            "{arch} none is for {dataset} features; choose a network", "arch", "dataset"
+        )
     check_arch(cfg.arch, pretrained=cfg.pretrained)
     if cfg.pretrained and cfg.weights is not None:
-        raise InputError("give --pretrained (download) or --weights FILE (local), not both")
+        raise OptionError(
+            "give {pretrained} (download) or {weights} FILE (local), not both",
+            "pretrained",
+            "weights",
+        )
     if not cfg.backbone_lr_scale > 0:
-        raise InputError(f"--backbone-lr-scale must be > 0, got {cfg.backbone_lr_scale}")
+        raise OptionError(
+            f"{{backbone_lr_scale}} must be > 0, got {cfg.backbone_lr_scale}", "backbone_lr_scale"
+        )
     if cfg.freeze_backbone and cfg.backbone_lr_scale != 1.0:
-        raise InputError("--freeze-backbone trains no backbone: drop --backbone-lr-scale")
+        raise OptionError(
+            "{freeze_backbone} trains no backbone: drop {backbone_lr_scale}",
+            "freeze_backbone",
+            "backbone_lr_scale",
+        )

@@ -3,6 +3,8 @@
 The Rust core raises these same classes (``lort._core`` imports them from here).
 """
 
+from collections.abc import Callable
+
 
 class LortError(Exception):
     """Base class of every error lort raises on bad input or a failed read."""
@@ -39,3 +41,20 @@ class DamagedFileError(InputError):
     def __init__(self, message: str, name: str) -> None:
         super().__init__(message)
         self.name = name
+
+
+class OptionError(InputError):
+    """An option's value is wrong. The message holds ``{key}`` where an option is named (``key``
+    one of ``options``): ``str()`` spells it as Python does (the parameter), :meth:`spelled` as
+    the caller says (the command line's flag, :func:`lort.options.flag_of`)."""
+
+    def __init__(self, message: str, *options: str) -> None:
+        self.template = message
+        self.options = options
+        super().__init__(self.spelled(lambda key: key))
+
+    def spelled(self, name: Callable[[str], str]) -> str:
+        out = self.template
+        for key in self.options:
+            out = out.replace("{" + key + "}", name(key))
+        return out

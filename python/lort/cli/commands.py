@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
 from lort import __version__
 from lort.analysis import analyze as run_analysis
@@ -29,13 +30,23 @@ from lort.cli.tables import (
     print_predictions,
     print_sweep,
 )
-from lort.errors import LortError
+from lort.errors import LortError, OptionError
 from lort.files import write_json
+from lort.options import FIT_OPTIONS, Option, flag_of
 
 out_console = Console()
 err = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def say(message: str) -> None:
+    """A line of the library's plain text on stderr, read as text (not rich markup), its
+    ``note:`` in yellow."""
+    text = Text(message)
+    if message.startswith("note: "):
+        text.stylize("yellow", 0, 5)
+    err.print(text)
 
 
 # What an interrupted command tells the user, set by the command once it knows.
@@ -51,6 +62,8 @@ def clean_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except OptionError as e:  # named as the command line spells the option
+            raise click.ClickException(e.spelled(flag_of)) from None
         except LortError as e:
             raise click.ClickException(str(e)) from None
         except OSError as e:  # the file system said no: a path the user gave
@@ -75,6 +88,29 @@ def main() -> None:
 
 
 existing = click.Path(exists=False, dir_okay=False, path_type=Path)
+
+
+def _click_option(o: Option) -> Callable[[F], F]:
+    """``lort fit``'s flag for one option of :data:`lort.options.FIT_OPTIONS`; every flag is
+    None when not given, so that the config file and the dataset's defaults show through."""
+    kw: dict[str, Any] = {"help": o.help or None}
+    if o.switch == "both":
+        return click.option(f"{o.cli}/--no-{o.cli[2:]}", o.key, default=None, **kw)
+    if o.switch is not None:
+        return click.option(o.cli, o.key, flag_value=o.switch == "on", default=None, **kw)
+    if o.choices:
+        kw["type"] = click.Choice(list(o.choices))
+    elif o.kind == "int":
+        kw["type"] = int if o.minimum is None else click.IntRange(min=o.minimum)
+    elif o.kind in ("number", "number?"):
+        kw["type"] = float
+    return click.option(o.cli, o.key, **kw)
+
+
+def fit_options(fn: F) -> F:
+    for o in reversed(FIT_OPTIONS):  # click lists a command's options in decorator order
+        fn = _click_option(o)(fn)
+    return fn
 
 
 @main.command()
@@ -234,90 +270,7 @@ def _parse_size(text: str) -> int:
 @click.option(
     "--config", "config_file", type=existing, help="YAML file of options; flags override it."
 )
-@click.option(
-    "--dataset",
-    help="digits-lt (default), cifar10-lt, cifar100-lt, imagefolder, imagenet-lt, inat2018, "
-    "features (.npy arrays of your own features).",
-)
-@click.option("--data-root", help="Folder holding the dataset in its standard layout.")
-@click.option("--download", is_flag=True, default=None, help="Let torchvision download CIFAR.")
-@click.option(
-    "--imbalance-ratio", type=float, help="Largest / smallest class count (10, 50, 100...)."
-)
-@click.option(
-    "--lt-split",
-    type=click.Choice(["ltwb", "ldam"]),
-    help="Which images a long-tailed class keeps.",
-)
-@click.option(
-    "--val-split",
-    type=click.Choice(["leftover", "fraction"]),
-    help="Where validation comes from: leftover (default) = a balanced set from the images the "
-    "long-tail profile did not keep; fraction = carved by --val-fraction from training data.",
-)
-@click.option(
-    "--val-fraction", type=float, help="Stratified validation split carved from training data."
-)
-@click.option(
-    "--arch",
-    help="small-cnn, resnet8, resnet20, resnet32, resnet34-cifar, resnet50, resnext50, or "
-    "timm:NAME (any timm model; pip install 'lort[timm]').",
-)
-@click.option(
-    "--pretrained",
-    flag_value=True,
-    default=None,
-    help="Start from the network's pretrained weights (downloaded by torchvision or timm).",
-)
-@click.option("--weights", help="Start the backbone from a local state_dict / checkpoint file.")
-@click.option(
-    "--freeze-backbone",
-    flag_value=True,
-    default=None,
-    help="Stage 1 trains the head alone on the frozen backbone.",
-)
-@click.option(
-    "--backbone-lr-scale",
-    type=float,
-    help="Stage-1 learning rate of the backbone as a fraction of --lr1 (fine-tuning).",
-)
-@click.option("--stage1-loss", type=click.Choice(["ce", "ce-drw", "ldam-drw", "bs"]))
-@click.option("--method", help="Stage-2 re-training method (lort, ce, cosine, lws, ...).")
-@click.option("--smooth", help="LORT's delta, or 'auto' to pick it on the validation split.")
-@click.option("--stage2-mode", type=click.Choice(["cached", "live"]))
-@click.option("--live-bn", type=click.Choice(["eval", "train"]), help="BatchNorm in live stage 2.")
-@click.option(
-    "--stage2-stop",
-    type=click.Choice(["auto", "val", "last"]),
-    help="Which stage-2 epoch to keep: its best on the validation split (LORT's delta chosen "
-    "there too) or the last; auto: val when the run has a validation split and stage 2 is "
-    "cached. [auto]",
-)
-@click.option("--epochs1", type=click.IntRange(min=0), help="Stage-1 epochs.")
-@click.option("--lr1", type=float, help="Stage-1 learning rate.")
-@click.option("--wd1", type=float, help="Stage-1 weight decay.")
-@click.option("--batch1", type=click.IntRange(min=1), help="Stage-1 batch size.")
-@click.option("--epochs2", type=click.IntRange(min=0), help="Stage-2 epochs.")
-@click.option("--lr2", type=float, help="Stage-2 learning rate.")
-@click.option("--wd2", type=float, help="Stage-2 weight decay.")
-@click.option("--batch2", type=click.IntRange(min=1), help="Stage-2 batch size.")
-@click.option(
-    "--tau",
-    help="tau of tau-norm / logit adjustment, or auto: chosen with the stage-2 epoch on the "
-    "validation split (1, the authors' value, when the last epoch is kept). [auto]",
-)
-@click.option(
-    "--no-flip-tta", "flip_tta", flag_value=False, default=None, help="Evaluate without flip TTA."
-)
-@click.option("--seed", type=int)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--workers", type=click.IntRange(min=0), help="DataLoader worker processes.")
-@click.option(
-    "--compile/--no-compile",
-    "compile_model",
-    default=None,
-    help="Stage 1 through torch.compile (CUDA graphs on a GPU). Pays on long GPU runs.",
-)
+@fit_options
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder [runs/<timestamp>]."
 )
@@ -385,7 +338,7 @@ def fit(
             bar.update(tasks[phase], completed=step, stats=f"loss {loss:.3f} acc {100 * acc:5.1f}%")
 
         started = time.perf_counter()
-        result = run_fit(cfg, opts, err.print, progress)
+        result = run_fit(cfg, opts, say, progress)
     if result.analysis is None:
         return
     title = f"{cfg.dataset}: {cfg.method} on {cfg.arch}"

@@ -15,16 +15,16 @@ from lort.data.listfile import LAYOUTS as LIST_LAYOUTS
 from lort.data.listfile import load_list_splits
 from lort.data.ltdata import LTData
 from lort.data.manifest import make_manifest
-from lort.data.profile import SPLIT_RULES, SplitRule, keep_long_tail, long_tail_counts
+from lort.data.profile import SplitRule, keep_long_tail, long_tail_counts
 from lort.data.sources import Images, RawSplits, take
 from lort.data.split import (
-    VAL_SPLITS,
     ValSplit,
     leftover_per_class,
     leftover_val_split,
     stratified_val_split,
 )
 from lort.errors import InputError
+from lort.options import LT_SPLITS, VAL_SPLITS
 
 DATASETS: tuple[str, ...] = (
     "digits-lt",
@@ -66,8 +66,8 @@ def check_options(
     """Reject unknown names and options that the dataset cannot honour, before any reading."""
     if name not in DATASETS:
         raise InputError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    if lt_split not in SPLIT_RULES:
-        raise InputError(f"unknown split rule {lt_split!r}; choose one of {', '.join(SPLIT_RULES)}")
+    if lt_split not in LT_SPLITS:
+        raise InputError(f"unknown split rule {lt_split!r}; choose one of {', '.join(LT_SPLITS)}")
     if val_split not in VAL_SPLITS:
         raise InputError(
             f"unknown validation rule {val_split!r}; choose one of {', '.join(VAL_SPLITS)}"

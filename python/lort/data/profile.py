@@ -18,9 +18,9 @@ from typing import Literal
 import numpy as np
 
 from lort.errors import InputError
+from lort.options import LT_SPLITS
 
 SplitRule = Literal["ltwb", "ldam"]
-SPLIT_RULES: tuple[str, ...] = ("ltwb", "ldam")
 
 # LDAM-DRW seeds its generator with this fixed value, whatever the run's seed.
 LDAM_SEED = 0
@@ -50,8 +50,8 @@ def keep_long_tail(labels: np.ndarray, counts: np.ndarray, rule: SplitRule) -> n
     A class with fewer images than its count keeps all of them.
     """
     labels = np.asarray(labels)
-    if rule not in SPLIT_RULES:
-        raise InputError(f"unknown split rule {rule!r}; choose one of {', '.join(SPLIT_RULES)}")
+    if rule not in LT_SPLITS:
+        raise InputError(f"unknown split rule {rule!r}; choose one of {', '.join(LT_SPLITS)}")
     rng = np.random.RandomState(LDAM_SEED) if rule == "ldam" else None
     kept = []
     for c, n in enumerate(counts):

@@ -11,7 +11,6 @@ import numpy as np
 from lort.errors import InputError
 
 ValSplit = Literal["leftover", "fraction"]
-VAL_SPLITS: tuple[str, ...] = ("leftover", "fraction")
 
 
 def stratified_val_split(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from lort.errors import InputError
+from lort.errors import InputError, OptionError
 
 Target = Literal["onehot", "smooth"]
 HeadKind = Literal["linear", "cosine", "normed", "lws"]
@@ -96,9 +96,10 @@ def get_method(name: str) -> Method:
     try:
         return METHODS[name]
     except (KeyError, TypeError):
-        raise InputError(
-            f"unknown re-training method {name!r}; choose --method from {', '.join(METHODS)}, "
-            "or join several with + (e.g. lort+logit-adjust)"
+        raise OptionError(
+            f"unknown re-training method {name!r}; choose {{method}} from {', '.join(METHODS)}, "
+            "or join several with + (e.g. lort+logit-adjust)",
+            "method",
         ) from None
 
 

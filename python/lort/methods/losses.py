@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lort.checks import check_counts
-from lort.errors import InputError
+from lort.errors import InputError, OptionError
 from lort.methods.base import LossKind, Method
 from lort.methods.targets import check_delta, retarget
 
@@ -190,9 +190,11 @@ def make_loss(
     counts = check_counts(train_counts)
     delta = check_delta(smooth, allow_one=False)
     if method.target == "onehot" and delta != 0.0:
-        raise InputError(
-            f"--smooth applies to LORT only; method {method.name!r} trains on one-hot targets "
-            "(leave smooth at 0 or choose --method lort)"
+        raise OptionError(
+            f"{{smooth}} applies to LORT only; method {method.name!r} trains on one-hot targets "
+            "(leave smooth at 0 or choose {method} lort)",
+            "smooth",
+            "method",
         )
     class_weight = None
     if method.reweight == "class-balanced":

@@ -69,7 +69,7 @@ Say = Callable[[str], None]
 
 
 def _noting(say: Say) -> Callable[[str], None]:
-    return lambda n: say(f"[yellow]note:[/yellow] {n}")
+    return lambda n: say(f"note: {n}")
 
 
 def plan_lines(cfg: FitConfig, data: LTData, method: Method, folder: Path) -> list[str]:

@@ -37,8 +37,8 @@ from lort.checks import check_counts
 from lort.errors import InputError
 from lort.methods.losses import LossFn, build_loss, class_balanced_weights
 from lort.models import HeadKind
+from lort.options import STAGE1_LOSSES
 
-STAGE1_LOSSES: tuple[str, ...] = ("ce", "ce-drw", "ldam-drw", "bs")
 # LDAM-DRW's s (``cifar_train.py:213``), on the cosines of the normalised head.
 LDAM_SCALE = 30.0
 
@@ -95,9 +95,7 @@ def make_stage1_loss(
     """The stage-1 loss ``name`` (one of :data:`STAGE1_LOSSES`) to use in ``epoch``; LDAM's
     expects the cosine logits of :func:`stage1_head`'s normalised layer."""
     if name not in STAGE1_LOSSES:
-        raise InputError(
-            f"unknown stage-1 loss {name!r}; choose --stage1-loss from {', '.join(STAGE1_LOSSES)}"
-        )
+        raise InputError(f"unknown stage-1 loss {name!r}; choose one of {', '.join(STAGE1_LOSSES)}")
     counts = check_counts(train_counts)
     if not 0 <= epoch < total_epochs:
         raise InputError(f"epoch must lie in [0, {total_epochs}), got {epoch}")

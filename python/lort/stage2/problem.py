@@ -165,7 +165,7 @@ class Stage2:
         )
 
     def stop(self) -> Literal["val", "last"]:
-        """Which epoch ``lort fit`` keeps (see :data:`lort.config.STAGE2_STOPS`)."""
+        """Which epoch ``lort fit`` keeps (see :data:`lort.options.STAGE2_STOPS`)."""
         if self.cfg.stage2_stop == "auto":
             return "val" if self.has_val and self.cfg.stage2_mode == "cached" else "last"
         return "val" if self.cfg.stage2_stop == "val" else "last"  # checked by lort fit
