@@ -125,7 +125,7 @@ def test_export_all_twelve_methods_reproduce_lorts_logits(cifar_run: Path) -> No
     for name, method in METHODS.items():
         head = problem.train(method, 0.5 if method.target == "smooth" else 0.0)
         want = problem.logits(method, head, "test")
-        module = export_module(dataclasses.replace(trained, method=method), head)
+        module = export_module(dataclasses.replace(trained, method=method, temperature=None), head)
         data = serialise(module, "torchscript", batches[0][:2])
         loaded = torch.jit.load(io.BytesIO(data))
         with torch.no_grad():
@@ -144,7 +144,7 @@ def test_export_onnx_round_trip(cifar_run: Path) -> None:
     for name in ("tau-norm", "logit-adjust", "cosine"):
         method = METHODS[name]
         head = problem.train(method, 0.0)
-        module = export_module(dataclasses.replace(trained, method=method), head)
+        module = export_module(dataclasses.replace(trained, method=method, temperature=None), head)
         session = ort.InferenceSession(serialise(module, "onnx", x[:2]))
         got = session.run(None, {"input": x.numpy()})[0]  # another batch size than traced
         assert rel_error(got, problem.logits(method, head, "test")) <= TOLERANCE, name
@@ -162,7 +162,10 @@ def test_export_command_writes_the_module_and_its_json(digits_run: Path, tmp_pat
     x = torch.cat([b for b, _ in torch.utils.data.DataLoader(problem.data.dataset("test"), 256)])
     with torch.no_grad():
         got = torch.jit.load(out)(x).numpy()
-    assert rel_error(got, np.load(digits_run / "logits.npy")) <= TOLERANCE
+    # The run's temperature is folded in: the module gives the calibrated logits z / T.
+    assert info["temperature"] == open_trained(digits_run).temperature > 0
+    want = np.load(digits_run / "logits.npy") / info["temperature"]
+    assert rel_error(got, want) <= TOLERANCE
     bad = run_cli("export", digits_run, "--out", tmp_path / "model.json")
     assert bad.exit_code != 0 and "name the module file" in flat(bad.output)
     assert json.loads((tmp_path / "model.json").read_text()) == info  # left alone

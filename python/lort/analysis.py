@@ -37,6 +37,8 @@ PathLikeStr = str | os.PathLike[str]
 GROUP_NAMES: tuple[str, ...] = tuple(_core.GROUP_NAMES)
 MANY_ABOVE: int = _core.MANY_ABOVE
 FEW_BELOW: int = _core.FEW_BELOW
+# The equal-width confidence bins of the core's expected calibration error.
+ECE_BINS: int = _core.ECE_BINS
 GROUP_RULE = (
     f"many (> {MANY_ABOVE} training images), medium ({FEW_BELOW}..{MANY_ABOVE}) "
     f"and few (< {FEW_BELOW}) classes"

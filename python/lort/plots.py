@@ -550,3 +550,44 @@ def plot_epoch_curves(
     fig.supylabel("class-mean accuracy (%)", fontsize=9)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
+
+
+def reliability_bins(
+    logits: np.ndarray, labels: np.ndarray, bins: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per equal-width bin of the top softmax probability: the mean confidence, the accuracy
+    and the share of rows (NaN where a bin is empty), the bins of the core's ECE."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    confidence = p.max(axis=1)
+    correct = p.argmax(axis=1) == np.asarray(labels)
+    which = np.minimum((confidence * bins).astype(np.int64), bins - 1)
+    n = np.bincount(which, minlength=bins).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        conf = np.bincount(which, confidence, bins) / n
+        acc = np.bincount(which, correct.astype(np.float64), bins) / n
+    return conf, acc, n / len(confidence)
+
+
+def plot_reliability(
+    curves: dict[str, tuple[np.ndarray, np.ndarray, float]], bins: int, path: Path, title: str
+) -> Path:
+    """Reliability diagram: the accuracy of each confidence bin against its mean confidence
+    (the diagonal is calibrated), one line per entry of ``curves`` (label -> logits, labels,
+    ECE), and below it how the rows spread over the bins."""
+    fig = _new_figure(5.2, 5.6)
+    top, bottom = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
+    top.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="calibrated")
+    edges = np.linspace(0, 1, bins + 1)
+    width = 1 / bins / (len(curves) + 1)
+    for i, (label, (z, y, ece)) in enumerate(curves.items()):
+        conf, acc, share = reliability_bins(z, y, bins)
+        keep = np.isfinite(acc)
+        top.plot(conf[keep], acc[keep], marker="o", ms=4, label=f"{label} (ECE {ece:.3f})")
+        bottom.bar(edges[:-1] + (i + 0.5) * width, share, width=width, align="edge", label=label)
+    top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title="\n".join(textwrap.wrap(title, 60)))
+    top.legend(loc="lower right", fontsize=8)
+    bottom.set(xlabel="top softmax probability (confidence)", ylabel="share of rows")
+    return _save(fig, path)

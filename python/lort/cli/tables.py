@@ -113,6 +113,23 @@ def print_fit(console: Console, report: dict[str, Any], title: str, a: Analysis)
     kept = report.get("stage2_epoch")
     if kept is not None and kept["epoch"] != kept["of"]:
         console.print(f"stage-2 epoch {kept['epoch']} of {kept['of']} kept: {kept['rule']}")
+    print_calibration(console, report.get("calibration"))
+
+
+def print_calibration(console: Console, cal: dict[str, Any] | None) -> None:
+    """The temperature and what it does to the test split's NLL and ECE."""
+    if cal is None:
+        return
+    if cal["temperature"] is None:
+        console.print(f"[yellow]probabilities[/yellow] {cal['fitted_on']}")
+        return
+    before, after = cal["test"]["before"], cal["test"]["after"]
+    console.print(
+        f"calibrated: temperature {cal['temperature']:.3g} fitted on the {cal['fitted_on']}; "
+        f"test ECE {before['ece']:.3f} -> {after['ece']:.3f}, NLL {before['nll']:.3f} -> "
+        f"{after['nll']:.3f}, mean top probability {before['mean_top_probability']:.3f} -> "
+        f"{after['mean_top_probability']:.3f} (accuracy unchanged)"
+    )
 
 
 # Compare.

@@ -54,6 +54,10 @@ def export_module(run: TrainedRun, head: nn.Module | None = None) -> Exported:
     """The run's classifier (or ``head``, another head re-trained on the run's features, with
     the run's method) as one eval-mode module on the CPU."""
     folded = fold_inference(run.method, run.head if head is None else head, run.counts, tau=run.tau)
+    if run.temperature is not None:  # calibrated logits: their softmax is what predict gives
+        folded.weight /= run.temperature
+        if folded.bias is not None:
+            folded.bias /= run.temperature
     backbone = nn.Identity() if run.backbone is None else run.backbone
     return Exported(backbone, folded, run.flips and run.backbone is not None).eval()
 
@@ -76,6 +80,11 @@ def describe(run: TrainedRun, fmt: str, out: Path) -> dict[str, Any]:
         "method": m.name,
         "inference": m.inference or "none",
         "tau": run.tau if m.inference else None,
+        "temperature": run.temperature,
+        "outputs": "logits divided by the temperature: their softmax is the calibrated "
+        "probabilities (lort predict's)"
+        if run.temperature is not None
+        else "the inference logits; not calibrated (the run fitted no temperature)",
         "input_name": "input",
         "output_name": "logits",
         "input_shape": ["N", *input_shape(run)],

@@ -84,6 +84,7 @@ class Predictions:
             "method": run.method.name,
             "inference": run.method.inference or "none",
             "flip_averaging": run.flips,
+            "temperature": run.temperature,
             "notes": self.notes,
             "predictions": [
                 {
@@ -149,8 +150,8 @@ def predict(
     keep_logits: bool = False,
     on_progress: OnProgress | None = None,
 ) -> Predictions:
-    """Top-``top_k`` classes and probabilities (the softmax of the inference logits) of every
-    input; see the module docstring for what inputs are."""
+    """Top-``top_k`` classes and probabilities (the softmax of the inference logits over the
+    run's temperature) of every input; see the module docstring for what inputs are."""
     if top_k < 1 or batch_size < 1 or workers < 0:
         raise InputError("--top-k and --batch-size must be at least 1, --workers at least 0")
     paths = list_inputs(inputs)
@@ -164,7 +165,7 @@ def predict(
         parts = reader.npy(group[0], preds.notes) if kind == "npy" else reader.images(group)
         for names, (features, flipped) in parts:
             z = run.logits(torch.from_numpy(features), _tensor(flipped))
-            prob, index = torch.softmax(z, dim=1).topk(k, dim=1)
+            prob, index = run.probabilities(z).topk(k, dim=1)
             preds.names += names
             preds.top_index.append(index.numpy())
             preds.top_prob.append(prob.numpy())

@@ -44,6 +44,7 @@ class TrainedRun:
     flips: bool
     notes: list[str]
     tau: float  # the tau the run evaluated with (tau-norm, logit adjustment)
+    temperature: float | None  # fitted on validation; None: not calibrated (the raw softmax)
 
     @property
     def feature_dim(self) -> int:
@@ -64,6 +65,11 @@ class TrainedRun:
             self.counts,
             self.tau,
         ).float()
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """The softmax of ``logits / T``: calibrated where the run fitted a temperature."""
+        t = 1.0 if self.temperature is None else self.temperature
+        return torch.softmax(logits / t, dim=1)
 
 
 def _spec(report: dict[str, Any], cfg: FitConfig) -> TransformSpec:
@@ -94,6 +100,12 @@ def open_trained(root: Path) -> TrainedRun:
         model.load_state_dict(stage1)
         backbone = model.backbone.eval()
     notes = []
+    temperature = stage2.get("temperature")
+    if temperature is None:
+        notes.append(
+            "the run's classifier is not calibrated (no validation split, or a run made before "
+            "lort fitted a temperature): probabilities are the raw softmax"
+        )
     if cfg.stage2_mode == "live" and cfg.live_bn == "train":
         notes.append(
             "the run's stage 2 moved the backbone's BatchNorm statistics (--live-bn train), "
@@ -111,4 +123,5 @@ def open_trained(root: Path) -> TrainedRun:
         bool(report.get("flip_tta", False)),
         notes,
         option_tau(cfg) if stage2.get("tau") is None else float(stage2["tau"]),
+        None if temperature is None else float(temperature),
     )
