@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from lort.stage2.calibrate import Calibration
+
 DPI = 120
 FALLBACK_CLASSES = 3
 MIN_BINS, MAX_BINS = 15, 80  # histogram bins: 2 sqrt(positives), clipped
@@ -591,3 +593,20 @@ def plot_reliability(
     top.legend(loc="lower right", fontsize=8)
     bottom.set(xlabel="top softmax probability (confidence)", ylabel="share of rows")
     return _save(fig, path)
+
+
+def plot_calibration(
+    logits: np.ndarray, labels: np.ndarray, calibration: Calibration, path: Path, title: str
+) -> Path:
+    """:func:`plot_reliability` of a classifier's logits raw and over its temperature."""
+    from lort.analysis import ECE_BINS
+
+    t = calibration.temperature
+    if t is None:
+        raise InputError("a reliability diagram needs a fitted temperature")
+    test = calibration.splits["test"]
+    curves = {
+        "raw softmax": (logits, labels, test["before"]["ece"]),
+        f"temperature {t:.3g} (fitted on validation)": (logits / t, labels, test["after"]["ece"]),
+    }
+    return plot_reliability(curves, ECE_BINS, path, title)

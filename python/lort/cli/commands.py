@@ -24,6 +24,7 @@ from lort.analysis import analyze as run_analysis
 from lort.analysis import npy_rows
 from lort.cli.tables import (
     print_analysis,
+    print_calibration,
     print_compare,
     print_fit,
     print_pooled,
@@ -669,3 +670,39 @@ def export_cmd(run_dir: Path, fmt: str, out: Path) -> None:
         else f"max relative error {result.max_rel_error:.1e} against lort's own logits"
     )
     err.print(f"wrote {result.out} and {result.json} ({checked})")
+
+
+@main.command()
+@run_dir_arg
+@click.option("--method", help="The method to keep [the best on the validation split].")
+@click.option(
+    "--protocol",
+    type=click.Choice(["tuned", "authors"]),
+    default="tuned",
+    show_default=True,
+    help="Which comparison to keep from.",
+)
+@click.option("--seed", type=int, help="Which compared seed's head [the comparison's first].")
+@clean_errors
+def keep(run_dir: Path, method: str | None, protocol: str, seed: int | None) -> None:
+    """Make a method's head from RUN_DIR's `lort compare` the run's classifier, as the
+    comparison chose it (settings, epoch), calibrated on the validation split; `lort predict`
+    and `lort export` then use it."""
+    from lort.experiments.keep import keep as run_keep
+
+    kept = run_keep(run_dir, method, protocol, seed)
+    for note in kept.notes:
+        say(f"note: {note}")
+    rec = kept.record
+    settings = ", ".join(f"{k} {v:g}" for k, v in rec["hyper"].items())
+    stage = rec["stage2"]
+    if stage is not None:
+        settings = f"lr {stage['lr']:g}, wd {stage['weight_decay']:g}" + (
+            f", {settings}" if settings else ""
+        )
+    print_analysis(out_console, kept.analysis, f"{kept.method}, kept from the {protocol} compare")
+    print_calibration(out_console, kept.report["calibration"])
+    err.print(
+        f"kept {kept.method} (seed {kept.seed}; {settings or 'post hoc'}; epoch {rec['epoch']}): "
+        f"{rec['why']}; `lort predict {run_dir} ...` and `lort export {run_dir} ...` use it"
+    )

@@ -56,6 +56,11 @@ def protocol_point(method: str, seed: int, protocol: str) -> str:
     return f"compare/{method}-seed{seed}-protocol-{protocol}.json"
 
 
+def kept_head(point_name: str) -> str:
+    """Where a protocol point keeps the head it chose, beside its result (``lort keep``)."""
+    return point_name.removesuffix(".json") + ".head.pt"
+
+
 def smooth_point(delta: float) -> str:
     """Where ``lort sweep --smooth`` keeps one delta."""
     return f"sweep/smooth-{_float_name(delta)}.json"
@@ -242,8 +247,11 @@ class ProtocolPoint:
         }
 
 
-def measure_protocol(run: FinishedRun, point: ProtocolPoint) -> dict[str, Any]:
-    """Train the point's candidates, keep the chosen one, and evaluate it on the test split."""
+def measure_protocol(
+    run: FinishedRun, point: ProtocolPoint
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train the point's candidates, keep the chosen one, and evaluate it on the test split.
+    Returns the result and the kept head as :func:`kept_head`'s file holds it."""
     p = point.plan
     chosen = run_plan(run, p)
     hyper = dict(chosen.config.hyper)
@@ -261,12 +269,20 @@ def measure_protocol(run: FinishedRun, point: ProtocolPoint) -> dict[str, Any]:
         stop=p.protocol,
         tau=hyper.get("tau"),
     )
-    return result | {
+    result |= {
         "protocol": p.protocol,
         "chosen": {"init": p.recipe.init, "hyper": hyper, "chosen_on": p.choose_on},
         "candidates": chosen.scores,
         "curve": chosen.curve,
     }
+    head = {
+        "head": chosen.head.state_dict(),
+        "method": p.method.name,
+        "smooth": delta,
+        "tau": run.problem.tau() if hyper.get("tau") is None else float(hyper["tau"]),
+        "epoch": chosen.epoch,
+    }
+    return result, head
 
 
 def _stored(run: FinishedRun, name: str, fp: dict[str, Any]) -> dict[str, Any] | None:
@@ -292,7 +308,8 @@ def stored_or_measured(
     if stored is not None:
         return stored, True
     if isinstance(point, ProtocolPoint):
-        result = measure_protocol(run, point)
+        result, head = measure_protocol(run, point)
+        run.folder.save_torch(kept_head(name), head)  # before the result that vouches for it
     else:
         result = measure(run, point)
     run.folder.write_json(name, {"fingerprint": fp, "result": result})

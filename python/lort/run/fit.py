@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from lort import runtime
-from lort.analysis import ECE_BINS, Analysis
+from lort.analysis import Analysis
 from lort.config import FitConfig
 from lort.data import LTData
 from lort.errors import DamagedFileError, InputError
@@ -40,7 +40,6 @@ from lort.runtime import Progress
 from lort.stage1.features import FeatureCache, build_cache, given_features
 from lort.stage1.loop import Stage1State, train_stage1
 from lort.stage1.losses import checkpoint_head, stage1_head, stage1_init
-from lort.stage2.calibrate import Calibration, calibrate
 from lort.stage2.loop import train_head_cached, train_head_live
 from lort.stage2.problem import Stage2, load_data
 
@@ -279,8 +278,7 @@ def _run(
     if not rt.is_main:
         return FitResult(folder.root, None)
 
-    val = (problem.logits(method, head, "val", tau), data.val_labels) if problem.has_val else None
-    calibration = calibrate(val, (logits, data.test_labels))
+    calibration = problem.calibration(method, head, tau, logits)
 
     folder.write_npy("logits.npy", logits.astype(np.float32))
     folder.write_npy("labels.npy", data.test_labels.astype(np.int64))
@@ -296,7 +294,15 @@ def _run(
         },
     )
     if calibration.temperature is not None:
-        _reliability(folder, method, logits, data.test_labels, calibration)
+        from lort.plots import plot_calibration
+
+        plot_calibration(
+            logits,
+            data.test_labels,
+            calibration,
+            folder.path("figures") / "reliability.png",
+            f"{folder.root}: {method.name}, test split",
+        )
     report = {
         "config": cfg.to_dict(),
         "manifest": data.manifest,
@@ -317,34 +323,6 @@ def _run(
     report["baselines"]["method"] |= analysis.group_accuracies()
     folder.write_json("report.json", report)
     return FitResult(folder.root, analysis, report)
-
-
-def _reliability(
-    folder: RunFolder,
-    method: Method,
-    logits: np.ndarray,
-    labels: np.ndarray,
-    calibration: Calibration,
-) -> None:
-    """``figures/reliability.png``: the kept classifier's test split, raw and calibrated."""
-    from lort.plots import plot_reliability
-
-    t = calibration.temperature
-    assert t is not None
-    test = calibration.splits["test"]
-    plot_reliability(
-        {
-            "raw softmax": (logits, labels, test["before"]["ece"]),
-            f"temperature {t:.3g} (fitted on validation)": (
-                logits / t,
-                labels,
-                test["after"]["ece"],
-            ),
-        },
-        ECE_BINS,
-        folder.path("figures") / "reliability.png",
-        f"{folder.root}: {method.name}, test split",
-    )
 
 
 def _start_model(cfg: FitConfig, opts: FitOptions, data: LTData, say: Say) -> Classifier:

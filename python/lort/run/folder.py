@@ -66,6 +66,7 @@ OWNED = (
     "sweep-*.json",
     "sweep-*.csv",
     "compare/*.json",
+    "compare/*.head.pt",
     "sweep/*.json",
     "figures/*.png",
 )

@@ -33,6 +33,7 @@ from lort.models import input_spec
 from lort.optim import StageConfig
 from lort.runtime import Progress, Runtime
 from lort.stage1.features import FeatureCache
+from lort.stage2.calibrate import Calibration, calibrate
 from lort.stage2.grid import EvalSplit, HeadConfig, HeadResult, train_head_grid
 from lort.stage2.loop import train_head_cached
 from lort.stage2.select import ValScore, best_on_validation, kept_scores
@@ -237,6 +238,16 @@ class Stage2:
         flipped = self.cache.tensor(split, flipped=True) if self.flips else None
         tau = self.tau() if tau is None else tau
         return infer(method, head, feats, flipped, self.counts, tau).float().numpy()
+
+    def calibration(
+        self, method: Method, head: nn.Module, tau: float, test_logits: np.ndarray
+    ) -> Calibration:
+        """The head's temperature fitted on the validation split (:mod:`lort.stage2.calibrate`)
+        and its scores there and on the test split (``test_logits``, already computed)."""
+        val = None
+        if self.has_val:
+            val = (self.logits(method, head, "val", tau), self.data.val_labels)
+        return calibrate(val, (test_logits, self.data.test_labels))
 
     def val_score(
         self, method: Method, head: nn.Module, tau: float | None = None, split: Split = "val"

@@ -1,0 +1,215 @@
+"""``lort keep``: a comparison's winner becomes the run's classifier.
+
+``lort compare`` keeps, beside each (method, seed) result of a protocol, the head that
+protocol chose (:func:`lort.experiments.points.kept_head`). Keeping one writes it as the run's
+``stage2.pt`` with its method, delta, tau and a temperature fitted on the validation split, its
+test logits as ``logits.npy`` and a ``report.json`` that says where it came from; ``lort
+predict`` and ``lort export`` then use it. The method is the one with the best validation
+score (:func:`lort.stage2.select.best_on_validation` over the methods' mean class-mean accuracy
+and NLL across the compared seeds) unless one is named. The test logits are the compare point's
+own: the same head through the same inference function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lort.analysis import Analysis
+from lort.errors import InputError
+from lort.experiments.points import ProtocolPoint, _stored, kept_head, protocol_point
+from lort.experiments.protocols import PROTOCOLS, plan
+from lort.methods import get_method, make_head
+from lort.run.finished import FinishedRun, open_run_locked
+from lort.stage2.calibrate import Calibration
+from lort.stage2.select import ValScore, best_on_validation
+
+# The protocols whose choices were made without the test set: the ones a classifier may be
+# kept from.
+KEEPABLE = tuple(p for p in PROTOCOLS if p != "test-selected")
+
+
+@dataclass
+class Kept:
+    root: Path
+    method: str
+    protocol: str
+    seed: int
+    record: dict[str, Any]  # report.json's "kept"
+    analysis: Analysis
+    calibration: Calibration
+    report: dict[str, Any]
+    notes: list[str]
+
+
+def _table_name(protocol: str) -> str:
+    return "compare.json" if protocol == "tuned" else f"compare-{protocol}.json"
+
+
+def _mean(values: list[float | None]) -> float | None:
+    xs = [v for v in values if v is not None]
+    return float(np.mean(xs)) if xs else None
+
+
+def keep(
+    root: Path, method: str | None = None, protocol: str = "tuned", seed: int | None = None
+) -> Kept:
+    """Make the compared head of ``method`` (the validation-best one when None) under
+    ``protocol`` for ``seed`` (the comparison's first when None) the run's classifier."""
+    if protocol not in KEEPABLE:
+        raise InputError(
+            f"--protocol {protocol!r}: a classifier is kept from {' or '.join(KEEPABLE)}"
+            + (" (test-selected chose on the TEST set)" if protocol == "test-selected" else "")
+        )
+    notes: list[str] = []
+    with open_run_locked(root, notes.append) as run:
+        return _keep(run, method, protocol, seed, notes)
+
+
+def _keep(
+    run: FinishedRun, method: str | None, protocol: str, seed: int | None, notes: list[str]
+) -> Kept:
+    table_name = _table_name(protocol)
+    if not run.folder.path(table_name).is_file():
+        raise InputError(
+            f"{run.root} has no {protocol} comparison ({table_name}); run "
+            f"`lort compare {run.root}"
+            + ("" if protocol == "tuned" else f" --protocol {protocol}")
+            + "` first"
+        )
+    table = run.folder.read_json(table_name)
+    results: dict[str, list[dict[str, Any]]] = {}
+    seeds = list(table["seeds"])
+    for name, point_names in table["points"].items():
+        results[name] = []
+        for s, point_name in zip(seeds, point_names, strict=True):
+            fp = ProtocolPoint(name, s, plan(run, name, s, protocol)).fingerprint(run)
+            stored = _stored(run, point_name, fp)
+            if stored is None:
+                raise InputError(
+                    f"{run.root}/{point_name} is missing, damaged or from another version of "
+                    f"the run; run `lort compare {run.root}` again (it keeps what is intact)"
+                )
+            results[name].append(stored)
+    if method is None:
+        names = list(results)
+        scores = [
+            ValScore(
+                _mean([r["val_balanced_accuracy"] for r in results[n]]),
+                _mean([r["val_nll"] for r in results[n]]),
+            )
+            for n in names
+        ]
+        if all(v.accuracy is None for v in scores):
+            raise InputError(f"{run.root} has no validation scores to choose on: name a --method")
+        chosen = names[best_on_validation(scores)]
+        why = (
+            f"the best mean class-mean accuracy on the validation split over seeds {seeds} "
+            f"among {len(names)} methods (ties broken by the lower NLL)"
+        )
+    else:
+        get_method(method)
+        if method not in results:
+            raise InputError(
+                f"{method} is not in {run.root}/{table_name} (it compared "
+                f"{', '.join(results)}); run `lort compare {run.root} --methods {method}`"
+            )
+        chosen, why = method, "named by the user"
+    seed = seeds[0] if seed is None else seed
+    if seed not in seeds:
+        raise InputError(f"--seed {seed}: the comparison ran seeds {seeds}")
+    point_name = protocol_point(chosen, seed, protocol)
+    head_file = kept_head(point_name)
+    if not run.folder.path(head_file).is_file():
+        raise InputError(
+            f"{run.root}/{head_file} is missing (the comparison was made by a lort that kept "
+            "no heads): run `lort compare` again with a new --out, or keep it with `lort fit "
+            "--resume --method ...`"
+        )
+    stored = results[chosen][seeds.index(seed)]
+    saved = run.folder.load_torch(head_file)
+    return _write(run, stored, saved, point_name, protocol, seed, why, notes)
+
+
+def _write(
+    run: FinishedRun,
+    stored: dict[str, Any],
+    saved: dict[str, Any],
+    point_name: str,
+    protocol: str,
+    seed: int,
+    why: str,
+    notes: list[str],
+) -> Kept:
+    problem = run.problem
+    method = get_method(saved["method"])
+    head = make_head(method, problem.init.in_features, problem.k, problem.init)
+    head.load_state_dict(saved["head"])
+    head.eval()
+    tau = float(saved["tau"])
+    logits = problem.logits(method, head, "test", tau)
+    analysis = problem.evaluate(logits)
+    if analysis.accuracy != stored["test"]["all"]:
+        raise InputError(
+            f"{run.root}/{point_name}'s head no longer gives its stored test accuracy; run "
+            "`lort compare` again"
+        )
+    calibration = problem.calibration(method, head, tau, logits)
+    record = {
+        "from": point_name,
+        "protocol": protocol,
+        "seed": seed,
+        "why": why,
+        "stage2": stored["stage2"],
+        "hyper": stored["chosen"]["hyper"],
+        "init": stored["chosen"]["init"],
+        "epoch": saved["epoch"],
+        "val_balanced_accuracy": stored["val_balanced_accuracy"],
+        "val_nll": stored["val_nll"],
+    }
+    report = dict(run.report)
+    report |= {
+        "method": dataclasses.asdict(method),
+        "smooth": stored["smooth"],
+        "hyper": {"mode": protocol, "chosen": stored["chosen"]["hyper"]},
+        "stage2_epoch": {
+            "epoch": saved["epoch"],
+            "of": (stored["stage2"] or {}).get("epochs", 0),
+            "rule": f"chosen by the {protocol} protocol of `lort compare`",
+        },
+        "results": analysis.to_dict(),
+        "calibration": calibration.to_dict(),
+        "kept": record,
+    }
+    baselines = dict(report.get("baselines") or {})
+    baselines["method"] = {"name": method.name} | analysis.group_accuracies()
+    report["baselines"] = baselines
+    folder = run.folder
+    folder.save_torch(
+        "stage2.pt",
+        {
+            "head": head.state_dict(),
+            "method": method.name,
+            "smooth": float(saved["smooth"]),
+            "tau": tau,
+            "temperature": calibration.temperature,
+            "kept": point_name,
+        },
+    )
+    folder.write_npy("logits.npy", logits.astype(np.float32))
+    folder.write_json("report.json", report)
+    if calibration.temperature is not None:
+        from lort.plots import plot_calibration
+
+        plot_calibration(
+            logits,
+            problem.data.test_labels,
+            calibration,
+            folder.path("figures") / "reliability.png",
+            f"{run.root}: {method.name} (kept from the {protocol} compare), test split",
+        )
+    return Kept(run.root, method.name, protocol, seed, record, analysis, calibration, report, notes)

@@ -1,0 +1,109 @@
+"""`lort keep`: a comparison's head becomes the run's classifier, exactly as compared, then
+predicted and exported."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cli_helpers import flat, ok, run_cli
+from lort.analysis import analyze
+from lort.methods import TABLE1
+from lort.run.trained import open_trained
+from lort.stage2.problem import load_data
+from lort.stage2.select import ValScore, best_on_validation
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("keep") / "run"
+    ok("fit", "--out", out, "--epochs1", "10", "--epochs2", "6", "--seed", "0")
+    ok("compare", out)  # tuned, all twelve methods, one seed
+    return out
+
+
+def _point(run: Path, method: str) -> dict:
+    return json.loads((run / f"compare/{method}-seed0-protocol-tuned.json").read_text())["result"]
+
+
+def test_keep_without_a_method_takes_the_best_on_validation(compared: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(compared, run)
+    table = json.loads((run / "compare.json").read_text())
+    names = list(table["points"])
+    scores = [
+        ValScore(_point(run, n)["val_balanced_accuracy"], _point(run, n)["val_nll"]) for n in names
+    ]
+    best = names[best_on_validation(scores)]
+    result = ok("keep", run)
+    assert f"kept {best} " in flat(result.output)
+    report = json.loads((run / "report.json").read_text())
+    assert report["method"]["name"] == best and report["kept"]["protocol"] == "tuned"
+    assert report["kept"]["from"] == f"compare/{best}-seed0-protocol-tuned.json"
+    assert report["calibration"]["temperature"] > 0
+    pred = tmp_path / "p.json"
+    images = tmp_path / "x.npy"
+    np.save(images, load_data(open_trained(run).cfg).sources["test"][:5])
+    ok("predict", run, images, "--format", "json", "--out", pred)
+    assert json.loads(pred.read_text())["method"] == best
+
+
+def test_every_method_kept_gives_the_compare_points_numbers_and_exports_them(
+    compared: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(compared, run)
+    test_set = load_data(open_trained(run).cfg).dataset("test")  # prepared as the run read it
+    x = torch.cat([b for b, _ in torch.utils.data.DataLoader(test_set, 256)])
+    labels = np.load(run / "labels.npy")
+    for method in TABLE1:
+        ok("keep", run, "--method", method)
+        point = _point(run, method)
+        logits = np.load(run / "logits.npy")
+        a = analyze(logits, labels, train_counts=np.load(run / "train_counts.npy"))
+        # The compare point's own test numbers, from the same head through the same function.
+        assert a.accuracy == point["test"]["all"], method
+        assert a.balanced_accuracy == point["test"]["balanced_accuracy"], method
+        np.testing.assert_array_equal(a.per_class["magnitude"], point["per_class"]["magnitude"])
+        report = json.loads((run / "report.json").read_text())
+        assert report["results"]["overall"]["accuracy"] == point["test"]["all"]
+        assert report["kept"]["hyper"] == point["chosen"]["hyper"]
+        t = report["calibration"]["temperature"]
+        module = tmp_path / f"{method}.pt"
+        ok("export", run, "--format", "torchscript", "--out", module)
+        with torch.no_grad():
+            got = torch.jit.load(module)(x).numpy()
+        want = logits / t
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), method
+
+
+def test_keep_refuses_what_it_cannot_keep_and_changes_nothing(
+    compared: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(compared, run)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    for args, expected in (
+        (("--protocol", "authors"), "has no authors comparison"),
+        (("--method", "no-such"), "unknown re-training method"),
+        (("--seed", "7"), "the comparison ran seeds [0]"),
+    ):
+        result = run_cli("keep", run, *args)
+        assert result.exit_code != 0 and expected in flat(result.output), result.output
+    result = run_cli("keep", run, "--protocol", "test-selected")
+    assert result.exit_code != 0
+    (run / "compare/lws-seed0-protocol-tuned.head.pt").unlink()
+    result = run_cli("keep", run, "--method", "lws")
+    assert result.exit_code != 0 and "is missing" in flat(result.output)
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    del before[run / "compare/lws-seed0-protocol-tuned.head.pt"]
+    assert after == before
+    bare = tmp_path / "bare"
+    ok("fit", "--out", bare, "--epochs1", "2", "--epochs2", "2")
+    result = run_cli("keep", bare)
+    assert result.exit_code != 0 and "run `lort compare" in flat(result.output)
