@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import yaml
 
-from cli_helpers import flat, ok, run_cli
+from cli_helpers import flat, ok, one_line_error, run_cli
 from lort.run.folder import LOCK, RUN_FILES, STATE
 
 SMALL = ("--epochs1", "2", "--epochs2", "2", "--smooth", "0.5")
@@ -54,18 +54,6 @@ def copy(src: Path, dst: Path) -> Path:
 
 def report(run: Path) -> dict[str, Any]:
     return json.loads((run / "report.json").read_text())
-
-
-def one_line_error(result: Any, *parts: str) -> None:
-    """Exit 1 with the error as the last line of stderr (one line, naming ``parts``), no
-    result on stdout, no traceback."""
-    assert result.exit_code == 1, result.output
-    assert result.stdout == "", result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    errors = [i for i, line in enumerate(lines) if line.startswith("Error:")]
-    assert errors == [len(lines) - 1], lines
-    for part in parts:
-        assert part in lines[-1], (part, lines[-1])
 
 
 # --------------------------------------------------------------------------------------

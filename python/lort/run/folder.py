@@ -8,6 +8,8 @@ What lort promises about a run folder:
   sha256 are recorded in ``state.json``; every file lort reads back is checked against that
   record first, so a damaged or missing file is an error naming it (or, where lort can derive
   it again, rebuilt with a note), never a number computed from it;
+- the checkpoints are data: they are loaded as tensors and plain values only, so a file that
+  would build any other object (and could so run code) is refused;
 - one command writes a folder at a time (``.lort.lock``, created exclusively, holds its pid; a
   lock left by a process that no longer runs is taken over with a note);
 - ``--overwrite`` removes only a lort run (recognised by ``state.json``) and only when every
@@ -22,6 +24,7 @@ import errno
 import fnmatch
 import json
 import os
+import pickle
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -296,8 +299,16 @@ class RunFolder:
 
         p = self.verify(name)
         try:
-            return torch.load(p, map_location="cpu", weights_only=False)
+            # Tensors and plain values only (a checkpoint lort writes holds nothing else):
+            # a pickle that would build any other object, and so could run code, is refused.
+            return torch.load(p, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises several kinds on a damaged file
+            if isinstance(e, pickle.UnpicklingError) and "weights only" in str(e).lower():
+                raise DamagedFileError(
+                    f"{p} holds objects other than tensors and plain values, which lort never "
+                    f"loads (they could run code); {_advice(self.root, name)}",
+                    name,
+                ) from None
             raise DamagedFileError(
                 f"{p} is damaged ({type(e).__name__}); {_advice(self.root, name)}", name
             ) from None

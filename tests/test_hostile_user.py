@@ -1,0 +1,151 @@
+"""What a hostile user's files and options must not do (issue 21): run code, reach the
+terminal as escape sequences, make lort delete or overwrite what is not its own, or grow
+without bound. Each section is one way an earlier lort gave in; the test fails on that lort.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from cli_helpers import ok, one_line_error, run_cli
+from lort.run.folder import STATE
+
+SMALL = ("--epochs1", "2", "--epochs2", "2", "--smooth", "0.5")
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished small digits run."""
+    run = tmp_path_factory.mktemp("hostile") / "run"
+    ok("fit", "--out", run, *SMALL)
+    return run
+
+
+def copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+# --------------------------------------------------------------------------------------
+# 1. Files are data: a pickle that would run code is refused, not loaded.
+
+
+class Payload:
+    """Unpickled, this creates ``marker`` (as any code a pickle runs could)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.marker, "w"))
+
+
+def restamp(run: Path, name: str, how: str) -> None:
+    """Make state.json agree with ``name`` as it is now: record its new size and sha256, or
+    drop its record (as in a run made before records were kept)."""
+    state = json.loads((run / STATE).read_text())
+    if how == "restamped":
+        data = (run / name).read_bytes()
+        state["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    else:
+        del state["files"][name]
+    (run / STATE).write_text(json.dumps(state))
+
+
+def plant(run: Path, name: str, marker: Path, how: str) -> None:
+    """Add a payload to the checkpoint ``name`` of ``run``, keeping all it held."""
+    saved = torch.load(run / name, weights_only=True)
+    saved["config" if name == "stage1.ckpt" else "method_extra"] = {"x": Payload(marker)}
+    torch.save(saved, run / name)
+    restamp(run, name, how)
+
+
+def commands(run: Path, tmp_path: Path) -> dict[str, tuple[Any, ...]]:
+    images = tmp_path / "images.npy"
+    np.save(images, np.zeros((2, 1, 8, 8), np.float32))
+    return {
+        "predict": ("predict", run, images),
+        "export": ("export", run, "--out", tmp_path / "model.pt"),
+        "compare": ("compare", run, "--methods", "ce", "--protocol", "shared"),
+        "fit": ("fit", "--resume", "--out", run),
+    }
+
+
+@pytest.mark.parametrize("how", ["restamped", "unrecorded"])
+@pytest.mark.parametrize("name", ["stage1.ckpt", "stage2.pt"])
+def test_a_checkpoint_that_would_run_code_is_refused(
+    name: str, how: str, finished: Path, tmp_path: Path
+) -> None:
+    run = copy(finished, tmp_path / "run")
+    marker = tmp_path / "marker"
+    plant(run, name, marker, how)
+    readers = ("predict", "export") + (("compare", "fit") if name == "stage1.ckpt" else ())
+    for what, args in commands(run, tmp_path).items():
+        result = run_cli(*args)
+        assert not marker.exists(), f"lort {what} ran the code in {name}"
+        if what in readers:
+            one_line_error(result, name, "never loads")
+        # (compare and fit --resume do not read stage2.pt: fit makes it again)
+
+
+def cifar_files(root: Path, payload_in: str | None, marker: Path) -> Path:
+    """A tiny CIFAR-10 layout; ``payload_in`` holds a payload instead of its batch."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = list(range(10)) * 2
+        batch: dict[str, Any] = {
+            "batch_label": name,
+            "data": rng.integers(0, 256, (20, 3072), dtype=np.uint8),
+            "labels": labels,
+        }
+        if name == payload_in:
+            batch["labels"] = [Payload(marker)]
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+    meta = {"label_names": [f"c{i}" for i in range(10)], "num_cases_per_batch": 20}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    return folder
+
+
+def test_a_cifar_batch_that_would_run_code_is_refused(tmp_path: Path) -> None:
+    from lort.data.cifar import load_cifar_splits
+    from lort.errors import InputError
+
+    marker = tmp_path / "marker"
+    cifar_files(tmp_path / "root", "data_batch_3", marker)
+    with pytest.raises(InputError, match=r"data_batch_3 is not a CIFAR pickle.*never loads"):
+        load_cifar_splits("cifar10-lt", tmp_path / "root", download=False)
+    assert not marker.exists()
+    out = tmp_path / "run"
+    args = ("fit", "--dataset", "cifar10-lt", "--data-root", tmp_path / "root", "--out", out)
+    one_line_error(run_cli(*args, "--dry-run"), "data_batch_3", "never loads")
+    assert not marker.exists() and not out.exists()
+
+
+def test_cifar_batches_as_numpy_1_under_python_2_wrote_them_still_load(tmp_path: Path) -> None:
+    """The real files name numpy.core (numpy 1), not numpy._core; protocol 5 (the fakes) and
+    protocol 2 (Python 3's bytes via _codecs.encode) load as well."""
+    from lort.data.cifar import load_cifar_splits, read_pickle
+
+    folder = cifar_files(tmp_path / "root", None, tmp_path / "marker")
+    batch = {"data": np.arange(6, dtype=np.uint8).reshape(1, 6), "raw": b"\x00\xff", "n": 3}
+    old = pickle.dumps(batch, protocol=2).replace(b"numpy._core.", b"numpy.core.")
+    assert b"numpy.core.multiarray\n_reconstruct" in old and b"_codecs" in old
+    (folder / "old").write_bytes(old)
+    got = read_pickle(folder / "old")
+    np.testing.assert_array_equal(got["data"], batch["data"])
+    assert got["raw"] == batch["raw"] and got["n"] == 3
+    splits = load_cifar_splits("cifar10-lt", tmp_path / "root", download=False)
+    assert splits.train_images.shape == (100, 32, 32, 3) and splits.class_names[9] == "c9"
