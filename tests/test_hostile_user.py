@@ -149,3 +149,60 @@ def test_cifar_batches_as_numpy_1_under_python_2_wrote_them_still_load(tmp_path:
     assert got["raw"] == batch["raw"] and got["n"] == 3
     splits = load_cifar_splits("cifar10-lt", tmp_path / "root", download=False)
     assert splits.train_images.shape == (100, 32, 32, 3) and splits.class_names[9] == "c9"
+
+
+# --------------------------------------------------------------------------------------
+# 2. What a user's strings hold reaches the terminal as text: no escape sequence, no markup.
+
+EVIL = "\x1b[31mred\x1b]0;title\x07[/red][bold]\u202eb"
+
+
+def test_printable_and_shown() -> None:
+    from rich.console import Console
+
+    from lort.terminal import printable, shown
+
+    assert printable(EVIL) == "\\x1b[31mred\\x1b]0;title\\x07[/red][bold]\\u202eb"
+    assert printable("a\nb\tc") == "a\\nb\\tc"
+    assert printable("a\nb\x1b", newlines=True) == "a\nb\\x1b"
+    assert printable("café ✓ 猫") == "café ✓ 猫"  # printable text is left alone
+    console = Console(force_terminal=True, color_system=None, width=200)
+    with console.capture() as captured:
+        console.print(shown(EVIL))
+    assert captured.get().strip() == printable(EVIL)
+
+
+def renamed_classes(finished: Path, tmp_path: Path) -> Path:
+    """A copy of the run whose first class is named EVIL (as class_names.txt or a folder name
+    of an image folder would name it), state.json agreeing."""
+    run = copy(finished, tmp_path / "run")
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["class_names"] = [EVIL] * len(manifest["class_names"])
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    restamp(run, "manifest.json", "restamped")
+    return run
+
+
+def test_class_names_reach_the_terminal_escaped(finished: Path, tmp_path: Path) -> None:
+    from lort.terminal import printable
+
+    run = renamed_classes(finished, tmp_path)
+    images = tmp_path / f"in{EVIL.replace('/', '')}.npy"  # the input's name is shown too
+    np.save(images, np.zeros((2, 1, 8, 8), np.float32))
+    for fmt in ("table", "csv"):
+        result = ok("predict", run, images, "--top-k", "1", "--format", fmt)
+        for text in (result.stdout, result.stderr):
+            assert "\x1b" not in text and "\u202e" not in text and "\x07" not in text
+        if fmt == "csv":
+            assert printable(EVIL) in result.stdout and printable(images.name) in result.stdout
+        else:  # the table's cell is cut at its width
+            assert "\\x1b[31mred\\x1b]0;title\\x07[/red]" in result.stdout
+    out = tmp_path / "pred.csv"  # a file keeps the names as they are
+    ok("predict", run, images, "--top-k", "1", "--format", "csv", "--out", out)
+    assert EVIL in out.read_text()
+
+
+def test_user_strings_in_errors_reach_the_terminal_escaped(finished: Path) -> None:
+    result = run_cli("predict", finished, f"/nowhere/{EVIL}.jpg")
+    one_line_error(result, "no such file or folder", "\\x1b[31mred")
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr

@@ -31,6 +31,7 @@ from lort.cli.tables import (
 )
 from lort.errors import LortError
 from lort.files import write_json
+from lort.terminal import printable, shown
 
 out_console = Console()
 err = Console(stderr=True)
@@ -52,13 +53,13 @@ def clean_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except LortError as e:
-            raise click.ClickException(str(e)) from None
+            raise click.ClickException(printable(e, newlines=True)) from None
         except OSError as e:  # the file system said no: a path the user gave
             where = f"{e.filename}: " if e.filename else ""
-            raise click.ClickException(f"{where}{e.strerror or e}") from None
+            raise click.ClickException(printable(f"{where}{e.strerror or e}")) from None
         except KeyboardInterrupt:
             hint = click.get_current_context().meta.get(CONTINUE)
-            err.print("interrupted" + (f"; {hint}" if hint else ""))
+            err.print(shown("interrupted" + (f"; {hint}" if hint else "")))
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
@@ -149,7 +150,7 @@ def analyze(
 
         folder = Path(tempfile.mkdtemp(prefix="lort-example-"))
         paths = write_example(folder)
-        err.print(f"example written to {folder}")
+        err.print(shown(f"example written to {folder}"))
         logits, labels, train_counts = (paths["logits"],), paths["labels"], paths["train_counts"]
     if not logits:
         raise click.UsageError("give one or more LOGITS.npy files (or --example)")
@@ -203,12 +204,12 @@ def analyze(
             "nan_policy": nan_policy,
         }
         write_json(json_out, data)
-        err.print(f"wrote {json_out}")
+        err.print(shown(f"wrote {json_out}"))
     if plot_dir is not None:
         from lort.plots import plot_analysis
 
         for written in plot_analysis(plot_dir, list(logits), labels, result, title):
-            err.print(f"wrote {written}")
+            err.print(shown(f"wrote {written}"))
 
 
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -396,9 +397,11 @@ def fit(
             f"stage 1: {timings['stage1_s']:.1f} s, {timings['stage1_images_per_s']:,.0f} images/s"
         )
     err.print(
-        f"done in {time.perf_counter() - started:.1f} s; results in {result.folder}/ "
-        f"(report.json; `lort analyze {result.folder}/logits.npy --labels "
-        f"{result.folder}/labels.npy --train-counts {result.folder}/train_counts.npy`)"
+        shown(
+            f"done in {time.perf_counter() - started:.1f} s; results in {result.folder}/ "
+            f"(report.json; `lort analyze {result.folder}/logits.npy --labels "
+            f"{result.folder}/labels.npy --train-counts {result.folder}/train_counts.npy`)"
+        )
     )
 
 
@@ -532,8 +535,10 @@ def compare(
     reused = sum(r.reused for r in results)
     total = len(names) * seeds * len(results)
     err.print(
-        f"{total - reused} re-trained, {reused} reused in "
-        f"{time.perf_counter() - started:.1f} s; wrote " + ", ".join(str(p) for p in written)
+        shown(
+            f"{total - reused} re-trained, {reused} reused in "
+            f"{time.perf_counter() - started:.1f} s; wrote " + ", ".join(str(p) for p in written)
+        )
     )
 
 
@@ -580,8 +585,11 @@ def sweep(
             result = sweep_lr_wd(run_dir, lrs, wds, method, on_point)
     print_sweep(out_console, result)
     err.print(
-        f"{len(result.points) - result.reused} re-trained, {result.reused} reused in "
-        f"{time.perf_counter() - started:.1f} s; wrote " + ", ".join(str(p) for p in result.files)
+        shown(
+            f"{len(result.points) - result.reused} re-trained, {result.reused} reused in "
+            f"{time.perf_counter() - started:.1f} s; wrote "
+            + ", ".join(str(p) for p in result.files)
+        )
     )
 
 
@@ -663,7 +671,7 @@ def predict(
         )
         seconds = time.perf_counter() - started
     for note in preds.notes:
-        err.print(f"[yellow]note:[/yellow] {note}")
+        err.print(f"[yellow]note:[/yellow] {shown(note)}")
     if fmt == "table":
         print_predictions(out_console, preds)
     elif fmt == "csv":
@@ -671,7 +679,7 @@ def predict(
         if out is None:
             writer = csv.writer(out_console.file, lineterminator="\n")
             writer.writerow(header)
-            writer.writerows(rows)
+            writer.writerows([printable(v) for v in row] for row in rows)
         else:
             write_csv(out, header, rows)
     elif out is None:
@@ -682,8 +690,10 @@ def predict(
         write_npy(logits_out, preds.all_logits())
     n = len(preds.names)
     err.print(
-        f"classified {n:,} inputs in {seconds:.1f} s ({n / max(seconds, 1e-9):,.0f} per s)"
-        + "".join(f"; wrote {p}" for p in (out, logits_out) if p is not None)
+        shown(
+            f"classified {n:,} inputs in {seconds:.1f} s ({n / max(seconds, 1e-9):,.0f} per s)"
+            + "".join(f"; wrote {p}" for p in (out, logits_out) if p is not None)
+        )
     )
 
 
@@ -715,4 +725,4 @@ def export_cmd(run_dir: Path, fmt: str, out: Path) -> None:
         if result.max_rel_error != result.max_rel_error
         else f"max relative error {result.max_rel_error:.1e} against lort's own logits"
     )
-    err.print(f"wrote {result.out} and {result.json} ({checked})")
+    err.print(shown(f"wrote {result.out} and {result.json} ({checked})"))

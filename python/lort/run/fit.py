@@ -42,6 +42,7 @@ from lort.stage1.loop import Stage1State, train_stage1
 from lort.stage1.losses import checkpoint_head, stage1_head, stage1_init
 from lort.stage2.loop import train_head_cached, train_head_live
 from lort.stage2.problem import Stage2, load_data
+from lort.terminal import shown
 
 LOW_RHO = 1.5
 # Re-trained on the same cached features next to every run, for comparison.
@@ -69,7 +70,7 @@ Say = Callable[[str], None]
 
 
 def _noting(say: Say) -> Callable[[str], None]:
-    return lambda n: say(f"[yellow]note:[/yellow] {n}")
+    return lambda n: say(f"[yellow]note:[/yellow] {shown(n)}")
 
 
 def plan_lines(cfg: FitConfig, data: LTData, method: Method, folder: Path) -> list[str]:
@@ -207,7 +208,7 @@ def _run(
         folder.write_yaml(CONFIG, cfg.to_dict())
         folder.write_json(MANIFEST, data.manifest)
     for line in plan_lines(cfg, data, method, folder.root):
-        say(line)
+        say(shown(line))
     if opts.dry_run:
         say("dry run: datasets built and manifest written; nothing trained")
         return FitResult(folder.root, None)
@@ -229,7 +230,7 @@ def _run(
         if images:
             timings["stage1_images_per_s"] = images * rt.world / timings["stage1_s"]
     if opts.stop_after == "stage1":
-        say(f"stopped after stage 1; continue with: lort fit --resume --out {folder.root}")
+        say(shown(f"stopped after stage 1; continue with: lort fit --resume --out {folder.root}"))
         return FitResult(folder.root, None)
 
     if model is not None:
@@ -320,8 +321,10 @@ def _start_model(cfg: FitConfig, opts: FitOptions, data: LTData, say: Say) -> Cl
     if cfg.weights is not None and fresh:
         ignored = load_backbone_weights(model.backbone, cfg.weights)
         say(
-            f"loaded --weights {cfg.weights} into the backbone"
-            + (f"; ignored its {', '.join(ignored)}" if ignored else "")
+            shown(
+                f"loaded --weights {cfg.weights} into the backbone"
+                + (f"; ignored its {', '.join(ignored)}" if ignored else "")
+            )
         )
     return model
 
