@@ -206,3 +206,40 @@ def test_user_strings_in_errors_reach_the_terminal_escaped(finished: Path) -> No
     result = run_cli("predict", finished, f"/nowhere/{EVIL}.jpg")
     one_line_error(result, "no such file or folder", "\\x1b[31mred")
     assert "\x1b" not in result.stderr and "\x07" not in result.stderr
+
+
+# --------------------------------------------------------------------------------------
+# 3. --overwrite never follows a symbolic link: one in the run is refused before anything is
+#    removed, and what it points to is never touched.
+
+
+@pytest.mark.parametrize(
+    "link", ["figures", "compare", "report.json", "compare/ce-seed0.json", "figures/a.png"]
+)
+def test_overwrite_refuses_a_run_holding_a_link(link: str, finished: Path, tmp_path: Path) -> None:
+    run = copy(finished, tmp_path / "run")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "ce-seed0.json").write_text("my notes")
+    (mine / "a.png").write_bytes(b"my picture")
+    (run / link).parent.mkdir(exist_ok=True)
+    (run / link).unlink(missing_ok=True)  # report.json: the link replaces lort's file
+    (run / link).symlink_to(mine if link in ("figures", "compare") else mine / "ce-seed0.json")
+    before = {p.name: p.read_bytes() for p in mine.iterdir()}
+    listing = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    one_line_error(run_cli("fit", "--out", run, "--overwrite", "--dry-run"), link, "link")
+    assert {p.name: p.read_bytes() for p in mine.iterdir()} == before
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == listing
+
+
+def test_leftover_temp_files_are_not_looked_for_through_a_link(
+    finished: Path, tmp_path: Path
+) -> None:
+    run = copy(finished, tmp_path / "run")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    theirs = mine / ".x.json.1.deadbeef.tmp"  # named like a temp file of lort's
+    theirs.write_text("mine")
+    (run / "compare").symlink_to(mine)
+    run_cli("fit", "--resume", "--out", run, *SMALL)
+    assert theirs.read_text() == "mine"

@@ -257,9 +257,9 @@ class RunFolder:
         found = [
             p
             for d in (self.root, *(self.root / s for s in OWNED_DIRS))
-            if d.is_dir()
+            if d.is_dir() and not d.is_symlink()
             for p in d.iterdir()
-            if p.is_file() and files.TEMP_FILE.match(p.name)
+            if not p.is_symlink() and p.is_file() and files.TEMP_FILE.match(p.name)
         ]
         for p in found:
             p.unlink(missing_ok=True)
@@ -337,22 +337,33 @@ class RunFolder:
         """Entries of the folder lort does not write (relative paths, sorted)."""
         out = []
         for p in sorted(self.root.iterdir()):
-            if p.is_dir() and p.name in OWNED_DIRS:
-                out += [
-                    f"{p.name}/{q.name}"
-                    for q in sorted(p.iterdir())
-                    if not _owned(f"{p.name}/{q.name}") or not q.is_file()
-                ]
+            if p.is_symlink():  # lort makes none: whatever it points to is not lort's
+                out.append(f"{p.name} (a symbolic link)")
+            elif p.is_dir() and p.name in OWNED_DIRS:
+                for q in sorted(p.iterdir()):
+                    rel = f"{p.name}/{q.name}"
+                    if q.is_symlink():
+                        out.append(f"{rel} (a symbolic link)")
+                    elif not (q.is_file() and _owned(rel)):
+                        out.append(rel + ("/" if q.is_dir() else ""))
             elif not (p.is_file() and _owned(p.name)):
                 out.append(p.name + ("/" if p.is_dir() else ""))
         return out
 
     def clear(self) -> None:
-        """Remove what lort wrote (the caller checked :meth:`unowned` is empty), except the
-        lock the caller holds."""
+        """Remove what lort wrote, except the lock the caller holds; an InputError, before
+        anything is removed, if the folder holds anything else (:meth:`unowned`: symbolic
+        links included, which are never followed)."""
+        foreign = self.unowned()
+        if foreign:
+            listed = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+            raise InputError(
+                f"--overwrite removes only what lort wrote, but {self.root} also holds "
+                f"{listed}; move those away or choose another --out"
+            )
         for d in OWNED_DIRS:
             sub = self.root / d
-            if sub.is_dir():
+            if sub.is_dir() and not sub.is_symlink():
                 for q in sub.iterdir():
                     q.unlink()
                 sub.rmdir()
@@ -453,13 +464,6 @@ def open_for_fit(root: Path, *, resume: bool, overwrite: bool, note: Note) -> It
                     folder.state()  # readable, or a clear error
                     folder.remove_leftovers(note)
                 elif overwrite:
-                    foreign = folder.unowned()
-                    if foreign:
-                        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
-                        raise InputError(
-                            f"--overwrite removes only what lort wrote, but {root} also holds "
-                            f"{shown}; move those away or choose another --out"
-                        )
                     folder.clear()
                 else:
                     raise InputError(
