@@ -243,3 +243,32 @@ def test_leftover_temp_files_are_not_looked_for_through_a_link(
     (run / "compare").symlink_to(mine)
     run_cli("fit", "--resume", "--out", run, *SMALL)
     assert theirs.read_text() == "mine"
+
+
+# --------------------------------------------------------------------------------------
+# 4. An output path never names a file of a run (the run given, or another), links followed.
+
+
+def test_outputs_that_name_a_runs_own_files_are_refused(finished: Path, tmp_path: Path) -> None:
+    run = copy(finished, tmp_path / "run")
+    images = tmp_path / "images.npy"
+    np.save(images, np.zeros((2, 1, 8, 8), np.float32))
+    (tmp_path / "link.npy").symlink_to(run / "logits.npy")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    for args, named in (
+        (("export", run, "--out", run / "stage1.ckpt"), "stage1.ckpt"),
+        (("export", run, "--out", run / "report.pt"), "report.json"),  # its JSON beside
+        (("export", finished, "--out", run / "stage2.pt"), "stage2.pt"),  # another run's
+        (("predict", run, images, "--logits", run / "manifest.json"), "manifest.json"),
+        (("predict", run, images, "--format", "csv", "--out", run / "config.yaml"), "config"),
+        (("predict", run, images, "--logits", tmp_path / "link.npy"), "logits.npy"),
+        (("predict", run, images, "--logits", run / "compare" / "ce-seed0.json"), "compare/"),
+        (("analyze", run / "logits.npy", "--labels", run / "labels.npy", "--json",
+          run / "report.json"), "report.json"),
+        (("analyze", run / "logits.npy", "--labels", run / "labels.npy", "--train-counts",
+          run / "train_counts.npy", "--plot", run / "figures"), "figures/"),
+    ):  # fmt: skip
+        one_line_error(run_cli(*args), named, "destroy the run")
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    ok("export", run, "--out", run / "model.pt")  # a file of the user's beside the run's
+    ok("predict", run, images, "--logits", tmp_path / "logits.npy")

@@ -142,7 +142,14 @@ def analyze(
     overall and for many / medium / few classes, the Hessian verdict and the
     Hessian's curvature orthogonal to the ones vector.
     """
+    from lort.run.folder import check_output
+
     budget = None if max_memory is None else _parse_size(max_memory)
+    if json_out is not None:
+        check_output("--json", json_out)
+    if plot_dir is not None:
+        for name in ("logit_histograms.png", "group_metrics.png"):
+            check_output("--plot", plot_dir / name)
     if example:
         if logits or labels or train_counts or train_labels:
             raise click.UsageError("--example takes no logits, labels or train counts")
@@ -645,9 +652,13 @@ def predict(
 
     from lort.deploy.predict import predict as run_predict
     from lort.files import write_csv, write_npy
+    from lort.run.folder import check_output
 
     if out is not None and fmt == "table":
         raise click.UsageError("--out writes csv or json: add --format csv or --format json")
+    for option, path in (("--out", out), ("--logits", logits_out)):
+        if path is not None:
+            check_output(option, path)
     with Progress(
         TextColumn("predict"),
         BarColumn(),

@@ -372,6 +372,21 @@ class RunFolder:
                 p.unlink()
 
 
+def check_output(option: str, path: Path) -> None:
+    """InputError unless ``path``, an output a command was asked to write, is a file no lort
+    run owns: followed through its links, it must not be one of :data:`OWNED` of a folder
+    holding ``state.json`` (writing it would destroy that run)."""
+    target = Path(path).expanduser().resolve()
+    for folder in list(target.parents)[:2]:  # OWNED names files at most one folder deep
+        rel = target.relative_to(folder).as_posix()
+        if (folder / STATE).is_file() and _owned(rel):
+            via = "" if target == Path(path).absolute() else f" (it leads to {target})"
+            raise InputError(
+                f"{option} {path}{via} is the file {rel} of the lort run {folder}: writing it "
+                "would destroy the run; choose a path outside the run's own files"
+            )
+
+
 def _owned(rel: str) -> bool:
     name = rel.rsplit("/", 1)[-1]
     return files.TEMP_FILE.match(name) is not None or any(
