@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -238,7 +239,7 @@ def test_leftover_temp_files_are_not_looked_for_through_a_link(
     run = copy(finished, tmp_path / "run")
     mine = tmp_path / "mine"
     mine.mkdir()
-    theirs = mine / ".x.json.1.deadbeef.tmp"  # named like a temp file of lort's
+    theirs = mine / ".x.json.lort-0123456789abcdef.tmp"  # named like a temp file of lort's
     theirs.write_text("mine")
     (run / "compare").symlink_to(mine)
     run_cli("fit", "--resume", "--out", run, *SMALL)
@@ -272,3 +273,37 @@ def test_outputs_that_name_a_runs_own_files_are_refused(finished: Path, tmp_path
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
     ok("export", run, "--out", run / "model.pt")  # a file of the user's beside the run's
     ok("predict", run, images, "--logits", tmp_path / "logits.npy")
+
+
+# --------------------------------------------------------------------------------------
+# 5. Only lort's own temp files (``.NAME.lort-HEX.tmp``) are removed as leftovers of a write.
+
+USERS_TMP = (".notes.tmp", ".report.json.4242.0123abcd.tmp", ".x.lort-abc.tmp", ".y.lort.tmp")
+
+
+def test_temp_files_of_the_users_are_kept(finished: Path, tmp_path: Path) -> None:
+    run = copy(finished, tmp_path / "run")
+    (run / "compare").mkdir()
+    for name in USERS_TMP:
+        (run / name).write_text("mine")
+        (run / "compare" / name).write_text("mine")
+    lorts = run / ".report.json.lort-0123456789abcdef.tmp"
+    lorts.write_bytes(b"half")
+    ok("fit", "--resume", "--out", run, *SMALL)
+    for name in USERS_TMP:
+        assert (run / name).is_file() and (run / "compare" / name).is_file(), name
+        assert (run / name).read_text() == (run / "compare" / name).read_text() == "mine"
+    assert not lorts.exists()
+    one_line_error(run_cli("fit", "--out", run, "--overwrite", "--dry-run"), ".notes.tmp")
+    assert (run / ".notes.tmp").read_text() == "mine"
+
+
+def test_lorts_temp_files_carry_the_marker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lort.files import TEMP_FILE, write_text
+
+    renamed: list[str] = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (renamed.append(Path(a).name), real(a, b)))
+    write_text(tmp_path / "g.txt", "y")
+    assert len(renamed) == 1 and renamed[0].startswith(".g.txt.lort-"), renamed
+    assert TEMP_FILE.match(renamed[0]) and (tmp_path / "g.txt").read_text() == "y"

@@ -279,11 +279,11 @@ def test_a_corrupt_image_fails_before_the_run_folder_exists(
 def test_leftover_temp_files_are_removed_on_resume(finished: Path, tmp_path: Path) -> None:
     run = copy(finished, tmp_path / "run")
     (run / "keep.tmp").write_text("not lort's")
-    point = run / "compare" / ".ce-seed0.json.1.deadbeef.tmp"
+    point = run / "compare" / ".ce-seed0.json.lort-0123456789abcdef.tmp"
     point.write_bytes(b"half")
     result = ok("compare", run, "--methods", "ce")
     assert not point.exists() and "temp file" in flat(result.stdout)
-    report_tmp = run / ".report.json.4242.0123abcd.tmp"
+    report_tmp = run / ".report.json.lort-fedcba9876543210.tmp"
     report_tmp.write_bytes(b"half")
     result = ok("fit", "--resume", "--out", run)
     assert not report_tmp.exists() and "temp file" in flat(result.stderr)
