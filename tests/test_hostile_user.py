@@ -33,6 +33,10 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
+def contents(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
 def copy(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, symlinks=True)
     return dst
@@ -307,3 +311,79 @@ def test_lorts_temp_files_carry_the_marker(tmp_path: Path, monkeypatch: pytest.M
     write_text(tmp_path / "g.txt", "y")
     assert len(renamed) == 1 and renamed[0].startswith(".g.txt.lort-"), renamed
     assert TEMP_FILE.match(renamed[0]) and (tmp_path / "g.txt").read_text() == "y"
+
+
+# --------------------------------------------------------------------------------------
+# 6. Every count is bounded when the option is read: one line, nothing built or written.
+
+
+def refused(result: Any, *parts: str) -> None:
+    """A usage error (click's, exit 2) or lort's one line (exit 1), naming ``parts``."""
+    assert result.exit_code in (1, 2), result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    for part in parts:
+        assert part in lines[0], (part, lines[0])
+
+
+def many(n: int, step: float) -> str:
+    return ",".join(f"{step * (i + 1):.6g}" for i in range(n))
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("compare", "RUN", "--seeds", "100000000"), "1<=x<=1000"),
+        (("analyze", "RUN/logits.npy", "--labels", "RUN/labels.npy", "--threads", "100000"),
+         "1<=x<=1024"),
+        (("predict", "RUN", "IMAGES", "--top-k", "100000000"), "1<=x<=10000"),
+        (("predict", "RUN", "IMAGES", "--batch-size", "100000000"), "1<=x<=65536"),
+        (("predict", "RUN", "IMAGES", "--workers", "100000"), "0<=x<=256"),
+        (("fit", "--out", "OUT", "--dry-run", "--threads", "100000"), "1<=x<=1024"),
+        (("fit", "--out", "OUT", "--dry-run", "--workers", "100000"), "0<=x<=256"),
+        (("fit", "--out", "OUT", "--dry-run", "--epochs1", "100000000"), "0<=x<=10000"),
+        (("fit", "--out", "OUT", "--dry-run", "--epochs2", "100000000"), "0<=x<=10000"),
+        (("fit", "--out", "OUT", "--dry-run", "--batch1", "100000000"), "1<=x<=65536"),
+        (("fit", "--out", "OUT", "--dry-run", "--batch2", "100000000"), "1<=x<=65536"),
+        (("fit", "--out", "OUT", "--dry-run", "--config", "CONFIG:workers: 100000"),
+         "--workers must be between 0 and 256"),
+        (("fit", "--out", "OUT", "--dry-run", "--config", "CONFIG:stage1: {epochs: 100000}"),
+         "stage1.epochs (--epochs1) must be between 0 and 10,000"),
+        (("fit", "--out", "OUT", "--dry-run", "--config",
+          "CONFIG:stage2: {batch_size: 100000000}"),
+         "stage2.batch_size (--batch2) must be between 1 and 65,536"),
+        (("fit", "--out", "OUT", "--dry-run", "--config",
+          f"CONFIG:smooth_grid: [{many(1001, 1e-4)}]"), "at most 1,000"),
+        (("sweep", "RUN", "--smooth", many(1001, 1e-4)), "at most 1,000"),
+        (("sweep", "RUN", "--lr", many(40, 1e-3), "--wd", many(40, 1e-4)), "1,600 points"),
+        (("fit", "--out", "OUT", "--dry-run", "ENV:LORT_NUM_THREADS=100000"),
+         "LORT_NUM_THREADS must be between 1 and 1,024"),
+        (("analyze", "RUN/logits.npy", "--labels", "RUN/labels.npy", "ENV:LORT_NUM_THREADS=100000"),
+         "LORT_NUM_THREADS must be between 1 and 1,024"),
+    ],
+)  # fmt: skip
+def test_counts_are_bounded_up_front(
+    args: tuple[str, ...],
+    named: str,
+    finished: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run = copy(finished, tmp_path / "run")
+    images = tmp_path / "images.npy"
+    np.save(images, np.zeros((2, 1, 8, 8), np.float32))
+    out = tmp_path / "out"
+    given: list[str] = []
+    for a in args:
+        if a.startswith("CONFIG:"):
+            (tmp_path / "config.yaml").write_text(a.removeprefix("CONFIG:") + "\n")
+            given.append(str(tmp_path / "config.yaml"))
+        elif a.startswith("ENV:"):
+            monkeypatch.setenv(*a.removeprefix("ENV:").split("="))
+        else:
+            given.append(
+                a.replace("RUN", str(run)).replace("OUT", str(out)).replace("IMAGES", str(images))
+            )
+    before = contents(run)
+    refused(run_cli(*given), named)
+    assert not out.exists() and contents(run) == before

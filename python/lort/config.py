@@ -15,6 +15,7 @@ import yaml
 from lort.data.build import ships_val, takes_leftover
 from lort.data.split import VAL_SPLITS
 from lort.errors import InputError
+from lort.limits import MAX_BATCH, MAX_EPOCHS, MAX_GRID, MAX_WORKERS, check_count
 from lort.methods import check_delta, get_method
 from lort.models import check_arch
 from lort.optim import StageConfig
@@ -402,6 +403,14 @@ def validate(cfg: FitConfig) -> None:
         raise InputError(f"--val-split must be {' or '.join(VAL_SPLITS)}, got {cfg.val_split!r}")
     if not cfg.smooth_grid:
         raise InputError("smooth_grid must hold at least one delta")
+    if len(cfg.smooth_grid) > MAX_GRID:
+        raise InputError(f"smooth_grid holds {len(cfg.smooth_grid):,} deltas, at most {MAX_GRID:,}")
+    check_count(cfg.workers, "--workers", 0, MAX_WORKERS)
+    for name in ("stage1", "stage2"):
+        st_: StageConfig = getattr(cfg, name)
+        n = name[-1]
+        check_count(st_.epochs, f"{name}.epochs (--epochs{n})", 0, MAX_EPOCHS)
+        check_count(st_.batch_size, f"{name}.batch_size (--batch{n})", 1, MAX_BATCH)
     for d in cfg.smooth_grid:
         _delta(d, "every value of smooth_grid")
     if cfg.tau != "auto" and not (isinstance(cfg.tau, int | float) and math.isfinite(cfg.tau)):

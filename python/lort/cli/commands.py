@@ -31,6 +31,15 @@ from lort.cli.tables import (
 )
 from lort.errors import LortError
 from lort.files import write_json
+from lort.limits import (
+    MAX_BATCH,
+    MAX_EPOCHS,
+    MAX_SEEDS,
+    MAX_THREADS,
+    MAX_TOP_K,
+    MAX_WORKERS,
+    env_threads,
+)
 from lort.terminal import printable, shown
 
 out_console = Console()
@@ -113,7 +122,11 @@ existing = click.Path(exists=False, dir_okay=False, path_type=Path)
     show_default=True,
     help="Rows with NaN/Inf: stop with an error naming the row, or skip and count them.",
 )
-@click.option("--threads", type=click.IntRange(min=1), help="Worker threads [LORT_NUM_THREADS].")
+@click.option(
+    "--threads",
+    type=click.IntRange(1, MAX_THREADS),
+    help=f"Worker threads, at most {MAX_THREADS:,} [LORT_NUM_THREADS].",
+)
 @click.option("--example", is_flag=True, help="Analyze a small synthetic long-tailed example.")
 @click.option(
     "--plot",
@@ -145,6 +158,8 @@ def analyze(
     from lort.run.folder import check_output
 
     budget = None if max_memory is None else _parse_size(max_memory)
+    if threads is None:
+        threads = env_threads()  # bounded here: the core would start as many as it says
     if json_out is not None:
         check_output("--json", json_out)
     if plot_dir is not None:
@@ -301,14 +316,14 @@ def _parse_size(text: str) -> int:
     "there too) or the last; auto: val when the run has a validation split and stage 2 is "
     "cached. [auto]",
 )
-@click.option("--epochs1", type=click.IntRange(min=0), help="Stage-1 epochs.")
+@click.option("--epochs1", type=click.IntRange(0, MAX_EPOCHS), help="Stage-1 epochs.")
 @click.option("--lr1", type=float, help="Stage-1 learning rate.")
 @click.option("--wd1", type=float, help="Stage-1 weight decay.")
-@click.option("--batch1", type=click.IntRange(min=1), help="Stage-1 batch size.")
-@click.option("--epochs2", type=click.IntRange(min=0), help="Stage-2 epochs.")
+@click.option("--batch1", type=click.IntRange(1, MAX_BATCH), help="Stage-1 batch size.")
+@click.option("--epochs2", type=click.IntRange(0, MAX_EPOCHS), help="Stage-2 epochs.")
 @click.option("--lr2", type=float, help="Stage-2 learning rate.")
 @click.option("--wd2", type=float, help="Stage-2 weight decay.")
-@click.option("--batch2", type=click.IntRange(min=1), help="Stage-2 batch size.")
+@click.option("--batch2", type=click.IntRange(1, MAX_BATCH), help="Stage-2 batch size.")
 @click.option(
     "--tau",
     help="tau of tau-norm / logit adjustment, or auto: chosen with the stage-2 epoch on the "
@@ -319,7 +334,7 @@ def _parse_size(text: str) -> int:
 )
 @click.option("--seed", type=int)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--workers", type=click.IntRange(min=0), help="DataLoader worker processes.")
+@click.option("--workers", type=click.IntRange(0, MAX_WORKERS), help="DataLoader worker processes.")
 @click.option(
     "--compile/--no-compile",
     "compile_model",
@@ -335,8 +350,9 @@ def _parse_size(text: str) -> int:
 @click.option("--stop-after", type=click.Choice(["stage1"]), help="Stop after this phase.")
 @click.option(
     "--threads",
-    type=click.IntRange(min=1),
-    help="torch's intra-op threads [LORT_NUM_THREADS, else torch's choice].",
+    type=click.IntRange(1, MAX_THREADS),
+    help=f"torch's intra-op threads, at most {MAX_THREADS:,} [LORT_NUM_THREADS, else torch's "
+    "choice].",
 )
 @clean_errors
 def fit(
@@ -456,7 +472,7 @@ def _points_progress(label: str) -> tuple[Progress, Callable[[int, int, str, boo
 )
 @click.option(
     "--seeds",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_SEEDS),
     default=1,
     show_default=True,
     help="Stage-2 seeds seed, seed+1, ... (the run's backbone); mean ± std when > 1.",
@@ -603,7 +619,7 @@ def sweep(
 @main.command()
 @run_dir_arg
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--top-k", type=click.IntRange(1, MAX_TOP_K), default=5, show_default=True)
 @click.option(
     "--format",
     "fmt",
@@ -624,13 +640,15 @@ def sweep(
 )
 @click.option(
     "--batch-size",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_BATCH),
     default=256,
     show_default=True,
     help="Images per forward pass (256 reproduces the run's own evaluation exactly).",
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
-@click.option("--workers", type=click.IntRange(min=0), default=0, help="Image decoding workers.")
+@click.option(
+    "--workers", type=click.IntRange(0, MAX_WORKERS), default=0, help="Image decoding workers."
+)
 @clean_errors
 def predict(
     run_dir: Path,
