@@ -387,3 +387,65 @@ def test_counts_are_bounded_up_front(
     before = contents(run)
     refused(run_cli(*given), named)
     assert not out.exists() and contents(run) == before
+
+
+# --------------------------------------------------------------------------------------
+# 7. Taking over a stale lock is exclusive: of commands that find one together, one holds it.
+
+
+def _hold(root: str, barrier: Any, inside: Any, overlaps: Any, took: Any) -> None:
+    import time
+
+    import lort.run.folder
+    from lort.errors import InputError
+    from lort.run.folder import locked
+
+    alive = lort.run.folder._pid_alive
+
+    def slow_alive(pid: int) -> bool:  # widens the window between reading the lock and acting
+        time.sleep(0.02)
+        return alive(pid)
+
+    lort.run.folder._pid_alive = slow_alive
+    barrier.wait()
+    try:
+        with locked(Path(root), lambda _: None):
+            with inside.get_lock():
+                inside.value += 1
+                if inside.value > 1:
+                    overlaps.value += 1
+            time.sleep(0.05)
+            with inside.get_lock():
+                inside.value -= 1
+            with took.get_lock():
+                took.value += 1
+    except InputError:
+        pass
+
+
+def test_two_commands_never_both_take_over_a_stale_lock(tmp_path: Path) -> None:
+    import multiprocessing
+    import subprocess
+    import sys
+
+    from lort.run.folder import LOCK
+
+    ctx = multiprocessing.get_context("fork")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs
+    inside, overlaps, took = ctx.Value("i", 0), ctx.Value("i", 0), ctx.Value("i", 0)
+    rounds, racers = 20, 3
+    for _ in range(rounds):
+        (tmp_path / LOCK).write_text(f"{dead.pid}\n")
+        barrier = ctx.Barrier(racers)
+        procs = [
+            ctx.Process(target=_hold, args=(str(tmp_path), barrier, inside, overlaps, took))
+            for _ in range(racers)
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+            assert p.exitcode == 0
+    assert overlaps.value == 0, f"{overlaps.value} times two commands held one lock"
+    assert took.value >= rounds and not (tmp_path / LOCK).exists()

@@ -10,8 +10,9 @@ What lort promises about a run folder:
   it again, rebuilt with a note), never a number computed from it;
 - the checkpoints are data: they are loaded as tensors and plain values only, so a file that
   would build any other object (and could so run code) is refused;
-- one command writes a folder at a time (``.lort.lock``, created exclusively, holds its pid; a
-  lock left by a process that no longer runs is taken over with a note);
+- one command writes a folder at a time (``.lort.lock``, held with an exclusive flock, holds
+  its pid; a lock left by a process that no longer runs is taken over with a note, by one
+  command only);
 - ``--overwrite`` removes only a lort run (recognised by ``state.json``) and only when every
   entry in it is one lort writes; anything else in the folder is never touched;
 - a command that fails on bad input changes nothing: everything is checked before the first
@@ -21,6 +22,7 @@ What lort promises about a run folder:
 from __future__ import annotations
 
 import errno
+import fcntl
 import fnmatch
 import json
 import os
@@ -28,7 +30,7 @@ import pickle
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -410,35 +412,63 @@ def _pid_alive(pid: int) -> bool:
 
 @contextmanager
 def locked(root: Path, note: Note) -> Iterator[None]:
-    """Hold ``root/.lort.lock`` (created exclusively, holding this pid) for the block. A lock
-    whose process no longer runs is taken over with a note; a live one is an InputError."""
+    """Hold ``root/.lort.lock`` for the block: an exclusive ``flock`` on it (which the kernel
+    releases when the process ends, however it ends), and this pid written in it. The file's
+    flock is what makes taking over exclusive: two commands that find a lock left by a
+    process that no longer runs cannot both take it. A lock held by another command, or
+    naming a live process (a lort from before the flock), is an InputError."""
     lock = root / LOCK
-    for attempt in range(2):
+    for _ in range(10):  # a lock removed between our open and our flock: open it again
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text().strip() or "0")
-            except (OSError, ValueError):
-                pid = 0
-            if attempt == 0 and pid > 0 and pid != os.getpid() and not _pid_alive(pid):
-                note(f"took over the lock of {root}, left by process {pid}, which no longer runs")
-                lock.unlink(missing_ok=True)
-                continue
-            who = f"process {pid}" if pid > 0 else "another lort command"
-            raise InputError(
-                f"{root} is in use by {who} (lock file {lock}); wait for it to finish, or "
-                f"remove {lock} if no lort command is running"
-            ) from None
+            fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         except OSError as e:
             raise InputError(f"cannot lock {root}: {e.strerror}; choose another folder") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{os.getpid()}\n")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            _in_use(root, lock, _lock_pid(lock))
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    else:
+        raise InputError(f"cannot lock {root}: its lock file keeps changing; try again")
+    try:
+        pid = _lock_pid(lock)
+        if pid > 0 and pid != os.getpid():
+            if _pid_alive(pid):
+                _in_use(root, lock, pid)
+            note(f"took over the lock of {root}, left by process {pid}, which no longer runs")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except BaseException:
+        os.close(fd)
+        raise
     try:
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        lock.unlink(missing_ok=True)  # while still holding it: a waiter then sees a new file
+        os.close(fd)
+
+
+def _lock_pid(lock: Path) -> int:
+    """The pid a lock file holds; 0 when it holds none (or cannot be read)."""
+    try:
+        return int(lock.read_text().strip() or "0")
+    except (OSError, ValueError):
+        return 0
+
+
+def _in_use(root: Path, lock: Path, pid: int) -> NoReturn:
+    who = f"process {pid}" if pid > 0 else "another lort command"
+    raise InputError(
+        f"{root} is in use by {who} (lock file {lock}); wait for it to finish, or "
+        f"remove {lock} if no lort command is running"
+    )
 
 
 def _make_dir(root: Path) -> bool:
