@@ -449,3 +449,30 @@ def test_two_commands_never_both_take_over_a_stale_lock(tmp_path: Path) -> None:
             assert p.exitcode == 0
     assert overlaps.value == 0, f"{overlaps.value} times two commands held one lock"
     assert took.value >= rounds and not (tmp_path / LOCK).exists()
+
+
+# --------------------------------------------------------------------------------------
+# 8. An empty .npy is one line naming it (numpy's EOFError read to click as an aborted prompt).
+
+
+def test_an_empty_npy_is_one_line_naming_it(finished: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.npy"
+    empty.write_bytes(b"")
+    one_line_error(run_cli("predict", finished, empty), str(empty), "empty")
+    labels = tmp_path / "labels.npy"
+    np.save(labels, np.zeros(3, np.int64))
+    logits = tmp_path / "logits.npy"
+    np.save(logits, np.zeros((3, 2), np.float32))
+    one_line_error(run_cli("analyze", logits, "--labels", empty), str(empty), "empty")
+    one_line_error(run_cli("analyze", empty, "--labels", labels), str(empty), "empty")
+    features = tmp_path / "features"
+    features.mkdir()
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        np.save(features / f"{split}_features.npy", rng.normal(size=(40, 4)).astype(np.float32))
+        np.save(features / f"{split}_labels.npy", np.arange(40) % 4)
+    (features / "test_features.npy").write_bytes(b"")
+    out = tmp_path / "run"
+    result = run_cli("fit", "--dataset", "features", "--data-root", features, "--out", out)
+    one_line_error(result, "test_features.npy", "empty")
+    assert not out.exists()

@@ -107,6 +107,12 @@ def save_torch(path: PathLike, obj: Any) -> Written:
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def npy_error(e: Exception) -> str:
+    """Why ``np.load`` refused a file, in words: numpy raises EOFError ("No data left in
+    file") on an empty one, which click would otherwise take for an aborted prompt."""
+    return "the file is empty (0 bytes)" if isinstance(e, EOFError) else str(e)
+
+
 def finite_or_none(x: float) -> float | None:
     """A float for JSON, which has no NaN or infinity (rho is infinite at delta = 0)."""
     return x if math.isfinite(x) else None

@@ -329,9 +329,9 @@ class RunFolder:
         p = self.verify(name)
         try:
             return np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, EOFError) as e:
             raise DamagedFileError(
-                f"{p} is damaged ({e}); {_advice(self.root, name)}", name
+                f"{p} is damaged ({files.npy_error(e)}); {_advice(self.root, name)}", name
             ) from None
 
     # -- reuse rules ----------------------------------------------------------
