@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner, Result
 
@@ -27,6 +28,18 @@ def ok(*args: str | Path) -> Result:
     result = run_cli(*args)
     assert result.exit_code == 0, result.output
     return result
+
+
+def one_line_error(result: Any, *parts: str) -> None:
+    """Exit 1 with the error as the last line of stderr (one line, naming ``parts``), no
+    result on stdout, no traceback."""
+    assert result.exit_code == 1, result.output
+    assert result.stdout == "", result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [i for i, line in enumerate(lines) if line.startswith("Error:")]
+    assert errors == [len(lines) - 1], lines
+    for part in parts:
+        assert part in lines[-1], (part, lines[-1])
 
 
 def flat(text: str) -> str:

@@ -32,6 +32,7 @@ def test_every_option_is_a_flag_of_fit_with_its_declared_choices_and_bounds() ->
             assert tuple(p.type.choices) == o.choices
         if o.minimum is not None:
             assert isinstance(p.type, click.IntRange) and p.type.min == o.minimum
+            assert p.type.max == o.maximum
         assert (p.help or "") == o.help
 
 

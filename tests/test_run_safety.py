@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import yaml
 
-from cli_helpers import flat, ok, run_cli
+from cli_helpers import flat, ok, one_line_error, run_cli
 from lort.run.folder import LOCK, RUN_FILES, STATE
 
 SMALL = ("--epochs1", "2", "--epochs2", "2", "--smooth", "0.5")
@@ -54,18 +54,6 @@ def copy(src: Path, dst: Path) -> Path:
 
 def report(run: Path) -> dict[str, Any]:
     return json.loads((run / "report.json").read_text())
-
-
-def one_line_error(result: Any, *parts: str) -> None:
-    """Exit 1 with the error as the last line of stderr (one line, naming ``parts``), no
-    result on stdout, no traceback."""
-    assert result.exit_code == 1, result.output
-    assert result.stdout == "", result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    errors = [i for i, line in enumerate(lines) if line.startswith("Error:")]
-    assert errors == [len(lines) - 1], lines
-    for part in parts:
-        assert part in lines[-1], (part, lines[-1])
 
 
 # --------------------------------------------------------------------------------------
@@ -291,11 +279,11 @@ def test_a_corrupt_image_fails_before_the_run_folder_exists(
 def test_leftover_temp_files_are_removed_on_resume(finished: Path, tmp_path: Path) -> None:
     run = copy(finished, tmp_path / "run")
     (run / "keep.tmp").write_text("not lort's")
-    point = run / "compare" / ".ce-seed0.json.1.deadbeef.tmp"
+    point = run / "compare" / ".ce-seed0.json.lort-0123456789abcdef.tmp"
     point.write_bytes(b"half")
     result = ok("compare", run, "--methods", "ce")
     assert not point.exists() and "temp file" in flat(result.stdout)
-    report_tmp = run / ".report.json.4242.0123abcd.tmp"
+    report_tmp = run / ".report.json.lort-fedcba9876543210.tmp"
     report_tmp.write_bytes(b"half")
     result = ok("fit", "--resume", "--out", run)
     assert not report_tmp.exists() and "temp file" in flat(result.stderr)

@@ -24,7 +24,7 @@ import numpy.typing as npt
 from lort import _core
 from lort.checks import check_counts
 from lort.errors import FileReadError, InputError, LabelError
-from lort.files import jsonable
+from lort.files import jsonable, npy_error
 
 HessianMode = Literal["bound", "exact", "none"]
 NanPolicy = Literal["raise", "omit"]
@@ -97,8 +97,8 @@ def load_array(path: PathLikeStr, what: str) -> np.ndarray:
         arr = np.load(p, allow_pickle=False)
     except FileNotFoundError:
         raise FileReadError(f"{what} file {p} does not exist") from None
-    except (OSError, ValueError) as e:
-        raise InputError(f"{what} file {p} is not a readable .npy array: {e}") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise InputError(f"{what} file {p} is not a readable .npy array: {npy_error(e)}") from None
     if not isinstance(arr, np.ndarray):
         raise InputError(f"{what} file {p} holds an archive, not one array; save it with np.save")
     return arr

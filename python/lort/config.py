@@ -14,6 +14,7 @@ import yaml
 
 from lort.data.build import ships_val, takes_leftover
 from lort.errors import InputError, OptionError
+from lort.limits import MAX_GRID
 from lort.methods import check_delta, get_method
 from lort.models import check_arch
 from lort.optim import StageConfig
@@ -375,6 +376,19 @@ def validate(cfg: FitConfig) -> None:
         )
     if not cfg.smooth_grid:
         raise InputError("smooth_grid must hold at least one delta")
+    if len(cfg.smooth_grid) > MAX_GRID:
+        raise InputError(f"smooth_grid holds {len(cfg.smooth_grid):,} deltas, at most {MAX_GRID:,}")
+    for option in FIT_OPTIONS:  # the counts' bounds (lort.limits), config files included
+        if option.maximum is None:
+            continue
+        stage, sub = STAGE_FLAGS.get(option.key, (None, option.key))
+        value = getattr(getattr(cfg, stage) if stage else cfg, sub)
+        low = option.minimum or 0
+        if not low <= value <= option.maximum:
+            raise OptionError(
+                f"{{{option.key}}} must be between {low:,} and {option.maximum:,}, got {value:,}",
+                option.key,
+            )
     for d in cfg.smooth_grid:
         _delta(d, None)
     if cfg.tau != "auto" and not (isinstance(cfg.tau, int | float) and math.isfinite(cfg.tau)):

@@ -21,8 +21,10 @@ import numpy as np
 PathLike = str | os.PathLike[str]
 
 
-# The temp files of :func:`atomic_write`: ``.NAME.PID.HEX.tmp``.
-TEMP_FILE = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$")
+# The temp files of :func:`atomic_write`: ``.NAME.lort-HEX.tmp`` (16 hex digits). The
+# ``lort-`` marker is what tells a temp file of lort's from a file of the user's that merely
+# ends in ``.tmp``: only names of this form are ever removed as leftovers of a write.
+TEMP_FILE = re.compile(r"^\..+\.lort-[0-9a-f]{16}\.tmp$")
 _READ_BLOCK = 1 << 20
 
 
@@ -52,7 +54,7 @@ def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> Written:
     fails."""
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    tmp = dest.parent / f".{dest.name}.lort-{secrets.token_hex(8)}.tmp"
     try:
         with open(tmp, "xb") as f:
             write(f)
@@ -103,6 +105,12 @@ def save_torch(path: PathLike, obj: Any) -> Written:
     import torch
 
     return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def npy_error(e: Exception) -> str:
+    """Why ``np.load`` refused a file, in words: numpy raises EOFError ("No data left in
+    file") on an empty one, which click would otherwise take for an aborted prompt."""
+    return "the file is empty (0 bytes)" if isinstance(e, EOFError) else str(e)
 
 
 def finite_or_none(x: float) -> float | None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from lort.limits import MAX_BATCH, MAX_EPOCHS, MAX_WORKERS
+
 # The choices of the options below, each the one definition the code checks against.
 DATASETS = ("digits-lt", "cifar10-lt", "cifar100-lt", "imagefolder", "imagenet-lt", "inat2018")
 DATASETS += ("features",)
@@ -43,6 +45,7 @@ class Option:
     help: str = ""
     choices: tuple[str, ...] = ()
     minimum: int | None = None  # counts: the least value
+    maximum: int | None = None  # counts: the largest (lort.limits)
     flag: str = ""  # the command-line spelling, when it is not --key with dashes
     switch: Switch | None = None  # a boolean's spelling
     metavar: str | None = None
@@ -114,14 +117,14 @@ FIT_OPTIONS: tuple[Option, ...] = (
         "cached. [auto]",
         STAGE2_STOPS,
     ),
-    Option("epochs1", "int", "Stage-1 epochs.", minimum=0),
+    Option("epochs1", "int", "Stage-1 epochs.", minimum=0, maximum=MAX_EPOCHS),
     Option("lr1", "number", "Stage-1 learning rate."),
     Option("wd1", "number", "Stage-1 weight decay."),
-    Option("batch1", "int", "Stage-1 batch size.", minimum=1),
-    Option("epochs2", "int", "Stage-2 epochs.", minimum=0),
+    Option("batch1", "int", "Stage-1 batch size.", minimum=1, maximum=MAX_BATCH),
+    Option("epochs2", "int", "Stage-2 epochs.", minimum=0, maximum=MAX_EPOCHS),
     Option("lr2", "number", "Stage-2 learning rate."),
     Option("wd2", "number", "Stage-2 weight decay."),
-    Option("batch2", "int", "Stage-2 batch size.", minimum=1),
+    Option("batch2", "int", "Stage-2 batch size.", minimum=1, maximum=MAX_BATCH),
     Option(
         "tau",
         "auto-or-number",
@@ -131,7 +134,7 @@ FIT_OPTIONS: tuple[Option, ...] = (
     Option("flip_tta", "bool", "Evaluate without flip TTA.", switch="off", flag="--no-flip-tta"),
     Option("seed", "int"),
     Option("device", "str", "", DEVICES),
-    Option("workers", "int", "DataLoader worker processes.", minimum=0),
+    Option("workers", "int", "DataLoader worker processes.", minimum=0, maximum=MAX_WORKERS),
     Option(
         "compile_model",
         "bool",

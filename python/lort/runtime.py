@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 from lort.errors import InputError
+from lort.limits import MAX_THREADS, check_count, env_threads
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,10 @@ class Runtime:
 
 def set_threads(threads: int | None) -> int:
     """torch's intra-op threads: ``threads``, else LORT_NUM_THREADS, else torch's default."""
-    if threads is None and os.environ.get("LORT_NUM_THREADS"):
-        value = os.environ["LORT_NUM_THREADS"]
-        if not value.isdigit() or int(value) < 1:
-            raise InputError(f"LORT_NUM_THREADS={value!r} is not a positive integer")
-        threads = int(value)
+    if threads is None:
+        threads = env_threads()
     if threads is not None:
+        check_count(threads, "--threads", 1, MAX_THREADS)
         torch.set_num_threads(threads)
     return torch.get_num_threads()
 

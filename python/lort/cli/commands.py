@@ -31,8 +31,17 @@ from lort.cli.tables import (
     print_predictions,
     print_sweep,
 )
+from lort.cli.terminal import printable, shown
 from lort.errors import LortError, OptionError
 from lort.files import write_json
+from lort.limits import (
+    MAX_BATCH,
+    MAX_SEEDS,
+    MAX_THREADS,
+    MAX_TOP_K,
+    MAX_WORKERS,
+    env_threads,
+)
 from lort.options import FIT_OPTIONS, Option, flag_of
 
 out_console = Console()
@@ -44,7 +53,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def say(message: str) -> None:
     """A line of the library's plain text on stderr, read as text (not rich markup), its
     ``note:`` in yellow."""
-    text = Text(message)
+    text = Text(printable(message, newlines=True))
     if message.startswith("note: "):
         text.stylize("yellow", 0, 5)
     err.print(text)
@@ -66,13 +75,13 @@ def clean_errors(fn: F) -> F:
         except OptionError as e:  # named as the command line spells the option
             raise click.ClickException(e.spelled(flag_of)) from None
         except LortError as e:
-            raise click.ClickException(str(e)) from None
+            raise click.ClickException(printable(e, newlines=True)) from None
         except OSError as e:  # the file system said no: a path the user gave
             where = f"{e.filename}: " if e.filename else ""
-            raise click.ClickException(f"{where}{e.strerror or e}") from None
+            raise click.ClickException(printable(f"{where}{e.strerror or e}")) from None
         except KeyboardInterrupt:
             hint = click.get_current_context().meta.get(CONTINUE)
-            err.print("interrupted" + (f"; {hint}" if hint else ""))
+            err.print(shown("interrupted" + (f"; {hint}" if hint else "")))
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
@@ -102,7 +111,8 @@ def _click_option(o: Option) -> Callable[[F], F]:
     if o.choices:
         kw["type"] = click.Choice(list(o.choices))
     elif o.kind == "int":
-        kw["type"] = int if o.minimum is None else click.IntRange(min=o.minimum)
+        bounded = o.minimum is not None or o.maximum is not None
+        kw["type"] = click.IntRange(o.minimum, o.maximum) if bounded else int
     elif o.kind in ("number", "number?"):
         kw["type"] = float
     return click.option(o.cli, o.key, **kw)
@@ -149,7 +159,11 @@ def fit_options(fn: F) -> F:
     show_default=True,
     help="Rows with NaN/Inf: stop with an error naming the row, or skip and count them.",
 )
-@click.option("--threads", type=click.IntRange(min=1), help="Worker threads [LORT_NUM_THREADS].")
+@click.option(
+    "--threads",
+    type=click.IntRange(1, MAX_THREADS),
+    help=f"Worker threads, at most {MAX_THREADS:,} [LORT_NUM_THREADS].",
+)
 @click.option("--example", is_flag=True, help="Analyze a small synthetic long-tailed example.")
 @click.option(
     "--plot",
@@ -178,7 +192,16 @@ def analyze(
     overall and for many / medium / few classes, the Hessian verdict and the
     Hessian's curvature orthogonal to the ones vector.
     """
+    from lort.run.folder import check_output
+
     budget = None if max_memory is None else _parse_size(max_memory)
+    if threads is None:
+        threads = env_threads()  # bounded here: the core would start as many as it says
+    if json_out is not None:
+        check_output("--json", json_out)
+    if plot_dir is not None:
+        for name in ("logit_histograms.png", "group_metrics.png"):
+            check_output("--plot", plot_dir / name)
     if example:
         if logits or labels or train_counts or train_labels:
             raise click.UsageError("--example takes no logits, labels or train counts")
@@ -186,7 +209,7 @@ def analyze(
 
         folder = Path(tempfile.mkdtemp(prefix="lort-example-"))
         paths = write_example(folder)
-        err.print(f"example written to {folder}")
+        err.print(shown(f"example written to {folder}"))
         logits, labels, train_counts = (paths["logits"],), paths["labels"], paths["train_counts"]
     if not logits:
         raise click.UsageError("give one or more LOGITS.npy files (or --example)")
@@ -240,12 +263,12 @@ def analyze(
             "nan_policy": nan_policy,
         }
         write_json(json_out, data)
-        err.print(f"wrote {json_out}")
+        err.print(shown(f"wrote {json_out}"))
     if plot_dir is not None:
         from lort.plots import plot_analysis
 
         for written in plot_analysis(plot_dir, list(logits), labels, result, title):
-            err.print(f"wrote {written}")
+            err.print(shown(f"wrote {written}"))
 
 
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -281,8 +304,9 @@ def _parse_size(text: str) -> int:
 @click.option("--stop-after", type=click.Choice(["stage1"]), help="Stop after this phase.")
 @click.option(
     "--threads",
-    type=click.IntRange(min=1),
-    help="torch's intra-op threads [LORT_NUM_THREADS, else torch's choice].",
+    type=click.IntRange(1, MAX_THREADS),
+    help=f"torch's intra-op threads, at most {MAX_THREADS:,} [LORT_NUM_THREADS, else torch's "
+    "choice].",
 )
 @clean_errors
 def fit(
@@ -350,9 +374,11 @@ def fit(
             f"stage 1: {timings['stage1_s']:.1f} s, {timings['stage1_images_per_s']:,.0f} images/s"
         )
     err.print(
-        f"done in {time.perf_counter() - started:.1f} s; results in {result.folder}/ "
-        f"(report.json; `lort analyze {result.folder}/logits.npy --labels "
-        f"{result.folder}/labels.npy --train-counts {result.folder}/train_counts.npy`)"
+        shown(
+            f"done in {time.perf_counter() - started:.1f} s; results in {result.folder}/ "
+            f"(report.json; `lort analyze {result.folder}/logits.npy --labels "
+            f"{result.folder}/labels.npy --train-counts {result.folder}/train_counts.npy`)"
+        )
     )
 
 
@@ -400,7 +426,7 @@ def _points_progress(label: str) -> tuple[Progress, Callable[[int, int, str, boo
 )
 @click.option(
     "--seeds",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_SEEDS),
     default=1,
     show_default=True,
     help="Stage-2 seeds seed, seed+1, ... (the run's backbone); mean ± std when > 1.",
@@ -486,8 +512,10 @@ def compare(
     reused = sum(r.reused for r in results)
     total = len(names) * seeds * len(results)
     err.print(
-        f"{total - reused} re-trained, {reused} reused in "
-        f"{time.perf_counter() - started:.1f} s; wrote " + ", ".join(str(p) for p in written)
+        shown(
+            f"{total - reused} re-trained, {reused} reused in "
+            f"{time.perf_counter() - started:.1f} s; wrote " + ", ".join(str(p) for p in written)
+        )
     )
 
 
@@ -534,15 +562,18 @@ def sweep(
             result = sweep_lr_wd(run_dir, lrs, wds, method, on_point)
     print_sweep(out_console, result)
     err.print(
-        f"{len(result.points) - result.reused} re-trained, {result.reused} reused in "
-        f"{time.perf_counter() - started:.1f} s; wrote " + ", ".join(str(p) for p in result.files)
+        shown(
+            f"{len(result.points) - result.reused} re-trained, {result.reused} reused in "
+            f"{time.perf_counter() - started:.1f} s; wrote "
+            + ", ".join(str(p) for p in result.files)
+        )
     )
 
 
 @main.command()
 @run_dir_arg
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--top-k", type=click.IntRange(1, MAX_TOP_K), default=5, show_default=True)
 @click.option(
     "--format",
     "fmt",
@@ -563,13 +594,15 @@ def sweep(
 )
 @click.option(
     "--batch-size",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_BATCH),
     default=256,
     show_default=True,
     help="Images per forward pass (256 reproduces the run's own evaluation exactly).",
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
-@click.option("--workers", type=click.IntRange(min=0), default=0, help="Image decoding workers.")
+@click.option(
+    "--workers", type=click.IntRange(0, MAX_WORKERS), default=0, help="Image decoding workers."
+)
 @clean_errors
 def predict(
     run_dir: Path,
@@ -591,9 +624,13 @@ def predict(
 
     from lort.deploy.predict import predict as run_predict
     from lort.files import write_csv, write_npy
+    from lort.run.folder import check_output
 
     if out is not None and fmt == "table":
         raise click.UsageError("--out writes csv or json: add --format csv or --format json")
+    for option, path in (("--out", out), ("--logits", logits_out)):
+        if path is not None:
+            check_output(option, path)
     with Progress(
         TextColumn("predict"),
         BarColumn(),
@@ -617,7 +654,7 @@ def predict(
         )
         seconds = time.perf_counter() - started
     for note in preds.notes:
-        err.print(f"[yellow]note:[/yellow] {note}")
+        err.print(f"[yellow]note:[/yellow] {shown(note)}")
     if fmt == "table":
         print_predictions(out_console, preds)
     elif fmt == "csv":
@@ -625,7 +662,7 @@ def predict(
         if out is None:
             writer = csv.writer(out_console.file, lineterminator="\n")
             writer.writerow(header)
-            writer.writerows(rows)
+            writer.writerows([printable(v) for v in row] for row in rows)
         else:
             write_csv(out, header, rows)
     elif out is None:
@@ -636,8 +673,10 @@ def predict(
         write_npy(logits_out, preds.all_logits())
     n = len(preds.names)
     err.print(
-        f"classified {n:,} inputs in {seconds:.1f} s ({n / max(seconds, 1e-9):,.0f} per s)"
-        + "".join(f"; wrote {p}" for p in (out, logits_out) if p is not None)
+        shown(
+            f"classified {n:,} inputs in {seconds:.1f} s ({n / max(seconds, 1e-9):,.0f} per s)"
+            + "".join(f"; wrote {p}" for p in (out, logits_out) if p is not None)
+        )
     )
 
 
@@ -669,7 +708,7 @@ def export_cmd(run_dir: Path, fmt: str, out: Path) -> None:
         if result.max_rel_error != result.max_rel_error
         else f"max relative error {result.max_rel_error:.1e} against lort's own logits"
     )
-    err.print(f"wrote {result.out} and {result.json} ({checked})")
+    err.print(shown(f"wrote {result.out} and {result.json} ({checked})"))
 
 
 @main.command()

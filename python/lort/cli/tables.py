@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lort.analysis import GROUP_NAMES, Analysis, Group
+from lort.cli.terminal import shown
 
 if TYPE_CHECKING:
     from lort.deploy.predict import Predictions
@@ -62,7 +63,7 @@ def summary_table(a: Analysis, title: str) -> Table:
 
 
 def print_analysis(console: Console, a: Analysis, title: str) -> None:
-    console.print(summary_table(a, title))
+    console.print(summary_table(a, shown(title)))
     bal = None if a.balanced_accuracy is None else 100 * a.balanced_accuracy
     console.print(
         f"rows {a.rows:,}"
@@ -174,7 +175,7 @@ def print_compare(console: Console, res: CompareResult) -> None:
     spread = n > 1
     seeds = f"seed {res.seeds[0]}" if n == 1 else f"{n} seeds {res.seeds[0]}..{res.seeds[-1]}"
     acc = Table(
-        title=f"{res.run.root}: test top-1 accuracy (%), {seeds}"
+        title=f"{shown(res.run.root)}: test top-1 accuracy (%), {seeds}"
         + (", mean ± std" if spread else "")
         + _PROTOCOL_TITLE[res.label],
         title_justify="left",
@@ -241,7 +242,7 @@ def print_compare(console: Console, res: CompareResult) -> None:
         "tau-norm: W / ||W||^tau, cosine: |s|, LDAM's normed layer: 1); see the table's JSON[/dim]"
     )
     for note in res.notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(f"[yellow]note:[/yellow] {shown(note)}")
     if res.select_on == "test" or res.stop == "test":
         console.print(
             "[bold red]these numbers choose on the test set (as much published code does): "
@@ -315,7 +316,7 @@ def print_sweep(console: Console, res: SweepResult) -> None:
     what = "validation balanced accuracy (%)" if run.has_val else "test accuracy (%)"
     t = Table()
     if res.kind == "smooth":
-        console.print(f"{run.root}: LORT, {what} per delta")
+        console.print(f"{shown(run.root)}: LORT, {what} per delta")
         t.add_column("delta", justify="right")
         t.add_column("rho", justify="right")
         if run.has_val:
@@ -343,7 +344,7 @@ def print_sweep(console: Console, res: SweepResult) -> None:
         d = res.data
         if not run.has_val:
             what = "test accuracy, All (%)"
-        console.print(f"{run.root}: {res.method}, {what}, stage-2 lr (rows) x weight decay")
+        console.print(f"{shown(run.root)}: {res.method}, {what}, stage-2 lr (rows) x weight decay")
         if d["delta"] is not None:
             console.print(f"{res.method}: delta {d['delta']:g} ({d['delta_from']})")
         t.add_column("lr \\ wd", justify="right")
@@ -367,11 +368,11 @@ def print_sweep(console: Console, res: SweepResult) -> None:
                 f"{_test_line(c)}"
             )
     if run.has_val:
-        console.print(f"[dim]{SELECTED}; see {run.root}/sweep-{res.kind}.json[/dim]")
+        console.print(f"[dim]{SELECTED}; see {shown(run.root)}/sweep-{res.kind}.json[/dim]")
     else:
         console.print(f"[yellow]{UNSELECTED}[/yellow]")
     for note in res.notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(f"[yellow]note:[/yellow] {shown(note)}")
 
 
 def print_predictions(console: Console, preds: Predictions) -> None:
@@ -379,11 +380,11 @@ def print_predictions(console: Console, preds: Predictions) -> None:
     run = preds.run
     flips = ", flip-averaged" if run.flips else ""
     rule = f", {run.method.inference}" if run.method.inference else ""
-    t = Table(title=f"{run.root}: {run.method.name}{rule}{flips}", title_justify="left")
+    t = Table(title=f"{shown(run.root)}: {run.method.name}{rule}{flips}", title_justify="left")
     t.add_column("input", overflow="fold")
     rows = preds.rows()
     for r in range(len(rows[0][1]) if rows else 0):
         t.add_column(f"top {r + 1}")
     for name, tops in rows:
-        t.add_row(name, *(f"{c} ({100 * p:.1f}%)" for c, _, p in tops))
+        t.add_row(shown(name), *(f"{shown(c)} ({100 * p:.1f}%)" for c, _, p in tops))
     console.print(t)

@@ -1,9 +1,11 @@
 """cifar10-lt / cifar100-lt: torchvision's pickled CIFAR batches under the data root.
 
-The files are read directly (the same ``pickle`` format torchvision reads, so only point
---data-root at files you trust); ``download=True`` first lets torchvision fetch and verify
-them. The training set is balanced (n_max = 5,000 / 500 per class) and is made long-tailed by
-:mod:`lort.data.profile`; the test set stays balanced.
+The files are read directly, in the ``pickle`` format torchvision reads, by an unpickler that
+builds only what a CIFAR batch holds (dicts, lists, strings, numbers and numpy arrays): a file
+that asks for any other object (which is how a pickle runs code) is refused, not loaded.
+``download=True`` first lets torchvision fetch and verify them. The training set is balanced
+(n_max = 5,000 / 500 per class) and is made long-tailed by :mod:`lort.data.profile`; the test
+set stays balanced.
 """
 
 from __future__ import annotations
@@ -68,15 +70,49 @@ def layout_text(layout: CifarLayout, root: Path) -> str:
     return "\n".join(f"  {root / layout.folder / f}" for f in files)
 
 
+# The only globals a CIFAR batch or meta file names: numpy arrays (protocol 2, as the files
+# were written by numpy 1 under Python 2, and protocol 5's _frombuffer), numpy scalars and
+# dtypes, and the bytes of a protocol-2 pickle written by Python 3. numpy 2 moved numpy.core
+# to numpy._core; both spellings name the same function.
+_CIFAR_GLOBALS = frozenset(
+    {
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only what :data:`_CIFAR_GLOBALS` names."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        canonical = module
+        if module == "numpy.core" or module.startswith("numpy.core."):
+            canonical = "numpy._core" + module[len("numpy.core") :]
+        if (canonical, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"it asks to build {module}.{name}, which a CIFAR batch never holds and lort "
+                "never loads (a pickle that builds objects can run code)"
+            )
+        try:
+            return super().find_class(canonical, name)
+        except ImportError:  # numpy < 1.26 has only numpy.core
+            return super().find_class(canonical.replace("numpy._core", "numpy.core"), name)
+
+
 def read_pickle(path: Path) -> dict[str, Any]:
     """One CIFAR batch or meta file as a dict with str keys."""
     try:
         with path.open("rb") as f:
-            content = pickle.load(f, encoding="latin1")
+            content = _CifarUnpickler(f, encoding="latin1").load()
     except OSError as exc:
         raise FileReadError(f"cannot read {path}: {exc}") from exc
-    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
-        raise InputError(f"{path} is not a CIFAR pickle ({exc}); re-download it") from exc
+    except Exception as exc:  # pickle raises many kinds on data that is not a pickle
+        raise InputError(f"{path} is not a CIFAR pickle ({exc}); re-download it") from None
     if not isinstance(content, dict):
         raise InputError(f"{path} is not a CIFAR pickle (holds {type(content).__name__})")
     return content

@@ -20,6 +20,7 @@ import numpy as np
 from lort.data.sources import RawSplits, require_root
 from lort.data.transforms import TransformSpec
 from lort.errors import InputError
+from lort.files import npy_error
 
 HINT = "Point --data-root at the folder that holds train_features.npy and train_labels.npy."
 SPLITS = ("train", "val", "test")
@@ -43,8 +44,8 @@ def ships_validation(data_root: str | Path | None) -> bool:
 def _load(path: Path) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise InputError(f"features: cannot read {path} as a .npy array: {e}") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise InputError(f"features: cannot read {path} as a .npy array: {npy_error(e)}") from None
 
 
 def _features(path: Path, dim: int | None) -> np.ndarray:

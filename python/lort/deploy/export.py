@@ -26,6 +26,7 @@ from lort import __version__
 from lort.errors import InputError
 from lort.files import atomic_write, write_json
 from lort.methods import FoldedHead, fold_inference
+from lort.run.folder import check_output
 from lort.run.trained import TrainedRun, open_trained
 
 Format = Literal["torchscript", "onnx"]
@@ -205,6 +206,8 @@ def export(root: Path, fmt: str, out: Path) -> ExportResult:
         raise InputError(
             f"--out {out}: name the module file (model.pt); its JSON is written beside it"
         )
+    check_output("--out", out)
+    check_output("the JSON beside --out", meta)
     run = open_trained(root)
     module = export_module(run)
     example = _example(run)

@@ -27,6 +27,7 @@ from lort.data.sources import ImageFiles
 from lort.data.tensor_images import TensorImages, decode_small
 from lort.data.transforms import build_transform
 from lort.errors import FileReadError, InputError
+from lort.files import npy_error
 from lort.run.trained import TrainedRun, open_trained
 from lort.runtime import Runtime, pick_device
 from lort.stage1.features import BATCH, EvalSet, extract
@@ -181,14 +182,22 @@ def _tensor(a: np.ndarray | None) -> torch.Tensor | None:
     return None if a is None else torch.from_numpy(a)
 
 
+def open_npy(path: Path) -> np.ndarray:
+    """A .npy input, memory-mapped; one line naming it when it is not one (empty included)."""
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise InputError(f"{path}: cannot read it as a .npy array: {npy_error(e)}") from None
+
+
 def _count(paths: list[Path]) -> int:
     n = 0
     for p in paths:
         if p.suffix.lower() == ".npy":
-            try:
-                n += int(np.load(p, mmap_mode="r").shape[0])
-            except (OSError, ValueError, IndexError) as e:
-                raise InputError(f"{p}: cannot read it as a .npy array: {e}") from None
+            a = open_npy(p)
+            if a.ndim == 0:
+                raise InputError(f"{p}: cannot read it as a .npy array of rows: it holds one value")
+            n += int(a.shape[0])
         else:
             n += 1
     return n
@@ -252,10 +261,7 @@ class Reader:
 
     def npy(self, path: Path, notes: list[str]) -> Iterator[Part]:
         """The rows of a .npy array: features, or decoded images."""
-        try:
-            a = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise InputError(f"{path}: cannot read it as a .npy array: {e}") from None
+        a = open_npy(path)
         if a.ndim == 2:
             yield self._feature_rows(path, a, notes)
         elif a.ndim == 4:
@@ -284,7 +290,7 @@ class Reader:
             stem = path.name.removesuffix("_features.npy")
             mirror = path.with_name(stem + "_flipped_features.npy")
             if path.name.endswith("_features.npy") and mirror.is_file():
-                flipped = self._checked(mirror, np.load(mirror, mmap_mode="r"))
+                flipped = self._checked(mirror, open_npy(mirror))
                 if flipped.shape != features.shape:
                     raise InputError(f"{mirror} has shape {flipped.shape}, {path} {features.shape}")
             else:

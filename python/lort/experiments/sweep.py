@@ -31,6 +31,7 @@ from lort.experiments.points import (
     stored_or_measured_together,
 )
 from lort.files import finite_or_none
+from lort.limits import MAX_GRID
 from lort.methods import check_delta, get_method, rho
 from lort.run.finished import FinishedRun, SmoothPlan, open_run_locked
 from lort.stage2.select import ValScore, best_on_validation
@@ -64,6 +65,8 @@ def parse_values(text: str, option: str, *, low: float, low_open: bool, high: fl
             lo = "(" if low_open else "["
             raise InputError(f"{option} values must lie in {lo}{low:g}, {high:g}), got {p}")
         values.append(v)
+    if len(set(values)) > MAX_GRID:
+        raise InputError(f"{option} gives {len(set(values)):,} values, at most {MAX_GRID:,}")
     return sorted(set(values))
 
 
@@ -193,6 +196,9 @@ def sweep_lr_wd(
     """Re-train ``method`` (the run's by default) once per (lr, weight decay) pair."""
     if method_name is not None:
         get_method(method_name)
+    points = len(lrs or [0]) * len(wds or [0])
+    if points > MAX_GRID:
+        raise InputError(f"--lr x --wd is a grid of {points:,} points, at most {MAX_GRID:,}")
     notes: list[str] = []
     with open_run_locked(root, notes.append) as run:
         return _sweep_lr_wd(run, lrs, wds, method_name, on_point, figures, notes)

@@ -8,8 +8,11 @@ What lort promises about a run folder:
   sha256 are recorded in ``state.json``; every file lort reads back is checked against that
   record first, so a damaged or missing file is an error naming it (or, where lort can derive
   it again, rebuilt with a note), never a number computed from it;
-- one command writes a folder at a time (``.lort.lock``, created exclusively, holds its pid; a
-  lock left by a process that no longer runs is taken over with a note);
+- the checkpoints are data: they are loaded as tensors and plain values only, so a file that
+  would build any other object (and could so run code) is refused;
+- one command writes a folder at a time (``.lort.lock``, held with an exclusive flock, holds
+  its pid; a lock left by a process that no longer runs is taken over with a note, by one
+  command only);
 - ``--overwrite`` removes only a lort run (recognised by ``state.json``) and only when every
   entry in it is one lort writes; anything else in the folder is never touched;
 - a command that fails on bad input changes nothing: everything is checked before the first
@@ -19,14 +22,16 @@ What lort promises about a run folder:
 from __future__ import annotations
 
 import errno
+import fcntl
 import fnmatch
 import json
 import os
+import pickle
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -289,9 +294,9 @@ class RunFolder:
         found = [
             p
             for d in (self.root, *(self.root / s for s in OWNED_DIRS))
-            if d.is_dir()
+            if d.is_dir() and not d.is_symlink()
             for p in d.iterdir()
-            if p.is_file() and files.TEMP_FILE.match(p.name)
+            if not p.is_symlink() and p.is_file() and files.TEMP_FILE.match(p.name)
         ]
         for p in found:
             p.unlink(missing_ok=True)
@@ -331,8 +336,16 @@ class RunFolder:
 
         p = self.verify(name)
         try:
-            return torch.load(p, map_location="cpu", weights_only=False)
+            # Tensors and plain values only (a checkpoint lort writes holds nothing else):
+            # a pickle that would build any other object, and so could run code, is refused.
+            return torch.load(p, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises several kinds on a damaged file
+            if isinstance(e, pickle.UnpicklingError) and "weights only" in str(e).lower():
+                raise DamagedFileError(
+                    f"{p} holds objects other than tensors and plain values, which lort never "
+                    f"loads (they could run code); {_advice(self.root, name)}",
+                    name,
+                ) from None
             raise DamagedFileError(
                 f"{p} is damaged ({type(e).__name__}); {_advice(self.root, name)}", name
             ) from None
@@ -351,9 +364,9 @@ class RunFolder:
         p = self.verify(name)
         try:
             return np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, EOFError) as e:
             raise DamagedFileError(
-                f"{p} is damaged ({e}); {_advice(self.root, name)}", name
+                f"{p} is damaged ({files.npy_error(e)}); {_advice(self.root, name)}", name
             ) from None
 
     # -- reuse rules ----------------------------------------------------------
@@ -361,28 +374,54 @@ class RunFolder:
         """Entries of the folder lort does not write (relative paths, sorted)."""
         out = []
         for p in sorted(self.root.iterdir()):
-            if p.is_dir() and p.name in OWNED_DIRS:
-                out += [
-                    f"{p.name}/{q.name}"
-                    for q in sorted(p.iterdir())
-                    if not _owned(f"{p.name}/{q.name}") or not q.is_file()
-                ]
+            if p.is_symlink():  # lort makes none: whatever it points to is not lort's
+                out.append(f"{p.name} (a symbolic link)")
+            elif p.is_dir() and p.name in OWNED_DIRS:
+                for q in sorted(p.iterdir()):
+                    rel = f"{p.name}/{q.name}"
+                    if q.is_symlink():
+                        out.append(f"{rel} (a symbolic link)")
+                    elif not (q.is_file() and _owned(rel)):
+                        out.append(rel + ("/" if q.is_dir() else ""))
             elif not (p.is_file() and _owned(p.name)):
                 out.append(p.name + ("/" if p.is_dir() else ""))
         return out
 
     def clear(self) -> None:
-        """Remove what lort wrote (the caller checked :meth:`unowned` is empty), except the
-        lock the caller holds."""
+        """Remove what lort wrote, except the lock the caller holds; an InputError, before
+        anything is removed, if the folder holds anything else (:meth:`unowned`: symbolic
+        links included, which are never followed)."""
+        foreign = self.unowned()
+        if foreign:
+            listed = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+            raise InputError(
+                f"--overwrite removes only what lort wrote, but {self.root} also holds "
+                f"{listed}; move those away or choose another --out"
+            )
         for d in OWNED_DIRS:
             sub = self.root / d
-            if sub.is_dir():
+            if sub.is_dir() and not sub.is_symlink():
                 for q in sub.iterdir():
                     q.unlink()
                 sub.rmdir()
         for p in self.root.iterdir():
             if p.name != LOCK:
                 p.unlink()
+
+
+def check_output(option: str, path: Path) -> None:
+    """InputError unless ``path``, an output a command was asked to write, is a file no lort
+    run owns: followed through its links, it must not be one of :data:`OWNED` of a folder
+    holding ``state.json`` (writing it would destroy that run)."""
+    target = Path(path).expanduser().resolve()
+    for folder in list(target.parents)[:2]:  # OWNED names files at most one folder deep
+        rel = target.relative_to(folder).as_posix()
+        if (folder / STATE).is_file() and _owned(rel):
+            via = "" if target == Path(path).absolute() else f" (it leads to {target})"
+            raise InputError(
+                f"{option} {path}{via} is the file {rel} of the lort run {folder}: writing it "
+                "would destroy the run; choose a path outside the run's own files"
+            )
 
 
 def _owned(rel: str) -> bool:
@@ -408,35 +447,63 @@ def _pid_alive(pid: int) -> bool:
 
 @contextmanager
 def locked(root: Path, note: Note) -> Iterator[None]:
-    """Hold ``root/.lort.lock`` (created exclusively, holding this pid) for the block. A lock
-    whose process no longer runs is taken over with a note; a live one is an InputError."""
+    """Hold ``root/.lort.lock`` for the block: an exclusive ``flock`` on it (which the kernel
+    releases when the process ends, however it ends), and this pid written in it. The file's
+    flock is what makes taking over exclusive: two commands that find a lock left by a
+    process that no longer runs cannot both take it. A lock held by another command, or
+    naming a live process (a lort from before the flock), is an InputError."""
     lock = root / LOCK
-    for attempt in range(2):
+    for _ in range(10):  # a lock removed between our open and our flock: open it again
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text().strip() or "0")
-            except (OSError, ValueError):
-                pid = 0
-            if attempt == 0 and pid > 0 and pid != os.getpid() and not _pid_alive(pid):
-                note(f"took over the lock of {root}, left by process {pid}, which no longer runs")
-                lock.unlink(missing_ok=True)
-                continue
-            who = f"process {pid}" if pid > 0 else "another lort command"
-            raise InputError(
-                f"{root} is in use by {who} (lock file {lock}); wait for it to finish, or "
-                f"remove {lock} if no lort command is running"
-            ) from None
+            fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         except OSError as e:
             raise InputError(f"cannot lock {root}: {e.strerror}; choose another folder") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{os.getpid()}\n")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            _in_use(root, lock, _lock_pid(lock))
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    else:
+        raise InputError(f"cannot lock {root}: its lock file keeps changing; try again")
+    try:
+        pid = _lock_pid(lock)
+        if pid > 0 and pid != os.getpid():
+            if _pid_alive(pid):
+                _in_use(root, lock, pid)
+            note(f"took over the lock of {root}, left by process {pid}, which no longer runs")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except BaseException:
+        os.close(fd)
+        raise
     try:
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        lock.unlink(missing_ok=True)  # while still holding it: a waiter then sees a new file
+        os.close(fd)
+
+
+def _lock_pid(lock: Path) -> int:
+    """The pid a lock file holds; 0 when it holds none (or cannot be read)."""
+    try:
+        return int(lock.read_text().strip() or "0")
+    except (OSError, ValueError):
+        return 0
+
+
+def _in_use(root: Path, lock: Path, pid: int) -> NoReturn:
+    who = f"process {pid}" if pid > 0 else "another lort command"
+    raise InputError(
+        f"{root} is in use by {who} (lock file {lock}); wait for it to finish, or "
+        f"remove {lock} if no lort command is running"
+    )
 
 
 def _make_dir(root: Path) -> bool:
@@ -477,13 +544,6 @@ def open_for_fit(root: Path, *, resume: bool, overwrite: bool, note: Note) -> It
                     folder.state()  # readable, or a clear error
                     folder.remove_leftovers(note)
                 elif overwrite:
-                    foreign = folder.unowned()
-                    if foreign:
-                        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
-                        raise InputError(
-                            f"--overwrite removes only what lort wrote, but {root} also holds "
-                            f"{shown}; move those away or choose another --out"
-                        )
                     folder.clear()
                 else:
                     raise InputError(
