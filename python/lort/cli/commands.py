@@ -16,11 +16,12 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress
 
 from lort import __version__
 from lort.analysis import analyze as run_analysis
 from lort.analysis import npy_rows
+from lort.cli.progress import progress_bar
 from lort.cli.tables import (
     print_analysis,
     print_compare,
@@ -161,15 +162,7 @@ def analyze(
         raise click.UsageError("--plot needs --train-counts or --train-labels")
 
     total = npy_rows(logits)
-    with Progress(
-        TextColumn("analyzing"),
-        BarColumn(),
-        TextColumn("{task.completed:,}/{task.total:,} rows"),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as bar:
+    with progress_bar(err, "analyzing", unit="rows") as bar:
         task = bar.add_task("rows", total=total)
         result = run_analysis(
             list(logits),
@@ -368,15 +361,7 @@ def fit(
         stop_after=stop_after,
         threads=threads,
     )
-    with Progress(
-        TextColumn("{task.description:8}"),
-        BarColumn(),
-        TextColumn("{task.fields[stats]}"),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as bar:
+    with progress_bar(err, "{task.description:8}", fields="{task.fields[stats]}") as bar:
         tasks: dict[str, Any] = {}
 
         def progress(phase: str, step: int, total: int, loss: float, acc: float) -> None:
@@ -407,15 +392,7 @@ run_dir_arg = click.argument("run_dir", type=click.Path(file_okay=False, path_ty
 
 def _points_progress(label: str) -> tuple[Progress, Callable[[int, int, str, bool], None]]:
     """A transient bar over re-training points (stderr, off when not a terminal)."""
-    bar = Progress(
-        TextColumn(f"{label} " + "{task.fields[point]:18}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    )
+    bar = progress_bar(err, f"{label} " + "{task.fields[point]:18}", unit="")
     task = bar.add_task(label, total=None, point="")
 
     def on_point(done: int, total: int, name: str, reused: bool) -> None:
@@ -640,15 +617,7 @@ def predict(
 
     if out is not None and fmt == "table":
         raise click.UsageError("--out writes csv or json: add --format csv or --format json")
-    with Progress(
-        TextColumn("predict"),
-        BarColumn(),
-        TextColumn("{task.completed:,}/{task.total:,} inputs"),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as bar:
+    with progress_bar(err, "predict", unit="inputs") as bar:
         task = bar.add_task("inputs", total=None)
         started = time.perf_counter()
         preds = run_predict(
