@@ -375,7 +375,7 @@ def targets(run: Path) -> list[str]:
 def clean_numbers(finished: Path) -> dict[str, Any]:
     return {
         "fit": report(finished)["results"],
-        "compare": json.loads((finished / "compare-shared.json").read_text())["rows"],
+        "compare": json.loads((finished / "compare-shared-ce_lort.json").read_text())["rows"],
     }
 
 
@@ -383,8 +383,8 @@ def test_fault_injection_covers_every_file(finished: Path) -> None:
     assert set(targets(finished)) >= {
         STATE,
         *RUN_FILES,
-        "compare-shared.json",
-        "compare-shared.csv",
+        "compare-shared-ce_lort.json",
+        "compare-shared-ce_lort.csv",
         "compare/ce-seed0.json",
         "compare/lort-seed0.json",
     }
@@ -412,7 +412,7 @@ def test_fault_injection(
         base = Path(name).name
         result = run_cli("compare", run, "--protocol", "shared", "--methods", "ce,lort")
         if result.exit_code == 0:
-            rows = json.loads((run / "compare-shared.json").read_text())["rows"]
+            rows = json.loads((run / "compare-shared-ce_lort.json").read_text())["rows"]
             assert rows == clean_numbers["compare"] or an_edit(run, finished, name), (name, how)
         else:
             one_line_error(result, base if base != "config.yaml" or how != "garble" else "")

@@ -465,7 +465,8 @@ def compare(
     settings, each stopped at its best validation epoch; the best on validation is evaluated on
     the test split as `lort fit` does. Finished ones are kept in RUN_DIR/compare/ and reused.
     Writes RUN_DIR/compare.json and compare.csv (compare-PROTOCOL.* for the others) and, for the
-    tuned protocol, figures/ (group_metrics.png, logit_histograms.png, epoch_curves.png).
+    tuned protocol, figures/ (group_metrics.png, logit_histograms.png, epoch_curves.png); other
+    --methods than the twelve add their names (compare-lort_ce.json, group_metrics-lort_ce.png).
     Several RUN_DIRs (stage-1 backbones, e.g. fits with different
     seeds) are pooled: accuracy over the backbones and each method's paired difference
     against LORT and the best method with 95% intervals, written to --out.
