@@ -119,8 +119,16 @@ def test_overwrite_refuses_a_run_holding_other_files(finished: Path, tmp_path: P
 
 def test_overwrite_replaces_what_lort_wrote(finished: Path, tmp_path: Path) -> None:
     run = copy(finished, tmp_path / "run")
+    before = contents(run)
     ok("fit", "--out", run, "--overwrite", "--dry-run")
-    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "manifest.json", STATE]
+    assert contents(run) == before  # a dry run checks, and replaces nothing
+    ok("fit", "--out", run, "--overwrite", "--epochs1", "1", "--stop-after", "stage1")
+    assert sorted(p.name for p in run.iterdir()) == [
+        "config.yaml",
+        "manifest.json",
+        "stage1.ckpt",
+        STATE,
+    ]
 
 
 # --------------------------------------------------------------------------------------

@@ -316,7 +316,12 @@ def _parse_size(text: str) -> int:
 )
 @click.option("--resume", is_flag=True, help="Continue a stopped run in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
-@click.option("--dry-run", is_flag=True, help="Build the data, write the manifest, print the plan.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Build the data, check every option and the run folder, print the plan (stderr) and "
+    "the config.yaml the run would save (stdout); write nothing.",
+)
 @click.option("--stop-after", type=click.Choice(["stage1"]), help="Stop after this phase.")
 @click.option(
     "--threads",
@@ -371,6 +376,11 @@ def fit(
 
         started = time.perf_counter()
         result = run_fit(cfg, opts, err.print, progress)
+    if dry_run:
+        import yaml
+
+        out_console.file.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        return
     if result.analysis is None:
         return
     title = f"{cfg.dataset}: {cfg.method} on {cfg.arch}"

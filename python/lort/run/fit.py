@@ -33,6 +33,8 @@ from lort.run.folder import (
     RUN_FILES,
     STAGE1,
     RunFolder,
+    check_for_fit,
+    check_out,
     check_resume,
     open_for_fit,
 )
@@ -174,6 +176,15 @@ def _fit(
     # The network is built and its weights loaded before the run folder is touched, so that a
     # failed download or a weights file that does not fit leaves nothing behind.
     model = None if cfg.dataset == "features" else _start_model(cfg, opts, data, say)
+    if opts.dry_run:  # what the run would do, and whether it could: nothing is written
+        check_out(opts.out)
+        check_for_fit(opts.out, resume=opts.resume, overwrite=opts.overwrite)
+        for n in notes:
+            _noting(say)(n)
+        for line in plan_lines(cfg, data, method, opts.out):
+            say(line)
+        say("dry run: the data built and every option checked; nothing written, nothing trained")
+        return FitResult(opts.out, None)
     # Everything is checked: from here on the run folder is written, by rank 0 alone.
     with ExitStack() as stack:
         if rt.is_main:
@@ -208,9 +219,6 @@ def _run(
         folder.write_json(MANIFEST, data.manifest)
     for line in plan_lines(cfg, data, method, folder.root):
         say(line)
-    if opts.dry_run:
-        say("dry run: datasets built and manifest written; nothing trained")
-        return FitResult(folder.root, None)
 
     timings: dict[str, float] = {}
     counts = data.train_counts()
