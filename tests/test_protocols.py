@@ -121,6 +121,33 @@ def test_tuned_compare_draws_the_epoch_curves(run: Path, tuned: Any) -> None:
         assert path.read_bytes()[:8] == PNG and str(path) in flat(tuned.stderr), name
 
 
+def test_the_tuned_figures_show_every_method(
+    run: Path, tuned: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lort import plots
+
+    drawn: dict[str, list[str]] = {}
+
+    def spy(name: str, read: Any) -> None:
+        real = getattr(plots, name)
+
+        def figure(*args: Any, **kwargs: Any) -> Any:
+            fig = real(*args, **kwargs)
+            drawn[name] = read(fig)
+            return fig
+
+        monkeypatch.setattr(plots, name, figure)
+
+    spy("epoch_curves_figure", lambda f: [ax.get_title() for ax in f.axes if ax.get_visible()])
+    spy("group_metrics_figure", lambda f: [t.get_text() for t in f.legends[0].get_texts()])
+    ok("compare", run)  # every point reused: the figures drawn again
+    assert drawn["group_metrics_figure"] == list(TABLE1)
+    panels = [title.split(" (")[0] for title in drawn["epoch_curves_figure"]]
+    assert panels == list(TABLE1)
+    for m in ("tau-norm", "logit-adjust"):  # post-hoc: no epochs, still shown
+        assert f"{m} (post-hoc: no epochs)" in drawn["epoch_curves_figure"]
+
+
 def test_a_compare_of_some_methods_leaves_the_twelve_methods_files_alone(
     run: Path, tuned: Any, tmp_path: Path
 ) -> None:

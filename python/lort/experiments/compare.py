@@ -535,6 +535,24 @@ def _array(values: list[float | None]) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
+def epoch_curves(res: CompareResult) -> dict[str, list[dict[str, Any]]]:
+    """Every method's first seed as :func:`lort.plots.epoch_curves_figure` draws it: its kept
+    configuration's epochs and the kept one, or for a post-hoc rule (no epochs) its values."""
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for m in res.methods:
+        first = res.points[m][0]
+        if first.get("curve"):
+            curves[m] = [*first["curve"], {"kept": first["epoch"]}]
+        else:
+            curves[m] = [
+                {
+                    "val_accuracy": first["val_balanced_accuracy"],
+                    "test_accuracy": first["test"]["balanced_accuracy"],
+                }
+            ]
+    return curves
+
+
 def write_figures(res: CompareResult) -> None:
     """``RUN/figures/group_metrics.png`` (Fig. 3), ``logit_histograms.png`` (Fig. 2) and
     ``epoch_curves.png`` (each method's kept configuration, epoch by epoch); a compare of other
@@ -546,19 +564,13 @@ def write_figures(res: CompareResult) -> None:
     run = res.run
     figs = run.root / "figures"
     seed = res.seeds[0]
-    curves = {
-        m: [*first["curve"], {"kept": first["epoch"]}]
-        for m in res.methods
-        if (first := res.points[m][0]).get("curve")
-    }
-    if curves:
-        res.files.append(
-            plot_epoch_curves(
-                curves,
-                figs / f"epoch_curves{res.subset}.png",
-                f"{run.root}: the kept configuration of each method per epoch (seed {seed})",
-            )
+    res.files.append(
+        plot_epoch_curves(
+            epoch_curves(res),
+            figs / f"epoch_curves{res.subset}.png",
+            f"{run.root}: the kept configuration of each method per epoch (seed {seed})",
         )
+    )
     per_method = {
         m: (
             _array(res.points[m][0]["per_class"]["magnitude"]),
