@@ -84,6 +84,7 @@ def plan_lines(cfg: FitConfig, data: LTData, method: Method, folder: Path) -> li
         f"run folder   {folder}",
         f"data         {cfg.dataset}: {data.num_classes} classes, {int(counts.sum()):,} train "
         f"(max {counts.max()}, min {counts.min()}), {val:,} val, {len(data.test_labels):,} test",
+        f"validation   {data.manifest.get('val_rule', 'none')}",
         _stage1_line(cfg, data),
     ]
     if spec.kind == "resized":
