@@ -33,7 +33,9 @@ def test_the_api_page_runs_as_written(tmp_path: Path, monkeypatch: pytest.Monkey
     # What the page's first block made is the folder `lort fit --out` would have made.
     run = namespace["run"]
     assert isinstance(run, lort.Run)
-    assert (tmp_path / "runs/api-demo/compare.csv").is_file()
+    table = namespace["table"]
+    assert Path("runs/api-demo/compare-lort_ce_logit-adjust.csv") in table.files
+    assert all(f.is_file() for f in table.files)
     assert namespace["clf"].score(namespace["X_test"], namespace["y_test"]) > 0.5
 
 
@@ -45,7 +47,7 @@ def test_fit_and_compare_give_the_commands_numbers(tmp_path: Path) -> None:
 
     ok("compare", tmp_path / "cli", "--methods", "lort,ce", "--seeds", "1")
     table = run.compare(methods=["lort", "ce"])
-    with open(tmp_path / "cli/compare.csv") as f:
+    with open(tmp_path / "cli/compare-lort_ce.csv") as f:
         header = f.readline().strip().split(",")
         rows = [line.strip().split(",") for line in f]
     assert list(table.columns) == header

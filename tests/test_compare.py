@@ -161,7 +161,7 @@ def test_two_seeds_give_mean_and_std(compared: tuple[Path, Result], tmp_path: Pa
     shutil.copytree(compared[0], run)
     before = mtimes(run / "compare")
     result = ok("compare", run, *SHARED, "--methods", "lort,ce", "--seeds", "2")
-    data = json.loads((run / "compare-shared.json").read_text())
+    data = json.loads((run / "compare-shared-lort_ce.json").read_text())
     assert data["seeds"] == [0, 1] and [r["method"] for r in data["rows"]] == ["lort", "ce"]
     for row in data["rows"]:
         assert row["seeds"] == [0, 1]
@@ -177,7 +177,7 @@ def test_two_seeds_give_mean_and_std(compared: tuple[Path, Result], tmp_path: Pa
         assert after[name] == before[name], name
     assert {"lort-seed1.json", "ce-seed1.json"} <= set(after)
     assert "2 re-trained, 2 reused" in flat(result.stderr)
-    with (run / "compare-shared.csv").open() as f:
+    with (run / "compare-shared-lort_ce.csv").open() as f:
         assert [(r["method"], r["seed"]) for r in csv.DictReader(f)] == [
             ("lort", "0"),
             ("lort", "1"),
@@ -238,7 +238,7 @@ def test_an_interrupted_compare_keeps_the_finished_points(base_run: Path, tmp_pa
     with pytest.raises(KeyboardInterrupt):
         compare(run, ["ce", "cosine", "lws"], on_point=interrupt, figures=False, protocol="shared")
     assert sorted(os.listdir(run / "compare")) == ["ce-seed0.json", "cosine-seed0.json"]
-    assert not (run / "compare-shared.json").exists()
+    assert not (run / "compare-shared-ce_cosine_lws.json").exists()
     assert temp_files(run) == []
     res = compare(run, ["ce", "cosine", "lws"], figures=False, protocol="shared")
     assert res.reused == 2

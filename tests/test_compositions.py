@@ -88,7 +88,8 @@ def test_lort_with_logit_adjustment_end_to_end(tmp_path: Path) -> None:
     shifted = np.load(plain / "logits.npy") - log_prior(counts).numpy()
     np.testing.assert_allclose(np.load(run / "logits.npy"), shifted, rtol=1e-5, atol=1e-5)
     ok("compare", run, "--methods", "lort,lort+logit-adjust,lws+tau-norm")
-    rows = json.loads((run / "compare.json").read_text())["rows"]
+    table = run / "compare-lort_lort+logit-adjust_lws+tau-norm.json"  # these methods' own
+    rows = json.loads(table.read_text())["rows"]
     assert [r["method"] for r in rows] == ["lort", "lort+logit-adjust", "lws+tau-norm"]
     assert rows[1]["title"] == "LORT (logits retargeting) + Post-hoc logit adjustment"
     result = run_cli("compare", run, "--methods", "ce,tau-norm+logit-adjust")

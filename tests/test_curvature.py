@@ -284,7 +284,8 @@ def test_compare_reports_the_curvature_of_each_methods_test_logits(tmp_path: Pat
     ok("fit", "--out", run, "--epochs1", "2", "--epochs2", "2", "--method", "ce",
        "--stage2-stop", "last")  # fmt: skip
     result = ok("compare", run, "--protocol", "shared", "--methods", "ce,tau-norm")
-    rows = {r["method"]: r for r in json.loads((run / "compare-shared.json").read_text())["rows"]}
+    table = json.loads((run / "compare-shared-ce_tau-norm.json").read_text())
+    rows = {r["method"]: r for r in table["rows"]}
     want = curvature(np.load(run / "logits.npy"))
     assert rows["ce"]["lambda_2"]["mean"] == pytest.approx(want.lambda_2, rel=1e-12)
     assert rows["ce"]["condition"]["mean"] == pytest.approx(want.condition, rel=1e-12)

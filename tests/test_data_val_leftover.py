@@ -148,8 +148,13 @@ def test_config_defaults_and_an_explicit_fraction() -> None:
     assert any("--val-split fraction" in n for n in carve.notes)
     with pytest.raises(InputError, match="drop one"):
         resolve({"dataset": "cifar10-lt", "val_split": "leftover"}, {"val_fraction": 0.1})
+    # natural counts leave nothing over: --smooth auto's carve, recorded as the carve it is
     natural = resolve({"dataset": "imagefolder", "data_root": "x"}, {})
-    assert (natural.val_split, natural.val_fraction) == ("leftover", 0.2)  # the carve for auto
+    assert (natural.val_split, natural.val_fraction) == ("fraction", 0.2)
+    asked = resolve({"dataset": "imagefolder", "data_root": "x"}, {"val_split": "leftover"})
+    assert (asked.val_split, asked.val_fraction) == ("fraction", 0.2)
+    given = resolve({"dataset": "imagefolder", "data_root": "x"}, {"val_fraction": 0.1})
+    assert (given.val_split, given.val_fraction) == ("fraction", 0.1)
     digits = resolve({}, {})
     assert (digits.val_split, digits.val_fraction) == ("fraction", 0.2)
     digits = resolve({}, {"val_split": "leftover"})
@@ -160,6 +165,8 @@ def test_config_defaults_and_an_explicit_fraction() -> None:
         resolve({"val_split": 1}, {})
     assert run_values({})["val_split"] == "fraction"
     assert run_values({"val_split": "leftover"})["val_split"] == "leftover"
+    # a run saved before the carve was recorded as one: read as what it did
+    assert run_values({"val_split": "leftover", "val_fraction": 0.2})["val_split"] == "fraction"
 
 
 # --------------------------------------------------------------------------------------
@@ -168,11 +175,56 @@ def test_config_defaults_and_an_explicit_fraction() -> None:
 
 def test_fit_takes_the_leftover_split_by_default(balanced: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    ok("fit", "--dataset", "features", "--data-root", balanced, "--imbalance-ratio", "10",
-       "--out", run, "--dry-run")  # fmt: skip
-    assert yaml.safe_load((run / CONFIG).read_text())["val_split"] == "leftover"
+    result = ok("fit", "--dataset", "features", "--data-root", balanced, "--imbalance-ratio", "10",
+                "--out", run, "--dry-run")  # fmt: skip
+    assert yaml.safe_load(result.stdout)["val_split"] == "leftover"
+    assert f", {V * K} val," in flat(result.stderr)
+
+
+def test_a_carve_is_saved_as_one(balanced: Path, tmp_path: Path) -> None:
+    """Natural counts (no imbalance ratio) leave nothing over, so --smooth auto carves: the
+    saved config says fraction, as the manifest does, not the leftover that was not taken."""
+    run = tmp_path / "run"
+    args = ("fit", "--dataset", "features", "--data-root", balanced, "--out", run)
+    result = ok(*args, "--dry-run")
+    assert yaml.safe_load(result.stdout)["val_split"] == "fraction"
+    assert "validation fraction 0.2 carved from training" in flat(result.stderr)
+    ok(*args, "--epochs1", "1", "--epochs2", "1", "--smooth", "0.5", "--val-split", "leftover",
+       "--val-fraction", "0.2")  # fmt: skip
+    saved = yaml.safe_load((run / CONFIG).read_text())
+    assert (saved["val_split"], saved["val_fraction"]) == ("fraction", 0.2)
+    assert json.loads((run / "manifest.json").read_text())["val_rule"].startswith("fraction 0.2")
+
+
+def test_a_run_that_saved_its_carve_as_leftover_still_opens(balanced: Path, tmp_path: Path) -> None:
+    """Runs saved before the carve was recorded as one say ``val_split: leftover`` beside
+    ``val_fraction: 0.2`` (config.yaml, the stage-1 checkpoint, the report): the same split,
+    so they open, resume and re-train as before."""
+    from lort.run.finished import open_run
+    from lort.run.trained import open_trained
+
+    run = tmp_path / "run"
+    ok("fit", "--dataset", "features", "--data-root", balanced, "--epochs1", "1", "--epochs2",
+       "1", "--smooth", "0.5", "--val-fraction", "0.2", "--out", run)  # fmt: skip
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["val_counts"] == [V] * K and manifest["val_rule"].startswith("leftover")
+    folder = RunFolder(run)
+    saved = yaml.safe_load((run / CONFIG).read_text())
+    assert saved["val_split"] == "fraction"
+    (run / CONFIG).write_text(yaml.safe_dump(saved | {"val_split": "leftover"}, sort_keys=False))
+    stage1 = torch.load(run / STAGE1, weights_only=False)
+    stage1["config"]["val_split"] = "leftover"
+    folder.save_torch(STAGE1, stage1)
+    report = json.loads((run / REPORT).read_text())
+    report["config"]["val_split"] = "leftover"
+    folder.write_json(REPORT, report)
+    opened = open_run(run)
+    assert opened.cfg.val_split == "fraction" and opened.has_val
+    assert opened.problem.data.manifest["val_sha256"] == manifest["val_sha256"]
+    assert open_trained(run).cfg.val_split == "fraction"
+    ok("compare", run, "--protocol", "shared", "--methods", "ce")
+    result = ok("fit", "--resume", "--out", run)
+    assert "cannot change" not in flat(result.output)
+    assert yaml.safe_load((run / CONFIG).read_text())["val_split"] == "fraction"
 
 
 def _drop_val_split(run: Path) -> None:

@@ -56,8 +56,12 @@ def read_report(folder: Path) -> dict[str, Any]:
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
-    """(mtime_ns, content) of every file in ``folder``."""
-    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.iterdir())}
+    """(mtime_ns, content) of every file in ``folder`` and below it."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def temp_files(folder: Path) -> list[str]:
@@ -299,18 +303,20 @@ def test_written_files_get_the_umask_mode_not_0600(tmp_path: Path) -> None:
 # 4. Dry run.
 
 
-def test_dry_run_writes_manifest_and_config_and_trains_nothing(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    result = ok("fit", "--out", run, "--dry-run", "--method", "ce")
-    assert sorted(os.listdir(run)) == ["config.yaml", "manifest.json", "state.json"]
-    manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["dataset"] == "digits-lt" and manifest["test_total"] == DIGITS_TEST_ROWS
-    assert yaml.safe_load((run / "config.yaml").read_text())["method"] == "ce"
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path) -> None:
+    run = tmp_path / "runs" / "run"
+    result = ok("fit", "--out", run, "--dry-run", "--method", "ce", "--epochs1", "1")
+    assert os.listdir(tmp_path) == []  # no run folder, nor the folder above it
     text = flat(result.stderr)
-    for part in ("run folder", "digits-lt: 10 classes", "stage 1 small-cnn", "stage 2 ce"):
+    for part in ("run folder", "digits-lt: 10 classes", f"{DIGITS_TEST_ROWS} test",
+                 "stage 1 small-cnn", "stage 2 ce"):  # fmt: skip
         assert part in text, part
-    assert "nothing trained" in text
-    assert "top-1" not in result.stdout
+    assert "nothing written" in text
+    saved = yaml.safe_load(result.stdout)  # the config.yaml the run would save
+    assert saved["method"] == "ce" and saved["stage1"]["epochs"] == 1
+    # so the same command, without --dry-run, is not refused
+    ok("fit", "--out", run, "--method", "ce", "--epochs1", "1", "--stop-after", "stage1")
+    assert yaml.safe_load((run / "config.yaml").read_text()) == saved
 
 
 def test_auto_smooth_carves_a_validation_split_when_none_is_asked(tmp_path: Path) -> None:
@@ -327,8 +333,8 @@ def test_auto_smooth_carves_a_validation_split_when_none_is_asked(tmp_path: Path
     run = tmp_path / "run"
     result = ok("fit", "--out", run, "--dataset", "imagefolder", "--data-root", root, "--dry-run")
     assert "validation split" in flat(result.stderr)
-    assert yaml.safe_load((run / "config.yaml").read_text())["val_fraction"] == 0.2
-    assert json.loads((run / "manifest.json").read_text())["val_total"] > 0
+    assert yaml.safe_load(result.stdout)["val_fraction"] == 0.2
+    assert ", 0 val," not in flat(result.stderr) and " val, " in flat(result.stderr)
 
 
 # --------------------------------------------------------------------------------------
@@ -349,8 +355,12 @@ def test_existing_run_folder_is_refused_and_left_alone(full_run: Path, tmp_path:
 
 def test_overwrite_replaces_the_run_folder(full_run: Path, tmp_path: Path) -> None:
     run = copy_run(full_run, tmp_path / "run")
+    before = snapshot(run)
     ok("fit", "--out", run, "--overwrite", "--dry-run", "--seed", "3")
-    assert sorted(os.listdir(run)) == ["config.yaml", "manifest.json", "state.json"]
+    assert snapshot(run) == before  # a dry run replaces nothing
+    ok("fit", "--out", run, "--overwrite", "--seed", "3", "--epochs1", "1",
+       "--stop-after", "stage1")  # fmt: skip
+    assert sorted(os.listdir(run)) == ["config.yaml", "manifest.json", "stage1.ckpt", "state.json"]
     assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == 3
 
 
@@ -358,6 +368,8 @@ def test_empty_existing_folder_is_used(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
     ok("fit", "--out", run, "--dry-run")
+    assert os.listdir(run) == []  # a dry run leaves it as it was, not removed
+    ok("fit", "--out", run, "--epochs1", "1", "--stop-after", "stage1")
     assert (run / "manifest.json").is_file()
 
 
@@ -445,8 +457,8 @@ def test_config_file_with_flag_override(tmp_path: Path) -> None:
     config = tmp_path / "fit.yaml"
     config.write_text("method: ce\nseed: 7\nstage2:\n  epochs: 3\n  lr: 0.01\n")
     run = tmp_path / "run"
-    ok("fit", "--config", config, "--epochs2", "5", "--out", run, "--dry-run")
-    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved = yaml.safe_load(ok("fit", "--config", config, "--epochs2", "5", "--out", run,
+                              "--dry-run").stdout)  # fmt: skip
     assert saved["method"] == "ce" and saved["seed"] == 7
     assert saved["stage2"] == {"epochs": 5, "lr": 0.01, "weight_decay": 0.0, "batch_size": 64}
     assert saved["stage1"] == {"epochs": 30, "lr": 0.05, "weight_decay": 5e-4, "batch_size": 64}

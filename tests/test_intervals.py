@@ -14,6 +14,7 @@ from lort.experiments.intervals import paired, t_interval
 
 SMALL = ("--epochs1", "2", "--epochs2", "2", "--smooth", "0.5")
 METHODS = "lort,ce,logit-adjust"
+OWN = "compare-lort_ce_logit-adjust.json"  # a run's own table of these three methods
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -53,7 +54,7 @@ def test_several_backbones_are_pooled(backbones: list[Path], tmp_path: Path) -> 
     # as each run's own compare.json has it.
     per_run = []
     for run in backbones:
-        own = {r["method"]: r for r in json.loads((run / "compare.json").read_text())["rows"]}
+        own = {r["method"]: r for r in json.loads((run / OWN).read_text())["rows"]}
         per_run.append(own["ce"]["all"]["mean"] - own["lort"]["all"]["mean"])
     vs = rows["ce"]["vs_reference"]
     assert vs["n"] == 3 and vs["mean"] == pytest.approx(statistics.fmean(per_run), abs=1e-12)
@@ -66,7 +67,7 @@ def test_several_backbones_are_pooled(backbones: list[Path], tmp_path: Path) -> 
 
 def test_one_run_with_seeds_gives_differences_over_seeds(backbones: list[Path]) -> None:
     result = ok("compare", backbones[0], "--methods", METHODS, "--seeds", "3")
-    data = json.loads((backbones[0] / "compare.json").read_text())
+    data = json.loads((backbones[0] / OWN).read_text())
     diffs = data["differences"]["rows"]
     assert diffs["ce"]["vs_reference"]["n"] == 3 and diffs["lort"]["vs_reference"] is None
     assert "say nothing about another backbone" in flat(result.stdout)

@@ -153,6 +153,47 @@ def test_group_metrics_png_nan_safe(tmp_path):
         plots.plot_group_metrics({"ce": (mag[:-1], rstd)}, counts, tmp_path / "x.png", "r")
 
 
+def test_group_metrics_name_every_method_in_one_legend_outside_the_panels():
+    from lort.methods import TABLE1
+
+    k = 10
+    counts = np.round(500 * 100 ** (-np.arange(k) / (k - 1))).astype(np.int64)
+    per_method = {
+        m: (np.linspace(3, 1, k) + i, np.linspace(0.2, 0.5, k) + i / 10)
+        for i, m in enumerate(TABLE1)
+    }
+    fig = plots.group_metrics_figure(per_method, counts, "run")
+    fig.canvas.draw()
+    assert [ax.get_legend() for ax in fig.axes] == [None, None]
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == list(TABLE1)
+    box = legend.get_window_extent()
+    for ax in fig.axes:
+        assert not box.overlaps(ax.get_window_extent()), ax.get_title()
+
+
+def test_epoch_curves_draw_post_hoc_methods_as_their_values(tmp_path):
+    from lort.methods import TABLE1
+
+    post_hoc = {"tau-norm": (0.30, 0.25), "logit-adjust": (0.62, None)}
+    epochs = [{"epoch": e, "val_accuracy": 0.1 * e, "test_accuracy": 0.09 * e} for e in (1, 2, 3)]
+    curves = {m: [*epochs, {"kept": 2}] for m in TABLE1 if m not in post_hoc}
+    for m, (val, test) in post_hoc.items():
+        curves[m] = [{"val_accuracy": val, "test_accuracy": test}]
+    fig = plots.epoch_curves_figure(curves, "run")
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
+    assert len(panels) == len(TABLE1)
+    for m in TABLE1:
+        assert m in panels or f"{m} (post-hoc: no epochs)" in panels, m
+    tau = panels["tau-norm (post-hoc: no epochs)"]
+    lines = {line.get_label(): set(line.get_ydata()) for line in tau.get_lines()}
+    assert lines == {"validation": {30.0}, "test": {25.0}}
+    assert "validation 30.0%" in tau.texts[0].get_text()
+    adjust = panels["logit-adjust (post-hoc: no epochs)"]  # no test value: the one line
+    assert {line.get_label() for line in adjust.get_lines()} == {"validation"}
+    assert_png(plots.plot_epoch_curves(curves, tmp_path / "e.png", "run"))
+
+
 def test_group_means_skip_non_finite():
     v = np.array([1.0, np.nan, 3.0, np.inf, np.nan])
     means = plots._group_means(v, [np.array([0, 1, 2]), np.array([3, 4])])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,51 @@ def test_tuned_compare_draws_the_epoch_curves(run: Path, tuned: Any) -> None:
         assert path.read_bytes()[:8] == PNG and str(path) in flat(tuned.stderr), name
 
 
+def test_the_tuned_figures_show_every_method(
+    run: Path, tuned: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lort import plots
+
+    drawn: dict[str, list[str]] = {}
+
+    def spy(name: str, read: Any) -> None:
+        real = getattr(plots, name)
+
+        def figure(*args: Any, **kwargs: Any) -> Any:
+            fig = real(*args, **kwargs)
+            drawn[name] = read(fig)
+            return fig
+
+        monkeypatch.setattr(plots, name, figure)
+
+    spy("epoch_curves_figure", lambda f: [ax.get_title() for ax in f.axes if ax.get_visible()])
+    spy("group_metrics_figure", lambda f: [t.get_text() for t in f.legends[0].get_texts()])
+    ok("compare", run)  # every point reused: the figures drawn again
+    assert drawn["group_metrics_figure"] == list(TABLE1)
+    panels = [title.split(" (")[0] for title in drawn["epoch_curves_figure"]]
+    assert panels == list(TABLE1)
+    for m in ("tau-norm", "logit-adjust"):  # post-hoc: no epochs, still shown
+        assert f"{m} (post-hoc: no epochs)" in drawn["epoch_curves_figure"]
+
+
+def test_a_compare_of_some_methods_leaves_the_twelve_methods_files_alone(
+    run: Path, tuned: Any, tmp_path: Path
+) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    full = ("compare.json", "compare.csv", "figures/group_metrics.png", "figures/epoch_curves.png")
+    before = {name: (copy / name).read_bytes() for name in full}
+    result = ok("compare", copy, "--methods", "lort,ce")
+    assert {name: (copy / name).read_bytes() for name in full} == before
+    assert json.loads((copy / "compare-lort_ce.json").read_text())["methods"] == ["lort", "ce"]
+    assert "/compare-lort_ce.json," in "".join(result.stderr.split())  # paths fold on wrap
+    for name in ("group_metrics-lort_ce.png", "epoch_curves-lort_ce.png"):
+        assert (copy / "figures" / name).read_bytes()[:8] == PNG, name
+    # all twelve again, in another order: the full table's names
+    ok("compare", copy, "--methods", ",".join(reversed(TABLE1)))
+    assert json.loads((copy / "compare.json").read_text())["methods"] == list(reversed(TABLE1))
+
+
 def test_fresh_initialisation_and_post_hoc_rules(run: Path, tuned: Any) -> None:
     assert point(run, "cb-resample", "tuned")["chosen"]["init"] == "fresh"
     assert point(run, "balanced-softmax", "tuned")["chosen"]["init"] == "fresh"
@@ -155,10 +201,11 @@ def test_test_selected_is_labelled_and_never_below_tuned_on_test(run: Path, tune
     result = ok("compare", run, "--protocol", "test-selected", "--methods", "lort,ce,tau-norm")
     out = flat(result.stdout)
     assert "TEST-SELECTED" in out and "not which method is better" in out
-    data = json.loads((run / "compare-test-selected.json").read_text())
+    data = json.loads((run / "compare-test-selected-lort_ce_tau-norm.json").read_text())
     assert data["protocol"] == "test-selected"
     assert "not a fair comparison" in data["definitions"]["protocol"]
-    chosen, fair = rows(run / "compare-test-selected.json"), rows(run / "compare.json")
+    chosen = rows(run / "compare-test-selected-lort_ce_tau-norm.json")
+    fair = rows(run / "compare.json")
     for m in ("lort", "ce", "tau-norm"):
         assert point(run, m, "test-selected")["chosen"]["chosen_on"] == "test"
         # the same search, chosen on test: never below the fair choice there

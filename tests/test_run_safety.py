@@ -107,8 +107,16 @@ def test_overwrite_refuses_a_run_holding_other_files(finished: Path, tmp_path: P
 
 def test_overwrite_replaces_what_lort_wrote(finished: Path, tmp_path: Path) -> None:
     run = copy(finished, tmp_path / "run")
+    before = contents(run)
     ok("fit", "--out", run, "--overwrite", "--dry-run")
-    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "manifest.json", STATE]
+    assert contents(run) == before  # a dry run checks, and replaces nothing
+    ok("fit", "--out", run, "--overwrite", "--epochs1", "1", "--stop-after", "stage1")
+    assert sorted(p.name for p in run.iterdir()) == [
+        "config.yaml",
+        "manifest.json",
+        "stage1.ckpt",
+        STATE,
+    ]
 
 
 # --------------------------------------------------------------------------------------
@@ -363,7 +371,7 @@ def targets(run: Path) -> list[str]:
 def clean_numbers(finished: Path) -> dict[str, Any]:
     return {
         "fit": report(finished)["results"],
-        "compare": json.loads((finished / "compare-shared.json").read_text())["rows"],
+        "compare": json.loads((finished / "compare-shared-ce_lort.json").read_text())["rows"],
     }
 
 
@@ -371,8 +379,8 @@ def test_fault_injection_covers_every_file(finished: Path) -> None:
     assert set(targets(finished)) >= {
         STATE,
         *RUN_FILES,
-        "compare-shared.json",
-        "compare-shared.csv",
+        "compare-shared-ce_lort.json",
+        "compare-shared-ce_lort.csv",
         "compare/ce-seed0.json",
         "compare/lort-seed0.json",
     }
@@ -400,7 +408,7 @@ def test_fault_injection(
         base = Path(name).name
         result = run_cli("compare", run, "--protocol", "shared", "--methods", "ce,lort")
         if result.exit_code == 0:
-            rows = json.loads((run / "compare-shared.json").read_text())["rows"]
+            rows = json.loads((run / "compare-shared-ce_lort.json").read_text())["rows"]
             assert rows == clean_numbers["compare"] or an_edit(run, finished, name), (name, how)
         else:
             one_line_error(result, base if base != "config.yaml" or how != "garble" else "")

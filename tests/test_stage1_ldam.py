@@ -85,7 +85,7 @@ def test_ldam_drw_run_end_to_end(tmp_path: Path) -> None:
 
     ok("compare", run, "--protocol", "shared", "--methods", "ce,lws")
     report = json.loads((run / "report.json").read_text())
-    rows = json.loads((run / "compare-shared.json").read_text())["rows"]
+    rows = json.loads((run / "compare-shared-ce_lws.json").read_text())["rows"]
     lws = next(r for r in rows if r["method"] == "lws")
     # compare starts from the checkpoint's head as fit started from the trained model's
     assert lws["all"]["mean"] == report["results"]["overall"]["accuracy"]

@@ -14,6 +14,7 @@ from cli_helpers import flat, ok, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 METHODS = "lort,ce,tau-norm"
+OWN = "lort_ce_tau-norm"  # what the tables of these methods add to their names
 SHARED = ("--protocol", "shared")
 
 
@@ -31,9 +32,12 @@ def rows(path: Path) -> dict[str, dict[str, Any]]:
 
 def test_validation_stopping_keeps_the_best_validation_epoch(compared: Path) -> None:
     result = ok("compare", compared, *SHARED, "--methods", METHODS, "--epoch", "val")
-    data = json.loads((compared / "compare-shared-val.json").read_text())
+    data = json.loads((compared / f"compare-shared-val-{OWN}.json").read_text())
     assert data["epoch"] == "val" and "validation split" in data["definitions"]["protocol"]
-    last, val = rows(compared / "compare-shared.json"), rows(compared / "compare-shared-val.json")
+    last, val = (
+        rows(compared / f"compare-shared-{OWN}.json"),
+        rows(compared / f"compare-shared-val-{OWN}.json"),
+    )
     one_image = 1 / 117  # the digits validation split
     for m in METHODS.split(","):
         assert 1 <= val[m]["epoch"][0] <= 6
@@ -49,16 +53,16 @@ def test_test_selection_is_labelled_everywhere(compared: Path) -> None:
     assert "TEST-SELECTED" in flat(result.stdout) and "not which method is better" in flat(
         result.stdout
     )
-    data = json.loads((compared / "compare-shared-test-selected.json").read_text())
+    data = json.loads((compared / f"compare-shared-test-selected-{OWN}.json").read_text())
     assert data["epoch"] == "test-selected"
     assert "not a fair comparison" in data["definitions"]["protocol"]
     last, chosen = (
-        rows(compared / "compare-shared.json"),
-        rows(compared / "compare-shared-test-selected.json"),
+        rows(compared / f"compare-shared-{OWN}.json"),
+        rows(compared / f"compare-shared-test-selected-{OWN}.json"),
     )
     for m in ("ce", "tau-norm"):  # no delta to choose: only the epoch moves
         assert chosen[m]["all"]["mean"] >= last[m]["all"]["mean"] - 1 / 300, m
-    assert json.loads((compared / "compare-shared.json").read_text())["epoch"] == "last"
+    assert json.loads((compared / f"compare-shared-{OWN}.json").read_text())["epoch"] == "last"
 
 
 def test_validation_stopping_needs_a_validation_split(tmp_path: Path) -> None:

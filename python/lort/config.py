@@ -136,8 +136,22 @@ RUN_DEFAULTS: dict[str, Any] = {"val_split": "fraction", "stage2_stop": "last"}
 
 def run_values(saved: dict[str, Any]) -> dict[str, Any]:
     """A run's saved options (its config.yaml, or the config in its stage-1 checkpoint) with
-    the keys it predates filled in as :data:`RUN_DEFAULTS` says."""
-    return RUN_DEFAULTS | saved
+    the keys it predates filled in as :data:`RUN_DEFAULTS` says, and ``val_split`` as
+    :func:`recorded_val_split` records it (runs saved before that wrote ``leftover`` beside a
+    carve: the same split, so they open, resume and compare as before)."""
+    values = RUN_DEFAULTS | saved
+    fraction = values.get("val_fraction")
+    if isinstance(fraction, int | float) and not isinstance(fraction, bool):
+        values["val_split"] = recorded_val_split(values["val_split"], float(fraction))
+    return values
+
+
+def recorded_val_split(val_split: Any, val_fraction: float) -> Any:
+    """The validation rule as a run records it: what was done. A ``val_fraction`` > 0 carves
+    from the training set whatever ``val_split`` says (:func:`lort.data.build.build_dataset`
+    takes the leftover split only without one; ``leftover`` falls back to the carve where the
+    profile leaves nothing over), so it is recorded as ``fraction``."""
+    return "fraction" if val_split == "leftover" and val_fraction > 0.0 else val_split
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -276,7 +290,8 @@ def resolve(
         merged["tau"] = _number(merged["tau"], "tau")
     cfg = FitConfig(**merged)
     validate(cfg)
-    return _auto_validation(_val_split(cfg, set(values)))
+    cfg = _auto_validation(_val_split(cfg, set(values)))
+    return dataclasses.replace(cfg, val_split=recorded_val_split(cfg.val_split, cfg.val_fraction))
 
 
 def _number(value: Any, key: str) -> float:

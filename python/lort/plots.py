@@ -311,8 +311,16 @@ def plot_group_metrics(
     path: Path,
     title: str,
 ) -> Path:
+    """Paper Fig. 3 (:func:`group_metrics_figure`) written to ``path``."""
+    return _save(group_metrics_figure(per_method, train_counts, title), path)
+
+
+def group_metrics_figure(
+    per_method: dict[str, tuple[np.ndarray, np.ndarray]], train_counts: np.ndarray, title: str
+) -> Figure:
     """Paper Fig. 3: mean Logits Magnitude L and mean Regularized Std r per group of
-    classes (:func:`class_groups_by_frequency`), one line per method.
+    classes (:func:`class_groups_by_frequency`), one line per method; one legend for both
+    panels, outside them (twelve methods inside would cover the lines).
 
     ``per_method`` maps a method name to its (L, r) arrays, one value per class.
     Classes with a NaN or infinite value (no test rows) are left out of a group's
@@ -330,7 +338,7 @@ def plot_group_metrics(
     size = 4 if len(groups) <= 30 else 2
     # Twelve methods outrun a 10-colour cycle: vary colour and marker together.
     markers = "osD^vP*Xhp<>"
-    fig = _new_figure(11, 4.2)
+    fig = _new_figure(12.5, 4.2)
     ax_l, ax_r = fig.subplots(1, 2)
     for i, (name, (mag, rstd)) in enumerate(per_method.items()):
         style = {"marker": markers[i % len(markers)], "markersize": size, "color": f"C{i % 10}"}
@@ -354,9 +362,10 @@ def plot_group_metrics(
         ax.set_xlabel(f"{what} by training images, most to fewest (0 = most)")
         _set_group_ticks(ax, x, labels)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    handles, names = ax_l.get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside right center", fontsize=8)
     fig.suptitle(f"Logits Magnitude and Regularized Std per class group: {title}", fontsize=11)
-    return _save(fig, path)
+    return fig
 
 
 def _set_group_ticks(ax: Axes, x: np.ndarray, labels: list[str]) -> None:
@@ -512,46 +521,77 @@ def plot_analysis(
 def plot_epoch_curves(
     curves: dict[str, list[dict[str, float | None]]], path: Path, title: str
 ) -> Path:
+    """The per-epoch curves (:func:`epoch_curves_figure`) written to ``path``."""
+    return _save(epoch_curves_figure(curves, title), path)
+
+
+def epoch_curves_figure(curves: dict[str, list[dict[str, float | None]]], title: str) -> Figure:
     """One panel per method: class-mean accuracy (%) on the validation (green) and test (blue)
     splits after every stage-2 epoch of the configuration the protocol kept, with the kept
     epoch marked. ``curves`` maps a method to its records ``{"epoch", "val_accuracy",
-    "test_accuracy"}`` and the kept epoch under ``"kept"``; post-hoc methods (no epochs) are
-    left out by the caller."""
+    "test_accuracy"}`` and the kept epoch under ``"kept"``. A post-hoc method (tau-norm, logit
+    adjustment: no epochs) has no epoch records, only ``{"val_accuracy", "test_accuracy"}``
+    of its rule: its panel draws them as dotted horizontal lines, marked post-hoc, with the
+    values written out (its x axis has no epochs)."""
     if not curves:
-        raise InputError("plot_epoch_curves needs at least one method with epochs")
+        raise InputError("plot_epoch_curves needs at least one method")
+    from matplotlib.ticker import MaxNLocator
+
+    epochs_of = {
+        m: np.array([r["epoch"] for r in records if "epoch" in r], dtype=np.float64)
+        for m, records in curves.items()
+    }
     cols = min(4, len(curves))
     rows = math.ceil(len(curves) / cols)
     fig = _new_figure(3.2 * cols, 2.5 * rows)
     axes = np.atleast_1d(fig.subplots(rows, cols, sharey=True)).ravel()
+    splits = (("val_accuracy", "validation", "tab:green"), ("test_accuracy", "test", "tab:blue"))
     for ax, (method, records) in zip(axes, curves.items(), strict=False):
-        points = [r for r in records if "epoch" in r]
-        epochs = np.array([r["epoch"] for r in points], dtype=np.float64)
-        for key, name, color in (
-            ("val_accuracy", "validation", "tab:green"),
-            ("test_accuracy", "test", "tab:blue"),
-        ):
-            if any(r.get(key) is None for r in points):
-                continue
-            ax.plot(
-                epochs,
-                _percentages([r[key] for r in points], name, len(points)),
-                color=color,
-                label=name,
-                linewidth=1.2,
-            )
-        kept = next((r["kept"] for r in records if "kept" in r), None)
-        if kept is not None:
-            ax.axvline(kept, color="0.3", linestyle="--", linewidth=1)
-        ax.set_title(method, fontsize=9)
+        epochs = epochs_of[method]
+        if epochs.size == 0:  # post-hoc: one value per split
+            rule = next((r for r in records if "test_accuracy" in r), {})
+            written, ys = [], []
+            for key, name, color in splits:
+                value = rule.get(key)
+                if value is None:
+                    continue
+                (y,) = _percentages([value], name, 1)
+                ax.axhline(y, color=color, linestyle=":", linewidth=1.6, label=name)
+                written.append(f"{name} {y:.1f}%")
+                ys.append(y)
+            high = bool(ys) and float(np.mean(ys)) >= 50  # the values, away from the lines
+            ax.text(0.5, 0.05 if high else 0.95, "\n".join(written), transform=ax.transAxes,
+                    ha="center", va="bottom" if high else "top", fontsize=7)  # fmt: skip
+            ax.set_xticks([])
+            ax.set_title(f"{method} (post-hoc: no epochs)", fontsize=9)
+        else:
+            points = [r for r in records if "epoch" in r]
+            for key, name, color in splits:
+                if any(r.get(key) is None for r in points):
+                    continue
+                ax.plot(
+                    epochs,
+                    _percentages([r[key] for r in points], name, len(points)),
+                    color=color,
+                    label=name,
+                    linewidth=1.2,
+                )
+            kept = next((r["kept"] for r in records if "kept" in r), None)
+            if kept is not None:
+                ax.axvline(kept, color="0.3", linestyle="--", linewidth=1)
+            ax.set_title(method, fontsize=9)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
     for ax in axes[len(curves) :]:
         ax.set_visible(False)
     axes[0].legend(fontsize=7)
-    fig.supxlabel("stage-2 epoch (dashed: the kept one)", fontsize=9)
+    fig.supxlabel(
+        "stage-2 epoch (dashed: the kept one; dotted: a post-hoc rule's value)", fontsize=9
+    )
     fig.supylabel("class-mean accuracy (%)", fontsize=9)
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return fig
 
 
 def reliability_bins(

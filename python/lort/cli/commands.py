@@ -16,12 +16,13 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress
 from rich.text import Text
 
 from lort import __version__
 from lort.analysis import analyze as run_analysis
 from lort.analysis import npy_rows
+from lort.cli.progress import progress_bar
 from lort.cli.tables import (
     print_analysis,
     print_calibration,
@@ -221,15 +222,7 @@ def analyze(
         raise click.UsageError("--plot needs --train-counts or --train-labels")
 
     total = npy_rows(logits)
-    with Progress(
-        TextColumn("analyzing"),
-        BarColumn(),
-        TextColumn("{task.completed:,}/{task.total:,} rows"),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as bar:
+    with progress_bar(err, "analyzing", unit="rows") as bar:
         task = bar.add_task("rows", total=total)
         result = run_analysis(
             list(logits),
@@ -300,7 +293,12 @@ def _parse_size(text: str) -> int:
 )
 @click.option("--resume", is_flag=True, help="Continue a stopped run in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
-@click.option("--dry-run", is_flag=True, help="Build the data, write the manifest, print the plan.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Build the data, check every option and the run folder, print the plan (stderr) and "
+    "the config.yaml the run would save (stdout); write nothing.",
+)
 @click.option("--stop-after", type=click.Choice(["stage1"]), help="Stop after this phase.")
 @click.option(
     "--threads",
@@ -346,15 +344,7 @@ def fit(
         stop_after=stop_after,
         threads=threads,
     )
-    with Progress(
-        TextColumn("{task.description:8}"),
-        BarColumn(),
-        TextColumn("{task.fields[stats]}"),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as bar:
+    with progress_bar(err, "{task.description:8}", fields="{task.fields[stats]}") as bar:
         tasks: dict[str, Any] = {}
 
         def progress(phase: str, step: int, total: int, loss: float, acc: float) -> None:
@@ -364,6 +354,11 @@ def fit(
 
         started = time.perf_counter()
         result = run_fit(cfg, opts, say, progress)
+    if dry_run:
+        import yaml
+
+        out_console.file.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        return
     if result.analysis is None:
         return
     title = f"{cfg.dataset}: {cfg.method} on {cfg.arch}"
@@ -387,15 +382,7 @@ run_dir_arg = click.argument("run_dir", type=click.Path(file_okay=False, path_ty
 
 def _points_progress(label: str) -> tuple[Progress, Callable[[int, int, str, bool], None]]:
     """A transient bar over re-training points (stderr, off when not a terminal)."""
-    bar = Progress(
-        TextColumn(f"{label} " + "{task.fields[point]:18}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    )
+    bar = progress_bar(err, f"{label} " + "{task.fields[point]:18}", unit="")
     task = bar.add_task(label, total=None, point="")
 
     def on_point(done: int, total: int, name: str, reused: bool) -> None:
@@ -468,7 +455,8 @@ def compare(
     settings, each stopped at its best validation epoch; the best on validation is evaluated on
     the test split as `lort fit` does. Finished ones are kept in RUN_DIR/compare/ and reused.
     Writes RUN_DIR/compare.json and compare.csv (compare-PROTOCOL.* for the others) and, for the
-    tuned protocol, figures/ (group_metrics.png, logit_histograms.png, epoch_curves.png).
+    tuned protocol, figures/ (group_metrics.png, logit_histograms.png, epoch_curves.png); other
+    --methods than the twelve add their names (compare-lort_ce.json, group_metrics-lort_ce.png).
     Several RUN_DIRs (stage-1 backbones, e.g. fits with different
     seeds) are pooled: accuracy over the backbones and each method's paired difference
     against LORT and the best method with 95% intervals, written to --out.
@@ -631,15 +619,7 @@ def predict(
     for option, path in (("--out", out), ("--logits", logits_out)):
         if path is not None:
             check_output(option, path)
-    with Progress(
-        TextColumn("predict"),
-        BarColumn(),
-        TextColumn("{task.completed:,}/{task.total:,} inputs"),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as bar:
+    with progress_bar(err, "predict", unit="inputs") as bar:
         task = bar.add_task("inputs", total=None)
         started = time.perf_counter()
         preds = run_predict(

@@ -7,13 +7,16 @@ method is trained and what is chosen where is the protocol (:mod:`lort.experimen
 ``tuned`` (the default), ``authors`` or ``test-selected``; ``shared`` re-trains every method with
 the run's own stage-2 settings (LORT's recipe), keeping the epoch ``stop`` says. Each (method, seed)
 is stored under ``RUN/compare/`` with the fingerprint of its settings and reused while that matches,
-so an interrupted compare keeps what it finished. The table goes to ``RUN/compare.json`` / ``.csv``
-for the tuned protocol, ``RUN/compare-<protocol>.*`` for the others, and the tuned protocol's
-figures to ``RUN/figures/``.
+so an interrupted compare keeps what it finished. The table of the twelve methods goes to
+``RUN/compare.json`` / ``.csv`` for the tuned protocol, ``RUN/compare-<protocol>.*`` for the
+others, and the tuned protocol's figures to ``RUN/figures/``; a compare of other methods (a few
+of them, or compositions) names its own files after them (:func:`table_name`), so it never
+replaces the full table.
 """
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +83,22 @@ def parse_methods(spec: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def table_name(label: str, methods: list[str]) -> str:
+    """The stem of a compare's table (and figure suffix): ``compare`` for the twelve methods of
+    Table 1 under the tuned protocol, ``compare-<protocol>`` under another; any other set of
+    methods adds them, joined by ``_`` (``compare-lort_ce``, ``compare-shared-lort_ce``; a long
+    list becomes its count and a digest). No method name holds ``_``, and no protocol is a
+    method, so the names of two different compares never meet."""
+    name = "compare" if label == "tuned" else f"compare-{label}"
+    if set(methods) == set(TABLE1):
+        return name
+    slug = "_".join(methods)
+    if len(slug) > 80:
+        digest = hashlib.sha256(",".join(methods).encode()).hexdigest()[:10]
+        slug = f"{len(methods)}-methods-{digest}"
+    return f"{name}-{slug}"
+
+
 def _stats(values: list[float | None]) -> dict[str, Any]:
     xs = [v for v in values if v is not None]
     return {
@@ -110,6 +129,16 @@ class CompareResult:
         if self.protocol != "shared":
             return self.protocol
         return "shared" if self.stop == "last" else f"shared-{STOP_NAME[self.stop]}"
+
+    @property
+    def name(self) -> str:
+        """The stem of this compare's table files (:func:`table_name`)."""
+        return table_name(self.label, self.methods)
+
+    @property
+    def subset(self) -> str:
+        """What this compare adds to its figures' names: nothing for the twelve methods."""
+        return self.name[len(table_name(self.label, list(TABLE1))) :]
 
     @property
     def definition(self) -> str:
@@ -353,7 +382,7 @@ def _write(res: CompareResult) -> None:
                 r["method"]: {k: r[k] for k in ("vs_reference", "vs_best")} for r in res.pooled.rows
             },
         }
-    name = "compare" if res.label == "tuned" else f"compare-{res.label}"
+    name = res.name
     run.folder.write_json(f"{name}.json", data)
     header, rows = flat_table(res)
     run.folder.write_csv(f"{name}.csv", header, rows)
@@ -512,27 +541,42 @@ def _array(values: list[float | None]) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
+def epoch_curves(res: CompareResult) -> dict[str, list[dict[str, Any]]]:
+    """Every method's first seed as :func:`lort.plots.epoch_curves_figure` draws it: its kept
+    configuration's epochs and the kept one, or for a post-hoc rule (no epochs) its values."""
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for m in res.methods:
+        first = res.points[m][0]
+        if first.get("curve"):
+            curves[m] = [*first["curve"], {"kept": first["epoch"]}]
+        else:
+            curves[m] = [
+                {
+                    "val_accuracy": first["val_balanced_accuracy"],
+                    "test_accuracy": first["test"]["balanced_accuracy"],
+                }
+            ]
+    return curves
+
+
 def write_figures(res: CompareResult) -> None:
     """``RUN/figures/group_metrics.png`` (Fig. 3), ``logit_histograms.png`` (Fig. 2) and
-    ``epoch_curves.png`` (each method's kept configuration, epoch by epoch)."""
+    ``epoch_curves.png`` (each method's kept configuration, epoch by epoch); a compare of other
+    methods than the twelve writes ``group_metrics<-methods>.png`` and ``epoch_curves<-methods>
+    .png`` (:attr:`CompareResult.subset`). The histograms are of the run's own classifier,
+    whatever the methods."""
     from lort.plots import plot_epoch_curves, plot_group_metrics, plot_logit_histograms
 
     run = res.run
     figs = run.root / "figures"
     seed = res.seeds[0]
-    curves = {
-        m: [*first["curve"], {"kept": first["epoch"]}]
-        for m in res.methods
-        if (first := res.points[m][0]).get("curve")
-    }
-    if curves:
-        res.files.append(
-            plot_epoch_curves(
-                curves,
-                figs / "epoch_curves.png",
-                f"{run.root}: the kept configuration of each method per epoch (seed {seed})",
-            )
+    res.files.append(
+        plot_epoch_curves(
+            epoch_curves(res),
+            figs / f"epoch_curves{res.subset}.png",
+            f"{run.root}: the kept configuration of each method per epoch (seed {seed})",
         )
+    )
     per_method = {
         m: (
             _array(res.points[m][0]["per_class"]["magnitude"]),
@@ -544,7 +588,7 @@ def write_figures(res: CompareResult) -> None:
         plot_group_metrics(
             per_method,
             run.problem.counts,
-            figs / "group_metrics.png",
+            figs / f"group_metrics{res.subset}.png",
             f"{run.root}, stage 2 re-trained on its features (test split, seed {seed})",
         )
     )

@@ -33,6 +33,8 @@ from lort.run.folder import (
     RUN_FILES,
     STAGE1,
     RunFolder,
+    check_for_fit,
+    check_out,
     check_resume,
     open_for_fit,
 )
@@ -82,6 +84,7 @@ def plan_lines(cfg: FitConfig, data: LTData, method: Method, folder: Path) -> li
         f"run folder   {folder}",
         f"data         {cfg.dataset}: {data.num_classes} classes, {int(counts.sum()):,} train "
         f"(max {counts.max()}, min {counts.min()}), {val:,} val, {len(data.test_labels):,} test",
+        f"validation   {data.manifest.get('val_rule', 'none')}",
         _stage1_line(cfg, data),
     ]
     if spec.kind == "resized":
@@ -174,6 +177,15 @@ def _fit(
     # The network is built and its weights loaded before the run folder is touched, so that a
     # failed download or a weights file that does not fit leaves nothing behind.
     model = None if cfg.dataset == "features" else _start_model(cfg, opts, data, say)
+    if opts.dry_run:  # what the run would do, and whether it could: nothing is written
+        check_out(opts.out)
+        check_for_fit(opts.out, resume=opts.resume, overwrite=opts.overwrite)
+        for n in notes:
+            _noting(say)(n)
+        for line in plan_lines(cfg, data, method, opts.out):
+            say(line)
+        say("dry run: the data built and every option checked; nothing written, nothing trained")
+        return FitResult(opts.out, None)
     # Everything is checked: from here on the run folder is written, by rank 0 alone.
     with ExitStack() as stack:
         if rt.is_main:
@@ -208,9 +220,6 @@ def _run(
         folder.write_json(MANIFEST, data.manifest)
     for line in plan_lines(cfg, data, method, folder.root):
         say(line)
-    if opts.dry_run:
-        say("dry run: datasets built and manifest written; nothing trained")
-        return FitResult(folder.root, None)
 
     timings: dict[str, float] = {}
     counts = data.train_counts()
@@ -268,8 +277,10 @@ def _run(
     baselines = _baselines(problem, method, stop) if rt.is_main else {}
     t = time.perf_counter()
     if model is not None and cfg.stage2_mode == "live" and cfg.live_bn == "train":
-        # BatchNorm statistics moved in stage 2: the test features must be taken again.
-        sets = _eval_sets(data, ("test",), rt)
+        # BatchNorm statistics moved in stage 2: the features evaluated (the test split, and
+        # the validation split the temperature is fitted on) must be taken again.
+        splits = ("val", "test") if data.val_labels is not None else ("test",)
+        sets = _eval_sets(data, splits, rt)
         problem.cache = build_cache(model.backbone, sets, rt, flip=problem.flips)
     tau = problem.tau(own)
     logits = problem.logits(method, head, "test", tau)

@@ -27,6 +27,7 @@ import fnmatch
 import json
 import os
 import pickle
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -524,34 +525,77 @@ def _make_dir(root: Path) -> bool:
     return True
 
 
+def check_out(root: Path) -> None:
+    """What :func:`_make_dir` would say of ``root``, with nothing made (``lort fit
+    --dry-run``): the folder, or the nearest folder above it that exists, must take a new entry.
+    That is tried with an empty folder made and removed at once: the permission bits do not
+    tell (root ignores them; a read-only file system does not show in them)."""
+    if root.exists():
+        if not root.is_dir():
+            raise InputError(f"--out {root} is a file, not a folder; choose another --out")
+        return
+    above = root.absolute().parent
+    while not above.exists():
+        above = above.parent
+    if not above.is_dir():
+        raise InputError(
+            f"cannot create run folder {root}: a part of it is a file; choose another --out"
+        )
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".lort-dry-run-", dir=above))
+    except OSError as e:
+        raise InputError(
+            f"cannot create run folder {root}: {e.strerror}; choose another --out"
+        ) from None
+
+
+def check_for_fit(root: Path, *, resume: bool, overwrite: bool) -> None:
+    """Whether a ``lort fit`` may use ``root`` (an existing folder or none) as its run folder,
+    with nothing written: an existing, non-empty folder only with ``resume`` (a lort run whose
+    state reads) or ``overwrite`` (a lort run holding only what lort writes)."""
+    present = root.is_dir() and any(p.name != LOCK for p in root.iterdir())
+    if not present:
+        if resume:
+            raise InputError(f"nothing to resume: {root} does not exist or is empty")
+        return
+    folder = RunFolder(root)
+    if not (root / STATE).exists():
+        raise InputError(
+            f"{root} already exists and is not a lort run folder (no {STATE}); "
+            "lort leaves it alone: choose another --out"
+        )
+    if resume:
+        folder.state()  # readable, or a clear error
+    elif overwrite:
+        foreign = folder.unowned()
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+            raise InputError(
+                f"--overwrite removes only what lort wrote, but {root} also holds "
+                f"{shown}; move those away or choose another --out"
+            )
+    else:
+        raise InputError(
+            f"run folder {root} already exists; pass --resume to continue it, "
+            "--overwrite to start again, or choose another --out"
+        )
+
+
 @contextmanager
 def open_for_fit(root: Path, *, resume: bool, overwrite: bool, note: Note) -> Iterator[RunFolder]:
     """The run folder of a ``lort fit``, locked for the block. An existing, non-empty folder is
     reused only with ``resume`` (a lort run) or ``overwrite`` (a lort run holding only what
-    lort writes, which is removed). A folder this call created and left empty is removed."""
+    lort writes, which is removed): :func:`check_for_fit`. A folder this call created and left
+    empty is removed."""
     created = _make_dir(root)
     try:
         with locked(root, note):
             folder = RunFolder(root)
-            present = [p for p in root.iterdir() if p.name != LOCK]
-            if present:
-                if not (root / STATE).exists():
-                    raise InputError(
-                        f"{root} already exists and is not a lort run folder (no {STATE}); "
-                        "lort leaves it alone: choose another --out"
-                    )
-                if resume:
-                    folder.state()  # readable, or a clear error
-                    folder.remove_leftovers(note)
-                elif overwrite:
-                    folder.clear()
-                else:
-                    raise InputError(
-                        f"run folder {root} already exists; pass --resume to continue it, "
-                        "--overwrite to start again, or choose another --out"
-                    )
-            elif resume:
-                raise InputError(f"nothing to resume: {root} does not exist or is empty")
+            check_for_fit(root, resume=resume, overwrite=overwrite)
+            if resume:
+                folder.remove_leftovers(note)
+            elif overwrite and (root / STATE).exists():
+                folder.clear()
             if not (root / STATE).exists():
                 files.write_json(root / STATE, {"done": []})
             yield folder
