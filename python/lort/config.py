@@ -16,7 +16,7 @@ from lort.data.build import ships_val, takes_leftover
 from lort.errors import InputError, OptionError
 from lort.methods import check_delta, get_method
 from lort.models import check_arch
-from lort.optim import StageConfig
+from lort.optim import LDAM_DRW_OPTIM, StageConfig
 from lort.options import FIT_OPTIONS
 
 
@@ -37,6 +37,8 @@ class FitConfig:
     val_split: str = "leftover"
     arch: str
     stage1_loss: str = "ce"
+    # "cosine" or "ldam-drw" once resolved ("auto" picks, see resolve); saved when not cosine.
+    stage1_schedule: str = field(default="cosine", metadata={"omit_default": True})
     stage1: StageConfig
     method: str = "lort"
     smooth: str | float = "auto"
@@ -146,9 +148,14 @@ STAGE_KEYS = ("epochs", "lr", "weight_decay", "batch_size")
 
 # What a run's saved config means by a key it lacks: the value runs had before the key existed
 # (a run folder from before ``val_split`` carved its validation split, or had none; one from
-# before ``stage2_stop`` kept the last stage-2 epoch). A fresh config takes :class:`FitConfig`'s
-# defaults instead.
-RUN_DEFAULTS: dict[str, Any] = {"val_split": "fraction", "stage2_stop": "last"}
+# before ``stage2_stop`` kept the last stage-2 epoch; one without ``stage1_schedule`` trained
+# stage 1 with the cosine schedule, its ``ldam-drw`` loss included). A fresh config takes
+# :class:`FitConfig`'s defaults instead.
+RUN_DEFAULTS: dict[str, Any] = {
+    "val_split": "fraction",
+    "stage2_stop": "last",
+    "stage1_schedule": "cosine",
+}
 
 
 def run_values(saved: dict[str, Any]) -> dict[str, Any]:
@@ -281,19 +288,48 @@ def resolve(
     base = DEFAULTS[dataset]
     merged = {k: v for k, v in base.items() if k not in ("stage1", "stage2")}
     merged |= {k: v for k, v in values.items() if k not in ("stage1", "stage2")}
+    merged["stage1_schedule"] = _stage1_schedule(merged)
+    notes: tuple[str, ...] = ()
     for stage in ("stage1", "stage2"):
         keys = dataclasses.asdict(base[stage]) | values.get(stage, {})
         bad = sorted(set(keys) - set(STAGE_KEYS))
         if bad:
             raise InputError(f"unknown {stage} option(s) {', '.join(bad)}; use {STAGE_KEYS}")
+        if stage == "stage1" and merged["stage1_schedule"] == "ldam-drw":
+            authors = {k: v for k, v in LDAM_DRW_OPTIM.items() if k not in values.get(stage, {})}
+            keys |= authors
+            if authors:
+                notes += (_ldam_drw_note(authors),)
         merged[stage] = StageConfig(**keys)
     if merged.get("smooth", "auto") != "auto":
         merged["smooth"] = _delta(merged["smooth"], "smooth")
     if merged.get("tau", "auto") != "auto":
         merged["tau"] = _number(merged["tau"], "tau")
-    cfg = FitConfig(**merged)
+    cfg = FitConfig(**merged, notes=notes)
     validate(cfg)
     return _auto_validation(_val_split(cfg, set(values)))
+
+
+def _stage1_schedule(merged: dict[str, Any]) -> Any:
+    """``stage1_schedule`` resolved: ``auto`` is LDAM-DRW's schedule for the ``ldam-drw`` loss
+    on a network, else the cosine one (a features run's stage 1 is a linear head, trained as
+    :data:`DEFAULTS` says whatever the loss). Other values go to :func:`validate` as given."""
+    schedule = merged.get("stage1_schedule", "auto")
+    if schedule != "auto":
+        return schedule
+    ldam = merged.get("stage1_loss") == "ldam-drw" and merged.get("dataset") != "features"
+    return "ldam-drw" if ldam else "cosine"
+
+
+def _ldam_drw_note(authors: dict[str, Any]) -> str:
+    """What LDAM-DRW's schedule set that the run did not give (``authors``)."""
+    flags = {"lr": "--lr1", "weight_decay": "--wd1", "batch_size": "--batch1"}
+    given = ", ".join(f"{flags[k]} {v:g}" for k, v in authors.items())
+    return (
+        f"stage 1 trains with LDAM-DRW's optimiser and schedule (kaidic/LDAM-DRW): {given}, "
+        "5 warm-up epochs, lr x0.01 from 80% of the epochs and x0.0001 from 90%; "
+        "--stage1-schedule cosine for lort's cosine schedule"
+    )
 
 
 def _number(value: Any, key: str) -> float:
@@ -439,6 +475,13 @@ def _validate_backbone(cfg: FitConfig) -> None:
             named = ", ".join("{" + k + "}" for k in set_)
             raise OptionError(
                 f"{named}: {{dataset}} features has no backbone to start", *set_, "dataset"
+            )
+        if cfg.stage1_schedule != "cosine":
+            raise OptionError(
+                "{dataset} features trains its linear stage-1 head with the cosine schedule: "
+                "leave {stage1_schedule} unset",
+                "dataset",
+                "stage1_schedule",
             )
         if cfg.stage2_mode != "cached":
             raise OptionError(
