@@ -105,15 +105,17 @@ def test_ldam_drw_run_end_to_end(tmp_path: Path) -> None:
 def test_a_run_from_before_the_normed_head_still_opens(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An ldam-drw run as lort wrote it with the linear head (LDAM at s = 1)."""
+    """An ldam-drw run as lort wrote it with the linear head (LDAM at s = 1) and the cosine
+    schedule (its config has no stage1_schedule)."""
     old = tmp_path / "old"
     with monkeypatch.context() as m:
         m.setattr(lort.run.fit, "stage1_head", lambda loss: "linear")
         old_loss = functools.partial(lort.stage1.loop.make_stage1_loss, ldam_scale=1.0)
         m.setattr(lort.stage1.loop, "make_stage1_loss", old_loss)
-        ok("fit", "--out", old, *SMALL)
+        ok("fit", "--out", old, *SMALL, "--stage1-schedule", "cosine")
     state = torch.load(old / "stage1.ckpt", weights_only=False)["state"]["model"]
     assert "head.bias" in state
+    assert "stage1_schedule" not in (old / "config.yaml").read_text()
 
     run = open_run(old)
     assert torch.equal(run.problem.init.weight, state["head.weight"])

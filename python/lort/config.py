@@ -17,7 +17,7 @@ from lort.errors import InputError, OptionError
 from lort.limits import MAX_GRID
 from lort.methods import check_delta, get_method
 from lort.models import check_arch
-from lort.optim import StageConfig
+from lort.optim import LDAM_DRW_OPTIM, StageConfig
 from lort.options import FIT_OPTIONS
 
 
@@ -38,6 +38,8 @@ class FitConfig:
     val_split: str = "leftover"
     arch: str
     stage1_loss: str = "ce"
+    # "cosine" or "ldam-drw" once resolved ("auto" picks, see resolve); saved when not cosine.
+    stage1_schedule: str = field(default="cosine", metadata={"omit_default": True})
     stage1: StageConfig
     method: str = "lort"
     smooth: str | float = "auto"
@@ -71,11 +73,18 @@ class FitConfig:
         }
 
 
-# Per-dataset defaults: the paper's recipes where it gives them (CIFAR100-LT:
-# ResNet-34, batch 64, lr 0.01, wd 5e-3, 200 epochs; stage 2: 20 epochs, lr 5e-4,
-# wd 0; delta 0.98 on CIFAR100-LT and 0.99 on ImageNet-LT / iNaturalist), and
-# a CPU-sized recipe for the embedded digits set.
+# Per-dataset defaults. Each value's source is written beside it:
+#   paper  the LORT paper's text (arXiv 2403.00250v1): Appendix B and Section 5.1 give the
+#          backbones, stage 1's epochs / batch / initial lr per dataset, delta per dataset
+#          and the 20 fine-tune epochs; SGD momentum 0.9 and cosine to zero for every model.
+#   LOS    the official code's defaults (bilibili/LOS utils/config.py, CIFAR100-LT only),
+#          for what the paper leaves unprinted: stage 1's weight decay ("suitable", following
+#          LTWB, Appendix B), stage 2's lr and weight decay ("adequate", Appendix B) and batch.
+#   lort   neither: lort's own choice.
+# No value here contradicts the paper's text (issue 20 checked every number it prints).
+# docs/stage2-recipes.md, "What the LORT paper says about Table 1's protocol", has the detail.
 DEFAULTS: dict[str, dict[str, Any]] = {
+    # lort: a CPU-sized recipe for the embedded digits set (not in the paper).
     "digits-lt": {
         "imbalance_ratio": 10.0,
         "val_split": "fraction",
@@ -84,6 +93,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "stage1": StageConfig(epochs=30, lr=0.05, weight_decay=5e-4, batch_size=64),
         "stage2": StageConfig(epochs=20, lr=0.05, weight_decay=0.0, batch_size=64),
     },
+    # Not in the paper (it has no CIFAR-10-LT): ResNet-32 is LDAM-DRW's CIFAR network
+    # (kaidic/LDAM-DRW cifar_train.py --arch); both stages are CIFAR100-LT's values below.
     "cifar10-lt": {
         "imbalance_ratio": 100.0,
         "arch": "resnet32",
@@ -91,33 +102,42 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "stage2": StageConfig(epochs=20, lr=5e-4, weight_decay=0.0, batch_size=64),
     },
     "cifar100-lt": {
-        "imbalance_ratio": 100.0,
-        "arch": "resnet34-cifar",
-        "smooth": 0.98,
+        "imbalance_ratio": 100.0,  # paper: IR 100 is Table 1's and Section 5.3's setting
+        "arch": "resnet34-cifar",  # paper (ResNet-34); its CIFAR form: LOS models/resnet.py
+        "smooth": 0.98,  # paper (Section 5.1, Appendix B); LOS readme
+        # paper: 200 epochs, lr 0.01, batch 64 (LOS's defaults too); LOS: wd 5e-3 (--wd)
         "stage1": StageConfig(epochs=200, lr=0.01, weight_decay=5e-3, batch_size=64),
+        # paper: 20 epochs; LOS: lr 5e-4 (--finetune_lr), wd 0 (--finetune_wd), batch 64
+        # (--batch_size, shared by both stages)
         "stage2": StageConfig(epochs=20, lr=5e-4, weight_decay=0.0, batch_size=64),
     },
+    # lort: CIFAR100-LT's values for a folder of images.
     "imagefolder": {
         "arch": "resnet32",
         "stage1": StageConfig(epochs=200, lr=0.01, weight_decay=5e-3, batch_size=64),
         "stage2": StageConfig(epochs=20, lr=5e-4, weight_decay=0.0, batch_size=64),
     },
     "imagenet-lt": {
-        "arch": "resnext50",
-        "smooth": 0.99,
+        "arch": "resnext50",  # paper
+        "smooth": 0.99,  # paper
+        # paper: 200 epochs, lr 0.03, batch 128; lort: wd 5e-4 (the paper defers to LTWB)
         "stage1": StageConfig(epochs=200, lr=0.03, weight_decay=5e-4, batch_size=128),
+        # paper: 20 epochs; LOS's CIFAR lr and wd; lort: batch (stage 1's)
         "stage2": StageConfig(epochs=20, lr=5e-4, weight_decay=0.0, batch_size=128),
     },
     "inat2018": {
-        "arch": "resnet50",
-        "smooth": 0.99,
+        "arch": "resnet50",  # paper
+        "smooth": 0.99,  # paper
+        # paper: 200 epochs, lr 0.1, batch 256; lort: wd 1e-4 (the paper defers to LTWB)
         "stage1": StageConfig(epochs=200, lr=0.1, weight_decay=1e-4, batch_size=256),
+        # paper: 20 epochs; LOS's CIFAR lr and wd; lort: batch (stage 1's)
         "stage2": StageConfig(epochs=20, lr=5e-4, weight_decay=0.0, batch_size=256),
     },
     # No backbone to train: stage 1 is a linear classifier trained with cross-entropy and
     # weight decay on the given features (seconds), the trained head that stage 2 re-trains
     # with the paper's light recipe. From a fresh head (--epochs1 0) LORT's retargeted
-    # targets do not learn the tail (README, "Your own features").
+    # targets do not learn the tail (README, "Your own features"). Stage 1: lort; stage 2:
+    # paper (20 epochs) and LOS (lr, wd, batch).
     "features": {
         "arch": "none",
         "stage1": StageConfig(epochs=30, lr=0.05, weight_decay=5e-4, batch_size=128),
@@ -129,9 +149,14 @@ STAGE_KEYS = ("epochs", "lr", "weight_decay", "batch_size")
 
 # What a run's saved config means by a key it lacks: the value runs had before the key existed
 # (a run folder from before ``val_split`` carved its validation split, or had none; one from
-# before ``stage2_stop`` kept the last stage-2 epoch). A fresh config takes :class:`FitConfig`'s
-# defaults instead.
-RUN_DEFAULTS: dict[str, Any] = {"val_split": "fraction", "stage2_stop": "last"}
+# before ``stage2_stop`` kept the last stage-2 epoch; one without ``stage1_schedule`` trained
+# stage 1 with the cosine schedule, its ``ldam-drw`` loss included). A fresh config takes
+# :class:`FitConfig`'s defaults instead.
+RUN_DEFAULTS: dict[str, Any] = {
+    "val_split": "fraction",
+    "stage2_stop": "last",
+    "stage1_schedule": "cosine",
+}
 
 
 def run_values(saved: dict[str, Any]) -> dict[str, Any]:
@@ -278,20 +303,49 @@ def resolve(
     base = DEFAULTS[dataset]
     merged = {k: v for k, v in base.items() if k not in ("stage1", "stage2")}
     merged |= {k: v for k, v in values.items() if k not in ("stage1", "stage2")}
+    merged["stage1_schedule"] = _stage1_schedule(merged)
+    notes: tuple[str, ...] = ()
     for stage in ("stage1", "stage2"):
         keys = dataclasses.asdict(base[stage]) | values.get(stage, {})
         bad = sorted(set(keys) - set(STAGE_KEYS))
         if bad:
             raise InputError(f"unknown {stage} option(s) {', '.join(bad)}; use {STAGE_KEYS}")
+        if stage == "stage1" and merged["stage1_schedule"] == "ldam-drw":
+            authors = {k: v for k, v in LDAM_DRW_OPTIM.items() if k not in values.get(stage, {})}
+            keys |= authors
+            if authors:
+                notes += (_ldam_drw_note(authors),)
         merged[stage] = StageConfig(**keys)
     if merged.get("smooth", "auto") != "auto":
         merged["smooth"] = _delta(merged["smooth"], "smooth")
     if merged.get("tau", "auto") != "auto":
         merged["tau"] = _number(merged["tau"], "tau")
-    cfg = FitConfig(**merged)
+    cfg = FitConfig(**merged, notes=notes)
     validate(cfg)
     cfg = _auto_validation(_val_split(cfg, set(values)))
     return dataclasses.replace(cfg, val_split=recorded_val_split(cfg.val_split, cfg.val_fraction))
+
+
+def _stage1_schedule(merged: dict[str, Any]) -> Any:
+    """``stage1_schedule`` resolved: ``auto`` is LDAM-DRW's schedule for the ``ldam-drw`` loss
+    on a network, else the cosine one (a features run's stage 1 is a linear head, trained as
+    :data:`DEFAULTS` says whatever the loss). Other values go to :func:`validate` as given."""
+    schedule = merged.get("stage1_schedule", "auto")
+    if schedule != "auto":
+        return schedule
+    ldam = merged.get("stage1_loss") == "ldam-drw" and merged.get("dataset") != "features"
+    return "ldam-drw" if ldam else "cosine"
+
+
+def _ldam_drw_note(authors: dict[str, Any]) -> str:
+    """What LDAM-DRW's schedule set that the run did not give (``authors``)."""
+    flags = {"lr": "--lr1", "weight_decay": "--wd1", "batch_size": "--batch1"}
+    given = ", ".join(f"{flags[k]} {v:g}" for k, v in authors.items())
+    return (
+        f"stage 1 trains with LDAM-DRW's optimiser and schedule (kaidic/LDAM-DRW): {given}, "
+        "5 warm-up epochs, lr x0.01 from 80% of the epochs and x0.0001 from 90%; "
+        "--stage1-schedule cosine for lort's cosine schedule"
+    )
 
 
 def _number(value: Any, key: str) -> float:
@@ -450,6 +504,13 @@ def _validate_backbone(cfg: FitConfig) -> None:
             named = ", ".join("{" + k + "}" for k in set_)
             raise OptionError(
                 f"{named}: {{dataset}} features has no backbone to start", *set_, "dataset"
+            )
+        if cfg.stage1_schedule != "cosine":
+            raise OptionError(
+                "{dataset} features trains its linear stage-1 head with the cosine schedule: "
+                "leave {stage1_schedule} unset",
+                "dataset",
+                "stage1_schedule",
             )
         if cfg.stage2_mode != "cached":
             raise OptionError(

@@ -21,6 +21,10 @@ DATASETS += ("features",)
 LT_SPLITS = ("ltwb", "ldam")
 VAL_SPLITS = ("leftover", "fraction")
 STAGE1_LOSSES = ("ce", "ce-drw", "ldam-drw", "bs")
+# Stage 1's learning-rate schedule: "cosine" (lort's, per step to 0), "ldam-drw" (kaidic/LDAM-DRW's
+# warm-up and step decay, with its lr, weight decay and batch where the run gives none); "auto"
+# is "ldam-drw" for the ldam-drw loss, else "cosine".
+STAGE1_SCHEDULES = ("auto", "cosine", "ldam-drw")
 STAGE2_MODES = ("cached", "live")
 LIVE_BN = ("eval", "train")
 # Which stage-2 epoch `lort fit` keeps: "val" its best on the validation split (and LORT's delta
@@ -103,6 +107,14 @@ FIT_OPTIONS: tuple[Option, ...] = (
         "Stage-1 learning rate of the backbone as a fraction of --lr1 (fine-tuning).",
     ),
     Option("stage1_loss", "str", "", STAGE1_LOSSES),
+    Option(
+        "stage1_schedule",
+        "str",
+        "Stage-1 schedule: cosine, or LDAM-DRW's (5 warm-up epochs, x0.01 at 80% and 90% of "
+        "the epochs, lr 0.1 / wd 2e-4 / batch 128 unless given); auto: ldam-drw's for "
+        "--stage1-loss ldam-drw. [auto]",
+        STAGE1_SCHEDULES,
+    ),
     Option("method", "str", "Stage-2 re-training method (lort, ce, cosine, lws, ...)."),
     Option(
         "smooth", "auto-or-number", "LORT's delta, or 'auto' to pick it on the validation split."

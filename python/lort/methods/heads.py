@@ -3,7 +3,11 @@
 - :class:`LinearHead`: ``W f + b``.
 - :class:`CosineHead`: ``s * cos(W_j, f)``; ``s`` learnable (init 16) for the cosine
   classifier, or fixed at 1 for LDAM-DRW's normalised linear layer ("normed"), whose loss
-  applies its own scale.
+  applies its own scale (s = 30). Both depart from the LORT paper's Table 1, which writes Vanilla
+  Cosine as the bare cosine (no scale, fixed or learnable, anywhere in its text) and LDAM on the
+  plain linear head ``W_j f`` minus the margin: the learnable scale is lort's choice (its 16 is
+  the fixed scale of Decoupling's CosNorm classifier), the normalised layer and s = 30 are
+  LDAM-DRW's code (docs/stage2-recipes.md, sections 9 and 11).
 - :class:`LWSHead`: learnable weight scaling (Kang et al., 2020): the stage-1 ``W f + b``,
   frozen, times a learnable per-class scale initialised to 1 (K trainable parameters).
 

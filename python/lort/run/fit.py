@@ -125,6 +125,8 @@ def _stage1_line(cfg: FitConfig, data: LTData) -> str:
         if cfg.backbone_lr_scale != 1.0
         else ""
     )
+    if cfg.stage1_schedule == "ldam-drw":
+        schedule += ", LDAM-DRW's schedule (5 warm-up epochs, step decay)"
     return f"stage 1      {cfg.arch} ({start}{tuning}), loss {cfg.stage1_loss}, {schedule}"
 
 
@@ -405,6 +407,7 @@ def _stage1(
         compile_model=cfg.compile_model,
         freeze_backbone=cfg.freeze_backbone,
         backbone_lr_scale=cfg.backbone_lr_scale,
+        schedule=cfg.stage1_schedule,
     )
     model.cpu()
     if rt.is_main:

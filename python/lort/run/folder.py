@@ -97,6 +97,7 @@ FROZEN = (
     "seed",
     "arch",
     "stage1_loss",
+    "stage1_schedule",
     "stage1",
     "pretrained",
     "weights",
@@ -126,7 +127,7 @@ def changed_frozen(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
     """What ``now`` changes of the options stage 1 was trained with (``saved``, a run's saved
     config, read as :func:`lort.config.run_values` says), if anything."""
 
-    saved = run_values(saved)
+    saved, now = run_values(saved), run_values(now)
     changed = [k for k in FROZEN if saved.get(k) != now.get(k)]
     if not changed:
         return None

@@ -1,6 +1,6 @@
 """Stage 1: backbone and classifier trained together with a (by default plain cross-entropy)
-loss and weight decay, SGD with momentum and a per-step cosine schedule
-(:mod:`lort.optim`), a checkpoint after every epoch."""
+loss and weight decay, SGD with momentum and a per-step cosine schedule, or LDAM-DRW's warm-up
+and step decay (:mod:`lort.optim`), a checkpoint after every epoch."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lort.data.tensor_images import TensorImages, epoch_seed
-from lort.optim import StageConfig, cosine_schedule, sgd
+from lort.optim import StageConfig, cosine_schedule, ldam_drw_schedule, sgd
 from lort.runtime import Progress, Runtime
 from lort.stage1.losses import make_stage1_loss
 
@@ -124,8 +124,10 @@ def train_stage1(
     compile_model: bool = False,
     freeze_backbone: bool = False,
     backbone_lr_scale: float = 1.0,
+    schedule: str = "cosine",
 ) -> int:
-    """Stage 1: SGD with a per-step cosine schedule, a checkpoint after every epoch.
+    """Stage 1: SGD with a per-step cosine schedule (``schedule="ldam-drw"``: LDAM-DRW's,
+    :func:`lort.optim.ldam_drw_factor`), a checkpoint after every epoch.
     ``compile_model`` runs the network through ``torch.compile`` (with CUDA graphs on a
     GPU) and drops each epoch's last, short batch so that one batch shape is compiled; the
     weights and checkpoints are those of ``model`` either way. Fine-tuning a pretrained
@@ -153,7 +155,12 @@ def train_stage1(
     drop = compile_model
     per_epoch = steps_per_epoch(train_set, st, rt, seed, drop)
     opt = sgd(stage1_params(model, st, freeze_backbone, backbone_lr_scale), st, fused=cuda)
-    sched = cosine_schedule(opt, st.epochs * per_epoch)
+    if schedule == "ldam-drw":
+        sched = ldam_drw_schedule(opt, st.epochs, per_epoch)
+    elif schedule == "cosine":
+        sched = cosine_schedule(opt, st.epochs * per_epoch)
+    else:
+        raise ValueError(f"unknown stage-1 schedule {schedule!r}")
     start = 0
     if resume is not None:
         model.load_state_dict(resume.model)
