@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import pytest
 import torch
 import yaml
 
+import lort
 from cli_helpers import flat, ok, run_cli
 from conftest import CLASS_TEST, CLASS_TRAIN_MAX, TAIL_RATIO
 from lort.config import resolve
@@ -99,9 +100,7 @@ def test_bare_defaults_end_to_end(tmp_path: Path, one_thread: int) -> None:
     run = tmp_path / "run"
     torch.set_num_threads(one_thread)  # as a user's `lort fit` runs
     try:
-        started = time.perf_counter()
-        result = ok("fit", "--out", run)
-        wall = time.perf_counter() - started
+        result = ok("fit", "--out", run)  # its time is benches/busy_machine.py's to measure
     finally:
         torch.set_num_threads(1)
 
@@ -147,6 +146,10 @@ def test_bare_defaults_end_to_end(tmp_path: Path, one_thread: int) -> None:
     assert timings["stage1_images_per_s"] > 0
     assert report["runtime"]["torch"] == torch.__version__
     assert report["runtime"]["world_size"] == 1
+    # What made the numbers: lort and the libraries they depend on.
+    assert report["runtime"]["lort"] == lort.__version__
+    assert report["runtime"]["numpy"] == np.__version__
+    assert report["runtime"]["python"] == platform.python_version()
     assert set(report["files"]) == set(OUTPUTS)
 
     out = flat(result.stdout)
@@ -166,9 +169,6 @@ def test_bare_defaults_end_to_end(tmp_path: Path, one_thread: int) -> None:
     analysis = json.loads(analysis_json.read_text())
     assert analysis["rows"] == DIGITS_TEST_ROWS
     assert analysis["overall"]["accuracy"] == results["overall"]["accuracy"]
-
-    # The target for a bare run on the 2-core machine.
-    assert wall < 60.0, f"a bare `lort fit` took {wall:.1f} s"
 
 
 # --------------------------------------------------------------------------------------

@@ -107,3 +107,21 @@ def test_keep_refuses_what_it_cannot_keep_and_changes_nothing(
     ok("fit", "--out", bare, "--epochs1", "2", "--epochs2", "2")
     result = run_cli("keep", bare)
     assert result.exit_code != 0 and "run `lort compare" in flat(result.output)
+
+
+def test_compare_keep_keeps_the_best_of_the_methods_it_compared(
+    compared: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(compared, run)
+    result = ok("compare", run, "--methods", "lort,ce", "--keep")
+    assert "0 re-trained, 2 reused" in flat(result.output)  # the twelve-method points
+    scores = [ValScore(_point(run, n)["val_balanced_accuracy"], _point(run, n)["val_nll"])
+              for n in ("lort", "ce")]  # fmt: skip
+    best = ("lort", "ce")[best_on_validation(scores)]
+    report = json.loads((run / "report.json").read_text())
+    assert report["method"]["name"] == best
+    ok("keep", run, "--methods", "lort,ce", "--method", "ce")
+    assert json.loads((run / "report.json").read_text())["method"]["name"] == "ce"
+    bad = run_cli("compare", run, "--protocol", "shared", "--keep")
+    assert bad.exit_code != 0 and "--keep keeps from the tuned or the authors" in flat(bad.output)

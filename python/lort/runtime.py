@@ -6,9 +6,13 @@ Only rank 0 logs and writes."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import platform
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -40,7 +44,49 @@ class Runtime:
         }
         if self.device.type == "cuda":
             info["gpu"] = torch.cuda.get_device_name(self.device)
-        return info
+        return provenance() | info  # torch.__version__ names the build (+cu132)
+
+
+def _git_commit(source: Path) -> str | None:
+    """The commit of the checkout lort runs from (an editable install), None elsewhere."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    commit = done.stdout.strip()
+    if done.returncode != 0 or len(commit) != 40:
+        return None
+    dirty = subprocess.run(
+        ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        timeout=5,
+        check=False,
+    )
+    return commit + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def provenance() -> dict[str, object]:
+    """What made a result: lort's version (and commit, run from a checkout) and the versions
+    of Python and the libraries the numbers depend on."""
+    from lort import __version__
+
+    versions: dict[str, object] = {"lort": __version__, "python": platform.python_version()}
+    source = Path(__file__).resolve().parents[2]
+    if (source / ".git").exists():
+        versions["lort_commit"] = _git_commit(source)
+    for name in ("torch", "torchvision", "numpy", "timm"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def set_threads(threads: int | None) -> int:

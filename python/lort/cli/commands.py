@@ -12,7 +12,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -44,6 +44,9 @@ from lort.limits import (
     env_threads,
 )
 from lort.options import FIT_OPTIONS, Option, flag_of
+
+if TYPE_CHECKING:
+    from lort.experiments.keep import Kept
 
 out_console = Console()
 err = Console(stderr=True)
@@ -439,6 +442,12 @@ def _points_progress(label: str) -> tuple[Progress, Callable[[int, int, str, boo
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder for the pooled table of several runs [runs/compare-<timestamp>].",
 )
+@click.option(
+    "--keep",
+    "keep_best",
+    is_flag=True,
+    help="Then make the method best on validation the run's classifier (as `lort keep`).",
+)
 @clean_errors
 def compare(
     run_dirs: tuple[Path, ...],
@@ -448,6 +457,7 @@ def compare(
     select_on: str | None,
     epoch: str,
     out: Path | None,
+    keep_best: bool,
 ) -> None:
     """Re-train stage-2 methods on the cached features of each RUN_DIR (the paper's Table 1).
 
@@ -471,7 +481,10 @@ def compare(
         write_pooled,
     )
     from lort.experiments.compare import compare as run_compare
+    from lort.experiments.keep import keep as keep_method
 
+    if keep_best and protocol not in ("tuned", "authors"):
+        raise click.UsageError("--keep keeps from the tuned or the authors protocol")
     names = parse_methods(methods)
     folder = out or Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
     if len(run_dirs) > 1:
@@ -505,6 +518,10 @@ def compare(
             f"{time.perf_counter() - started:.1f} s; wrote " + ", ".join(str(p) for p in written)
         )
     )
+    if keep_best:
+        if len(run_dirs) > 1:
+            raise click.UsageError("--keep keeps one run's winner: compare one RUN_DIR")
+        _print_kept(run_dirs[0], keep_method(run_dirs[0], None, protocol, None, names))
 
 
 @main.command()
@@ -702,14 +719,25 @@ def export_cmd(run_dir: Path, fmt: str, out: Path) -> None:
     help="Which comparison to keep from.",
 )
 @click.option("--seed", type=int, help="Which compared seed's head [the comparison's first].")
+@click.option(
+    "--methods",
+    default="all",
+    show_default=True,
+    help="Which comparison to keep from: the --methods it was run with.",
+)
 @clean_errors
-def keep(run_dir: Path, method: str | None, protocol: str, seed: int | None) -> None:
+def keep(run_dir: Path, method: str | None, protocol: str, seed: int | None, methods: str) -> None:
     """Make a method's head from RUN_DIR's `lort compare` the run's classifier, as the
     comparison chose it (settings, epoch), calibrated on the validation split; `lort predict`
     and `lort export` then use it."""
+    from lort.experiments.compare import parse_methods
     from lort.experiments.keep import keep as run_keep
 
-    kept = run_keep(run_dir, method, protocol, seed)
+    kept = run_keep(run_dir, method, protocol, seed, parse_methods(methods))
+    _print_kept(run_dir, kept)
+
+
+def _print_kept(run_dir: Path, kept: Kept) -> None:
     for note in kept.notes:
         say(f"note: {note}")
     rec = kept.record
@@ -719,9 +747,13 @@ def keep(run_dir: Path, method: str | None, protocol: str, seed: int | None) -> 
         settings = f"lr {stage['lr']:g}, wd {stage['weight_decay']:g}" + (
             f", {settings}" if settings else ""
         )
-    print_analysis(out_console, kept.analysis, f"{kept.method}, kept from the {protocol} compare")
+    title = f"{kept.method}, kept from the {kept.protocol} compare"
+    print_analysis(out_console, kept.analysis, title)
     print_calibration(out_console, kept.report["calibration"])
     err.print(
-        f"kept {kept.method} (seed {kept.seed}; {settings or 'post hoc'}; epoch {rec['epoch']}): "
-        f"{rec['why']}; `lort predict {run_dir} ...` and `lort export {run_dir} ...` use it"
+        shown(
+            f"kept {kept.method} (seed {kept.seed}; {settings or 'post hoc'}; epoch "
+            f"{rec['epoch']}): {rec['why']}; `lort predict {run_dir} ...` and `lort export "
+            f"{run_dir} ...` use it"
+        )
     )

@@ -21,9 +21,10 @@ import numpy as np
 
 from lort.analysis import Analysis
 from lort.errors import InputError
+from lort.experiments.compare import table_name as table_name_of
 from lort.experiments.points import ProtocolPoint, _stored, kept_head, protocol_point
 from lort.experiments.protocols import PROTOCOLS, plan
-from lort.methods import get_method, make_head
+from lort.methods import TABLE1, get_method, make_head
 from lort.run.finished import FinishedRun, open_run_locked
 from lort.stage2.calibrate import Calibration
 from lort.stage2.select import ValScore, best_on_validation
@@ -46,20 +47,21 @@ class Kept:
     notes: list[str]
 
 
-def _table_name(protocol: str) -> str:
-    return "compare.json" if protocol == "tuned" else f"compare-{protocol}.json"
-
-
 def _mean(values: list[float | None]) -> float | None:
     xs = [v for v in values if v is not None]
     return float(np.mean(xs)) if xs else None
 
 
 def keep(
-    root: Path, method: str | None = None, protocol: str = "tuned", seed: int | None = None
+    root: Path,
+    method: str | None = None,
+    protocol: str = "tuned",
+    seed: int | None = None,
+    compared: list[str] | None = None,
 ) -> Kept:
     """Make the compared head of ``method`` (the validation-best one when None) under
-    ``protocol`` for ``seed`` (the comparison's first when None) the run's classifier."""
+    ``protocol`` for ``seed`` (the comparison's first when None) the run's classifier, from the
+    comparison of ``compared`` (the twelve methods when None)."""
     if protocol not in KEEPABLE:
         raise InputError(
             f"--protocol {protocol!r}: a classifier is kept from {' or '.join(KEEPABLE)}"
@@ -67,13 +69,18 @@ def keep(
         )
     notes: list[str] = []
     with open_run_locked(root, notes.append) as run:
-        return _keep(run, method, protocol, seed, notes)
+        table_name = table_name_of(protocol, compared or list(TABLE1)) + ".json"
+        return _keep(run, table_name, method, protocol, seed, notes)
 
 
 def _keep(
-    run: FinishedRun, method: str | None, protocol: str, seed: int | None, notes: list[str]
+    run: FinishedRun,
+    table_name: str,
+    method: str | None,
+    protocol: str,
+    seed: int | None,
+    notes: list[str],
 ) -> Kept:
-    table_name = _table_name(protocol)
     if not run.folder.path(table_name).is_file():
         raise InputError(
             f"{run.root} has no {protocol} comparison ({table_name}); run "
