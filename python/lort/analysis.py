@@ -10,7 +10,6 @@ The metrics are the paper's (arXiv 2403.00250, Section 4):
 
 from __future__ import annotations
 
-import math
 import os
 import stat
 from collections.abc import Callable, Sequence
@@ -24,7 +23,7 @@ import numpy.typing as npt
 from lort import _core
 from lort.checks import check_counts
 from lort.errors import FileReadError, InputError, LabelError
-from lort.files import jsonable, npy_error
+from lort.files import finite_or_none, jsonable, npy_error
 
 HessianMode = Literal["bound", "exact", "none"]
 NanPolicy = Literal["raise", "omit"]
@@ -39,6 +38,8 @@ MANY_ABOVE: int = _core.MANY_ABOVE
 FEW_BELOW: int = _core.FEW_BELOW
 # The equal-width confidence bins of the core's expected calibration error.
 ECE_BINS: int = _core.ECE_BINS
+# The largest K the exact Hessian eigendecomposition takes (16 K^2 bytes).
+EXACT_MAX_CLASSES: int = _core.EXACT_MAX_CLASSES
 GROUP_RULE = (
     f"many (> {MANY_ABOVE} training images), medium ({FEW_BELOW}..{MANY_ABOVE}) "
     f"and few (< {FEW_BELOW}) classes"
@@ -166,12 +167,11 @@ class HessianCheck:
         """JSON-ready: an infinite condition number becomes None."""
         out = asdict(self)
         if out["curvature"] is not None:
-            out["curvature"] = {k: _finite_or_none(v) for k, v in out["curvature"].items()}
+            out["curvature"] = {
+                k: finite_or_none(v) if isinstance(v, float) else v
+                for k, v in out["curvature"].items()
+            }
         return out
-
-
-def _finite_or_none(v: Any) -> Any:
-    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from rich.progress import Progress
 from rich.text import Text
 
 from lort import __version__
+from lort.analysis import EXACT_MAX_CLASSES, npy_rows
 from lort.analysis import analyze as run_analysis
-from lort.analysis import npy_rows
 from lort.cli.progress import progress_bar
 from lort.cli.tables import (
     print_analysis,
@@ -139,8 +139,9 @@ def fit_options(fn: F) -> F:
     type=click.Choice(["bound", "exact", "none"]),
     default="bound",
     show_default=True,
-    help="Proposition 1 check: Gershgorin bound, exact eigenvalues (K <= 16,384; needs "
-    "16 K^2 bytes, 1.06 GB at K = 8,142, 4.3 GB at 16,384), or skip.",
+    help=f"Proposition 1 check: Gershgorin bound, exact eigenvalues (K <= {EXACT_MAX_CLASSES:,}; "
+    f"needs 16 K^2 bytes, 1.06 GB at K = 8,142, {16 * EXACT_MAX_CLASSES**2 / 1e9:.1f} GB at "
+    f"{EXACT_MAX_CLASSES:,}), or skip.",
 )
 @click.option(
     "--curvature",

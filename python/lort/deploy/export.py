@@ -17,7 +17,7 @@ import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,7 +29,6 @@ from lort.methods import FoldedHead, fold_inference
 from lort.run.folder import check_output
 from lort.run.trained import TrainedRun, open_trained
 
-Format = Literal["torchscript", "onnx"]
 FORMATS: tuple[str, ...] = ("torchscript", "onnx")
 # The exported module must reproduce the eager one on a sample batch to this relative error.
 TOLERANCE = 1e-4

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from lort import files
-from lort.analysis import GROUP_NAMES, GROUP_RULE
+from lort.analysis import AUTO_EXACT_MAX_CLASSES, GROUP_NAMES, GROUP_RULE
 from lort.errors import InputError
 from lort.experiments.intervals import paired, t_interval
 from lort.experiments.points import (
@@ -362,7 +362,8 @@ def _write(res: CompareResult) -> None:
             "w_*": WEIGHT_NORM_DEFINITION,
             "lambda_2/condition": "of the test logits' bias Hessian H = mean_n(diag(s_n) - s_n "
             "s_n^T) on the subspace orthogonal to the ones vector (H 1 = 0): its smallest "
-            "eigenvalue there and lambda_max / lambda_2 (exact up to K = 2,048, Lanczos above; "
+            "eigenvalue there and lambda_max / lambda_2 (exact up to K = "
+            f"{AUTO_EXACT_MAX_CLASSES:,}, Lanczos above; "
             "condition null when infinite)",
             "val_balanced_accuracy": "class-mean accuracy on the validation split",
             "mean/std": "over the seeds; std is the sample std (n - 1), null for one seed",
