@@ -48,6 +48,7 @@ OUTPUTS = (
     "logits.npy",
     "labels.npy",
     "train_counts.npy",
+    "history.csv",
     "report.json",
 )
 
@@ -551,3 +552,25 @@ def test_imagefolder_on_cifar10_jpegs(small_cifar_folder: Path, tmp_path: Path) 
     assert report["manifest"]["train_counts"][-1] == CLASS_TRAIN_MAX // int(TAIL_RATIO)
     assert report["flip_tta"] is True
     assert report["results"]["rows"] == 10 * CLASS_TEST
+
+
+def test_the_run_keeps_its_training_history(tmp_path: Path) -> None:
+    """history.csv: a row per stage-1 epoch (kept across a resume) and per stage-2 epoch of
+    the kept head; the stage-1 rows match the checkpoint's record."""
+    import csv
+
+    run = tmp_path / "run"
+    ok("fit", "--out", run, "--epochs1", "2", "--epochs2", "3", "--stop-after", "stage1")
+    ok("fit", "--resume", "--out", run, "--epochs1", "2", "--epochs2", "3")
+    with open(run / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    stage1 = [r for r in rows if r["stage"] == "stage1"]
+    stage2 = [r for r in rows if r["stage"] == "stage2"]
+    assert [int(r["epoch"]) for r in stage1] == [1, 2]
+    assert [int(r["epoch"]) for r in stage2] == [1, 2, 3]
+    assert all(0 < float(r["train_loss"]) < 10 and 0 <= float(r["train_accuracy"]) <= 1
+               for r in stage1)  # fmt: skip
+    assert float(stage1[1]["lr"]) == pytest.approx(0.0, abs=1e-12)  # the cosine's end
+    assert all(0 <= float(r["val_accuracy"]) <= 1 for r in stage2)
+    saved = torch.load(run / "stage1.ckpt", weights_only=True)["state"]["history"]
+    assert [r["loss"] for r in saved] == [float(r["train_loss"]) for r in stage1]

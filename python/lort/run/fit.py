@@ -29,6 +29,7 @@ from lort.models import Classifier, build_model, classifier_head, load_backbone_
 from lort.run.folder import (
     CONFIG,
     FEATURES,
+    HISTORY,
     MANIFEST,
     RUN_FILES,
     STAGE1,
@@ -42,6 +43,7 @@ from lort.runtime import Progress
 from lort.stage1.features import FeatureCache, build_cache, given_features
 from lort.stage1.loop import Stage1State, train_stage1
 from lort.stage1.losses import checkpoint_head, stage1_head, stage1_init
+from lort.stage2.grid import EpochScores
 from lort.stage2.loop import train_head_cached, train_head_live
 from lort.stage2.problem import Stage2, load_data
 
@@ -262,8 +264,9 @@ def _run(
         )
         _noting(say)(notes[-1])
     own, own_record = problem.choose_own(method, smooth, "val" if stop == "val" else None)
+    stage2_history: list[EpochScores] = []
     if cached:
-        head, epoch = problem.train_kept(method, smooth, stop, own)
+        head, epoch, stage2_history = problem.train_kept(method, smooth, stop, own)
     else:
         head = _stage2_live(cfg, rt, method, data, model, counts, smooth, progress)
         epoch = cfg.stage2.epochs
@@ -293,6 +296,7 @@ def _run(
 
     calibration = problem.calibration(method, head, tau, logits)
 
+    folder.write_csv(HISTORY, *history_table(_stage1_history(folder), stage2_history))
     folder.write_npy("logits.npy", logits.astype(np.float32))
     folder.write_npy("labels.npy", data.test_labels.astype(np.int64))
     folder.write_npy("train_counts.npy", counts.astype(np.int64))
@@ -336,6 +340,30 @@ def _run(
     report["baselines"]["method"] |= analysis.group_accuracies()
     folder.write_json("report.json", report)
     return FitResult(folder.root, analysis, report)
+
+
+HISTORY_HEADER = ("stage", "epoch", "train_loss", "train_accuracy", "lr", "val_accuracy", "val_nll")
+
+
+def history_table(
+    stage1: list[dict[str, float]], stage2: list[EpochScores]
+) -> tuple[list[str], list[list[Any]]]:
+    """``history.csv``: a row per stage-1 epoch (mean training loss and accuracy of its batches,
+    the learning rate it ended at) and per stage-2 epoch of the kept configuration (class-mean
+    accuracy and NLL on the validation split, when it chose the epoch there)."""
+    rows: list[list[Any]] = [
+        ["stage1", r["epoch"], r["loss"], r["accuracy"], r["lr"], None, None] for r in stage1
+    ]
+    rows += [["stage2", e.epoch, None, None, None, e.val_accuracy, e.val_nll] for e in stage2]
+    return list(HISTORY_HEADER), rows
+
+
+def _stage1_history(folder: RunFolder) -> list[dict[str, float]]:
+    """The stage-1 checkpoint's per-epoch record (empty for a features run's or an older
+    checkpoint)."""
+    if not folder.path(STAGE1).exists():
+        return []
+    return list(folder.load_torch(STAGE1)["state"].get("history", []))
 
 
 def _start_model(cfg: FitConfig, opts: FitOptions, data: LTData, say: Say) -> Classifier:
@@ -552,7 +580,7 @@ def _baselines(problem: Stage2, method: Method, stop: Literal["val", "last"]) ->
         if name == method.name:
             continue
         other = get_method(name)
-        head, _ = problem.train_kept(other, 0.0, stop)
+        head, _, _ = problem.train_kept(other, 0.0, stop)
         z = problem.logits(other, head, "test")
         out[name] = problem.evaluate(z, hessian="none").group_accuracies()
     return out

@@ -47,6 +47,7 @@ MANIFEST = "manifest.json"
 STAGE1 = "stage1.ckpt"
 FEATURES = "features.npz"
 REPORT = "report.json"
+HISTORY = "history.csv"
 # The files a finished run owns besides the state file, in the order report.json lists them.
 RUN_FILES = (
     CONFIG,
@@ -57,6 +58,7 @@ RUN_FILES = (
     "logits.npy",
     "labels.npy",
     "train_counts.npy",
+    HISTORY,
     REPORT,
 )
 # Everything lort writes into a run folder (glob patterns relative to it): the run's files,
@@ -85,7 +87,7 @@ RETRAIN_NEEDS = (CONFIG, MANIFEST, STAGE1, FEATURES, REPORT)
 # What `lort predict` and `lort export` read: the trained classifier, no data or cache.
 INFERENCE_NEEDS = (CONFIG, MANIFEST, STAGE1, "stage2.pt", "train_counts.npy", REPORT)
 # Files lort can make again from the others: fit rebuilds them with a note when damaged.
-DERIVABLE = (FEATURES, "stage2.pt", "logits.npy", "labels.npy", "train_counts.npy", REPORT)
+DERIVABLE = (FEATURES, "stage2.pt", "logits.npy", "labels.npy", "train_counts.npy", HISTORY, REPORT)
 # Options that shape stage 1 and the feature cache: a resumed run must keep them.
 FROZEN = (
     "dataset",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,9 @@ class Stage1State:
     optimizer: dict
     scheduler: dict
     epoch: int  # epochs completed
+    # One record per completed epoch: its mean training loss and accuracy (over this rank's
+    # batches, as the model was while it trained) and the learning rate it ended at.
+    history: list[dict[str, float]] = field(default_factory=list)
 
 
 def stage1_loader(
@@ -170,12 +173,16 @@ def train_stage1(
     total = st.epochs * per_epoch
     every = CUDA_SYNC_EVERY if cuda else 1
     images = 0
+    history = [] if resume is None else list(resume.history)
     for epoch in range(start, st.epochs):
         torch.manual_seed(epoch_seed(seed, epoch))  # augmentation draws
         loss_fn = make_stage1_loss(loss_name, train_counts, epoch, st.epochs)
         net.train()
         if freeze_backbone:
             model.backbone.eval()
+        loss_sum = torch.zeros((), device=rt.device)  # read once an epoch: no sync per step
+        correct = torch.zeros((), device=rt.device)
+        seen = 0
         for i, (x, y) in enumerate(epoch_batches(train_set, st, rt, seed, epoch, workers, drop)):
             x, y = x.to(rt.device, non_blocking=True), y.to(rt.device, non_blocking=True)
             if cuda:
@@ -188,8 +195,22 @@ def train_stage1(
             opt.step()
             sched.step()
             images += len(y)
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
             if (i + 1) % every == 0 or i + 1 == per_epoch:  # this batch's loss and accuracy
                 acc = (logits.argmax(1) == y).float().mean().item()
                 progress("stage 1", epoch * per_epoch + i + 1, total, loss.item(), acc)
-        checkpoint(Stage1State(model.state_dict(), opt.state_dict(), sched.state_dict(), epoch + 1))
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": float(loss_sum) / max(seen, 1),
+                "accuracy": float(correct) / max(seen, 1),
+                "lr": float(sched.get_last_lr()[0]),
+            }
+        )
+        state = Stage1State(
+            model.state_dict(), opt.state_dict(), sched.state_dict(), epoch + 1, history
+        )
+        checkpoint(state)
     return images

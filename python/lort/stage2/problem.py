@@ -34,7 +34,7 @@ from lort.optim import StageConfig
 from lort.runtime import Progress, Runtime
 from lort.stage1.features import FeatureCache
 from lort.stage2.calibrate import Calibration, calibrate
-from lort.stage2.grid import EvalSplit, HeadConfig, HeadResult, train_head_grid
+from lort.stage2.grid import EpochScores, EvalSplit, HeadConfig, HeadResult, train_head_grid
 from lort.stage2.loop import train_head_cached
 from lort.stage2.select import ValScore, best_on_validation, kept_scores
 
@@ -177,17 +177,18 @@ class Stage2:
         smooth: float,
         stop: Literal["val", "last"],
         own: Mapping[str, float] | None = None,
-    ) -> tuple[nn.Module, int]:
-        """The head ``lort fit`` keeps and its epoch: the last, or the best on validation
-        (with the method's own hyperparameters ``own``, chosen there by :meth:`choose_own`)."""
+    ) -> tuple[nn.Module, int, list[EpochScores]]:
+        """The head ``lort fit`` keeps, its epoch and the validation scores of every epoch
+        (none when the last is kept): the last, or the best on validation (with the method's
+        own hyperparameters ``own``, chosen there by :meth:`choose_own`)."""
         if stop == "last":
             if own:
                 raise ValueError("own hyperparameters are chosen with the epoch, on validation")
-            return self.train(method, smooth), self.cfg.stage2.epochs
+            return self.train(method, smooth), self.cfg.stage2.epochs, []
         config = self.config(method, smooth, own=own)
         (result,) = self.train_stopped(method, [config], on="val")
         assert result.best_head is not None and result.best_epoch is not None
-        return result.best_head, result.best_epoch
+        return result.best_head, result.best_epoch, result.history
 
     def choose_own(
         self,
