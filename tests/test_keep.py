@@ -125,3 +125,21 @@ def test_compare_keep_keeps_the_best_of_the_methods_it_compared(
     assert json.loads((run / "report.json").read_text())["method"]["name"] == "ce"
     bad = run_cli("compare", run, "--protocol", "shared", "--keep")
     assert bad.exit_code != 0 and "--keep keeps from the tuned or the authors" in flat(bad.output)
+
+
+def test_compare_points_report_their_calibration_and_keep_agrees(
+    compared: Path, tmp_path: Path
+) -> None:
+    import csv
+
+    with open(compared / "compare.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(TABLE1)
+    for r in rows:
+        assert float(r["temperature"]) > 0, r["method"]
+        assert float(r["test_ece_calibrated"]) >= 0 and float(r["test_nll"]) > 0
+    run = tmp_path / "run"
+    shutil.copytree(compared, run)
+    ok("keep", run, "--method", "lort")
+    kept = json.loads((run / "report.json").read_text())["calibration"]
+    assert kept == _point(run, "lort")["calibration"]

@@ -366,6 +366,9 @@ def _write(res: CompareResult) -> None:
             f"{AUTO_EXACT_MAX_CLASSES:,}, Lanczos above; "
             "condition null when infinite)",
             "val_balanced_accuracy": "class-mean accuracy on the validation split",
+            "temperature/test_nll*/test_ece*": "the temperature fitted on the validation split "
+            "by NLL and the test split's NLL and ECE before and after it (null without a "
+            "validation split)",
             "mean/std": "over the seeds; std is the sample std (n - 1), null for one seed",
             "seeds": "vary stage 2 only (batch order, flip draws, fresh initialisations); the "
             "backbone is the run's",
@@ -390,14 +393,34 @@ def _write(res: CompareResult) -> None:
     res.files += [run.root / f"{name}.json", run.root / f"{name}.csv"]
 
 
-FLAT_HEADER = ("method", "seed", "delta", "val_balanced_accuracy", *METRICS)
+# The test split's NLL and ECE of each point, raw and over the temperature fitted on the
+# validation split (lort.stage2.calibrate).
+CALIBRATION = ("temperature", "test_nll", "test_nll_calibrated", "test_ece", "test_ece_calibrated")
+FLAT_HEADER = ("method", "seed", "delta", "val_balanced_accuracy", *METRICS, *CALIBRATION)
+
+
+def _calibration(r: dict[str, Any]) -> list[float | None]:
+    """A point's :data:`CALIBRATION` values (None where it has none: no validation split, or
+    a point stored before lort calibrated)."""
+    cal = r.get("calibration") or {}
+    test = cal.get("test") or {}
+    before, after = test.get("before") or {}, test.get("after") or {}
+    return [cal.get("temperature"), before.get("nll"), after.get("nll"), before.get("ece"),
+            after.get("ece")]  # fmt: skip
 
 
 def flat_table(res: CompareResult) -> tuple[list[str], list[list[Any]]]:
     """One row per (method, seed): the table ``compare.csv`` holds and the Python API's
     records."""
     rows = [
-        [m, r["seed"], r["delta"], r["val_balanced_accuracy"], *(r["test"][k] for k in METRICS)]
+        [
+            m,
+            r["seed"],
+            r["delta"],
+            r["val_balanced_accuracy"],
+            *(r["test"][k] for k in METRICS),
+            *_calibration(r),
+        ]
         for m in res.methods
         for r in res.points[m]
     ]

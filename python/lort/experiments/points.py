@@ -161,6 +161,7 @@ def _evaluate(
     analysis = problem.evaluate(logits)
     bias = curvature(logits)
     val = problem.val_score(method, head, tau) if problem.has_val else ValScore(None, None)
+    calibration = problem.calibration(method, head, tau, logits)
     norms = inference_weight_norms(method, head, tau)
     pc = analysis.per_class
     return {
@@ -175,6 +176,7 @@ def _evaluate(
         "val_nll": val.nll,
         "test": summary(analysis, norms, problem.counts)
         | {"lambda_2": bias.lambda_2, "condition": finite_or_none(bias.condition)},
+        "calibration": calibration.to_dict(),
         "per_class": {
             "accuracy": jsonable(pc["accuracy"]),
             "magnitude": jsonable(pc["magnitude"]),
