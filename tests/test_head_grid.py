@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pytest
 import torch
@@ -12,7 +10,7 @@ from torch import nn
 
 import lort.stage2.loop
 from lort.errors import InputError
-from lort.methods import METHODS, Method, get_method, inference_logits, make_loss
+from lort.methods import METHODS, Method, get_method, inference_logits
 from lort.optim import StageConfig
 from lort.stage2.grid import (
     EvalSplit,
@@ -79,7 +77,6 @@ def grid(
 
 
 def alone(
-    monkeypatch: pytest.MonkeyPatch,
     method: Method,
     feats: torch.Tensor,
     flip: torch.Tensor | None,
@@ -87,27 +84,22 @@ def alone(
     init: nn.Linear | None,
     config: HeadConfig,
 ) -> nn.Module:
-    """train_head_cached on one configuration. It takes only ``smooth``: the other loss
-    hyperparameters go in through the function it calls, MaxNorm's relative threshold as the
-    module's default."""
+    """train_head_cached on one configuration, its hyperparameters given as the grid's are."""
     hyper = dict(config.hyper)
     smooth = hyper.pop("smooth", 0.0)
-    threshold = hyper.pop("threshold", 0.1)
     hyper.pop("tau", None)
-    with monkeypatch.context() as m:
-        m.setattr(lort.stage2.loop, "make_loss", functools.partial(make_loss, **hyper))
-        m.setattr(lort.stage2.loop, "DEFAULT_THRESHOLD", threshold)
-        return lort.stage2.loop.train_head_cached(
-            method,
-            feats,
-            flip,
-            labels,
-            COUNTS,
-            init,  # type: ignore[arg-type]
-            config.stage,
-            smooth=smooth,
-            seed=config.seed,
-        )
+    return lort.stage2.loop.train_head_cached(
+        method,
+        feats,
+        flip,
+        labels,
+        COUNTS,
+        init,  # type: ignore[arg-type]
+        config.stage,
+        smooth=smooth,
+        seed=config.seed,
+        hyper=hyper,
+    )
 
 
 def assert_same_head(got: nn.Module, want: nn.Module, rtol: float) -> None:
@@ -137,7 +129,7 @@ def test_each_head_is_the_one_trained_alone(
     results = train_head_grid(method, feats, flip, labels, COUNTS, init, configs)
     assert [r.config for r in results] == configs
     for r in results:
-        want = alone(monkeypatch, method, feats, flip, labels, init, r.config)
+        want = alone(method, feats, flip, labels, init, r.config)
         assert_same_head(r.head, want, F64_RTOL)
         assert not r.head.training and r.best_head is None and r.history == []
 
@@ -151,7 +143,7 @@ def test_float32_heads_agree_to_the_stated_tolerance(
     init = stage1(torch.float32)
     configs = grid(method, epochs=20)[::3]  # 20 epochs x 10 steps
     for r in train_head_grid(method, feats, flip, labels, COUNTS, init, configs):
-        want = alone(monkeypatch, method, feats, flip, labels, init, r.config)
+        want = alone(method, feats, flip, labels, init, r.config)
         assert_same_head(r.head, want, F32_RTOL)
 
 
@@ -162,7 +154,7 @@ def test_fresh_heads_and_no_flipped_view(monkeypatch: pytest.MonkeyPatch) -> Non
     feats, _, labels = data(torch.float32)
     results = train_head_grid(method, feats, None, labels, COUNTS, None, grid(method))
     for r in results:
-        want = alone(monkeypatch, method, feats, None, labels, None, r.config)
+        want = alone(method, feats, None, labels, None, r.config)
         assert_same_head(r.head, want, F32_RTOL)
     heads = {r.config.seed: r.head.weight for r in results}
     assert not torch.equal(heads[3], heads[11])
@@ -182,7 +174,7 @@ def test_recipes_of_different_shapes_train_in_their_own_chunks(
     results = train_head_grid(method, feats, flip, labels, COUNTS, init, configs)
     for r, c in zip(results, configs, strict=True):
         assert r.config is c
-        assert_same_head(r.head, alone(monkeypatch, method, feats, flip, labels, init, c), F64_RTOL)
+        assert_same_head(r.head, alone(method, feats, flip, labels, init, c), F64_RTOL)
 
 
 def test_the_global_random_state_is_left_alone() -> None:

@@ -121,3 +121,33 @@ def test_pretrained_recipes_probe_then_retrain(name: str) -> None:
     assert cfg.stage1.epochs > 0  # a trained linear head for LORT to re-train
     assert (cfg.stage2.epochs, cfg.stage2.lr, cfg.stage2.weight_decay) == (20, 5e-4, 0.0)
     assert "has not run this recipe" in text
+
+
+def test_the_recipe_is_the_one_source_of_the_authors_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A loss, a constraint and a head loop given no hyperparameter take the recipe's value,
+    so changing the recipe changes what they train with (no second default elsewhere)."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from lort.methods import constraint_radius, get_method, make_head, make_loss
+    from lort.methods import recipes as recipes_module
+
+    counts = np.array([50, 20, 5])
+    z, y = torch.randn(12, 3, generator=torch.Generator().manual_seed(0)), torch.arange(12) % 3
+    focal, maxnorm = get_method("focal"), get_method("maxnorm")
+    table = dict(recipes_module.RECIPES)
+    table["focal"] = dataclasses.replace(table["focal"], hyper={"focal_gamma": 2.0})
+    table["maxnorm"] = dataclasses.replace(
+        table["maxnorm"], hyper={**table["maxnorm"].hyper, "threshold": 0.5}
+    )
+    monkeypatch.setattr(recipes_module, "RECIPES", table)
+    assert torch.equal(
+        make_loss(focal, counts)(z, y), make_loss(focal, counts, focal_gamma=2.0)(z, y)
+    )
+    head = make_head(maxnorm, 4, 3, None)
+    assert constraint_radius(maxnorm, head) == constraint_radius(maxnorm, head, 0.5)
+    assert constraint_radius(maxnorm, head) != constraint_radius(maxnorm, head, 0.1)

@@ -16,7 +16,6 @@ below turn its parts into torch objects::
 
 from lort.methods.base import METHODS, TABLE1, Method, get_method
 from lort.methods.constraints import (
-    DEFAULT_THRESHOLD,
     apply_constraint,
     constraint_radius,
     max_norm_,
@@ -43,7 +42,6 @@ from lort.methods.sampling import class_balanced_sample_weights, make_sampler_we
 from lort.methods.targets import check_delta, rho, soft_target
 
 __all__ = [
-    "DEFAULT_THRESHOLD",
     "METHODS",
     "TABLE1",
     "WEIGHT_NORM_DEFINITION",

@@ -16,8 +16,7 @@ from torch import Tensor, nn
 
 from lort.errors import InputError
 from lort.methods.base import Method
-
-DEFAULT_THRESHOLD = 0.1  # LTWB's demo2_second-stage-training.py: thresh = 0.1
+from lort.methods.recipes import recipe_for
 
 
 def check_threshold(threshold: float) -> float:
@@ -61,11 +60,14 @@ def _class_weight(head: nn.Module) -> Tensor:
     return weight
 
 
-def constraint_radius(method: Method, head: nn.Module, threshold: float) -> float:
+def constraint_radius(method: Method, head: nn.Module, threshold: float | None = None) -> float:
     """The MaxNorm radius of a head about to be re-trained (``threshold`` relative to its class
-    norms, :func:`maxnorm_radius`), or 0 for a method without a constraint."""
+    norms, :func:`maxnorm_radius`; None: the recipe's), or 0 for a method without a
+    constraint."""
     if method.constraint != "maxnorm":
         return 0.0
+    if threshold is None:
+        threshold = recipe_for(method.name).hyper["threshold"]
     return maxnorm_radius(_class_weight(head), threshold)
 
 

@@ -22,6 +22,7 @@ from lort.errors import InputError
 from lort.methods.base import Method
 from lort.methods.heads import CosineHead, LinearHead, LWSHead
 from lort.methods.losses import log_prior
+from lort.methods.recipes import AUTHORS_TAU
 
 
 def tau_normalised_weight(weight: Tensor, tau: float | Tensor) -> Tensor:
@@ -37,7 +38,7 @@ def inference_logits(
     features: Tensor,
     train_counts: npt.ArrayLike,
     *,
-    tau: float | Tensor = 1.0,
+    tau: float | Tensor = AUTHORS_TAU,
 ) -> Tensor:
     """Test-time logits of ``head`` on ``features`` (B x D), corrected as ``method`` says.
 
@@ -85,7 +86,7 @@ class FoldedHead(nn.Module):
 
 @torch.no_grad()
 def fold_inference(
-    method: Method, head: nn.Module, train_counts: npt.ArrayLike, *, tau: float = 1.0
+    method: Method, head: nn.Module, train_counts: npt.ArrayLike, *, tau: float = AUTHORS_TAU
 ) -> FoldedHead:
     """``head`` with ``method``'s inference rule folded in; its logits are those of
     :func:`inference_logits` up to float rounding: tau-norm's normalised weights, logit

@@ -38,6 +38,7 @@ from torch import Tensor
 from lort.checks import check_counts
 from lort.errors import InputError, OptionError
 from lort.methods.base import LossKind, Method
+from lort.methods.recipes import recipe_for
 from lort.methods.targets import check_delta, retarget
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -176,17 +177,25 @@ def make_loss(
     train_counts: npt.ArrayLike,
     *,
     smooth: float = 0.0,
-    focal_gamma: float = 1.0,
-    ldam_max_margin: float = 0.5,
-    ldam_scale: float = 30.0,
-    cb_beta: float = 0.9999,
+    focal_gamma: float | None = None,
+    ldam_max_margin: float | None = None,
+    ldam_scale: float | None = None,
+    cb_beta: float | None = None,
 ) -> LossFn:
     """The stage-2 training loss of ``method``: ``(logits, labels) -> scalar``.
 
     ``smooth`` is LORT's ``delta`` (in [0, 1)); a method with one-hot targets refuses a
     non-zero value rather than ignore it. The other keywords are read only by the methods
-    that list them in ``Method.hyper``.
+    that list them in ``Method.hyper``; one left at None takes the authors' value from the
+    method's recipe (:mod:`lort.methods.recipes`, the one place those values are written).
     """
+    authors = recipe_for(method.name).hyper
+    focal_gamma = authors.get("focal_gamma", 0.0) if focal_gamma is None else focal_gamma
+    ldam_max_margin = (
+        authors.get("ldam_max_margin", 0.0) if ldam_max_margin is None else ldam_max_margin
+    )
+    ldam_scale = authors.get("ldam_scale", 1.0) if ldam_scale is None else ldam_scale
+    cb_beta = authors.get("cb_beta", 0.0) if cb_beta is None else cb_beta
     counts = check_counts(train_counts)
     delta = check_delta(smooth, allow_one=False)
     if method.target == "onehot" and delta != 0.0:

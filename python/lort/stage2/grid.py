@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -74,14 +73,13 @@ from lort.methods import (
     max_norm_,
     maxnorm_radius,
 )
-from lort.methods.constraints import DEFAULT_THRESHOLD, check_threshold
+from lort.methods.constraints import check_threshold
+from lort.methods.recipes import AUTHORS_TAU, recipe_for
 from lort.optim import MOMENTUM, StageConfig, cosine_schedule
 from lort.runtime import Progress
-from lort.stage2.loop import SMALL_STEP, torch_threads
+from lort.stage2.loop import LOSS_HYPER, SMALL_STEP, torch_threads
 from lort.stage2.select import better as is_better
 
-LOSS_HYPER = frozenset(inspect.signature(make_loss).parameters) - {"method", "train_counts"}
-DEFAULT_TAU: float = inspect.signature(inference_logits).parameters["tau"].default
 # The SoftmaxLoss fields that a method's hyperparameters set.
 LOSS_FIELDS = ("delta", "gamma", "scale", "shift", "margins", "class_weight")
 
@@ -352,7 +350,7 @@ class _Inference(nn.Module):
     def __init__(self, method: Method, head: StageTwoHead, counts: np.ndarray) -> None:
         super().__init__()
         self.method, self.head, self.counts = method, head, counts
-        self.register_buffer("tau", torch.tensor(DEFAULT_TAU))
+        self.register_buffer("tau", torch.tensor(AUTHORS_TAU))
 
     def forward(self, x: Tensor) -> Tensor:
         return inference_logits(self.method, self.head, x, self.counts, tau=self.tau)
@@ -421,7 +419,8 @@ class _Grid:
         if method.constraint == "maxnorm":
             radii = [
                 maxnorm_radius(
-                    owner.get_parameter("weight"), c.hyper.get("threshold", DEFAULT_THRESHOLD)
+                    owner.get_parameter("weight"),
+                    c.hyper.get("threshold", recipe_for(method.name).hyper["threshold"]),
                 )
                 for owner, c in zip(owners, configs, strict=True)
             ]
@@ -430,7 +429,7 @@ class _Grid:
         elif method.constraint is not None:
             raise InputError(f"the grid trainer has no batched {method.constraint!r} constraint")
         self.tau = torch.tensor(
-            [c.hyper.get("tau", DEFAULT_TAU) for c in configs], dtype=dtype, device=device
+            [c.hyper.get("tau", AUTHORS_TAU) for c in configs], dtype=dtype, device=device
         )
         self.inference = _Inference(method, base, counts)
         self.steps = math.ceil(self.n / self.batch)

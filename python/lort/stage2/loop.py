@@ -4,8 +4,9 @@ momentum and a per-step cosine schedule (:mod:`lort.optim`)."""
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 import numpy as np
@@ -14,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from lort.methods import (
-    DEFAULT_THRESHOLD,
+    LossFn,
     Method,
     apply_constraint,
     constraint_radius,
@@ -63,6 +64,26 @@ def torch_threads(n: int) -> Iterator[None]:
 SMALL_STEP = 1 << 24
 
 
+# make_loss's keywords among a method's hyperparameters (the others are the constraint's
+# threshold and the inference rule's tau).
+LOSS_HYPER = frozenset(inspect.signature(make_loss).parameters) - {"method", "train_counts"}
+
+
+def _constraint_and_loss(
+    method: Method,
+    head: nn.Module,
+    train_counts: np.ndarray,
+    smooth: float,
+    hyper: Mapping[str, float] | None,
+) -> tuple[float, LossFn]:
+    """The head's MaxNorm radius and its loss, with ``hyper`` where given and the method's
+    recipe (its authors' values) for the rest."""
+    hyper = dict(hyper or {})
+    radius = constraint_radius(method, head, hyper.get("threshold"))
+    loss_hyper = {k: v for k, v in hyper.items() if k in LOSS_HYPER and k != "smooth"}
+    return radius, make_loss(method, train_counts, smooth=smooth, **loss_hyper)
+
+
 def train_head_cached(
     method: Method,
     feats: torch.Tensor,
@@ -74,6 +95,7 @@ def train_head_cached(
     *,
     smooth: float,
     seed: int,
+    hyper: Mapping[str, float] | None = None,
     progress: Progress | None = None,
 ) -> nn.Module:
     """Re-train a classifier on cached features (from ``init``, or freshly initialised
@@ -83,8 +105,7 @@ def train_head_cached(
     n, dim = feats.shape
     k = len(train_counts)
     head = make_head(method, dim, k, init)
-    radius = constraint_radius(method, head, DEFAULT_THRESHOLD)
-    loss_fn = make_loss(method, train_counts, smooth=smooth)
+    radius, loss_fn = _constraint_and_loss(method, head, train_counts, smooth, hyper)
     weights = make_sampler_weights(method, labels.numpy())
     params = [p for p in head.parameters() if p.requires_grad]
     opt = sgd(params, st)
@@ -124,6 +145,7 @@ def train_head_live(
     bn: str,
     seed: int,
     workers: int,
+    hyper: Mapping[str, float] | None = None,
     progress: Progress | None = None,
 ) -> nn.Module:
     """Re-train the classifier with the frozen backbone in the loop and
@@ -136,8 +158,7 @@ def train_head_live(
         p.requires_grad_(False)
     init = stage1_init(model.head.state_dict(), prefix="")
     head = make_head(method, model.feature_dim, len(train_counts), init).to(rt.device)
-    radius = constraint_radius(method, head, DEFAULT_THRESHOLD)
-    loss_fn = make_loss(method, train_counts, smooth=smooth)
+    radius, loss_fn = _constraint_and_loss(method, head, train_counts, smooth, hyper)
     weights = make_sampler_weights(method, train_labels)
     g = torch.Generator().manual_seed(seed)
     if weights is None:
