@@ -6,6 +6,7 @@ Predictions reproduce the run's own ``logits.npy``; exported modules reproduce l
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import io
 import json
 from pathlib import Path
@@ -154,7 +155,7 @@ def test_export_command_writes_the_module_and_its_json(digits_run: Path, tmp_pat
     out = tmp_path / "model.pt"
     result = ok("export", digits_run, "--format", "torchscript", "--out", out)
     assert "max relative error" in flat(result.output)
-    info = json.loads((tmp_path / "model.json").read_text())
+    info = json.loads((tmp_path / "model.pt.json").read_text())
     assert info["class_names"] == [str(c) for c in range(10)] and info["method"] == "lort"
     assert info["input_shape"] == ["N", 1, 8, 8] and info["flip_averaging"] is False
     assert info["input"]["mean"] == [0.3053] and info["input"]["kind"] == "image"
@@ -166,9 +167,17 @@ def test_export_command_writes_the_module_and_its_json(digits_run: Path, tmp_pat
     assert info["temperature"] == open_trained(digits_run).temperature > 0
     want = np.load(digits_run / "logits.npy") / info["temperature"]
     assert rel_error(got, want) <= TOLERANCE
-    bad = run_cli("export", digits_run, "--out", tmp_path / "model.json")
+    assert info["file"] == "model.pt" and info["format"] == "torchscript"
+    # Another format to the same stem keeps its own JSON: model.onnx.json beside model.pt.json.
+    if importlib.util.find_spec("onnxscript") is not None:
+        ok("export", digits_run, "--format", "onnx", "--out", tmp_path / "model.onnx")
+        onnx = json.loads((tmp_path / "model.onnx.json").read_text())
+        assert onnx["file"] == "model.onnx" and onnx["format"] == "onnx"
+        assert json.loads((tmp_path / "model.pt.json").read_text()) == info  # left alone
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    bad = run_cli("export", digits_run, "--out", tmp_path / "model.pt.json")
     assert bad.exit_code != 0 and "name the module file" in flat(bad.output)
-    assert json.loads((tmp_path / "model.json").read_text()) == info  # left alone
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # left alone
 
 
 def test_timm_run_predicts_and_exports(small_cifar_folder: Path, tmp_path: Path) -> None:
@@ -188,6 +197,6 @@ def test_timm_run_predicts_and_exports(small_cifar_folder: Path, tmp_path: Path)
     assert rel_error(np.load(logits), want) < 1e-5
     out = tmp_path / "model.pt"
     ok("export", run, "--out", out)
-    info = json.loads((tmp_path / "model.json").read_text())
+    info = json.loads((tmp_path / "model.pt.json").read_text())
     assert info["input"]["image_size"] == 160 and info["input"]["resize"] == 168
     assert info["inference"] == "tau-norm" and info["flip_averaging"] is True

@@ -157,7 +157,8 @@ class Run:
 
     def export(self, out: str | Path, *, format: str = "onnx") -> ExportResult:
         """``lort export``: the run's classifier as one module (``torchscript`` or ``onnx``)
-        with the JSON beside it, written once it reproduces lort's logits."""
+        with the JSON beside it (``out`` + ``.json``), written once it reproduces lort's
+        logits."""
         from lort.deploy.export import export
 
         return export(self.path, format, Path(out))

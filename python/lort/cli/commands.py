@@ -691,7 +691,7 @@ def predict(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="The module file (model.pt, model.onnx); its JSON is written beside it.",
+    help="The module file (model.pt, model.onnx); its JSON is written beside it (model.pt.json).",
 )
 @clean_errors
 def export_cmd(run_dir: Path, fmt: str, out: Path) -> None:

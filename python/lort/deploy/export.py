@@ -7,8 +7,8 @@ The module maps a batch of images, N x C x H x W floats prepared as the JSON bes
 backbone, then its re-trained head with the method's inference rule folded in
 (:func:`lort.methods.fold_inference`), averaged with the logits of the mirrored batch where the
 run used flip averaging. For a ``features`` run it maps N x D feature vectors to logits. The
-JSON beside it (``FILE`` with the suffix ``.json``) holds the class names, the input and the
-rule.
+JSON beside it (``FILE.json``: ``model.onnx.json`` beside ``model.onnx``, so that two formats
+exported to one stem keep their own) holds the class names, the input and the rule.
 """
 
 from __future__ import annotations
@@ -195,15 +195,21 @@ def check_roundtrip(module: Exported, data: bytes, fmt: str, example: torch.Tens
     return float((got - want).abs().max() / want.abs().max().clamp_min(1e-30))
 
 
+def sidecar(out: Path) -> Path:
+    """The JSON beside the module ``out``: its full name with ``.json`` added."""
+    return out.with_name(out.name + ".json")
+
+
 def export(root: Path, fmt: str, out: Path) -> ExportResult:
     """Write the run's classifier to ``out`` in ``fmt`` and the JSON beside it; both are
     written only once the serialised module reproduces the eager one."""
     if fmt not in FORMATS:
         raise InputError(f"unknown --format {fmt!r}; choose {' or '.join(FORMATS)}")
-    meta = out.with_suffix(".json")
-    if meta == out:
+    meta = sidecar(out)
+    if out.suffix.lower() == ".json":  # another export's JSON, or a name that reads as one
         raise InputError(
-            f"--out {out}: name the module file (model.pt); its JSON is written beside it"
+            f"--out {out}: name the module file (model.pt); its JSON is written beside it as "
+            "model.pt.json"
         )
     check_output("--out", out)
     check_output("the JSON beside --out", meta)
