@@ -1,13 +1,13 @@
 """Benchmark: ``lort export`` round trip for all twelve methods on one finished run.
 
 For every method, a head is re-trained on the run's feature cache (as ``lort compare`` does;
-LORT with the run's delta), the run's backbone and that head are exported (TorchScript, and ONNX
-when onnx, onnxscript and onnxruntime are installed), the exported module is run on the run's
+LORT with the run's delta), the run's backbone and that head are exported (TorchScript, pt2 and
+ONNX when onnx, onnxscript and onnxruntime are installed), the exported module is run on the run's
 test images as its evaluation read them, and its logits are compared with lort's own
 (``Stage2.logits``): the largest |difference| over the largest |logit|. Run (from the repository
 root, in the project's venv)::
 
-    python benches/export_roundtrip.py RUN [--formats torchscript,onnx]
+    python benches/export_roundtrip.py RUN [--formats torchscript,pt2,onnx]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def test_batches(run: Path) -> list[torch.Tensor]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
-    ap.add_argument("--formats", default="torchscript,onnx")
+    ap.add_argument("--formats", default="torchscript,pt2,onnx")
     args = ap.parse_args()
     warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
     formats = args.formats.split(",")
@@ -70,6 +70,10 @@ def main() -> None:
                 loaded = torch.jit.load(io.BytesIO(data))
                 with torch.no_grad():
                     got = torch.cat([loaded(x) for x in inputs]).numpy()
+            elif fmt == "pt2":
+                program = torch.export.load(io.BytesIO(data)).module()
+                with torch.no_grad():
+                    got = torch.cat([program(x) for x in inputs]).numpy()
             else:
                 import onnxruntime
 

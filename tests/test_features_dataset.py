@@ -214,7 +214,7 @@ def test_predict_and_export_a_features_run(feature_run: Path, tmp_path: Path) ->
     assert images.exit_code != 0
     out = tmp_path / "head.pt"
     ok("export", feature_run, "--out", out)
-    info = json.loads((tmp_path / "head.json").read_text())
+    info = json.loads((tmp_path / "head.pt.json").read_text())
     assert info["input"] == {"kind": "features", "feature_dim": DIM}
     assert info["input_shape"] == ["N", DIM] and "average this module's outputs" in info["note"]
     module = torch.jit.load(out)

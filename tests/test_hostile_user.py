@@ -264,7 +264,7 @@ def test_outputs_that_name_a_runs_own_files_are_refused(finished: Path, tmp_path
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     for args, named in (
         (("export", run, "--out", run / "stage1.ckpt"), "stage1.ckpt"),
-        (("export", run, "--out", run / "report.pt"), "report.json"),  # its JSON beside
+        (("export", run, "--out", run / "report"), "report.json"),  # its JSON beside
         (("export", finished, "--out", run / "stage2.pt"), "stage2.pt"),  # another run's
         (("predict", run, images, "--logits", run / "manifest.json"), "manifest.json"),
         (("predict", run, images, "--format", "csv", "--out", run / "config.yaml"), "config"),

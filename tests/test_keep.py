@@ -53,6 +53,10 @@ def test_keep_without_a_method_takes_the_best_on_validation(compared: Path, tmp_
     assert json.loads(pred.read_text())["method"] == best
 
 
+def _load_pt2(path: Path) -> torch.nn.Module:
+    return torch.export.load(path).module()
+
+
 def test_every_method_kept_gives_the_compare_points_numbers_and_exports_them(
     compared: Path, tmp_path: Path
 ) -> None:
@@ -73,13 +77,13 @@ def test_every_method_kept_gives_the_compare_points_numbers_and_exports_them(
         report = json.loads((run / "report.json").read_text())
         assert report["results"]["overall"]["accuracy"] == point["test"]["all"]
         assert report["kept"]["hyper"] == point["chosen"]["hyper"]
-        t = report["calibration"]["temperature"]
-        module = tmp_path / f"{method}.pt"
-        ok("export", run, "--format", "torchscript", "--out", module)
-        with torch.no_grad():
-            got = torch.jit.load(module)(x).numpy()
-        want = logits / t
-        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), method
+        want = logits / report["calibration"]["temperature"]
+        for fmt, load in (("torchscript", torch.jit.load), ("pt2", _load_pt2)):
+            module = tmp_path / f"{method}.{fmt}"
+            ok("export", run, "--format", fmt, "--out", module)
+            with torch.no_grad():
+                got = load(module)(x).numpy()
+            assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), (method, fmt)
 
 
 def test_keep_refuses_what_it_cannot_keep_and_changes_nothing(

@@ -1,7 +1,7 @@
 """``lort predict`` and ``lort export`` on finished runs: the embedded digits default, the
 shared CIFAR-10 JPEGs (flip averaging), and a timm backbone read through its own input config.
 Predictions reproduce the run's own ``logits.npy``; exported modules reproduce lort's logits to
-1e-4 relative for all twelve methods."""
+1e-4 relative for all twelve methods (TorchScript), and for some in pt2 and ONNX."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from cli_helpers import flat, ok, run_cli
+from cli_helpers import flat, ok, one_line_error, run_cli
 from lort.deploy.export import export_module, serialise
 from lort.methods import METHODS
 from lort.run.finished import open_run
@@ -150,11 +150,31 @@ def test_export_onnx_round_trip(cifar_run: Path) -> None:
         assert rel_error(got, problem.logits(method, head, "test")) <= TOLERANCE, name
 
 
+def test_export_pt2_round_trip(cifar_run: Path) -> None:
+    """torch.export's program, read back with torch.export.load, on the run's 100 test images
+    (another batch size than traced) and on one image."""
+    problem = open_run(cifar_run).problem
+    trained = open_trained(cifar_run)
+    images = problem.data.tensor_images("test", torch.device("cpu"))
+    assert images is not None
+    x = torch.cat([b for b, _ in images.in_order(256)])
+    for name in ("tau-norm", "logit-adjust", "cosine"):
+        method = METHODS[name]
+        head = problem.train(method, 0.0)
+        module = export_module(dataclasses.replace(trained, method=method, temperature=None), head)
+        loaded = torch.export.load(io.BytesIO(serialise(module, "pt2", x[:2]))).module()
+        with torch.no_grad():
+            got, one = loaded(x).numpy(), loaded(x[:1]).numpy()
+        want = problem.logits(method, head, "test")
+        assert rel_error(got, want) <= TOLERANCE, name
+        assert rel_error(one, want[:1]) <= TOLERANCE, name
+
+
 def test_export_command_writes_the_module_and_its_json(digits_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "model.pt"
     result = ok("export", digits_run, "--format", "torchscript", "--out", out)
     assert "max relative error" in flat(result.output)
-    info = json.loads((tmp_path / "model.json").read_text())
+    info = json.loads((tmp_path / "model.pt.json").read_text())
     assert info["class_names"] == [str(c) for c in range(10)] and info["method"] == "lort"
     assert info["input_shape"] == ["N", 1, 8, 8] and info["flip_averaging"] is False
     assert info["input"]["mean"] == [0.3053] and info["input"]["kind"] == "image"
@@ -166,9 +186,37 @@ def test_export_command_writes_the_module_and_its_json(digits_run: Path, tmp_pat
     assert info["temperature"] == open_trained(digits_run).temperature > 0
     want = np.load(digits_run / "logits.npy") / info["temperature"]
     assert rel_error(got, want) <= TOLERANCE
-    bad = run_cli("export", digits_run, "--out", tmp_path / "model.json")
+    assert info["file"] == "model.pt" and info["format"] == "torchscript"
+    # Another format to the same stem keeps its own JSON: model.pt2.json beside model.pt.json.
+    ok("export", digits_run, "--format", "pt2", "--out", tmp_path / "model.pt2")
+    pt2 = json.loads((tmp_path / "model.pt2.json").read_text())
+    assert pt2["file"] == "model.pt2" and pt2["format"] == "pt2"
+    assert pt2["load"].startswith("torch.export.load(file).module()")
+    assert info["load"] == "torch.jit.load(file)"
+    same = ("file", "format", "load")
+    assert {k: v for k, v in pt2.items() if k not in same} == {
+        k: v for k, v in info.items() if k not in same
+    }
+    with torch.no_grad():
+        got = torch.export.load(tmp_path / "model.pt2").module()(x).numpy()
+    assert rel_error(got, want) <= TOLERANCE
+    assert json.loads((tmp_path / "model.pt.json").read_text()) == info  # left alone
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    bad = run_cli("export", digits_run, "--out", tmp_path / "model.pt.json")
     assert bad.exit_code != 0 and "name the module file" in flat(bad.output)
-    assert json.loads((tmp_path / "model.json").read_text()) == info  # left alone
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # left alone
+
+
+def test_export_pt2_that_torch_export_refuses_writes_nothing(
+    digits_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Could not guard on data-dependent expression\nmore lines")
+
+    monkeypatch.setattr(torch.export, "export", refuse)
+    result = run_cli("export", digits_run, "--format", "pt2", "--out", tmp_path / "model.pt2")
+    one_line_error(result, "torch.export could not export", "data-dependent", "torchscript")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_timm_run_predicts_and_exports(small_cifar_folder: Path, tmp_path: Path) -> None:
@@ -188,6 +236,6 @@ def test_timm_run_predicts_and_exports(small_cifar_folder: Path, tmp_path: Path)
     assert rel_error(np.load(logits), want) < 1e-5
     out = tmp_path / "model.pt"
     ok("export", run, "--out", out)
-    info = json.loads((tmp_path / "model.json").read_text())
+    info = json.loads((tmp_path / "model.pt.json").read_text())
     assert info["input"]["image_size"] == 160 and info["input"]["resize"] == 168
     assert info["inference"] == "tau-norm" and info["flip_averaging"] is True

@@ -156,8 +156,9 @@ class Run:
         return predict(self.path, [Path(p) for p in inputs], top_k=top_k, keep_logits=keep_logits)
 
     def export(self, out: str | Path, *, format: str = "onnx") -> ExportResult:
-        """``lort export``: the run's classifier as one module (``torchscript`` or ``onnx``)
-        with the JSON beside it, written once it reproduces lort's logits."""
+        """``lort export``: the run's classifier as one module (``torchscript``, ``pt2`` or
+        ``onnx``) with the JSON beside it (``out`` + ``.json``), written once it reproduces
+        lort's logits."""
         from lort.deploy.export import export
 
         return export(self.path, format, Path(out))

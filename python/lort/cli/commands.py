@@ -683,15 +683,17 @@ def predict(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["torchscript", "onnx"]),
+    type=click.Choice(["torchscript", "pt2", "onnx"]),
     default="torchscript",
     show_default=True,
+    help="torchscript (torch.jit.load), pt2 (torch.export.load) or onnx (any ONNX runtime).",
 )
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="The module file (model.pt, model.onnx); its JSON is written beside it.",
+    help="The module file (model.pt, model.pt2, model.onnx); its JSON is written beside it "
+    "(model.pt.json).",
 )
 @clean_errors
 def export_cmd(run_dir: Path, fmt: str, out: Path) -> None:

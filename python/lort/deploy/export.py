@@ -1,14 +1,14 @@
 """``lort export``: a finished run's classifier as one self-contained module, for use without
-lort: TorchScript (``torch.jit.load``) or ONNX (any ONNX runtime; needs ``pip install
-'lort[onnx]'`` to write).
+lort: TorchScript (``torch.jit.load``), a ``torch.export`` program (``pt2``,
+``torch.export.load``) or ONNX (any ONNX runtime; needs ``pip install 'lort[onnx]'`` to write).
 
 The module maps a batch of images, N x C x H x W floats prepared as the JSON beside it says
 (resize, centre crop, scale to [0, 1], normalise), to the logits lort evaluates: the run's
 backbone, then its re-trained head with the method's inference rule folded in
 (:func:`lort.methods.fold_inference`), averaged with the logits of the mirrored batch where the
 run used flip averaging. For a ``features`` run it maps N x D feature vectors to logits. The
-JSON beside it (``FILE`` with the suffix ``.json``) holds the class names, the input and the
-rule.
+JSON beside it (``FILE.json``: ``model.onnx.json`` beside ``model.onnx``, so that two formats
+exported to one stem keep their own) holds the class names, the input and the rule.
 """
 
 from __future__ import annotations
@@ -29,7 +29,13 @@ from lort.methods import FoldedHead, fold_inference
 from lort.run.folder import check_output
 from lort.run.trained import TrainedRun, open_trained
 
-FORMATS: tuple[str, ...] = ("torchscript", "onnx")
+FORMATS: tuple[str, ...] = ("torchscript", "pt2", "onnx")
+# How each format is read back, as the JSON beside the module says.
+LOADERS: dict[str, str] = {
+    "torchscript": "torch.jit.load(file)",
+    "pt2": "torch.export.load(file).module() (it unpickles: load only files you trust)",
+    "onnx": "onnxruntime.InferenceSession(file), or any ONNX runtime",
+}
 # The exported module must reproduce the eager one on a sample batch to this relative error.
 TOLERANCE = 1e-4
 
@@ -75,6 +81,7 @@ def describe(run: TrainedRun, fmt: str, out: Path) -> dict[str, Any]:
     info: dict[str, Any] = {
         "file": out.name,
         "format": fmt,
+        "load": LOADERS[fmt],
         "lort": __version__,
         "run": str(run.root),
         "method": m.name,
@@ -134,6 +141,25 @@ def _torchscript(module: Exported, example: torch.Tensor) -> bytes:
     return buf.getvalue()
 
 
+def _batch_dim() -> tuple[dict[int, Any], ...]:
+    return ({0: torch.export.Dim("batch")},)
+
+
+def _pt2(module: Exported, example: torch.Tensor) -> bytes:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(module, (example,), dynamic_shapes=_batch_dim())
+    except Exception as e:  # a backbone torch.export cannot trace: one line, nothing written
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise InputError(
+            f"torch.export could not export this run's module ({first}); try --format torchscript"
+        ) from None
+    buf = io.BytesIO()
+    torch.export.save(program, buf)
+    return buf.getvalue()
+
+
 def _onnx(module: Exported, example: torch.Tensor) -> bytes:
     try:
         import onnx  # noqa: F401
@@ -150,7 +176,7 @@ def _onnx(module: Exported, example: torch.Tensor) -> bytes:
             dynamo=True,
             input_names=["input"],
             output_names=["logits"],
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            dynamic_shapes=_batch_dim(),
             verbose=False,
         )
     if program is None:
@@ -162,6 +188,8 @@ def serialise(module: Exported, fmt: str, example: torch.Tensor) -> bytes:
     """The module in ``fmt`` (one of :data:`FORMATS`) as bytes."""
     if fmt == "torchscript":
         return _torchscript(module, example)
+    if fmt == "pt2":
+        return _pt2(module, example)
     if fmt == "onnx":
         return _onnx(module, example)
     raise InputError(f"unknown --format {fmt!r}; choose {' or '.join(FORMATS)}")
@@ -177,14 +205,17 @@ class ExportResult:
 
 def check_roundtrip(module: Exported, data: bytes, fmt: str, example: torch.Tensor) -> float:
     """Relative error (max |a - b| / max |a|) of the serialised module against the eager one
-    on ``example``; TorchScript is read back with torch, ONNX with onnxruntime when installed
-    (else NaN: not checked)."""
+    on ``example``; TorchScript and pt2 are read back with torch, ONNX with onnxruntime when
+    installed (else NaN: not checked)."""
     with torch.no_grad():
         want = module(example)
     if fmt == "torchscript":
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             got = torch.jit.load(io.BytesIO(data))(example)
+    elif fmt == "pt2":
+        with torch.no_grad():
+            got = torch.export.load(io.BytesIO(data)).module()(example)
     else:
         try:
             import onnxruntime
@@ -195,15 +226,21 @@ def check_roundtrip(module: Exported, data: bytes, fmt: str, example: torch.Tens
     return float((got - want).abs().max() / want.abs().max().clamp_min(1e-30))
 
 
+def sidecar(out: Path) -> Path:
+    """The JSON beside the module ``out``: its full name with ``.json`` added."""
+    return out.with_name(out.name + ".json")
+
+
 def export(root: Path, fmt: str, out: Path) -> ExportResult:
     """Write the run's classifier to ``out`` in ``fmt`` and the JSON beside it; both are
     written only once the serialised module reproduces the eager one."""
     if fmt not in FORMATS:
         raise InputError(f"unknown --format {fmt!r}; choose {' or '.join(FORMATS)}")
-    meta = out.with_suffix(".json")
-    if meta == out:
+    meta = sidecar(out)
+    if out.suffix.lower() == ".json":  # another export's JSON, or a name that reads as one
         raise InputError(
-            f"--out {out}: name the module file (model.pt); its JSON is written beside it"
+            f"--out {out}: name the module file (model.pt); its JSON is written beside it as "
+            "model.pt.json"
         )
     check_output("--out", out)
     check_output("the JSON beside --out", meta)
