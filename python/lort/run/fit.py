@@ -34,6 +34,7 @@ from lort.run.folder import (
     STAGE1,
     RunFolder,
     check_for_fit,
+    check_manifest,
     check_out,
     check_resume,
     open_for_fit,
@@ -176,6 +177,7 @@ def _fit(
         )
     if opts.resume:
         check_resume(opts.out, cfg.to_dict())
+        check_manifest(opts.out, data.manifest)
     # The network is built and its weights loaded before the run folder is touched, so that a
     # failed download or a weights file that does not fit leaves nothing behind.
     model = None if cfg.dataset == "features" else _start_model(cfg, opts, data, say)
@@ -218,8 +220,11 @@ def _run(
     for n in notes:
         _noting(say)(n)
     if rt.is_main:
+        # A resumed run keeps the manifest stage 1 was trained on (checked again, locked).
+        has_manifest = opts.resume and check_manifest(folder.root, data.manifest)
         folder.write_yaml(CONFIG, cfg.to_dict())
-        folder.write_json(MANIFEST, data.manifest)
+        if not has_manifest:
+            folder.write_json(MANIFEST, data.manifest)
     for line in plan_lines(cfg, data, method, folder.root):
         say(line)
 

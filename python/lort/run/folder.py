@@ -177,6 +177,46 @@ def check_resume(root: Path, now: dict[str, Any]) -> None:
         )
 
 
+# The manifest's record of the split: what stage 1 and the feature cache were made from.
+SPLIT_KEYS = ("kept_sha256", "val_sha256", "labels_sha256", "train_counts", "test_total")
+
+
+def split_changed(stored: dict[str, Any], rebuilt: dict[str, Any]) -> str | None:
+    """Which of :data:`SPLIT_KEYS` the manifest ``rebuilt`` from the data now differs in from
+    the run's ``stored`` one, if any."""
+    changed = [k for k in SPLIT_KEYS if stored.get(k) != rebuilt.get(k)]
+    return ", ".join(changed) if changed else None
+
+
+def check_manifest(root: Path, rebuilt: dict[str, Any]) -> bool:
+    """Before a resumed run writes anything: whether the run holds its manifest (which is
+    then never written again), after checking that the split rebuilt from the data now
+    (``rebuilt``) is the one it records. A damaged manifest, or another split (the training
+    images changed), is an InputError: stage 1 was trained on the recorded split."""
+    folder = RunFolder(root)
+    st = folder.state()
+    if (
+        not folder.path(MANIFEST).exists()
+        and MANIFEST not in st.get("files", {})
+        and not st["done"]
+    ):
+        return False  # a run stopped before it wrote one: it is written now
+    stored = folder.read_json(MANIFEST)  # missing or damaged: one line, start again
+    if not isinstance(stored, dict):
+        raise DamagedFileError(
+            f"{folder.path(MANIFEST)} is damaged (not a manifest); {_advice(root, MANIFEST)}",
+            MANIFEST,
+        )
+    changed = split_changed(stored, rebuilt)
+    if changed:
+        raise InputError(
+            f"--resume: the data now gives another split than {folder.path(MANIFEST)} records "
+            f"({changed} changed), and stage 1 was trained on the recorded one; put the data "
+            f"back as it was, or start again with `lort fit --out {root} --overwrite`"
+        )
+    return True
+
+
 @dataclass
 class SavedRun:
     """A finished run as its folder holds it: the saved config (as saved, and resolved), the
