@@ -121,3 +121,25 @@ def test_resume_does_not_rewrite_the_manifest(stage1_run: tuple[Path, Path]) -> 
     assert after == before
 
 
+# --------------------------------------------------------------------------------------
+# 5. lort analyze RUN/logits.npy is checked against the run's record.
+
+
+@pytest.mark.parametrize("name", ["logits.npy", "labels.npy", "train_counts.npy"])
+def test_analyze_checks_a_run_file_against_its_record(
+    name: str, finished: Path, tmp_path: Path
+) -> None:
+    run = copy(finished, tmp_path / "run")
+    if name == "logits.npy":
+        garble(run / name)
+    else:  # values that still read as labels and counts: only the record tells
+        a = np.load(run / name)
+        np.save(run / name, np.roll(a, 1) if name == "labels.npy" else a + 1)
+    args = ("analyze", run / "logits.npy", "--labels", run / "labels.npy")
+    result = run_cli(*args, "--train-counts", run / "train_counts.npy")
+    one_line_error(result, name, "damaged")
+    plain = tmp_path / "elsewhere"  # the same bytes outside a run: taken as they are
+    plain.mkdir()
+    for f in ("logits.npy", "labels.npy", "train_counts.npy"):
+        shutil.copy(finished / f, plain / f)
+    ok("analyze", plain / "logits.npy", "--labels", plain / "labels.npy")

@@ -466,6 +466,20 @@ def check_output(option: str, path: Path) -> None:
             )
 
 
+def verify_given(path: Path) -> None:
+    """A file a command was given by path (``lort analyze RUN/logits.npy``): when it is a file
+    of a lort run (``state.json`` beside it, and a name lort writes or a record of it there),
+    checked against the run's record first (:meth:`RunFolder.verify`), so that a damaged
+    one is one line, never numbers."""
+    target = Path(path).expanduser().resolve()
+    root = target.parent
+    if not (root / STATE).is_file():
+        return
+    folder = RunFolder(root)
+    if _owned(target.name) or target.name in folder.state().get("files", {}):
+        folder.verify(target.name)
+
+
 def _owned(rel: str) -> bool:
     name = rel.rsplit("/", 1)[-1]
     return files.TEMP_FILE.match(name) is not None or any(
