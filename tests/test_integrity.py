@@ -72,6 +72,145 @@ def readers(run: Path, tmp_path: Path) -> dict[str, tuple[Any, ...]]:
 
 
 # --------------------------------------------------------------------------------------
+# 1. No state.json, no run: every reader refuses, and nothing is written.
+
+
+def test_a_run_without_state_json_is_read_by_no_command(finished: Path, tmp_path: Path) -> None:
+    run = copy(finished, tmp_path / "run")
+    (run / STATE).unlink()
+    garble(run / "stage2.pt")  # printed logits of ~3e26 with rc 0 before
+    before = contents(run)
+    for what, args in readers(run, tmp_path).items():
+        result = run_cli(*args)
+        one_line_error(result, "state.json")
+        assert "not a lort run" in result.stderr, what
+        assert contents(run) == before, what
+    with pytest.raises(InputError, match="not a lort run"):
+        lort.open_run(run)
+    assert contents(run) == before and not (tmp_path / "model.pt").exists()
+
+
+@pytest.mark.parametrize("name", ["stage2.pt", "report.json", "logits.npy"])
+def test_a_file_the_record_does_not_hold_is_refused(
+    name: str, finished: Path, tmp_path: Path
+) -> None:
+    run = copy(finished, tmp_path / "run")
+    st = state(run)
+    del st["files"][name]
+    (run / STATE).write_text(json.dumps(st))
+    args = {
+        "stage2.pt": ("predict", run, tmp_path / "x.npy"),
+        "report.json": ("compare", run, "--methods", "ce", "--protocol", "shared"),
+        "logits.npy": ("analyze", run / "logits.npy", "--labels", run / "labels.npy"),
+    }[name]
+    np.save(tmp_path / "x.npy", np.zeros((2, 1, 8, 8), np.float32))
+    before = contents(run)
+    one_line_error(run_cli(*args), name, "not in the run's record")
+    assert contents(run) == before
+    ok("fit", "--resume", "--out", run)  # makes it again, recorded
+    ok(*args)
+
+
+# --------------------------------------------------------------------------------------
+# 2. The outputs of one stage 2 land together: an interrupted write is refused whole.
+
+
+def fail_at_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writing report.json fails (a full disk, a kill): what was written before it stays."""
+    real = files.write_json
+
+    def write_json(path: Any, data: Any, *rest: Any) -> files.Written:
+        if Path(path).name == "report.json":
+            raise OSError(28, "No space left on device", str(path))
+        return real(path, data, *rest)
+
+    monkeypatch.setattr(files, "write_json", write_json)
+
+
+def refused_until_resumed(run: Path, tmp_path: Path) -> None:
+    args = readers(run, tmp_path)
+    for what in ("predict", "export", "compare", "keep"):
+        one_line_error(run_cli(*args[what]), "did not finish", f"lort fit --resume --out {run}")
+    result = run_cli("analyze", run / "logits.npy", "--labels", run / "labels.npy")
+    one_line_error(result, "logits.npy", "did not finish")
+    with pytest.raises(InputError, match="did not finish"):
+        lort.open_run(run)
+
+
+def test_an_interrupted_fit_stage2_leaves_no_mixed_outputs(
+    finished: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = copy(finished, tmp_path / "run")
+    with monkeypatch.context() as m:
+        fail_at_report(m)
+        result = run_cli("fit", "--resume", "--out", run, "--method", "ce")
+        one_line_error(result, "No space left")
+    # CE's logits and head were written beside LORT's report.json
+    assert json.loads((run / "report.json").read_text())["method"]["name"] == "lort"
+    assert (run / "logits.npy").read_bytes() != (finished / "logits.npy").read_bytes()
+    refused_until_resumed(run, tmp_path)
+    ok("fit", "--resume", "--out", run, "--method", "ce")
+    assert "writing" not in state(run)
+    assert json.loads((run / "report.json").read_text())["method"]["name"] == "ce"
+    ok("predict", run, tmp_path / "inputs.npy")
+    ok("analyze", run / "logits.npy", "--labels", run / "labels.npy")
+
+
+def test_an_interrupted_keep_leaves_no_mixed_outputs(
+    finished: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = copy(finished, tmp_path / "run")
+    with monkeypatch.context() as m:
+        fail_at_report(m)
+        one_line_error(run_cli(*readers(run, tmp_path)["keep"]), "No space left")
+    refused_until_resumed(run, tmp_path)
+    ok("fit", "--resume", "--out", run)
+    ok(*readers(run, tmp_path)["keep"])
+    assert json.loads((run / "report.json").read_text())["method"]["name"] == "ce"
+
+
+# --------------------------------------------------------------------------------------
+# 3. A kill between a rename and its record: the record still vouches for the file.
+
+KILL_AT = """
+import os, sys
+from pathlib import Path
+import lort.files
+from lort.cli import main
+name, nth = sys.argv[1], int(sys.argv[2])
+real, seen = os.replace, []
+def replace(src, dst):
+    real(src, dst)
+    if Path(dst).name == name:
+        seen.append(dst)
+        if len(seen) == nth:
+            os._exit(137)  # SIGKILL: no cleanup runs
+lort.files.os.replace = replace
+main(sys.argv[3:])
+"""
+
+
+def killed_after_rename(name: str, nth: int, *args: str | Path) -> None:
+    """``lort ARGS`` in a process killed just after the ``nth`` rename onto ``name``."""
+    cmd = [sys.executable, "-c", KILL_AT, name, str(nth), *map(str, args)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 137, done.stderr
+
+
+def test_a_kill_between_the_rename_and_the_record_keeps_the_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    # killed after stage 1's second checkpoint (epoch 2) is renamed, before it is recorded
+    killed_after_rename("stage1.ckpt", 2, "fit", "--out", run, *SMALL, "--threads", "1")
+    recorded = state(run)["files"]["stage1.ckpt"]
+    assert files.digest(run / "stage1.ckpt").sha256 != recorded["sha256"]  # the epoch-1 one
+    result = ok("fit", "--resume", "--out", run)
+    assert "took over the lock" in result.stdout + result.stderr
+    assert state(run)["done"] == ["stage1", "features"]
+    assert files.digest(run / "stage1.ckpt").sha256 == state(run)["files"]["stage1.ckpt"]["sha256"]
+
+
+# --------------------------------------------------------------------------------------
 # 4. A resumed run keeps its manifest: another split, or a damaged manifest, is refused.
 
 

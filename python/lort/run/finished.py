@@ -118,6 +118,7 @@ def open_run_locked(root: Path, note: Note) -> Iterator[FinishedRun]:
     with locked(Path(root), note):
         run = open_run(root)
         run.folder.remove_leftovers(note)
+        run.folder.settle()
         yield run
 
 

@@ -30,6 +30,7 @@ from lort.run.folder import (
     CONFIG,
     FEATURES,
     MANIFEST,
+    REPORT,
     RUN_FILES,
     STAGE1,
     RunFolder,
@@ -298,29 +299,6 @@ def _run(
 
     calibration = problem.calibration(method, head, tau, logits)
 
-    folder.write_npy("logits.npy", logits.astype(np.float32))
-    folder.write_npy("labels.npy", data.test_labels.astype(np.int64))
-    folder.write_npy("train_counts.npy", counts.astype(np.int64))
-    folder.save_torch(
-        "stage2.pt",
-        {
-            "head": head.state_dict(),
-            "method": method.name,
-            "smooth": smooth,
-            "tau": tau,
-            "temperature": calibration.temperature,
-        },
-    )
-    if calibration.temperature is not None:
-        from lort.plots import plot_calibration
-
-        plot_calibration(
-            logits,
-            data.test_labels,
-            calibration,
-            folder.path("figures") / "reliability.png",
-            f"{folder.root}: {method.name}, test split",
-        )
     report = {
         "config": cfg.to_dict(),
         "manifest": data.manifest,
@@ -339,7 +317,31 @@ def _run(
         "files": list(RUN_FILES),
     }
     report["baselines"]["method"] |= analysis.group_accuracies()
-    folder.write_json("report.json", report)
+    with folder.stage2_outputs():  # all of them, or readers refuse every one
+        folder.write_npy("logits.npy", logits.astype(np.float32))
+        folder.write_npy("labels.npy", data.test_labels.astype(np.int64))
+        folder.write_npy("train_counts.npy", counts.astype(np.int64))
+        folder.save_torch(
+            "stage2.pt",
+            {
+                "head": head.state_dict(),
+                "method": method.name,
+                "smooth": smooth,
+                "tau": tau,
+                "temperature": calibration.temperature,
+            },
+        )
+        if calibration.temperature is not None:
+            from lort.plots import plot_calibration
+
+            plot_calibration(
+                logits,
+                data.test_labels,
+                calibration,
+                folder.path("figures") / "reliability.png",
+                f"{folder.root}: {method.name}, test split",
+            )
+        folder.write_json(REPORT, report)
     return FitResult(folder.root, analysis, report)
 
 
