@@ -278,6 +278,7 @@ def test_interrupted_stage1_resumes_from_its_checkpoint(full_run: Path, tmp_path
 
 
 def test_atomic_write_leaves_old_file_and_no_temp_on_failure(tmp_path: Path) -> None:
+    (tmp_path / STATE).write_text('{"done": []}')  # a run folder: lort writes no other
     folder = RunFolder(tmp_path)
     folder.write_json("report.json", {"a": 1})
 
@@ -292,6 +293,7 @@ def test_atomic_write_leaves_old_file_and_no_temp_on_failure(tmp_path: Path) -> 
 
 
 def test_written_files_get_the_umask_mode_not_0600(tmp_path: Path) -> None:
+    (tmp_path / STATE).write_text('{"done": []}')
     old = os.umask(0o022)
     try:
         RunFolder(tmp_path).write_json("report.json", {"a": 1})

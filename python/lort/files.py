@@ -47,11 +47,19 @@ def digest(path: PathLike) -> Written:
     return Written(size, h.hexdigest())
 
 
-def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> Written:
+# Called with what a temp file holds just before it is renamed onto its destination (a run
+# folder records it there as pending, so that a kill between the rename and the record leaves
+# a file its record still vouches for).
+BeforeRename = Callable[[Written], None]
+
+
+def atomic_write(
+    path: PathLike, write: Callable[[IO[bytes]], None], before_rename: BeforeRename | None = None
+) -> Written:
     """Call ``write(f)`` on a temp file beside ``path``, flush it to disk, then rename it to
-    ``path``; returns the size and sha256 of what was written. The temp file is opened like
-    any new file (so it gets the umask's mode, unlike mkstemp's 0600) and removed if anything
-    fails."""
+    ``path``; returns the size and sha256 of what was written. ``before_rename``, if given, is
+    called with them just before the rename. The temp file is opened like any new file (so it
+    gets the umask's mode, unlike mkstemp's 0600) and removed if anything fails."""
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.lort-{secrets.token_hex(8)}.tmp"
@@ -61,6 +69,8 @@ def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> Written:
             f.flush()
             os.fsync(f.fileno())
         written = digest(tmp)  # read back: writers such as zipfile seek, so hash afterwards
+        if before_rename is not None:
+            before_rename(written)
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -68,43 +78,52 @@ def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> Written:
     return written
 
 
-def write_text(path: PathLike, text: str) -> Written:
-    return atomic_write(path, lambda f: f.write(text.encode()))
+def write_text(path: PathLike, text: str, before_rename: BeforeRename | None = None) -> Written:
+    return atomic_write(path, lambda f: f.write(text.encode()), before_rename)
 
 
-def write_json(path: PathLike, data: Any) -> Written:
+def write_json(path: PathLike, data: Any, before_rename: BeforeRename | None = None) -> Written:
     """Indented JSON; NaN and infinity are refused (see :func:`finite_or_none`)."""
-    return write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
+    return write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n", before_rename)
 
 
-def write_yaml(path: PathLike, data: Any) -> Written:
+def write_yaml(path: PathLike, data: Any, before_rename: BeforeRename | None = None) -> Written:
     import yaml
 
-    return write_text(path, yaml.safe_dump(data, sort_keys=False))
+    return write_text(path, yaml.safe_dump(data, sort_keys=False), before_rename)
 
 
-def write_csv(path: PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Written:
+def write_csv(
+    path: PathLike,
+    header: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    before_rename: BeforeRename | None = None,
+) -> Written:
     """One header line, then the rows; None becomes an empty cell."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     for row in rows:
         w.writerow(["" if v is None else v for v in row])
-    return write_text(path, buf.getvalue())
+    return write_text(path, buf.getvalue(), before_rename)
 
 
-def write_npy(path: PathLike, array: np.ndarray) -> Written:
-    return atomic_write(path, lambda f: np.save(f, array))
+def write_npy(
+    path: PathLike, array: np.ndarray, before_rename: BeforeRename | None = None
+) -> Written:
+    return atomic_write(path, lambda f: np.save(f, array), before_rename)
 
 
-def write_npz(path: PathLike, **arrays: np.ndarray) -> Written:
-    return atomic_write(path, lambda f: np.savez(f, **arrays))
+def write_npz(
+    path: PathLike, arrays: dict[str, np.ndarray], before_rename: BeforeRename | None = None
+) -> Written:
+    return atomic_write(path, lambda f: np.savez(f, **arrays), before_rename)
 
 
-def save_torch(path: PathLike, obj: Any) -> Written:
+def save_torch(path: PathLike, obj: Any, before_rename: BeforeRename | None = None) -> Written:
     import torch
 
-    return atomic_write(path, lambda f: torch.save(obj, f))
+    return atomic_write(path, lambda f: torch.save(obj, f), before_rename)
 
 
 def npy_error(e: Exception) -> str:

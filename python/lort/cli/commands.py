@@ -197,7 +197,7 @@ def analyze(
     overall and for many / medium / few classes, the Hessian verdict and the
     Hessian's curvature orthogonal to the ones vector.
     """
-    from lort.run.folder import check_output
+    from lort.run.folder import check_output, verify_given
 
     budget = None if max_memory is None else _parse_size(max_memory)
     if threads is None:
@@ -225,6 +225,9 @@ def analyze(
     if plot_dir is not None and train_counts is None and train_labels is None:
         raise click.UsageError("--plot needs --train-counts or --train-labels")
 
+    for given in (*logits, labels, train_counts, train_labels):
+        if given is not None:
+            verify_given(given)  # a run's own file: checked against its record first
     total = npy_rows(logits)
     with progress_bar(err, "analyzing", unit="rows") as bar:
         task = bar.add_task("rows", total=total)

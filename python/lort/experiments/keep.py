@@ -196,27 +196,28 @@ def _write(
     baselines["method"] = {"name": method.name} | analysis.group_accuracies()
     report["baselines"] = baselines
     folder = run.folder
-    folder.save_torch(
-        "stage2.pt",
-        {
-            "head": head.state_dict(),
-            "method": method.name,
-            "smooth": float(saved["smooth"]),
-            "tau": tau,
-            "temperature": calibration.temperature,
-            "kept": point_name,
-        },
-    )
-    folder.write_npy("logits.npy", logits.astype(np.float32))
-    folder.write_json("report.json", report)
-    if calibration.temperature is not None:
-        from lort.plots import plot_calibration
-
-        plot_calibration(
-            logits,
-            problem.data.test_labels,
-            calibration,
-            folder.path("figures") / "reliability.png",
-            f"{run.root}: {method.name} (kept from the {protocol} compare), test split",
+    with folder.stage2_outputs():  # all of them, or readers refuse every one
+        folder.save_torch(
+            "stage2.pt",
+            {
+                "head": head.state_dict(),
+                "method": method.name,
+                "smooth": float(saved["smooth"]),
+                "tau": tau,
+                "temperature": calibration.temperature,
+                "kept": point_name,
+            },
         )
+        folder.write_npy("logits.npy", logits.astype(np.float32))
+        folder.write_json("report.json", report)
+        if calibration.temperature is not None:
+            from lort.plots import plot_calibration
+
+            plot_calibration(
+                logits,
+                problem.data.test_labels,
+                calibration,
+                folder.path("figures") / "reliability.png",
+                f"{run.root}: {method.name} (kept from the {protocol} compare), test split",
+            )
     return Kept(run.root, method.name, protocol, seed, record, analysis, calibration, report, notes)

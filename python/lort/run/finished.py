@@ -23,6 +23,7 @@ from lort.run.folder import (
     locked,
     open_saved,
     require_finished,
+    split_changed,
 )
 from lort.stage1.features import FeatureCache
 from lort.stage1.losses import stage1_init
@@ -117,6 +118,7 @@ def open_run_locked(root: Path, note: Note) -> Iterator[FinishedRun]:
     with locked(Path(root), note):
         run = open_run(root)
         run.folder.remove_leftovers(note)
+        run.folder.settle()
         yield run
 
 
@@ -127,12 +129,12 @@ def open_run(root: Path) -> FinishedRun:
     report, manifest = saved.report, saved.manifest
     stage1 = saved.stage1()
     data = load_data(cfg)
-    for key in ("kept_sha256", "val_sha256", "labels_sha256", "train_counts", "test_total"):
-        if data.manifest.get(key) != manifest.get(key):
-            raise InputError(
-                f"{root}: the dataset rebuilt from the run's config differs from the one it was "
-                f"trained on ({key} changed); its cached features no longer match the labels"
-            )
+    changed = split_changed(manifest, data.manifest)
+    if changed:
+        raise InputError(
+            f"{root}: the dataset rebuilt from the run's config differs from the one it was "
+            f"trained on ({changed} changed); its cached features no longer match the labels"
+        )
     cache = FeatureCache(folder.load_npz(FEATURES))
     init = stage1_init(stage1["state"]["model"])
     for split, labels in (

@@ -31,10 +31,12 @@ from lort.run.folder import (
     FEATURES,
     HISTORY,
     MANIFEST,
+    REPORT,
     RUN_FILES,
     STAGE1,
     RunFolder,
     check_for_fit,
+    check_manifest,
     check_out,
     check_resume,
     open_for_fit,
@@ -178,6 +180,7 @@ def _fit(
         )
     if opts.resume:
         check_resume(opts.out, cfg.to_dict())
+        check_manifest(opts.out, data.manifest)
     # The network is built and its weights loaded before the run folder is touched, so that a
     # failed download or a weights file that does not fit leaves nothing behind.
     model = None if cfg.dataset == "features" else _start_model(cfg, opts, data, say)
@@ -220,8 +223,11 @@ def _run(
     for n in notes:
         _noting(say)(n)
     if rt.is_main:
+        # A resumed run keeps the manifest stage 1 was trained on (checked again, locked).
+        has_manifest = opts.resume and check_manifest(folder.root, data.manifest)
         folder.write_yaml(CONFIG, cfg.to_dict())
-        folder.write_json(MANIFEST, data.manifest)
+        if not has_manifest:
+            folder.write_json(MANIFEST, data.manifest)
     for line in plan_lines(cfg, data, method, folder.root):
         say(line)
 
@@ -296,30 +302,6 @@ def _run(
 
     calibration = problem.calibration(method, head, tau, logits)
 
-    folder.write_csv(HISTORY, *history_table(_stage1_history(folder), stage2_history))
-    folder.write_npy("logits.npy", logits.astype(np.float32))
-    folder.write_npy("labels.npy", data.test_labels.astype(np.int64))
-    folder.write_npy("train_counts.npy", counts.astype(np.int64))
-    folder.save_torch(
-        "stage2.pt",
-        {
-            "head": head.state_dict(),
-            "method": method.name,
-            "smooth": smooth,
-            "tau": tau,
-            "temperature": calibration.temperature,
-        },
-    )
-    if calibration.temperature is not None:
-        from lort.plots import plot_calibration
-
-        plot_calibration(
-            logits,
-            data.test_labels,
-            calibration,
-            folder.path("figures") / "reliability.png",
-            f"{folder.root}: {method.name}, test split",
-        )
     report = {
         "config": cfg.to_dict(),
         "manifest": data.manifest,
@@ -338,7 +320,32 @@ def _run(
         "files": list(RUN_FILES),
     }
     report["baselines"]["method"] |= analysis.group_accuracies()
-    folder.write_json("report.json", report)
+    with folder.stage2_outputs():  # all of them, or readers refuse every one
+        folder.write_csv(HISTORY, *history_table(_stage1_history(folder), stage2_history))
+        folder.write_npy("logits.npy", logits.astype(np.float32))
+        folder.write_npy("labels.npy", data.test_labels.astype(np.int64))
+        folder.write_npy("train_counts.npy", counts.astype(np.int64))
+        folder.save_torch(
+            "stage2.pt",
+            {
+                "head": head.state_dict(),
+                "method": method.name,
+                "smooth": smooth,
+                "tau": tau,
+                "temperature": calibration.temperature,
+            },
+        )
+        if calibration.temperature is not None:
+            from lort.plots import plot_calibration
+
+            plot_calibration(
+                logits,
+                data.test_labels,
+                calibration,
+                folder.path("figures") / "reliability.png",
+                f"{folder.root}: {method.name}, test split",
+            )
+        folder.write_json(REPORT, report)
     return FitResult(folder.root, analysis, report)
 
 

@@ -7,7 +7,11 @@ What lort promises about a run folder:
 - every file is written through a temp file and a rename (:mod:`lort.files`), and its size and
   sha256 are recorded in ``state.json``; every file lort reads back is checked against that
   record first, so a damaged or missing file is an error naming it (or, where lort can derive
-  it again, rebuilt with a note), never a number computed from it;
+  it again, rebuilt with a note), never a number computed from it; a folder without
+  ``state.json``, or a file it holds no record of, is read by no command; a file's new record
+  is written as pending before its rename, so a kill between the two leaves it vouched for;
+- the outputs of one stage 2 (:data:`STAGE2_OUTPUTS`) are one unit: while a write of them is
+  unfinished, every one of them is refused (:meth:`RunFolder.stage2_outputs`);
 - the checkpoints are data: they are loaded as tensors and plain values only, so a file that
   would build any other object (and could so run code) is refused;
 - one command writes a folder at a time (``.lort.lock``, held with an exclusive flock, holds
@@ -48,6 +52,7 @@ STAGE1 = "stage1.ckpt"
 FEATURES = "features.npz"
 REPORT = "report.json"
 HISTORY = "history.csv"
+RELIABILITY = "figures/reliability.png"
 # The files a finished run owns besides the state file, in the order report.json lists them.
 RUN_FILES = (
     CONFIG,
@@ -86,6 +91,8 @@ EDITABLE = (CONFIG,)
 RETRAIN_NEEDS = (CONFIG, MANIFEST, STAGE1, FEATURES, REPORT)
 # What `lort predict` and `lort export` read: the trained classifier, no data or cache.
 INFERENCE_NEEDS = (CONFIG, MANIFEST, STAGE1, "stage2.pt", "train_counts.npy", REPORT)
+# What one stage 2 writes, as one unit (:meth:`RunFolder.stage2_outputs`), with RELIABILITY.
+STAGE2_OUTPUTS = ("stage2.pt", "logits.npy", "labels.npy", "train_counts.npy", HISTORY, REPORT)
 # Files lort can make again from the others: fit rebuilds them with a note when damaged.
 DERIVABLE = (FEATURES, "stage2.pt", "logits.npy", "labels.npy", "train_counts.npy", HISTORY, REPORT)
 # Options that shape stage 1 and the feature cache: a resumed run must keep them.
@@ -120,8 +127,8 @@ def read_config(folder: RunFolder) -> dict[str, Any]:
 def resume_values(out: Path, file_values: dict[str, Any]) -> dict[str, Any]:
     """The option values a resumed run starts from: its saved config, then the config file
     given now. Flags still override both (e.g. ``--method``)."""
-    if not (out / CONFIG).is_file():
-        return file_values
+    if not (out / CONFIG).is_file() or not (out / STATE).is_file():
+        return file_values  # (no run to resume: fit says so, naming what is missing)
     return read_config(RunFolder(out)) | file_values
 
 
@@ -137,12 +144,15 @@ def changed_frozen(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
 
 
 def require_finished(root: Path, needs: tuple[str, ...]) -> None:
-    """InputError saying what to do unless ``root`` is a run folder holding ``needs``."""
+    """InputError saying what to do unless ``root`` is a run folder holding ``needs`` (and
+    the ``state.json`` they are checked against)."""
     if not root.is_dir():
         raise InputError(
             f"{root} is not a run folder (no such directory); make one with `lort fit --out {root}`"
         )
     missing = [n for n in needs if not (root / n).is_file()]
+    if not (root / STATE).is_file() and len(missing) < len(needs):
+        raise InputError(no_state(root))
     if missing:
         raise InputError(
             f"{root} is not a finished lort run (no {', '.join(missing)}); run "
@@ -164,6 +174,9 @@ def check_config_matches_stage1(root: Path, stage1: dict[str, Any], now: dict[st
 def check_resume(root: Path, now: dict[str, Any]) -> None:
     """Before anything is written: a resumed run may change stage 2 and the evaluation, not
     what stage 1 was trained with (as its checkpoint records it, else its saved config)."""
+    if not (root / STATE).is_file():  # nothing to resume, or no lort run: one line, here
+        check_for_fit(root, resume=True, overwrite=False)
+        raise InputError(no_state(root))
     folder = RunFolder(root)
     if (root / STAGE1).is_file() or folder.done("stage1"):
         saved = folder.load_torch(STAGE1)["config"]
@@ -177,6 +190,46 @@ def check_resume(root: Path, now: dict[str, Any]) -> None:
             f"--resume cannot change what stage 1 was trained with ({what}); drop those "
             "options, or start a new run with another --out"
         )
+
+
+# The manifest's record of the split: what stage 1 and the feature cache were made from.
+SPLIT_KEYS = ("kept_sha256", "val_sha256", "labels_sha256", "train_counts", "test_total")
+
+
+def split_changed(stored: dict[str, Any], rebuilt: dict[str, Any]) -> str | None:
+    """Which of :data:`SPLIT_KEYS` the manifest ``rebuilt`` from the data now differs in from
+    the run's ``stored`` one, if any."""
+    changed = [k for k in SPLIT_KEYS if stored.get(k) != rebuilt.get(k)]
+    return ", ".join(changed) if changed else None
+
+
+def check_manifest(root: Path, rebuilt: dict[str, Any]) -> bool:
+    """Before a resumed run writes anything: whether the run holds its manifest (which is
+    then never written again), after checking that the split rebuilt from the data now
+    (``rebuilt``) is the one it records. A damaged manifest, or another split (the training
+    images changed), is an InputError: stage 1 was trained on the recorded split."""
+    folder = RunFolder(root)
+    st = folder.state()
+    if (
+        not folder.path(MANIFEST).exists()
+        and MANIFEST not in st.get("files", {})
+        and not st["done"]
+    ):
+        return False  # a run stopped before it wrote one: it is written now
+    stored = folder.read_json(MANIFEST)  # missing or damaged: one line, start again
+    if not isinstance(stored, dict):
+        raise DamagedFileError(
+            f"{folder.path(MANIFEST)} is damaged (not a manifest); {_advice(root, MANIFEST)}",
+            MANIFEST,
+        )
+    changed = split_changed(stored, rebuilt)
+    if changed:
+        raise InputError(
+            f"--resume: the data now gives another split than {folder.path(MANIFEST)} records "
+            f"({changed} changed), and stage 1 was trained on the recorded one; put the data "
+            f"back as it was, or start again with `lort fit --out {root} --overwrite`"
+        )
+    return True
 
 
 @dataclass
@@ -213,6 +266,15 @@ def open_saved(root: Path, needs: tuple[str, ...]) -> SavedRun:
     return SavedRun(root, folder, raw, cfg, folder.read_json(REPORT), folder.read_json(MANIFEST))
 
 
+def no_state(root: Path) -> str:
+    """The one line for a folder without ``state.json``."""
+    return (
+        f"{root} is not a lort run: it has no {STATE}, the record every file lort reads is "
+        "checked against, so lort reads nothing in it; put its state.json back, or make the "
+        f"run again with `lort fit --out NEW_FOLDER`"
+    )
+
+
 def _advice(root: Path, name: str) -> str:
     if name in DERIVABLE:
         return f"`lort fit --resume --out {root}` makes it again"
@@ -228,9 +290,12 @@ class RunFolder:
 
     # -- state ---------------------------------------------------------------
     def state(self) -> dict[str, Any]:
+        """What ``state.json`` holds: the phases done and the record of every file lort
+        wrote. A folder without one is no lort run (DamagedFileError): nothing in it is
+        read as lort's."""
         p = self.path(STATE)
         if not p.exists():
-            return {"done": []}
+            raise DamagedFileError(no_state(self.root), STATE)
         try:
             st = json.loads(p.read_text())
             if not isinstance(st, dict) or not isinstance(st.get("done"), list):
@@ -261,37 +326,109 @@ class RunFolder:
             files.write_json(self.path(STATE), st)
 
     # -- integrity -------------------------------------------------------------
-    def _record(self, name: str, written: files.Written) -> None:
+    def _write(
+        self, name: str, write: Callable[[files.BeforeRename | None], files.Written]
+    ) -> None:
+        """Write ``name`` (``write`` renames a temp file onto it) and record what it holds.
+        The new content is recorded as pending just before the rename and as the file's
+        after it: a kill between the two leaves a file that its record still vouches for."""
         if name in EDITABLE:
+            write(None)
             return
+
+        def pending(written: files.Written) -> None:
+            st = self.state()
+            entry = st.setdefault("files", {}).setdefault(name, {})
+            entry["pending"] = {"size": written.size, "sha256": written.sha256}
+            files.write_json(self.path(STATE), st)
+
+        written = write(pending)
         st = self.state()
         st.setdefault("files", {})[name] = {"size": written.size, "sha256": written.sha256}
         files.write_json(self.path(STATE), st)
 
+    @contextmanager
+    def stage2_outputs(self) -> Iterator[None]:
+        """Write the outputs of one stage 2 (:data:`STAGE2_OUTPUTS` and the reliability
+        figure) in the block, as one unit: ``state.json`` says they are being written until
+        the block ends, and until then (a kill, an error) :meth:`verify` refuses every one of
+        them, so that a reader never takes one stage 2's logits beside another's head or
+        report."""
+        st = self.state()
+        st["writing"] = "stage2"
+        files.write_json(self.path(STATE), st)
+        # the figure of an earlier stage 2 is not this one's (a new one is drawn when calibrated)
+        self.path(RELIABILITY).unlink(missing_ok=True)
+        yield
+        st = self.state()
+        st.pop("writing", None)
+        files.write_json(self.path(STATE), st)
+
     def verify(self, name: str) -> Path:
-        """The path of ``name`` once it matches what lort recorded writing (size, sha256);
-        DamagedFileError naming it and saying what to do otherwise. A file lort has no
-        record of (one of :data:`EDITABLE`, or a run made before records were kept) is taken
-        as it is when present."""
+        """The path of ``name`` once it matches what lort recorded writing (size, sha256; or
+        the content recorded as pending, written but not yet recorded when a kill came);
+        DamagedFileError naming it and saying what to do otherwise: when the folder has no
+        ``state.json`` (then nothing in it is taken as lort's), when the record does not
+        hold the file, and when it is one of the stage-2 outputs of a write that did not
+        finish. Only :data:`EDITABLE` files are taken as they are (checked by content)."""
+        st = self.state()
         p = self.path(name)
-        record = None if name in EDITABLE else self.state().get("files", {}).get(name)
         if not p.is_file():
             raise DamagedFileError(f"{p} is missing; {_advice(self.root, name)}", name)
-        if record is not None:
-            try:
-                found = files.digest(p)
-            except OSError as e:
-                raise DamagedFileError(
-                    f"cannot read {p} ({e.strerror}); {_advice(self.root, name)}", name
-                ) from None
-            if (found.size, found.sha256) != (record["size"], record["sha256"]):
-                what = "size" if found.size != record["size"] else "sha256"
-                raise DamagedFileError(
-                    f"{p} is damaged: its {what} differs from what lort wrote; "
-                    f"{_advice(self.root, name)}",
-                    name,
-                )
+        if name in EDITABLE:
+            return p
+        if name in STAGE2_OUTPUTS and st.get("writing") == "stage2":
+            raise DamagedFileError(
+                f"{p} is one of the stage-2 outputs ({', '.join(STAGE2_OUTPUTS)}) of a write "
+                "that did not finish, so they may not belong together; re-run "
+                f"`lort fit --resume --out {self.root}` to write them again",
+                name,
+            )
+        record = st.get("files", {}).get(name)
+        if not isinstance(record, dict):
+            raise DamagedFileError(
+                f"{p} is not in the run's record ({self.path(STATE)} holds no size and sha256 "
+                f"for it), so lort cannot tell it is the file it wrote; "
+                f"{_advice(self.root, name)}",
+                name,
+            )
+        try:
+            found = files.digest(p)
+        except OSError as e:
+            raise DamagedFileError(
+                f"cannot read {p} ({e.strerror}); {_advice(self.root, name)}", name
+            ) from None
+        vouched = [(r.get("size"), r.get("sha256")) for r in (record, record.get("pending") or {})]
+        if (found.size, found.sha256) not in vouched:
+            what = "size" if found.size not in [v[0] for v in vouched] else "sha256"
+            raise DamagedFileError(
+                f"{p} is damaged: its {what} differs from what lort wrote; "
+                f"{_advice(self.root, name)}",
+                name,
+            )
         return p
+
+    def settle(self) -> None:
+        """Finish the records of writes a kill interrupted between a file's rename and its
+        record (call with the lock held): a file that holds its pending content is recorded
+        as holding it; one that still holds its recorded content drops the pending one."""
+        st = self.state()
+        records = st.get("files", {})
+        changed = False
+        for name, record in list(records.items()):
+            pending = record.get("pending") if isinstance(record, dict) else None
+            if not pending:
+                continue
+            try:
+                found = files.digest(self.path(name))
+            except OSError:
+                continue  # missing or unreadable: verify says so when it is read
+            now = {"size": found.size, "sha256": found.sha256}
+            if now in (pending, {"size": record.get("size"), "sha256": record.get("sha256")}):
+                records[name] = now
+                changed = True
+        if changed:
+            files.write_json(self.path(STATE), st)
 
     def remove_leftovers(self, note: Note) -> None:
         """Remove the temp files of writes a kill interrupted (call with the lock held)."""
@@ -309,7 +446,7 @@ class RunFolder:
 
     # -- files ---------------------------------------------------------------
     def write_json(self, name: str, data: Any) -> None:
-        self._record(name, files.write_json(self.path(name), data))
+        self._write(name, lambda hook: files.write_json(self.path(name), data, hook))
 
     def read_json(self, name: str) -> Any:
         p = self.verify(name)
@@ -321,19 +458,19 @@ class RunFolder:
             ) from None
 
     def write_yaml(self, name: str, data: Any) -> None:
-        self._record(name, files.write_yaml(self.path(name), data))
+        self._write(name, lambda hook: files.write_yaml(self.path(name), data, hook))
 
     def write_csv(self, name: str, header: list[str], rows: list[list[Any]]) -> None:
-        self._record(name, files.write_csv(self.path(name), header, rows))
+        self._write(name, lambda hook: files.write_csv(self.path(name), header, rows, hook))
 
     def write_npy(self, name: str, array: np.ndarray) -> None:
-        self._record(name, files.write_npy(self.path(name), array))
+        self._write(name, lambda hook: files.write_npy(self.path(name), array, hook))
 
     def write_npz(self, name: str, **arrays: np.ndarray) -> None:
-        self._record(name, files.write_npz(self.path(name), **arrays))
+        self._write(name, lambda hook: files.write_npz(self.path(name), arrays, hook))
 
     def save_torch(self, name: str, obj: Any) -> None:
-        self._record(name, files.save_torch(self.path(name), obj))
+        self._write(name, lambda hook: files.save_torch(self.path(name), obj, hook))
 
     def load_torch(self, name: str) -> Any:
         import torch
@@ -426,6 +563,20 @@ def check_output(option: str, path: Path) -> None:
                 f"{option} {path}{via} is the file {rel} of the lort run {folder}: writing it "
                 "would destroy the run; choose a path outside the run's own files"
             )
+
+
+def verify_given(path: Path) -> None:
+    """A file a command was given by path (``lort analyze RUN/logits.npy``): when it is a file
+    of a lort run (``state.json`` beside it, and a name lort writes or a record of it there),
+    checked against the run's record first (:meth:`RunFolder.verify`), so that a damaged
+    one is one line, never numbers."""
+    target = Path(path).expanduser().resolve()
+    root = target.parent
+    if not (root / STATE).is_file():
+        return
+    folder = RunFolder(root)
+    if _owned(target.name) or target.name in folder.state().get("files", {}):
+        folder.verify(target.name)
 
 
 def _owned(rel: str) -> bool:
@@ -597,6 +748,7 @@ def open_for_fit(root: Path, *, resume: bool, overwrite: bool, note: Note) -> It
             check_for_fit(root, resume=resume, overwrite=overwrite)
             if resume:
                 folder.remove_leftovers(note)
+                folder.settle()
             elif overwrite and (root / STATE).exists():
                 folder.clear()
             if not (root / STATE).exists():
