@@ -55,7 +55,8 @@ class LTData:
         images = self.sources[split]
         transform = build_transform(self.transform_spec, augment)
         if isinstance(images, ImageFiles):
-            return FileImages(images.root, images.paths, labels, transform)
+            mode = "L" if self.in_channels == 1 else "RGB"
+            return FileImages(images.root, images.paths, labels, transform, mode)
         return ArrayImages(images, labels, transform)
 
     def labels(self, split: Split) -> np.ndarray:
@@ -84,18 +85,29 @@ class LTData:
             return None
         return TensorImages(pixels, labels, self.transform_spec, device)
 
-    def check_decodes(self) -> None:
-        """Decode the first image of every class in every split read from files, so that a
-        broken data root is reported before anything is trained or written."""
-        from lort.data.images import read_rgb
+    def check_images(self) -> None:
+        """Check every image read from files before anything is trained or written: each
+        file's header (:func:`lort.data.images.check_headers`: it opens as an image, its pixel
+        count is bounded and, where the pipeline reads images at a fixed size with no resize,
+        ``small``, it has that size), and the first image of every class in every split
+        decoded in full, so that a broken data root is reported up front."""
+        from lort.data.images import check_headers, read_image
 
+        spec = self.transform_spec
+        size = spec.image_size if spec.kind == "small" else None
+        needs = (
+            f"{self.name} images are read at {spec.image_size}x{spec.image_size} with no resize "
+            "(the size of the first training image), so every image must have that size"
+        )
+        mode = "L" if self.in_channels == 1 else "RGB"
         for split, images in self.sources.items():
             if not isinstance(images, ImageFiles):
                 continue
+            check_headers([images.root / str(p) for p in images.paths], size, needs)
             labels = self.labels(split)  # type: ignore[arg-type]
             _, first = np.unique(labels, return_index=True)
             for i in first:
-                read_rgb(images.root / str(images.paths[i]))
+                read_image(images.root / str(images.paths[i]), mode)
 
     def with_transform(self, spec: TransformSpec) -> LTData:
         """The same data read through another pipeline (a pretrained network's own input)."""

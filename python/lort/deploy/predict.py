@@ -22,11 +22,11 @@ import numpy as np
 import torch
 
 from lort.data.imagefolder import IMAGE_EXTENSIONS
-from lort.data.images import ArrayImages, FileImages
+from lort.data.images import ArrayImages, FileImages, Mode, array_images, check_headers, read_image
 from lort.data.sources import ImageFiles
 from lort.data.tensor_images import TensorImages, decode_small
 from lort.data.transforms import build_transform
-from lort.errors import FileReadError, InputError
+from lort.errors import InputError
 from lort.files import npy_error
 from lort.run.trained import TrainedRun, open_trained
 from lort.runtime import Runtime, pick_device
@@ -239,24 +239,34 @@ class Reader:
         )
 
     def images(self, paths: list[Path]) -> Iterator[Part]:
-        """Image files in chunks, each decoded and transformed as the run's test split was."""
+        """Image files in chunks, each decoded and transformed as the run's test split was;
+        every header is checked (pixel bound, and the size where the run reads images at a
+        fixed size) before any is decoded."""
         self._backbone()
         spec = self.run.spec
+        fixed = spec.kind in ("small", "digits")
+        size = spec.image_size if fixed else None
+        mode: Mode = "L" if len(spec.mean) == 1 else "RGB"
+        needs = f"this run's network takes {spec.image_size}x{spec.image_size} images"
+        check_headers(paths, size, needs)
         for start in range(0, len(paths), self.chunk):
             chunk = paths[start : start + self.chunk]
             labels = np.zeros(len(chunk), np.int64)
             files = np.array([str(p.resolve()) for p in chunk], dtype=str)
             images: EvalSet
             if spec.kind == "small":
-                pixels = decode_small(ImageFiles(Path("/"), files), spec.image_size)
-                if pixels is None:
-                    raise InputError(_size_error(chunk, spec.image_size))
+                pixels = decode_small(ImageFiles(Path("/"), files), spec.image_size, needs)
+                assert pixels is not None  # a chunk is far below decode_small's byte bound
                 images = TensorImages(pixels, labels, spec, self.rt.device)
             elif spec.kind == "digits":
-                gray = _gray(chunk, spec.image_size)
-                images = ArrayImages(gray, labels, build_transform(spec, False))
+                gray = np.stack(
+                    [np.asarray(read_image(p, "L", spec.image_size, needs)) for p in chunk]
+                )
+                pixels = array_images(gray[..., None], "", "digits", 1, spec.image_size)
+                images = ArrayImages(pixels, labels, build_transform(spec, False))
             else:
-                images = FileImages(Path("/"), files, labels, build_transform(spec, False))
+                transform = build_transform(spec, False)
+                images = FileImages(Path("/"), files, labels, transform, mode)
             yield [str(p) for p in chunk], self._features(images)
 
     def npy(self, path: Path, notes: list[str]) -> Iterator[Part]:
@@ -319,38 +329,3 @@ class Reader:
                 else ArrayImages(chunk, labels, build_transform(spec, False))
             )
             yield [f"{path}[{i}]" for i in range(start, start + len(chunk))], self._features(images)
-
-
-def _size_error(paths: list[Path], size: int) -> str:
-    from PIL import Image
-
-    for p in paths:
-        try:
-            with Image.open(p) as im:
-                if im.size != (size, size):
-                    return (
-                        f"{p} is {im.size[0]}x{im.size[1]}; this run's network takes "
-                        f"{size}x{size} images (resize it first)"
-                    )
-        except OSError as e:
-            raise FileReadError(f"cannot read image {p}: {e}") from None
-    return f"the images are not all {size}x{size}"
-
-
-def _gray(paths: list[Path], size: int) -> np.ndarray:
-    """8-bit grayscale images as N x 1 x size x size floats in [0, 1] (the digits' input)."""
-    from PIL import Image
-
-    out = np.zeros((len(paths), 1, size, size), np.float32)
-    for i, p in enumerate(paths):
-        try:
-            with Image.open(p) as im:
-                if im.size != (size, size):
-                    raise InputError(
-                        f"{p} is {im.size[0]}x{im.size[1]}; this run's network takes "
-                        f"{size}x{size} grayscale images"
-                    )
-                out[i, 0] = np.asarray(im.convert("L"), np.float32) / 255.0
-        except OSError as e:
-            raise FileReadError(f"cannot read image {p}: {e}") from None
-    return out

@@ -153,7 +153,7 @@ def _fit(
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     data = load_data(cfg)
-    data.check_decodes()
+    data.check_images()
     if cfg.stage2_stop == "val" and (data.val_labels is None or len(data.val_labels) == 0):
         raise InputError(
             "--stage2-stop val keeps the best validation epoch: give the run a validation "
