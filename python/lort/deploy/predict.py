@@ -311,21 +311,19 @@ class Reader:
         return [f"{path}[{i}]" for i in range(len(features))], (features, flipped)
 
     def _array_images(self, path: Path, a: np.ndarray) -> Iterator[Part]:
+        """Decoded images, read as image files of the same pixels are (see
+        :func:`lort.data.images.array_images`)."""
         self._backbone()
         spec = self.run.spec
-        uint8_hwc = a.dtype == np.uint8 and a.shape[3] in (1, 3)
-        if not (uint8_hwc or (a.dtype.kind == "f" and a.shape[1] in (1, 3))):
-            raise InputError(
-                f"{path}: images must be N x H x W x C uint8 or N x C x H x W floats in [0, 1], "
-                f"got {a.shape} {a.dtype}"
-            )
-        small = spec.kind == "small" and uint8_hwc and a.shape[1:3] == (spec.image_size,) * 2
+        channels = len(spec.mean)
+        array_images(a[:0], str(path), spec.kind, channels, spec.image_size)  # its form
         for start in range(0, len(a), self.chunk):
-            chunk = np.array(a[start : start + self.chunk])  # a writable copy of the rows
+            rows = np.array(a[start : start + self.chunk])  # a writable copy of the rows
+            chunk = array_images(rows, str(path), spec.kind, channels, spec.image_size)
             labels = np.zeros(len(chunk), np.int64)
             images: EvalSet = (
                 TensorImages(chunk, labels, spec, self.rt.device)
-                if small
+                if spec.kind == "small"
                 else ArrayImages(chunk, labels, build_transform(spec, False))
             )
             yield [f"{path}[{i}]" for i in range(start, start + len(chunk))], self._features(images)
