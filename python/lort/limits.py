@@ -16,6 +16,7 @@ MAX_EPOCHS = 10_000  # --epochs1, --epochs2
 MAX_BATCH = 1 << 16  # --batch1, --batch2, predict --batch-size
 MAX_TOP_K = 10_000  # predict --top-k
 MAX_GRID = 1000  # values of one list (smooth_grid, sweep --smooth / --lr / --wd), grid points
+MAX_SEED = (1 << 32) - 1  # --seed (NumPy's seed range)
 MAX_IMAGE_PIXELS = 1 << 26  # pixels of one image file (8192 x 8192), read from its header
 
 
