@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from cli_helpers import flat, ok, run_cli
+from cli_helpers import flat, ok, one_line_error, run_cli
 from lort.run.finished import open_run
 
 K, DIM = 6, 16
@@ -224,3 +224,25 @@ def test_predict_and_export_a_features_run(feature_run: Path, tmp_path: Path) ->
     got = ((plain + mirror) / 2).numpy()
     want = want / info["temperature"]  # the calibrated logits: the temperature is folded in
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("garbage", ["1-d", "one-value", "text", "truncated"])
+def test_predict_refuses_a_garbage_flipped_features_file(
+    garbage: str, feature_run: Path, tmp_path: Path
+) -> None:
+    """A ``NAME_flipped_features.npy`` beside the features that is no N x D array: one line
+    naming it (issue 21: an IndexError traceback)."""
+    data = Path(yaml.safe_load((feature_run / "config.yaml").read_text())["data_root"])
+    features = tmp_path / "x_features.npy"
+    features.write_bytes((data / "test_features.npy").read_bytes())
+    mirror = tmp_path / "x_flipped_features.npy"
+    if garbage == "1-d":
+        np.save(mirror, np.zeros(DIM, np.float32))
+    elif garbage == "one-value":
+        np.save(mirror, np.float32(1))
+    elif garbage == "text":
+        mirror.write_text("not an array")
+    else:
+        np.save(mirror, np.zeros((60, DIM), np.float32))
+        mirror.write_bytes(mirror.read_bytes()[:200])
+    one_line_error(run_cli("predict", feature_run, features), str(mirror))

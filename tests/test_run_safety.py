@@ -8,6 +8,8 @@ what it can (and give the undamaged run's numbers) or stop with one line naming 
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import shutil
@@ -418,3 +420,59 @@ def test_fault_injection(
         else:
             one_line_error(result)
             assert base in result.stderr or "config" in result.stderr, (name, how, result.stderr)
+
+
+# --------------------------------------------------------------------------------------
+# 12. A full disk is one line naming the file lort was writing, not torch's
+#     "[enforce fail at inline_container.cc]" or numpy's "No space left on device" alone.
+
+
+class FullDisk(io.FileIO):
+    """A file on a disk with no space left: every write fails as the kernel's does."""
+
+    def write(self, data: Any) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def fill_disk_for(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writes of ``name`` (lort's temp file beside it) fail with ENOSPC."""
+    import builtins
+
+    import lort.files
+
+    def opener(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if f".{name}.lort-" in str(path):
+            return FullDisk(path, mode.replace("b", ""))
+        return builtins.open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(lort.files, "open", opener, raising=False)
+
+
+def test_a_full_disk_while_writing_the_checkpoint_is_one_line_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fill_disk_for("stage1.ckpt", monkeypatch)
+    out = tmp_path / "run"
+    one_line_error(
+        run_cli("fit", "--out", out, *SMALL), str(out / "stage1.ckpt"), "No space left on device"
+    )
+    assert not [p for p in out.iterdir() if ".lort-" in p.name]  # no temp file left behind
+
+
+@pytest.mark.parametrize("writer", ["write_npy", "write_json", "save_torch"])
+def test_every_writer_names_the_file_a_full_disk_refused(
+    writer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lort.files
+    from lort.errors import FileWriteError
+
+    fill_disk_for("out.bin", monkeypatch)
+    value: Any = {"a": [1, 2]} if writer == "write_json" else np.zeros(1000, np.float32)
+    if writer == "save_torch":
+        import torch
+
+        value = {"w": torch.zeros(10_000)}
+    with pytest.raises(FileWriteError, match="No space left on device") as e:
+        getattr(lort.files, writer)(tmp_path / "out.bin", value)
+    assert str(tmp_path / "out.bin") in str(e.value)
+    assert list(tmp_path.iterdir()) == []

@@ -283,10 +283,11 @@ class Reader:
             )
 
     def _checked(self, path: Path, a: np.ndarray) -> np.ndarray:
-        if a.dtype.kind != "f" or a.shape[1] != self.run.feature_dim:
+        if a.ndim != 2 or a.dtype.kind != "f" or a.shape[1] != self.run.feature_dim:
+            shape = " x ".join(map(str, a.shape)) if a.ndim else "a single value of"
             raise InputError(
-                f"{path} holds {a.shape[0]} x {a.shape[1]} {a.dtype}; the run's head reads "
-                f"{self.run.feature_dim}-d float features"
+                f"{path} holds {shape} {a.dtype}; the run's head reads "
+                f"{self.run.feature_dim}-d float features (N x {self.run.feature_dim})"
             )
         bad = ~np.isfinite(a).all(axis=1)
         if bad.any():
