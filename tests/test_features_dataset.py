@@ -148,6 +148,11 @@ def _break(root: Path, how: str) -> None:
         np.save(root / "train_labels.npy", y)
     elif how == "not-npy":
         (root / "train_labels.npy").write_text("0 1 2")
+    elif how in ("huge", "huge-flipped"):
+        name = "test_features.npy" if how == "huge" else "test_flipped_features.npy"
+        x = np.load(root / name)
+        x[5] = np.where(np.arange(DIM) % 2, 1e38, -1e38)
+        np.save(root / name, x)
 
 
 @pytest.mark.parametrize(
@@ -164,6 +169,8 @@ def _break(root: Path, how: str) -> None:
         ("some-flips", "has flipped features for train only"),
         ("empty-class", "class 2 (class-2) has no training sample"),
         ("not-npy", "cannot read"),
+        ("huge", "test_features.npy row 5 holds a value of magnitude 1e+38, beyond 1e+06"),
+        ("huge-flipped", "test_flipped_features.npy row 5 holds a value of magnitude 1e+38"),
     ],
 )
 def test_bad_features_are_one_clean_error_and_nothing_is_written(
@@ -246,3 +253,9 @@ def test_predict_refuses_a_garbage_flipped_features_file(
         np.save(mirror, np.zeros((60, DIM), np.float32))
         mirror.write_bytes(mirror.read_bytes()[:200])
     one_line_error(run_cli("predict", feature_run, features), str(mirror))
+
+
+def test_predict_refuses_features_that_overflow(feature_run: Path, tmp_path: Path) -> None:
+    features = tmp_path / "big.npy"
+    np.save(features, np.full((3, DIM), -1e38, np.float32))
+    one_line_error(run_cli("predict", feature_run, features), "big.npy row 0", "1e+38")

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lort.data.feature_files import check_rows
 from lort.data.imagefolder import IMAGE_EXTENSIONS
 from lort.data.images import ArrayImages, FileImages, Mode, array_images, check_headers, read_image
 from lort.data.sources import ImageFiles
@@ -289,9 +290,7 @@ class Reader:
                 f"{path} holds {shape} {a.dtype}; the run's head reads "
                 f"{self.run.feature_dim}-d float features (N x {self.run.feature_dim})"
             )
-        bad = ~np.isfinite(a).all(axis=1)
-        if bad.any():
-            raise InputError(f"{path} row {int(np.argmax(bad))} holds NaN or Inf")
+        check_rows(a, str(path))
         return np.array(a, dtype=np.float32)  # a writable copy (the file is memory-mapped)
 
     def _feature_rows(self, path: Path, a: np.ndarray, notes: list[str]) -> Part:
