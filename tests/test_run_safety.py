@@ -479,3 +479,42 @@ def test_every_writer_names_the_file_a_full_disk_refused(
         getattr(lort.files, writer)(tmp_path / "out.bin", value)
     assert str(tmp_path / "out.bin") in str(e.value)
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------
+# 13. lort installed without an extra: the command says which extra to install, in one
+#     line, before anything is written (a ModuleNotFoundError traceback before).
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "extra"),
+    [
+        ("torch", ("fit", "--out", "OUT"), "lort fit needs torch, which is not installed"),
+        ("torchvision", ("fit", "--out", "OUT"), "needs torchvision"),
+        ("sklearn", ("fit", "--out", "OUT"), "needs scikit-learn"),
+        ("yaml", ("fit", "--out", "OUT"), "needs pyyaml"),
+        ("matplotlib", ("fit", "--out", "OUT"), "pip install 'lort[plot]'"),
+        ("torch", ("predict", "OUT", "OUT"), "lort predict needs torch"),
+    ],
+)
+def test_a_missing_extra_is_one_line_naming_it(
+    module: str, args: tuple[str, ...], extra: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    argv = [a.replace("OUT", str(out)) for a in args] + ["--epochs1", "1", "--epochs2", "1"][
+        : 4 if args[0] == "fit" else 0
+    ]
+    code = (
+        f"import sys; sys.modules[{module!r}] = None\n"
+        "from lort.cli import main\n"
+        f"main({argv!r}, prog_name='lort')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 1, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), done.stderr
+    assert extra in lines[0] and "pip install 'lort[" in lines[0], lines[0]
+    assert not out.exists()
