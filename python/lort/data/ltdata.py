@@ -48,14 +48,14 @@ class LTData:
         ``augment=True`` applies the training augmentation (see :mod:`lort.data.transforms`);
         ``augment=False`` the deterministic eval transform.
         """
-        from lort.data.images import ArrayImages, FileImages
+        from lort.data.images import ArrayImages, FileImages, Mode
         from lort.data.transforms import build_transform
 
         labels = self.labels(split)
         images = self.sources[split]
         transform = build_transform(self.transform_spec, augment)
         if isinstance(images, ImageFiles):
-            mode = "L" if self.in_channels == 1 else "RGB"
+            mode: Mode = "L" if self.in_channels == 1 else "RGB"
             return FileImages(images.root, images.paths, labels, transform, mode)
         return ArrayImages(images, labels, transform)
 
@@ -91,7 +91,7 @@ class LTData:
         count is bounded and, where the pipeline reads images at a fixed size with no resize,
         ``small``, it has that size), and the first image of every class in every split
         decoded in full, so that a broken data root is reported up front."""
-        from lort.data.images import check_headers, read_image
+        from lort.data.images import Mode, check_headers, read_image
 
         spec = self.transform_spec
         size = spec.image_size if spec.kind == "small" else None
@@ -99,7 +99,7 @@ class LTData:
             f"{self.name} images are read at {spec.image_size}x{spec.image_size} with no resize "
             "(the size of the first training image), so every image must have that size"
         )
-        mode = "L" if self.in_channels == 1 else "RGB"
+        mode: Mode = "L" if self.in_channels == 1 else "RGB"
         for split, images in self.sources.items():
             if not isinstance(images, ImageFiles):
                 continue
