@@ -72,7 +72,8 @@ class LTData:
     def tensor_images(self, split: Split, device: torch.device) -> TensorImages | None:
         """The split decoded once onto ``device`` with on-device augmentation (see
         :mod:`lort.data.tensor_images`), or None where that does not apply: datasets other
-        than 32-pixel ones, images of mixed sizes, or too many of them."""
+        than 32-pixel ones, or too many images (an image of another size is refused, see
+        :meth:`check_images`)."""
         from lort.data.tensor_images import TensorImages, decode_small
 
         labels = self.labels(split)
