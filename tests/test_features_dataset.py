@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from cli_helpers import flat, ok, run_cli
+from cli_helpers import flat, ok, one_line_error, run_cli
 from lort.run.finished import open_run
 
 K, DIM = 6, 16
@@ -148,6 +148,11 @@ def _break(root: Path, how: str) -> None:
         np.save(root / "train_labels.npy", y)
     elif how == "not-npy":
         (root / "train_labels.npy").write_text("0 1 2")
+    elif how in ("huge", "huge-flipped"):
+        name = "test_features.npy" if how == "huge" else "test_flipped_features.npy"
+        x = np.load(root / name)
+        x[5] = np.where(np.arange(DIM) % 2, 1e38, -1e38)
+        np.save(root / name, x)
 
 
 @pytest.mark.parametrize(
@@ -164,6 +169,8 @@ def _break(root: Path, how: str) -> None:
         ("some-flips", "has flipped features for train only"),
         ("empty-class", "class 2 (class-2) has no training sample"),
         ("not-npy", "cannot read"),
+        ("huge", "test_features.npy row 5 holds a value of magnitude 1e+38, beyond 1e+06"),
+        ("huge-flipped", "test_flipped_features.npy row 5 holds a value of magnitude 1e+38"),
     ],
 )
 def test_bad_features_are_one_clean_error_and_nothing_is_written(
@@ -224,3 +231,31 @@ def test_predict_and_export_a_features_run(feature_run: Path, tmp_path: Path) ->
     got = ((plain + mirror) / 2).numpy()
     want = want / info["temperature"]  # the calibrated logits: the temperature is folded in
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("garbage", ["1-d", "one-value", "text", "truncated"])
+def test_predict_refuses_a_garbage_flipped_features_file(
+    garbage: str, feature_run: Path, tmp_path: Path
+) -> None:
+    """A ``NAME_flipped_features.npy`` beside the features that is no N x D array: one line
+    naming it (issue 21: an IndexError traceback)."""
+    data = Path(yaml.safe_load((feature_run / "config.yaml").read_text())["data_root"])
+    features = tmp_path / "x_features.npy"
+    features.write_bytes((data / "test_features.npy").read_bytes())
+    mirror = tmp_path / "x_flipped_features.npy"
+    if garbage == "1-d":
+        np.save(mirror, np.zeros(DIM, np.float32))
+    elif garbage == "one-value":
+        np.save(mirror, np.float32(1))
+    elif garbage == "text":
+        mirror.write_text("not an array")
+    else:
+        np.save(mirror, np.zeros((60, DIM), np.float32))
+        mirror.write_bytes(mirror.read_bytes()[:200])
+    one_line_error(run_cli("predict", feature_run, features), str(mirror))
+
+
+def test_predict_refuses_features_that_overflow(feature_run: Path, tmp_path: Path) -> None:
+    features = tmp_path / "big.npy"
+    np.save(features, np.full((3, DIM), -1e38, np.float32))
+    one_line_error(run_cli("predict", feature_run, features), "big.npy row 0", "1e+38")

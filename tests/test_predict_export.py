@@ -113,6 +113,71 @@ def test_predict_errors_are_one_line(cifar_run: Path, tmp_path: Path) -> None:
     assert result.exit_code != 0 and "is not a finished lort run" in flat(result.output)
 
 
+def predicted_logits(run: Path, tmp_path: Path, *inputs: Path) -> np.ndarray:
+    out = tmp_path / "predicted_logits.npy"
+    ok("predict", run, *inputs, "--logits", out, "--format", "json", "--out", tmp_path / "p.json")
+    return np.load(out)
+
+
+def test_predict_image_arrays_equal_the_same_images_as_files(
+    cifar_run: Path, small_cifar_folder: Path, tmp_path: Path
+) -> None:
+    """The documented array forms (issue 21): N x H x W x C uint8 and N x C x H x W floats in
+    [0, 1], colour or grey, give the logits of the same pixels read as image files."""
+    from PIL import Image
+
+    files = sorted((small_cifar_folder / "test").rglob("*.jpg"))[::9]
+    pixels = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+    want = predicted_logits(cifar_run, tmp_path, *files)
+    np.save(tmp_path / "u8.npy", pixels)
+    np.save(tmp_path / "float.npy", pixels.transpose(0, 3, 1, 2).astype(np.float32) / 255)
+    for name in ("u8.npy", "float.npy"):
+        np.testing.assert_array_equal(predicted_logits(cifar_run, tmp_path, tmp_path / name), want)
+    grey = tmp_path / "grey"
+    grey.mkdir()
+    for i, f in enumerate(files):
+        Image.open(f).convert("L").save(grey / f"{i:02d}.png")
+    grey_files = sorted(grey.iterdir())
+    gray = np.stack([np.asarray(Image.open(f)) for f in grey_files])[..., None]
+    np.save(tmp_path / "grey.npy", gray)
+    np.save(tmp_path / "grey_float.npy", gray.transpose(0, 3, 1, 2).astype(np.float32) / 255)
+    want = predicted_logits(cifar_run, tmp_path, *grey_files)
+    for name in ("grey.npy", "grey_float.npy"):
+        np.testing.assert_array_equal(predicted_logits(cifar_run, tmp_path, tmp_path / name), want)
+
+
+def test_predict_refuses_image_arrays_it_cannot_read(cifar_run: Path, tmp_path: Path) -> None:
+    """A 50 x 50 array on a 32-pixel run is refused as a 50 x 50 PNG is (issue 21)."""
+    np.save(tmp_path / "big.npy", np.zeros((2, 50, 50, 3), np.uint8))
+    np.save(tmp_path / "range.npy", np.full((2, 3, 32, 32), 2.0, np.float32))
+    np.save(tmp_path / "chw_u8.npy", np.zeros((2, 3, 32, 32), np.uint8))
+    for name, parts in (
+        ("big.npy", ("big.npy", "50x50", "32x32")),
+        ("range.npy", ("range.npy", "[0, 1]")),
+        ("chw_u8.npy", ("chw_u8.npy", "N x H x W x C uint8")),
+    ):
+        one_line_error(run_cli("predict", cifar_run, tmp_path / name), *parts)
+
+
+def test_predict_digit_arrays_equal_the_same_images_as_files(
+    digits_run: Path, tmp_path: Path
+) -> None:
+    """N x 8 x 8 x 1 uint8 on digits (issue 21: a PIL KeyError) reads as 8-bit grey PNGs."""
+    from PIL import Image
+
+    data = load_data(open_trained(digits_run).cfg)
+    pixels = np.round(data.sources["test"][:6, 0] * 255).astype(np.uint8)
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for i, a in enumerate(pixels):
+        Image.fromarray(a, mode="L").save(folder / f"{i}.png")
+    want = predicted_logits(digits_run, tmp_path, *sorted(folder.iterdir()))
+    np.save(tmp_path / "u8.npy", pixels[..., None])
+    np.testing.assert_array_equal(predicted_logits(digits_run, tmp_path, tmp_path / "u8.npy"), want)
+    np.save(tmp_path / "big.npy", np.zeros((2, 9, 9, 1), np.uint8))
+    one_line_error(run_cli("predict", digits_run, tmp_path / "big.npy"), "9x9", "8x8")
+
+
 def test_export_all_twelve_methods_reproduce_lorts_logits(cifar_run: Path) -> None:
     """Each method's head re-trained on the run's features, exported with the run's backbone
     and flip averaging, run on the run's test images (as the cache read them)."""

@@ -8,6 +8,8 @@ what it can (and give the undamaged run's numbers) or stop with one line naming 
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import shutil
@@ -252,6 +254,9 @@ def test_out_where_nothing_may_be_written() -> None:
         (("--lr2", "nan"), "stage2"),
         (("--wd1", "inf"), "finite"),
         (("--tau", "nan"), "--tau"),
+        (("--tau", "1e308"), "--tau must be 'auto' or a number in [0, 10]"),
+        (("--tau", "-1"), "--tau must be 'auto' or a number in [0, 10]"),
+        (("--epochs2", "0"), "--epochs2 0 trains no stage-2 classifier"),
         (("--imbalance-ratio", "1e9"), "at most"),
         (("--imbalance-ratio", "inf"), "--imbalance-ratio"),
     ],
@@ -418,3 +423,98 @@ def test_fault_injection(
         else:
             one_line_error(result)
             assert base in result.stderr or "config" in result.stderr, (name, how, result.stderr)
+
+
+# --------------------------------------------------------------------------------------
+# 12. A full disk is one line naming the file lort was writing, not torch's
+#     "[enforce fail at inline_container.cc]" or numpy's "No space left on device" alone.
+
+
+class FullDisk(io.FileIO):
+    """A file on a disk with no space left: every write fails as the kernel's does."""
+
+    def write(self, data: Any) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def fill_disk_for(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writes of ``name`` (lort's temp file beside it) fail with ENOSPC."""
+    import builtins
+
+    import lort.files
+
+    def opener(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if f".{name}.lort-" in str(path):
+            return FullDisk(path, mode.replace("b", ""))
+        return builtins.open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(lort.files, "open", opener, raising=False)
+
+
+def test_a_full_disk_while_writing_the_checkpoint_is_one_line_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fill_disk_for("stage1.ckpt", monkeypatch)
+    out = tmp_path / "run"
+    one_line_error(
+        run_cli("fit", "--out", out, *SMALL), str(out / "stage1.ckpt"), "No space left on device"
+    )
+    assert not [p for p in out.iterdir() if ".lort-" in p.name]  # no temp file left behind
+
+
+@pytest.mark.parametrize("writer", ["write_npy", "write_json", "save_torch"])
+def test_every_writer_names_the_file_a_full_disk_refused(
+    writer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lort.files
+    from lort.errors import FileWriteError
+
+    fill_disk_for("out.bin", monkeypatch)
+    value: Any = {"a": [1, 2]} if writer == "write_json" else np.zeros(1000, np.float32)
+    if writer == "save_torch":
+        import torch
+
+        value = {"w": torch.zeros(10_000)}
+    with pytest.raises(FileWriteError, match="No space left on device") as e:
+        getattr(lort.files, writer)(tmp_path / "out.bin", value)
+    assert str(tmp_path / "out.bin") in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------
+# 13. lort installed without an extra: the command says which extra to install, in one
+#     line, before anything is written (a ModuleNotFoundError traceback before).
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "extra"),
+    [
+        ("torch", ("fit", "--out", "OUT"), "lort fit needs torch, which is not installed"),
+        ("torchvision", ("fit", "--out", "OUT"), "needs torchvision"),
+        ("sklearn", ("fit", "--out", "OUT"), "needs scikit-learn"),
+        ("yaml", ("fit", "--out", "OUT"), "needs pyyaml"),
+        ("matplotlib", ("fit", "--out", "OUT"), "pip install 'lort[plot]'"),
+        ("torch", ("predict", "OUT", "OUT"), "lort predict needs torch"),
+    ],
+)
+def test_a_missing_extra_is_one_line_naming_it(
+    module: str, args: tuple[str, ...], extra: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    argv = [a.replace("OUT", str(out)) for a in args] + ["--epochs1", "1", "--epochs2", "1"][
+        : 4 if args[0] == "fit" else 0
+    ]
+    code = (
+        f"import sys; sys.modules[{module!r}] = None\n"
+        "from lort.cli import main\n"
+        f"main({argv!r}, prog_name='lort')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 1, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), done.stderr
+    assert extra in lines[0] and "pip install 'lort[" in lines[0], lines[0]
+    assert not out.exists()

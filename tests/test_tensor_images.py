@@ -9,6 +9,7 @@ import torch
 from lort.data.sources import ImageFiles
 from lort.data.tensor_images import MAX_BYTES, TensorImages, decode_small
 from lort.data.transforms import CIFAR_MEAN, CIFAR_STD, TransformSpec
+from lort.errors import InputError
 
 SPEC = TransformSpec("small", 8, CIFAR_MEAN, CIFAR_STD)
 CPU = torch.device("cpu")
@@ -68,7 +69,7 @@ def test_ranks_share_out_one_epoch() -> None:
     assert set(torch.cat(seen).tolist()) == set(range(n))
 
 
-def test_decode_small_reads_files_and_rejects_mixed_sizes(tmp_path) -> None:
+def test_decode_small_reads_files_and_refuses_mixed_sizes(tmp_path) -> None:
     from PIL import Image
 
     px = pixels(3)
@@ -79,7 +80,8 @@ def test_decode_small_reads_files_and_rejects_mixed_sizes(tmp_path) -> None:
     assert out is not None and np.array_equal(out, px)
     Image.fromarray(pixels(1, size=9)[0]).save(tmp_path / "big.png")
     mixed = ImageFiles(tmp_path, np.array(["0.png", "big.png"]))
-    assert decode_small(mixed, 8) is None
+    with pytest.raises(InputError, match=r"big\.png is 9x9; .* 8x8"):
+        decode_small(mixed, 8)
 
 
 def test_decode_small_passes_arrays_and_refuses_what_does_not_fit() -> None:

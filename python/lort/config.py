@@ -14,7 +14,7 @@ import yaml
 
 from lort.data.build import ships_val, takes_leftover
 from lort.errors import InputError, OptionError
-from lort.limits import MAX_GRID
+from lort.limits import MAX_GRID, MAX_TAU
 from lort.methods import check_delta, get_method
 from lort.models import check_arch
 from lort.optim import LDAM_DRW_OPTIM, StageConfig
@@ -460,8 +460,18 @@ def validate(cfg: FitConfig) -> None:
             )
     for d in cfg.smooth_grid:
         _delta(d, None)
-    if cfg.tau != "auto" and not (isinstance(cfg.tau, int | float) and math.isfinite(cfg.tau)):
-        raise OptionError(f"{{tau}} must be 'auto' or a finite number, got {cfg.tau}", "tau")
+    if cfg.tau != "auto" and not (isinstance(cfg.tau, int | float) and 0.0 <= cfg.tau <= MAX_TAU):
+        raise OptionError(
+            f"{{tau}} must be 'auto' or a number in [0, {MAX_TAU:g}] (the authors' is 1; "
+            f"tau-norm's ||W||^tau overflows beyond), got {cfg.tau}",
+            "tau",
+        )
+    if cfg.stage2.epochs < 1:
+        raise OptionError(
+            "{epochs2} 0 trains no stage-2 classifier, and lort fit re-trains the method's in "
+            "stage 2: give {epochs2} 1 or more",
+            "epochs2",
+        )
     if cfg.imbalance_ratio is not None and not 1.0 <= cfg.imbalance_ratio < math.inf:
         raise OptionError(
             f"{{imbalance_ratio}} must be a finite number >= 1, got {cfg.imbalance_ratio}",

@@ -34,6 +34,10 @@ class FileReadError(LortError, OSError):
     """A file could not be opened or read."""
 
 
+class FileWriteError(LortError, OSError):
+    """A file could not be written (a full disk, a read-only folder); the message names it."""
+
+
 class DamagedFileError(InputError):
     """A file of a run folder is missing or differs from what lort recorded writing; the
     message names it and says what to do."""

@@ -4,6 +4,7 @@ numbers. Every file lort writes goes through :func:`atomic_write`."""
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from lort.errors import FileWriteError, LortError
 
 PathLike = str | os.PathLike[str]
 
@@ -61,9 +64,9 @@ def atomic_write(
     called with them just before the rename. The temp file is opened like any new file (so it
     gets the umask's mode, unlike mkstemp's 0600) and removed if anything fails."""
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.lort-{secrets.token_hex(8)}.tmp"
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "xb") as f:
             write(f)
             f.flush()
@@ -72,10 +75,35 @@ def atomic_write(
         if before_rename is not None:
             before_rename(written)
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        raise
+        failed = write_failure(dest, exc)
+        if failed is None:
+            raise
+        raise failed from exc
     return written
+
+
+def write_failure(dest: Path, exc: BaseException) -> FileWriteError | None:
+    """The error naming ``dest`` of a write the file system refused: an OSError, or one
+    behind a writer's own error (torch.save's ``[enforce fail at inline_container.cc]``, whose
+    context is the OSError); None for anything else (a lort error passes through)."""
+    if isinstance(exc, LortError):
+        return None
+    seen: BaseException | None = exc
+    while seen is not None and not isinstance(seen, OSError):
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(seen, OSError):
+        why = seen.strerror or str(seen) or type(seen).__name__
+        if seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            why += "; free space on its disk and run the command again"
+        return FileWriteError(f"cannot write {dest}: {why}")
+    if isinstance(exc, RuntimeError) and "inline_container" in str(exc):
+        return FileWriteError(
+            f"cannot write {dest}: the write stopped short (is its disk full?); free space "
+            "on its disk and run the command again"
+        )
+    return None
 
 
 def write_text(path: PathLike, text: str, before_rename: BeforeRename | None = None) -> Written:

@@ -16,6 +16,13 @@ MAX_EPOCHS = 10_000  # --epochs1, --epochs2
 MAX_BATCH = 1 << 16  # --batch1, --batch2, predict --batch-size
 MAX_TOP_K = 10_000  # predict --top-k
 MAX_GRID = 1000  # values of one list (smooth_grid, sweep --smooth / --lr / --wd), grid points
+MAX_SEED = (1 << 32) - 1  # --seed (NumPy's seed range)
+MAX_IMAGE_PIXELS = 1 << 26  # pixels of one image file (8192 x 8192), read from its header
+MAX_TAU = 10.0  # --tau (the authors' is 1, lort's search 0..2; ||W||^tau overflows beyond)
+# The largest feature magnitude (--dataset features, predict's feature arrays): far above any
+# network's features, and far enough below float32's 3.4e38 that the heads' arithmetic (logits
+# of trained weights, their squares and squared norms) cannot overflow.
+MAX_FEATURE = 1e6
 
 
 def check_count(value: int, name: str, low: int, high: int) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from lort.limits import MAX_BATCH, MAX_EPOCHS, MAX_WORKERS
+from lort.limits import MAX_BATCH, MAX_EPOCHS, MAX_SEED, MAX_WORKERS
 
 # The choices of the options below, each the one definition the code checks against.
 DATASETS = ("digits-lt", "cifar10-lt", "cifar100-lt", "imagefolder", "imagenet-lt", "inat2018")
@@ -144,7 +144,7 @@ FIT_OPTIONS: tuple[Option, ...] = (
         "validation split (1, the authors' value, when the last epoch is kept). [auto]",
     ),
     Option("flip_tta", "bool", "Evaluate without flip TTA.", switch="off", flag="--no-flip-tta"),
-    Option("seed", "int"),
+    Option("seed", "int", minimum=0, maximum=MAX_SEED),
     Option("device", "str", "", DEVICES),
     Option("workers", "int", "DataLoader worker processes.", minimum=0, maximum=MAX_WORKERS),
     Option(

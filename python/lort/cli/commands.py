@@ -68,9 +68,39 @@ CONTINUE = "lort.continue"
 KEPT = "finished points are kept: the same command continues from them"
 
 
+# The optional packages a command may import, by module: (package to pip, lort's extra).
+EXTRAS = {
+    "torch": ("torch", "train"),
+    "torchvision": ("torchvision", "train"),
+    "sklearn": ("scikit-learn", "train"),
+    "scipy": ("scipy", "train"),
+    "yaml": ("pyyaml", "train"),
+    "matplotlib": ("matplotlib", "plot"),
+    "timm": ("timm", "timm"),
+    "safetensors": ("safetensors", "timm"),
+    "onnx": ("onnx", "onnx"),
+    "onnxscript": ("onnxscript", "onnx"),
+}
+
+
+def missing_extra(e: ImportError) -> str | None:
+    """The line for an optional package that is absent (or fails to import): which extra
+    installs it. None for any other import error (lort's own: a bug, left to show)."""
+    module = (e.name or "").split(".")[0]
+    if module not in EXTRAS:
+        return None
+    package, extra = EXTRAS[module]
+    command = click.get_current_context(silent=True)
+    what = f"lort {command.info_name}" if command is not None else "this command"
+    if isinstance(e, ModuleNotFoundError):
+        return f"{what} needs {package}, which is not installed: pip install 'lort[{extra}]'"
+    return f"{what} needs {package}, which fails to import ({e}): pip install 'lort[{extra}]'"
+
+
 def clean_errors(fn: F) -> F:
     """Bad input ends the command with one line on stderr and a non-zero exit; Ctrl-C with
-    a line that says how to continue."""
+    a line that says how to continue; an optional package that is not installed with the
+    extra that installs it."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -78,6 +108,11 @@ def clean_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except OptionError as e:  # named as the command line spells the option
             raise click.ClickException(e.spelled(flag_of)) from None
+        except ImportError as e:
+            line = missing_extra(e)
+            if line is None:
+                raise
+            raise click.ClickException(printable(line)) from None
         except LortError as e:
             raise click.ClickException(printable(e, newlines=True)) from None
         except OSError as e:  # the file system said no: a path the user gave

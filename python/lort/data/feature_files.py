@@ -21,6 +21,7 @@ from lort.data.sources import RawSplits, require_root
 from lort.data.transforms import TransformSpec
 from lort.errors import InputError
 from lort.files import npy_error
+from lort.limits import MAX_FEATURE
 
 HINT = "Point --data-root at the folder that holds train_features.npy and train_labels.npy."
 SPLITS = ("train", "val", "test")
@@ -61,11 +62,27 @@ def _features(path: Path, dim: int | None) -> np.ndarray:
         raise InputError(
             f"features: {path} has {a.shape[1]} features per row, train_features.npy has {dim}"
         )
-    for start in range(0, a.shape[0], CHUNK_ROWS):
-        bad = ~np.isfinite(a[start : start + CHUNK_ROWS]).all(axis=1)
-        if bad.any():
-            raise InputError(f"features: {path} row {start + int(np.argmax(bad))} holds NaN or Inf")
+    check_rows(a, f"features: {path}")
     return np.asarray(a, dtype=np.float32)
+
+
+def check_rows(a: np.ndarray, where: str) -> None:
+    """Refuse feature rows holding NaN, Inf or a value beyond :data:`MAX_FEATURE` in
+    magnitude (one line naming ``where`` and the row), in chunks of bounded memory."""
+    for start in range(0, a.shape[0], CHUNK_ROWS):
+        chunk = a[start : start + CHUNK_ROWS]
+        bad = ~np.isfinite(chunk).all(axis=1)
+        if bad.any():
+            raise InputError(f"{where} row {start + int(np.argmax(bad))} holds NaN or Inf")
+        big = (np.abs(chunk) > MAX_FEATURE).any(axis=1)
+        if big.any():
+            row = int(np.argmax(big))
+            top = float(np.abs(chunk[row]).max())
+            raise InputError(
+                f"{where} row {start + row} holds a value of magnitude {top:.3g}, beyond "
+                f"{MAX_FEATURE:.0e}, where float32 arithmetic on the features overflows; scale "
+                "the features down (divide by a constant, or L2-normalise each row)"
+            )
 
 
 def _labels(path: Path, rows: int) -> np.ndarray:

@@ -71,13 +71,10 @@ def class_folders(folder: Path) -> list[str]:
 
 def pick_transform(first_image: Path) -> TransformSpec:
     """The pipeline for images like ``first_image`` (see the module docstring)."""
-    from PIL import Image
+    from lort.data.images import open_image
 
-    try:
-        with Image.open(first_image) as image:
-            width, height = image.size
-    except OSError as exc:
-        raise FileReadError(f"cannot read image {first_image}: {exc}") from exc
+    with open_image(first_image) as image:
+        width, height = image.size
     if width == height <= SMALL_MAX_SIDE:
         return TransformSpec("small", width, CIFAR_MEAN, CIFAR_STD)
     return TransformSpec("large", LARGE_SIZE, IMAGENET_MEAN, IMAGENET_STD)

@@ -48,14 +48,15 @@ class LTData:
         ``augment=True`` applies the training augmentation (see :mod:`lort.data.transforms`);
         ``augment=False`` the deterministic eval transform.
         """
-        from lort.data.images import ArrayImages, FileImages
+        from lort.data.images import ArrayImages, FileImages, Mode
         from lort.data.transforms import build_transform
 
         labels = self.labels(split)
         images = self.sources[split]
         transform = build_transform(self.transform_spec, augment)
         if isinstance(images, ImageFiles):
-            return FileImages(images.root, images.paths, labels, transform)
+            mode: Mode = "L" if self.in_channels == 1 else "RGB"
+            return FileImages(images.root, images.paths, labels, transform, mode)
         return ArrayImages(images, labels, transform)
 
     def labels(self, split: Split) -> np.ndarray:
@@ -71,7 +72,8 @@ class LTData:
     def tensor_images(self, split: Split, device: torch.device) -> TensorImages | None:
         """The split decoded once onto ``device`` with on-device augmentation (see
         :mod:`lort.data.tensor_images`), or None where that does not apply: datasets other
-        than 32-pixel ones, images of mixed sizes, or too many of them."""
+        than 32-pixel ones, or too many images (an image of another size is refused, see
+        :meth:`check_images`)."""
         from lort.data.tensor_images import TensorImages, decode_small
 
         labels = self.labels(split)
@@ -84,18 +86,29 @@ class LTData:
             return None
         return TensorImages(pixels, labels, self.transform_spec, device)
 
-    def check_decodes(self) -> None:
-        """Decode the first image of every class in every split read from files, so that a
-        broken data root is reported before anything is trained or written."""
-        from lort.data.images import read_rgb
+    def check_images(self) -> None:
+        """Check every image read from files before anything is trained or written: each
+        file's header (:func:`lort.data.images.check_headers`: it opens as an image, its pixel
+        count is bounded and, where the pipeline reads images at a fixed size with no resize,
+        ``small``, it has that size), and the first image of every class in every split
+        decoded in full, so that a broken data root is reported up front."""
+        from lort.data.images import Mode, check_headers, read_image
 
+        spec = self.transform_spec
+        size = spec.image_size if spec.kind == "small" else None
+        needs = (
+            f"{self.name} images are read at {spec.image_size}x{spec.image_size} with no resize "
+            "(the size of the first training image), so every image must have that size"
+        )
+        mode: Mode = "L" if self.in_channels == 1 else "RGB"
         for split, images in self.sources.items():
             if not isinstance(images, ImageFiles):
                 continue
+            check_headers([images.root / str(p) for p in images.paths], size, needs)
             labels = self.labels(split)  # type: ignore[arg-type]
             _, first = np.unique(labels, return_index=True)
             for i in first:
-                read_rgb(images.root / str(images.paths[i]))
+                read_image(images.root / str(images.paths[i]), mode)
 
     def with_transform(self, spec: TransformSpec) -> LTData:
         """The same data read through another pipeline (a pretrained network's own input)."""

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lort.data.images import read_image
 from lort.data.sources import ImageFiles, Images
 from lort.data.transforms import SMALL_PADDING, TransformSpec
-from lort.errors import FileReadError
 
 # Above this many bytes of decoded pixels, stage 1 streams from files instead.
 MAX_BYTES = 4 << 30
@@ -37,29 +37,24 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
-def decode_small(images: Images, size: int) -> np.ndarray | None:
-    """The images as N x size x size x 3 uint8, or None when they are not all that size
-    (or would not fit in :data:`MAX_BYTES`)."""
+def decode_small(images: Images, size: int, needs: str = "") -> np.ndarray | None:
+    """The images as N x size x size x 3 uint8; None for an array of another form, or images
+    that would not fit in :data:`MAX_BYTES`. Files are read by
+    :func:`lort.data.images.read_image`: one of another size is an InputError naming it, with
+    ``needs`` saying why it must be ``size`` x ``size``."""
     n = len(images.paths) if isinstance(images, ImageFiles) else len(images)
     if n * size * size * 3 > MAX_BYTES:
         return None
     if not isinstance(images, ImageFiles):
         ok = images.dtype == np.uint8 and images.shape[1:] == (size, size, 3)
         return images if ok else None
-    from PIL import Image
+    needs = needs or f"the images are read at {size}x{size} with no resize"
 
     def load(rel: str) -> np.ndarray:
-        path = images.root / rel
-        try:
-            with Image.open(path) as im:
-                return np.asarray(im.convert("RGB"))
-        except OSError as exc:
-            raise FileReadError(f"cannot read image {path}: {exc}") from exc
+        return np.asarray(read_image(images.root / rel, "RGB", size, needs))
 
     with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
         arrays = list(pool.map(load, (str(p) for p in images.paths), chunksize=256))
-    if any(a.shape != (size, size, 3) for a in arrays):
-        return None
     return np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
 
 

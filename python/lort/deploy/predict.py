@@ -21,12 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from lort.data.feature_files import check_rows
 from lort.data.imagefolder import IMAGE_EXTENSIONS
-from lort.data.images import ArrayImages, FileImages
+from lort.data.images import ArrayImages, FileImages, Mode, array_images, check_headers, read_image
 from lort.data.sources import ImageFiles
 from lort.data.tensor_images import TensorImages, decode_small
 from lort.data.transforms import build_transform
-from lort.errors import FileReadError, InputError
+from lort.errors import InputError
 from lort.files import npy_error
 from lort.run.trained import TrainedRun, open_trained
 from lort.runtime import Runtime, pick_device
@@ -239,24 +240,34 @@ class Reader:
         )
 
     def images(self, paths: list[Path]) -> Iterator[Part]:
-        """Image files in chunks, each decoded and transformed as the run's test split was."""
+        """Image files in chunks, each decoded and transformed as the run's test split was;
+        every header is checked (pixel bound, and the size where the run reads images at a
+        fixed size) before any is decoded."""
         self._backbone()
         spec = self.run.spec
+        fixed = spec.kind in ("small", "digits")
+        size = spec.image_size if fixed else None
+        mode: Mode = "L" if len(spec.mean) == 1 else "RGB"
+        needs = f"this run's network takes {spec.image_size}x{spec.image_size} images"
+        check_headers(paths, size, needs)
         for start in range(0, len(paths), self.chunk):
             chunk = paths[start : start + self.chunk]
             labels = np.zeros(len(chunk), np.int64)
             files = np.array([str(p.resolve()) for p in chunk], dtype=str)
             images: EvalSet
             if spec.kind == "small":
-                pixels = decode_small(ImageFiles(Path("/"), files), spec.image_size)
-                if pixels is None:
-                    raise InputError(_size_error(chunk, spec.image_size))
+                pixels = decode_small(ImageFiles(Path("/"), files), spec.image_size, needs)
+                assert pixels is not None  # a chunk is far below decode_small's byte bound
                 images = TensorImages(pixels, labels, spec, self.rt.device)
             elif spec.kind == "digits":
-                gray = _gray(chunk, spec.image_size)
-                images = ArrayImages(gray, labels, build_transform(spec, False))
+                gray = np.stack(
+                    [np.asarray(read_image(p, "L", spec.image_size, needs)) for p in chunk]
+                )
+                pixels = array_images(gray[..., None], "", "digits", 1, spec.image_size)
+                images = ArrayImages(pixels, labels, build_transform(spec, False))
             else:
-                images = FileImages(Path("/"), files, labels, build_transform(spec, False))
+                transform = build_transform(spec, False)
+                images = FileImages(Path("/"), files, labels, transform, mode)
             yield [str(p) for p in chunk], self._features(images)
 
     def npy(self, path: Path, notes: list[str]) -> Iterator[Part]:
@@ -273,14 +284,13 @@ class Reader:
             )
 
     def _checked(self, path: Path, a: np.ndarray) -> np.ndarray:
-        if a.dtype.kind != "f" or a.shape[1] != self.run.feature_dim:
+        if a.ndim != 2 or a.dtype.kind != "f" or a.shape[1] != self.run.feature_dim:
+            shape = " x ".join(map(str, a.shape)) if a.ndim else "a single value of"
             raise InputError(
-                f"{path} holds {a.shape[0]} x {a.shape[1]} {a.dtype}; the run's head reads "
-                f"{self.run.feature_dim}-d float features"
+                f"{path} holds {shape} {a.dtype}; the run's head reads "
+                f"{self.run.feature_dim}-d float features (N x {self.run.feature_dim})"
             )
-        bad = ~np.isfinite(a).all(axis=1)
-        if bad.any():
-            raise InputError(f"{path} row {int(np.argmax(bad))} holds NaN or Inf")
+        check_rows(a, str(path))
         return np.array(a, dtype=np.float32)  # a writable copy (the file is memory-mapped)
 
     def _feature_rows(self, path: Path, a: np.ndarray, notes: list[str]) -> Part:
@@ -301,56 +311,19 @@ class Reader:
         return [f"{path}[{i}]" for i in range(len(features))], (features, flipped)
 
     def _array_images(self, path: Path, a: np.ndarray) -> Iterator[Part]:
+        """Decoded images, read as image files of the same pixels are (see
+        :func:`lort.data.images.array_images`)."""
         self._backbone()
         spec = self.run.spec
-        uint8_hwc = a.dtype == np.uint8 and a.shape[3] in (1, 3)
-        if not (uint8_hwc or (a.dtype.kind == "f" and a.shape[1] in (1, 3))):
-            raise InputError(
-                f"{path}: images must be N x H x W x C uint8 or N x C x H x W floats in [0, 1], "
-                f"got {a.shape} {a.dtype}"
-            )
-        small = spec.kind == "small" and uint8_hwc and a.shape[1:3] == (spec.image_size,) * 2
+        channels = len(spec.mean)
+        array_images(a[:0], str(path), spec.kind, channels, spec.image_size)  # its form
         for start in range(0, len(a), self.chunk):
-            chunk = np.array(a[start : start + self.chunk])  # a writable copy of the rows
+            rows = np.array(a[start : start + self.chunk])  # a writable copy of the rows
+            chunk = array_images(rows, str(path), spec.kind, channels, spec.image_size)
             labels = np.zeros(len(chunk), np.int64)
             images: EvalSet = (
                 TensorImages(chunk, labels, spec, self.rt.device)
-                if small
+                if spec.kind == "small"
                 else ArrayImages(chunk, labels, build_transform(spec, False))
             )
             yield [f"{path}[{i}]" for i in range(start, start + len(chunk))], self._features(images)
-
-
-def _size_error(paths: list[Path], size: int) -> str:
-    from PIL import Image
-
-    for p in paths:
-        try:
-            with Image.open(p) as im:
-                if im.size != (size, size):
-                    return (
-                        f"{p} is {im.size[0]}x{im.size[1]}; this run's network takes "
-                        f"{size}x{size} images (resize it first)"
-                    )
-        except OSError as e:
-            raise FileReadError(f"cannot read image {p}: {e}") from None
-    return f"the images are not all {size}x{size}"
-
-
-def _gray(paths: list[Path], size: int) -> np.ndarray:
-    """8-bit grayscale images as N x 1 x size x size floats in [0, 1] (the digits' input)."""
-    from PIL import Image
-
-    out = np.zeros((len(paths), 1, size, size), np.float32)
-    for i, p in enumerate(paths):
-        try:
-            with Image.open(p) as im:
-                if im.size != (size, size):
-                    raise InputError(
-                        f"{p} is {im.size[0]}x{im.size[1]}; this run's network takes "
-                        f"{size}x{size} grayscale images"
-                    )
-                out[i, 0] = np.asarray(im.convert("L"), np.float32) / 255.0
-        except OSError as e:
-            raise FileReadError(f"cannot read image {p}: {e}") from None
-    return out

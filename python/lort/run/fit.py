@@ -157,7 +157,8 @@ def _fit(
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     data = load_data(cfg)
-    data.check_decodes()
+    data.check_images()
+    _import_what_the_run_uses(cfg, data)
     if cfg.stage2_stop == "val" and (data.val_labels is None or len(data.val_labels) == 0):
         raise InputError(
             "--stage2-stop val keeps the best validation epoch: give the run a validation "
@@ -206,6 +207,19 @@ def _fit(
         if not rt.is_main:
             folder = RunFolder(opts.out)
         return _run(cfg, opts, rt, folder, data, model, method, notes, say, progress)
+
+
+def _import_what_the_run_uses(cfg: FitConfig, data: LTData) -> None:
+    """Import now the optional packages the run uses only later (torchvision's transforms for
+    images, matplotlib for the reliability diagram of a run with a validation split), so that
+    one not installed is an ImportError (one line at the command) before anything is
+    written, not after stage 1."""
+    import importlib
+
+    if cfg.dataset != "features":
+        importlib.import_module("torchvision.transforms")
+    if data.val_labels is not None and len(data.val_labels):
+        importlib.import_module("matplotlib.figure")
 
 
 def _run(
