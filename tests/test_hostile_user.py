@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from cli_helpers import ok, one_line_error, run_cli
+from cli_helpers import flat, ok, one_line_error, run_cli
 from lort.run.folder import STATE
 
 SMALL = ("--epochs1", "2", "--epochs2", "2", "--smooth", "0.5")
@@ -216,6 +216,30 @@ def test_user_strings_in_errors_reach_the_terminal_escaped(finished: Path) -> No
 # --------------------------------------------------------------------------------------
 # 3. --overwrite never follows a symbolic link: one in the run is refused before anything is
 #    removed, and what it points to is never touched.
+
+
+@pytest.mark.parametrize(
+    ("link", "command"),
+    [("compare", ("compare", "--methods", "ce")), ("figures", ("compare",)),
+     ("sweep", ("sweep", "--smooth", "0,0.5"))],
+)  # fmt: skip
+def test_nothing_is_written_through_a_linked_folder(
+    link: str, command: tuple[str, ...], finished: Path, tmp_path: Path
+) -> None:
+    """compare/, sweep/ or figures/ made a link to a folder of the user's: lort writes
+    nothing there (nor anywhere else) and says so in one line."""
+    run = copy(finished, tmp_path / "run")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    if (run / link).exists():
+        shutil.rmtree(run / link)
+    (run / link).symlink_to(mine, target_is_directory=True)
+    name, *rest = command
+    result = run_cli(name, run, *rest)
+    assert result.exit_code != 0
+    assert f"{run / link} is a symbolic link" in flat(result.output)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
 
 
 @pytest.mark.parametrize(

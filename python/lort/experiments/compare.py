@@ -592,7 +592,7 @@ def write_figures(res: CompareResult) -> None:
     from lort.plots import plot_epoch_curves, plot_group_metrics, plot_logit_histograms
 
     run = res.run
-    figs = run.root / "figures"
+    figs = run.folder.inside("figures/x").parent
     seed = res.seeds[0]
     res.files.append(
         plot_epoch_curves(

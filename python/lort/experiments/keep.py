@@ -217,7 +217,7 @@ def _write(
                 logits,
                 problem.data.test_labels,
                 calibration,
-                folder.path("figures") / "reliability.png",
+                folder.inside("figures/reliability.png"),
                 f"{run.root}: {method.name} (kept from the {protocol} compare), test split",
             )
     return Kept(run.root, method.name, protocol, seed, record, analysis, calibration, report, notes)

@@ -310,7 +310,7 @@ def write_figures(res: SweepResult) -> None:
             plot_smooth_sweep(
                 [p["delta"] for p in points],
                 [p["test"]["all"] for p in points],
-                run.root / "figures" / "sweep_smooth.png",
+                run.folder.inside("figures/sweep_smooth.png"),
                 f"{run.root}, LORT"
                 + ("" if run.has_val else " (no validation split: illustration, nothing chosen)"),
                 val_acc=[p["val_balanced_accuracy"] for p in points] if run.has_val else None,
@@ -332,7 +332,7 @@ def write_figures(res: SweepResult) -> None:
             lrs,
             wds,
             acc,
-            run.root / "figures" / "sweep_lr_wd.png",
+            run.folder.inside("figures/sweep_lr_wd.png"),
             f"{run.root}, {res.method} ({what})",
             chosen=None if chosen is None else (chosen["lr"], chosen["weight_decay"]),
         )

@@ -356,7 +356,7 @@ def _run(
                 logits,
                 data.test_labels,
                 calibration,
-                folder.path("figures") / "reliability.png",
+                folder.inside("figures/reliability.png"),
                 f"{folder.root}: {method.name}, test split",
             )
         folder.write_json(REPORT, report)

@@ -288,6 +288,19 @@ class RunFolder:
     def path(self, name: str) -> Path:
         return self.root / name
 
+    def inside(self, name: str) -> Path:
+        """The path lort writes ``name`` to, once no folder between the run and it is a
+        symbolic link (lort makes none: a write through one would land outside the run)."""
+        p = self.path(name)
+        for below in reversed(Path(name).parents[:-1]):  # the run folder itself is the user's
+            folder = self.root / below
+            if folder.is_symlink():
+                raise InputError(
+                    f"{folder} is a symbolic link; lort writes only inside its run folder: "
+                    "replace the link by a folder (or move it away) and run the command again"
+                )
+        return p
+
     # -- state ---------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """What ``state.json`` holds: the phases done and the record of every file lort
@@ -332,6 +345,7 @@ class RunFolder:
         """Write ``name`` (``write`` renames a temp file onto it) and record what it holds.
         The new content is recorded as pending just before the rename and as the file's
         after it: a kill between the two leaves a file that its record still vouches for."""
+        self.inside(name)
         if name in EDITABLE:
             write(None)
             return
