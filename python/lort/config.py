@@ -303,6 +303,8 @@ def resolve(
     base = DEFAULTS[dataset]
     merged = {k: v for k, v in base.items() if k not in ("stage1", "stage2")}
     merged |= {k: v for k, v in values.items() if k not in ("stage1", "stage2")}
+    if merged.get("data_root"):  # a run folder travels: its config names the data absolutely
+        merged["data_root"] = str(Path(str(merged["data_root"])).expanduser().absolute())
     merged["stage1_schedule"] = _stage1_schedule(merged)
     notes: tuple[str, ...] = ()
     for stage in ("stage1", "stage2"):

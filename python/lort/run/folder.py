@@ -95,10 +95,11 @@ INFERENCE_NEEDS = (CONFIG, MANIFEST, STAGE1, "stage2.pt", "train_counts.npy", RE
 STAGE2_OUTPUTS = ("stage2.pt", "logits.npy", "labels.npy", "train_counts.npy", HISTORY, REPORT)
 # Files lort can make again from the others: fit rebuilds them with a note when damaged.
 DERIVABLE = (FEATURES, "stage2.pt", "logits.npy", "labels.npy", "train_counts.npy", HISTORY, REPORT)
-# Options that shape stage 1 and the feature cache: a resumed run must keep them.
+# Options that shape stage 1 and the feature cache: a resumed run must keep them. Not
+# ``data_root``: the data may move (a run folder travels); the split rebuilt from wherever it
+# now is must match the manifest's hashes (:data:`SPLIT_KEYS`), which is what stage 1 depends on.
 FROZEN = (
     "dataset",
-    "data_root",
     "imbalance_ratio",
     "lt_split",
     "val_split",
