@@ -147,3 +147,22 @@ def test_compare_points_report_their_calibration_and_keep_agrees(
     ok("keep", run, "--method", "lort")
     kept = json.loads((run / "report.json").read_text())["calibration"]
     assert kept == _point(run, "lort")["calibration"]
+
+
+def test_fit_method_auto_keeps_the_tuned_comparisons_best(tmp_path: Path) -> None:
+    """`lort fit --method auto`: LORT, then the tuned comparison of the twelve methods, the one
+    best on validation kept: what `lort fit` + `lort compare --keep` give."""
+    import lort
+
+    auto, by_hand = tmp_path / "auto", tmp_path / "by-hand"
+    small = ("--epochs1", "5", "--epochs2", "3", "--seed", "0")
+    result = ok("fit", "--out", auto, "--method", "auto", *small)
+    assert "kept " in flat(result.output)
+    ok("fit", "--out", by_hand, *small)
+    ok("compare", by_hand, "--keep")
+    report = json.loads((auto / "report.json").read_text())
+    assert report["kept"]["why"].startswith("the best mean class-mean accuracy")
+    assert report["method"] == json.loads((by_hand / "report.json").read_text())["method"]
+    np.testing.assert_array_equal(np.load(auto / "logits.npy"), np.load(by_hand / "logits.npy"))
+    run = lort.fit(tmp_path / "api", method="auto", epochs1=5, epochs2=3, seed=0)
+    assert run.method == report["method"]["name"] and "kept" in run.report

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from lort.analysis import Analysis, analyze
 from lort.errors import InputError
+from lort.options import AUTO_METHOD
 
 if TYPE_CHECKING:
     import pandas
@@ -194,6 +195,9 @@ def fit(
     from lort.run.folder import resume_values
 
     out = Path(out)
+    auto = options.get("method") == AUTO_METHOD
+    if auto:  # as `lort fit --method auto`: LORT, then the tuned comparison keeps the best
+        options = {k: v for k, v in options.items() if k != "method"}
     if config is None:
         base: dict[str, Any] = {}
     elif isinstance(config, Mapping):
@@ -205,6 +209,11 @@ def fit(
     cfg = resolve(base, options, str(config) if isinstance(config, (str, Path)) else "config")
     opts = FitOptions(out=out, resume=resume, overwrite=overwrite, threads=threads)
     result = run_fit(cfg, opts, on_note, lambda *_: None)
+    if auto:
+        from lort.experiments.keep import compare_and_keep
+
+        _, kept = compare_and_keep(result.folder)
+        return Run(result.folder, kept.report)
     return Run(result.folder, result.report)
 
 

@@ -32,6 +32,8 @@ LIVE_BN = ("eval", "train")
 # validation split and trains stage 2 on cached features, else "last".
 STAGE2_STOPS = ("auto", "val", "last")
 DEVICES = ("auto", "cpu", "cuda")
+# ``--method auto``: the method lort fit keeps is chosen after it, by `lort compare --keep`.
+AUTO_METHOD = "auto"
 
 Kind = Literal["str", "str?", "bool", "int", "number", "number?", "auto-or-number"]
 # How a boolean option is spelled: ``--x`` sets True, ``--no-x`` sets False, or both.
@@ -115,7 +117,12 @@ FIT_OPTIONS: tuple[Option, ...] = (
         "--stage1-loss ldam-drw. [auto]",
         STAGE1_SCHEDULES,
     ),
-    Option("method", "str", "Stage-2 re-training method (lort, ce, cosine, lws, ...)."),
+    Option(
+        "method",
+        "str",
+        "Stage-2 re-training method (lort, ce, cosine, lws, ...), or auto: fit with LORT, then "
+        "the tuned comparison of the twelve methods and keep the best on validation.",
+    ),
     Option(
         "smooth", "auto-or-number", "LORT's delta, or 'auto' to pick it on the validation split."
     ),

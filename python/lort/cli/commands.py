@@ -43,7 +43,7 @@ from lort.limits import (
     MAX_WORKERS,
     env_threads,
 )
-from lort.options import FIT_OPTIONS, Option, flag_of
+from lort.options import AUTO_METHOD, FIT_OPTIONS, Option, flag_of
 
 if TYPE_CHECKING:
     from lort.experiments.keep import Kept
@@ -375,6 +375,10 @@ def fit(
     base = load_yaml(config_file) if config_file else {}
     if resume:
         base = resume_values(out, base)
+    auto = (flags.get("method") or base.get("method")) == AUTO_METHOD
+    if auto:  # the run trains LORT; the comparison afterwards chooses what it keeps
+        flags["method"] = None
+        base = {k: v for k, v in base.items() if k != "method"}
     click.get_current_context().meta[CONTINUE] = f"continue with `lort fit --resume --out {out}`"
     source = str(config_file) if config_file else str(out / "config.yaml")
     cfg = resolve(base, flags, source)
@@ -417,6 +421,14 @@ def fit(
             f"{result.folder}/labels.npy --train-counts {result.folder}/train_counts.npy`)"
         )
     )
+    if auto:
+        from lort.experiments.keep import compare_and_keep
+
+        bar, on_point = _points_progress("compare")
+        with bar:
+            compared, kept = compare_and_keep(result.folder, on_point)
+        print_compare(out_console, compared)
+        _print_kept(result.folder, kept)
 
 
 run_dir_arg = click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))

@@ -21,8 +21,9 @@ import numpy as np
 
 from lort.analysis import Analysis
 from lort.errors import InputError
+from lort.experiments.compare import CompareResult, compare
 from lort.experiments.compare import table_name as table_name_of
-from lort.experiments.points import ProtocolPoint, _stored, kept_head, protocol_point
+from lort.experiments.points import OnPoint, ProtocolPoint, _stored, kept_head, protocol_point
 from lort.experiments.protocols import PROTOCOLS, plan
 from lort.methods import TABLE1, get_method, make_head
 from lort.run.finished import FinishedRun, open_run_locked
@@ -71,6 +72,13 @@ def keep(
     with open_run_locked(root, notes.append) as run:
         table_name = table_name_of(protocol, compared or list(TABLE1)) + ".json"
         return _keep(run, table_name, method, protocol, seed, notes)
+
+
+def compare_and_keep(root: Path, on_point: OnPoint | None = None) -> tuple[CompareResult, Kept]:
+    """``lort fit --method auto``'s second half: the tuned comparison of the twelve methods on
+    the run's features (one seed), then the one best on validation kept."""
+    res = compare(root, list(TABLE1), 1, on_point=on_point)
+    return res, keep(root, None, "tuned", None, list(TABLE1))
 
 
 def _keep(
