@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 from lort.analysis import Analysis, analyze
 from lort.errors import InputError
-from lort.options import AUTO_METHOD
 
 if TYPE_CHECKING:
     import pandas
@@ -187,26 +186,21 @@ def fit(
 ) -> Run:
     """``lort fit --out OUT``: both stages and the evaluation. ``config`` is a YAML file or a
     mapping of ``config.yaml`` keys; ``options`` override it as flags do (``method="lort"``,
-    ``smooth=0.9``, ``epochs1=5``). ``on_note`` receives the plan and notes the command prints
-    (rich markup included)."""
-    from lort.config import load_yaml, resolve
-    from lort.run.fit import FitOptions
+    ``smooth=0.9``, ``epochs1=5``; ``method="auto"`` as ``--method auto``). ``on_note``
+    receives the plan and notes the command prints, as plain text."""
+    from lort.config import load_yaml
+    from lort.run.fit import FitOptions, fit_config
     from lort.run.fit import fit as run_fit
-    from lort.run.folder import resume_values
 
     out = Path(out)
-    auto = options.get("method") == AUTO_METHOD
-    if auto:  # as `lort fit --method auto`: LORT, then the tuned comparison keeps the best
-        options = {k: v for k, v in options.items() if k != "method"}
     if config is None:
         base: dict[str, Any] = {}
     elif isinstance(config, Mapping):
         base = dict(config)
     else:
         base = load_yaml(config)
-    if resume:
-        base = resume_values(out, base)
-    cfg = resolve(base, options, str(config) if isinstance(config, (str, Path)) else "config")
+    source = str(config) if isinstance(config, (str, Path)) else "config"
+    cfg, auto = fit_config(out, base, options, resume=resume, source=source)
     opts = FitOptions(out=out, resume=resume, overwrite=overwrite, threads=threads)
     result = run_fit(cfg, opts, on_note, lambda *_: None)
     if auto:

@@ -16,8 +16,6 @@ from typing import Literal
 from lort.limits import MAX_BATCH, MAX_EPOCHS, MAX_SEED, MAX_WORKERS
 
 # The choices of the options below, each the one definition the code checks against.
-DATASETS = ("digits-lt", "cifar10-lt", "cifar100-lt", "imagefolder", "imagenet-lt", "inat2018")
-DATASETS += ("features",)
 LT_SPLITS = ("ltwb", "ldam")
 VAL_SPLITS = ("leftover", "fraction")
 STAGE1_LOSSES = ("ce", "ce-drw", "ldam-drw", "bs")

@@ -25,10 +25,10 @@ from lort.analysis import (
     FEW_BELOW,
     MANY_ABOVE,
     Analysis,
-    check_counts,
     coerce_labels,
     load_array,
 )
+from lort.checks import check_counts
 from lort.errors import InputError, LabelError
 from lort.files import atomic_write
 

@@ -43,7 +43,7 @@ from lort.limits import (
     MAX_WORKERS,
     env_threads,
 )
-from lort.options import AUTO_METHOD, FIT_OPTIONS, Option, flag_of
+from lort.options import FIT_OPTIONS, Option, flag_of
 
 if TYPE_CHECKING:
     from lort.experiments.keep import Kept
@@ -363,25 +363,18 @@ def fit(
     cross-entropy and weight decay, then a re-trained classifier (LORT by default)."""
     import time
 
-    from lort.config import load_yaml, resolve
-    from lort.run.fit import FitOptions
+    from lort.config import load_yaml
+    from lort.run.fit import FitOptions, fit_config
     from lort.run.fit import fit as run_fit
-    from lort.run.folder import resume_values
 
     if out is None:
         if resume:
             raise click.UsageError("--resume needs --out: the run folder to continue")
         out = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     base = load_yaml(config_file) if config_file else {}
-    if resume:
-        base = resume_values(out, base)
-    auto = (flags.get("method") or base.get("method")) == AUTO_METHOD
-    if auto:  # the run trains LORT; the comparison afterwards chooses what it keeps
-        flags["method"] = None
-        base = {k: v for k, v in base.items() if k != "method"}
     click.get_current_context().meta[CONTINUE] = f"continue with `lort fit --resume --out {out}`"
     source = str(config_file) if config_file else str(out / "config.yaml")
-    cfg = resolve(base, flags, source)
+    cfg, auto = fit_config(out, base, flags, resume=resume, source=source)
     opts = FitOptions(
         out=out,
         resume=resume,

@@ -23,11 +23,10 @@ from lort.analysis import Analysis
 from lort.errors import InputError
 from lort.experiments.compare import CompareResult, compare
 from lort.experiments.compare import table_name as table_name_of
-from lort.experiments.points import OnPoint, ProtocolPoint, _stored, kept_head, protocol_point
+from lort.experiments.points import OnPoint, ProtocolPoint, kept_head, protocol_point, stored_result
 from lort.experiments.protocols import PROTOCOLS, plan
 from lort.methods import TABLE1, get_method, make_head
 from lort.run.finished import FinishedRun, open_run_locked
-from lort.stage2.calibrate import Calibration
 from lort.stage2.select import ValScore, best_on_validation
 
 # The protocols whose choices were made without the test set: the ones a classifier may be
@@ -37,14 +36,12 @@ KEEPABLE = tuple(p for p in PROTOCOLS if p != "test-selected")
 
 @dataclass
 class Kept:
-    root: Path
     method: str
     protocol: str
     seed: int
     record: dict[str, Any]  # report.json's "kept"
     analysis: Analysis
-    calibration: Calibration
-    report: dict[str, Any]
+    report: dict[str, Any]  # the run's new report.json (its calibration included)
     notes: list[str]
 
 
@@ -103,7 +100,7 @@ def _keep(
         results[name] = []
         for s, point_name in zip(seeds, point_names, strict=True):
             fp = ProtocolPoint(name, s, plan(run, name, s, protocol)).fingerprint(run)
-            stored = _stored(run, point_name, fp)
+            stored = stored_result(run, point_name, fp)
             if stored is None:
                 raise InputError(
                     f"{run.root}/{point_name} is missing, damaged or from another version of "
@@ -228,4 +225,4 @@ def _write(
                 folder.inside("figures/reliability.png"),
                 f"{run.root}: {method.name} (kept from the {protocol} compare), test split",
             )
-    return Kept(run.root, method.name, protocol, seed, record, analysis, calibration, report, notes)
+    return Kept(method.name, protocol, seed, record, analysis, report, notes)

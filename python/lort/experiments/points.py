@@ -287,7 +287,7 @@ def measure_protocol(
     return result, head
 
 
-def _stored(run: FinishedRun, name: str, fp: dict[str, Any]) -> dict[str, Any] | None:
+def stored_result(run: FinishedRun, name: str, fp: dict[str, Any]) -> dict[str, Any] | None:
     """The result stored in RUN/``name`` when it is intact and its fingerprint is ``fp``."""
     if not run.folder.path(name).is_file():
         return None
@@ -306,7 +306,7 @@ def stored_or_measured(
     """The stored result of ``point`` in RUN/``name`` if its fingerprint matches, else a fresh
     measurement, stored there atomically. Returns (result, reused)."""
     fp = point.fingerprint(run)
-    stored = _stored(run, name, fp)
+    stored = stored_result(run, name, fp)
     if stored is not None:
         return stored, True
     if isinstance(point, ProtocolPoint):
@@ -342,7 +342,7 @@ def stored_or_measured_together(
     out: list[tuple[dict[str, Any], bool] | None] = []
     todo = []
     for i, (name, point, label) in enumerate(named):
-        stored = _stored(run, name, point.fingerprint(run))
+        stored = stored_result(run, name, point.fingerprint(run))
         out.append(None if stored is None else (stored, True))
         if stored is None:
             todo.append(i)

@@ -21,11 +21,12 @@ from torch import nn
 
 from lort import runtime
 from lort.analysis import Analysis
-from lort.config import FitConfig
+from lort.config import FitConfig, resolve
 from lort.data import LTData
 from lort.errors import DamagedFileError, InputError
 from lort.methods import Method, get_method, rho
 from lort.models import Classifier, build_model, classifier_head, load_backbone_weights
+from lort.options import AUTO_METHOD
 from lort.run.folder import (
     CONFIG,
     FEATURES,
@@ -40,6 +41,7 @@ from lort.run.folder import (
     check_out,
     check_resume,
     open_for_fit,
+    resume_values,
 )
 from lort.runtime import Progress
 from lort.stage1.features import FeatureCache, build_cache, given_features
@@ -132,6 +134,22 @@ def _stage1_line(cfg: FitConfig, data: LTData) -> str:
     if cfg.stage1_schedule == "ldam-drw":
         schedule += ", LDAM-DRW's schedule (5 warm-up epochs, step decay)"
     return f"stage 1      {cfg.arch} ({start}{tuning}), loss {cfg.stage1_loss}, {schedule}"
+
+
+def fit_config(
+    out: Path, file_values: dict[str, Any], options: dict[str, Any], *, resume: bool, source: str
+) -> tuple[FitConfig, bool]:
+    """The resolved config of ``lort fit --out OUT`` from a config file's values and the
+    options (flags) over them, a resumed run's saved config under both; and whether the method
+    is ``auto`` (:data:`lort.options.AUTO_METHOD`: the run trains LORT, then the tuned
+    comparison keeps the best on validation, :func:`lort.experiments.keep.compare_and_keep`)."""
+    if resume:
+        file_values = resume_values(out, file_values)
+    auto = (options.get("method") or file_values.get("method")) == AUTO_METHOD
+    if auto:
+        options = {**options, "method": None}
+        file_values = {k: v for k, v in file_values.items() if k != "method"}
+    return resolve(file_values, options, source), auto
 
 
 def fit(cfg: FitConfig, opts: FitOptions, say: Say, progress: Progress) -> FitResult:
@@ -247,6 +265,7 @@ def _run(
 
     timings: dict[str, float] = {}
     counts = data.train_counts()
+    stage1_history: list[dict[str, float]] = []  # a features run's linear stage 1 keeps none
     if cfg.dataset == "features":
         t = time.perf_counter()
         cache = _given_features(rt, folder, data, cfg, say)
@@ -257,7 +276,7 @@ def _run(
     else:
         assert model is not None
         t = time.perf_counter()
-        images = _stage1(cfg, opts, rt, folder, data, model, counts, progress)
+        images, stage1_history = _stage1(cfg, opts, rt, folder, data, model, counts, progress)
         timings["stage1_s"] = time.perf_counter() - t
         if images:
             timings["stage1_images_per_s"] = images * rt.world / timings["stage1_s"]
@@ -335,7 +354,7 @@ def _run(
     }
     report["baselines"]["method"] |= analysis.group_accuracies()
     with folder.stage2_outputs():  # all of them, or readers refuse every one
-        folder.write_csv(HISTORY, *history_table(_stage1_history(folder), stage2_history))
+        folder.write_csv(HISTORY, *history_table(stage1_history, stage2_history))
         folder.write_npy("logits.npy", logits.astype(np.float32))
         folder.write_npy("labels.npy", data.test_labels.astype(np.int64))
         folder.write_npy("train_counts.npy", counts.astype(np.int64))
@@ -379,14 +398,6 @@ def history_table(
     return list(HISTORY_HEADER), rows
 
 
-def _stage1_history(folder: RunFolder) -> list[dict[str, float]]:
-    """The stage-1 checkpoint's per-epoch record (empty for a features run's or an older
-    checkpoint)."""
-    if not folder.path(STAGE1).exists():
-        return []
-    return list(folder.load_torch(STAGE1)["state"].get("history", []))
-
-
 def _start_model(cfg: FitConfig, opts: FitOptions, data: LTData, say: Say) -> Classifier:
     """The network stage 1 starts from: pretrained or loaded from --weights unless the run
     folder already holds a stage-1 checkpoint to continue (which replaces those weights)."""
@@ -416,8 +427,10 @@ def _stage1(
     model: Classifier,
     counts: np.ndarray,
     progress: Progress,
-) -> int:
-    """Train (or finish) stage 1; returns the number of images this rank trained on now."""
+) -> tuple[int, list[dict[str, float]]]:
+    """Train (or finish) stage 1; returns the number of images this rank trained on now and
+    the per-epoch record of every stage-1 epoch (empty for a checkpoint from before lort kept
+    one)."""
     resume = None
     if folder.path(STAGE1).exists() or folder.done("stage1"):
         resume = Stage1State(**folder.load_torch(STAGE1)["state"])
@@ -434,9 +447,11 @@ def _stage1(
         )
     if folder.done("stage1") and resume is not None:
         model.load_state_dict(resume.model)
-        return 0
+        return 0, resume.history
+    history = [] if resume is None else list(resume.history)
 
     def checkpoint(state: Stage1State) -> None:
+        history[:] = state.history
         if rt.is_main:
             folder.save_torch(STAGE1, {"state": dataclasses.asdict(state), "config": cfg.to_dict()})
 
@@ -463,7 +478,7 @@ def _stage1(
         folder.mark_done("stage1")
     if rt.distributed:
         dist.barrier()
-    return images
+    return images, history
 
 
 def _eval_sets(data: LTData, splits: tuple[str, ...], rt: runtime.Runtime) -> dict[str, Any]:
