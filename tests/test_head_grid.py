@@ -345,3 +345,47 @@ def test_progress_after_every_epoch() -> None:
     )
     assert [(c[0], c[1], c[2]) for c in calls] == [("stage 2", s, 30) for s in (10, 20, 30)]
     assert all(0.0 < c[3] < 10.0 and 0.0 <= c[4] <= 1.0 for c in calls)
+
+
+def test_configurations_differing_in_tau_alone_train_one_head(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """tau changes only evaluation: LORT + logit adjustment over three taus trains one head per
+    (lr, seed), each tau scored on it as if trained alone."""
+    import lort.stage2.grid as grid_module
+
+    method = get_method("lort+logit-adjust")
+    feats, flip, labels = data()
+    val = EvalSplit(*data(n=60, seed=1))
+    configs = [
+        HeadConfig(StageConfig(4, lr, 0.0, 16), seed, {"smooth": 0.5, "tau": tau})
+        for seed in (3, 11)
+        for lr in (0.05, 0.2)
+        for tau in (0.0, 1.0, 2.0)
+    ]
+    trained: list[int] = []
+    real = grid_module._Grid
+
+    class Spy(real):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: object) -> None:
+            super().__init__(*args)
+            trained.append(self.trained)
+
+    monkeypatch.setattr(grid_module, "_Grid", Spy)
+    results = train_head_grid(method, feats, flip, labels, COUNTS, stage1(), configs, val=val)
+    assert sum(trained) == 4  # 12 configurations, 4 trainings
+    monkeypatch.setattr(grid_module, "_Grid", real)
+    for r in results:
+        assert r.config in configs
+        (lone,) = train_head_grid(method, feats, flip, labels, COUNTS, stage1(), [r.config], val=val)
+        assert_same_head(r.head, lone.head, F64_RTOL)
+        assert r.best_epoch == lone.best_epoch
+        assert r.best_head is not None and lone.best_head is not None
+        assert_same_head(r.best_head, lone.best_head, F64_RTOL)
+        for s, t in zip(r.history, lone.history, strict=True):
+            assert s.val_accuracy == t.val_accuracy
+            assert s.val_nll == pytest.approx(t.val_nll, rel=1e-12)
+    # the taus of one training share its last head but are scored apart
+    first = results[:3]
+    assert_same_head(first[0].head, first[2].head, 0.0)
+    assert len({r.history[-1].val_nll for r in first}) == 3

@@ -30,6 +30,9 @@ LIVE_BN = ("eval", "train")
 # validation split and trains stage 2 on cached features, else "last".
 STAGE2_STOPS = ("auto", "val", "last")
 DEVICES = ("auto", "cpu", "cuda")
+# `lort compare --protocol` (lort.experiments.protocols has each one's definition; "shared":
+# every method with the run's own stage-2 settings, the epoch kept by --epoch).
+COMPARE_PROTOCOLS = ("tuned", "authors", "test-selected", "paper", "paper-test-selected", "shared")
 # ``--method auto``: the method lort fit keeps is chosen after it, by `lort compare --keep`.
 AUTO_METHOD = "auto"
 

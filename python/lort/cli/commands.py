@@ -43,7 +43,7 @@ from lort.limits import (
     MAX_WORKERS,
     env_threads,
 )
-from lort.options import FIT_OPTIONS, Option, flag_of
+from lort.options import COMPARE_PROTOCOLS, FIT_OPTIONS, Option, flag_of
 
 if TYPE_CHECKING:
     from lort.experiments.keep import Kept
@@ -450,13 +450,16 @@ def _points_progress(label: str) -> tuple[Progress, Callable[[int, int, str, boo
 )
 @click.option(
     "--protocol",
-    type=click.Choice(["tuned", "authors", "test-selected", "shared"]),
+    type=click.Choice(COMPARE_PROTOCOLS),
     default="tuned",
     show_default=True,
     help="tuned: each method's authors' recipe searched over lr, weight decay and its own "
     "hyperparameter, settings and epoch chosen on the validation split; authors: the recipes "
     "untuned, last epoch; test-selected: the tuned search chosen on the TEST set (labelled; "
-    "to measure the habit's gap); shared: every method with the run's stage-2 settings.",
+    "to measure the habit's gap); paper: the paper's Table 1, each row's formula alone in one "
+    "20-epoch fine-tune, lr and weight decay searched, chosen on the validation split; "
+    "paper-test-selected: the same chosen on the TEST set, best of the seeds, as the paper "
+    "reports (labelled); shared: every method with the run's stage-2 settings.",
 )
 @click.option(
     "--seeds",
@@ -525,10 +528,11 @@ def compare(
         write_pooled,
     )
     from lort.experiments.compare import compare as run_compare
+    from lort.experiments.keep import KEEPABLE
     from lort.experiments.keep import keep as keep_method
 
-    if keep_best and protocol not in ("tuned", "authors"):
-        raise click.UsageError("--keep keeps from the tuned or the authors protocol")
+    if keep_best and protocol not in KEEPABLE:
+        raise click.UsageError(f"--keep keeps from the {' or the '.join(KEEPABLE)} protocol")
     names = parse_methods(methods)
     folder = out or Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
     if len(run_dirs) > 1:
@@ -759,10 +763,11 @@ def export_cmd(run_dir: Path, fmt: str, out: Path) -> None:
 @click.option("--method", help="The method to keep [the best on the validation split].")
 @click.option(
     "--protocol",
-    type=click.Choice(["tuned", "authors"]),
+    type=click.Choice([p for p in COMPARE_PROTOCOLS if p != "shared"]),
     default="tuned",
     show_default=True,
-    help="Which comparison to keep from.",
+    help="Which comparison to keep from (tuned or authors: the others chose on the test set "
+    "or ran the paper's formulas).",
 )
 @click.option("--seed", type=int, help="Which compared seed's head [the comparison's first].")
 @click.option(

@@ -152,6 +152,11 @@ _PROTOCOL_TITLE = {
     "authors": ", each method's authors' recipe, untuned, last epoch",
     "test-selected": ", [bold red]TEST-SELECTED: settings and epoch chosen on the test set"
     "[/bold red]",
+    "paper": ", the paper's protocol: Table 1's formulas, one 20-epoch fine-tune, lr and "
+    "weight decay chosen with the epoch on the validation split",
+    "paper-test-selected": ", the paper's protocol, [bold red]TEST-SELECTED: lr, weight "
+    "decay and epoch chosen on the test set, the best of the seeds shown, as the paper "
+    "reports[/bold red]",
     "shared": ", every method with the run's stage-2 settings, last epoch",
     "shared-val": ", every method with the run's stage-2 settings, epoch chosen on the "
     "validation split",
@@ -166,6 +171,13 @@ def _chosen(row: dict[str, Any]) -> str:
     parts = [] if c["lr"] is None else [f"lr {c['lr']:g}", f"wd {c['weight_decay']:g}"]
     parts += [f"{k} {v:g}" for k, v in c.items() if k not in ("lr", "weight_decay", "epoch")]
     return ", ".join(parts)
+
+
+def _paper_cell(numbers: dict[str, float | None] | None) -> str:
+    """The paper's All / Many / Medium / Few for a row (%), '—' for what it does not print."""
+    if not numbers:
+        return "—"
+    return " / ".join(_pct(numbers[k]) for k in ACCURACY)
 
 
 def print_compare(console: Console, res: CompareResult) -> None:
@@ -183,14 +195,26 @@ def print_compare(console: Console, res: CompareResult) -> None:
     acc.add_column("method")
     for col in ("All", "Many", "Medium", "Few"):
         acc.add_column(col, justify="right")
-    chosen = res.protocol in ("tuned", "test-selected")
+    chosen = res.protocol not in ("authors", "shared")
+    best_trial = res.protocol == "paper-test-selected"
+    paper = any(row.get("paper") for row in res.rows)
+    if best_trial and spread:
+        acc.title = f"{acc.title}; All..Few: the best seed (mean ± std in the JSON)"
+    if paper:
+        acc.add_column("paper All/Many/Med/Few", justify="right")
     acc.add_column("delta", justify="right")
     if res.label != "shared":
         acc.add_column("epoch", justify="right")
     if chosen:
         acc.add_column(f"chosen (seed {res.seeds[0]})")
     for row in res.rows:
-        cells = [_pct_spread(row[k], spread) for k in ACCURACY] + [_delta(row)]
+        if best_trial:
+            cells = [_pct(row["best_trial"][k]) for k in ACCURACY]
+        else:
+            cells = [_pct_spread(row[k], spread) for k in ACCURACY]
+        if paper:
+            cells.append(_paper_cell(row.get("paper")))
+        cells.append(_delta(row))
         if res.label != "shared":
             cells.append(", ".join(str(e) for e in dict.fromkeys(row["epoch"])))
         if chosen:
@@ -243,6 +267,9 @@ def print_compare(console: Console, res: CompareResult) -> None:
     )
     for note in res.notes:
         console.print(f"[yellow]note:[/yellow] {shown(note)}")
+    if res.protocol in ("paper", "paper-test-selected"):
+        for row in res.rows:
+            console.print(f"[dim]{row['method']}: {row['formula']}[/dim]")
     if res.select_on == "test" or res.stop == "test":
         console.print(
             "[bold red]these numbers choose on the test set (as much published code does): "

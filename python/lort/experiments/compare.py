@@ -4,7 +4,8 @@ Every method (and every seed ``cfg.seed, cfg.seed + 1, ...``) re-trains the clas
 feature cache and is evaluated on the test split as ``lort fit`` evaluates; the seeds vary stage 2
 only (the batch order, flip draws and fresh initialisations), the backbone is the run's. How each
 method is trained and what is chosen where is the protocol (:mod:`lort.experiments.protocols`):
-``tuned`` (the default), ``authors`` or ``test-selected``; ``shared`` re-trains every method with
+``tuned`` (the default), ``authors``, ``test-selected``, ``paper`` (the paper's own Table 1) or
+``paper-test-selected``; ``shared`` re-trains every method with
 the run's own stage-2 settings (LORT's recipe), keeping the epoch ``stop`` says. Each (method, seed)
 is stored under ``RUN/compare/`` with the fingerprint of its settings and reused while that matches,
 so an interrupted compare keeps what it finished. The table of the twelve methods goes to
@@ -37,15 +38,20 @@ from lort.experiments.points import (
     protocol_point,
     stored_or_measured,
 )
-from lort.experiments.protocols import PROTOCOL_DEFINITION, PROTOCOLS, Plan, plan
+from lort.experiments.protocols import (
+    PAPER_PROTOCOLS,
+    PROTOCOL_DEFINITION,
+    TEST_SELECTED,
+    Plan,
+    plan,
+)
 from lort.methods import METHODS, TABLE1, WEIGHT_NORM_DEFINITION, get_method
+from lort.options import COMPARE_PROTOCOLS
+from lort.methods.paper import REPORTED_ON, ROWS, reported
 from lort.run.finished import FinishedRun, open_run_locked
 from lort.run.folder import RETRAIN_NEEDS, open_saved
 from lort.stage2.problem import Stop
 
-# What `lort compare --protocol` accepts: the three of lort.experiments.protocols, and "shared"
-# (every method with the run's own stage-2 settings, LORT's recipe; the epoch kept by --epoch).
-COMPARE_PROTOCOLS = (*PROTOCOLS, "shared")
 
 ACCURACY = ("all", *GROUP_NAMES)
 STOP_DEFINITION = {
@@ -247,11 +253,15 @@ def _compare_protocol(
         if on_point is not None:
             label = f"{m} seed {s} ({len(p.candidates)} settings)"
             on_point(i + 1, len(plans), label, was_reused)
-    select_on = "test" if protocol == "test-selected" else "val"
+    select_on = "test" if protocol in TEST_SELECTED else "val"
     res = CompareResult(
         run, methods, seed_list, select_on, points, reused, notes=notes, protocol=protocol
     )
     res.rows = [_protocol_row(m, points[m], plans[m, seed_list[0]]) for m in methods]
+    if protocol in PAPER_PROTOCOLS:
+        for row in res.rows:
+            row |= _paper_columns(row["method"], run)
+        res.notes.append(_paper_note(run))
     if protocol != "authors":
         res.notes += [n for m in methods for n in _edge_notes(m, points[m])]
     _finish(res, figures=figures and protocol == "tuned")
@@ -291,8 +301,45 @@ def _finish(res: CompareResult, figures: bool) -> None:
         write_figures(res)
 
 
+def _paper_note(run: FinishedRun) -> str:
+    """Whether the paper's numbers apply to this run."""
+    dataset, ratio = REPORTED_ON
+    if reported(run.cfg.dataset, run.problem.data.manifest.get("imbalance_ratio")):
+        return (
+            "paper: Table 1's numbers (Table 2's for LORT), measured with ResNet-34 and the "
+            "best of five trials on the test set; compare them with --protocol "
+            "paper-test-selected for like with like"
+        )
+    return (
+        f"the paper reports Table 1 on {dataset} IR {ratio:g} only; this run is "
+        f"{run.cfg.dataset}, so no paper numbers are shown"
+    )
+
+
+def _paper_columns(method: str, run: FinishedRun) -> dict[str, Any]:
+    """A paper-protocol row's formula and, where the run is the paper's setting, the paper's
+    numbers as fractions (None where the paper prints none)."""
+    row = ROWS[method]
+    numbers = None
+    if reported(run.cfg.dataset, run.problem.data.manifest.get("imbalance_ratio")):
+        numbers = {
+            k: None if v is None else v / 100 for k, v in zip(ACCURACY, row.reported, strict=True)
+        }
+    return {"formula": row.formula, "paper_source": row.source, "paper": numbers}
+
+
+def _best_trial(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The seed with the highest test accuracy and its accuracies: the paper's "best result in
+    five trails"."""
+    best = max(results, key=lambda r: r["test"]["all"])
+    return {"seed": best["seed"], **{k: best["test"][k] for k in ACCURACY}}
+
+
 def _protocol_row(method: str, results: list[dict[str, Any]], p: Plan) -> dict[str, Any]:
-    searched = {*p.recipe.search, "smooth"}
+    # The hyperparameters the candidates vary (the others are constants of the protocol).
+    searched = {
+        k for c in p.candidates for k in c.hyper if len({d.hyper.get(k) for d in p.candidates}) > 1
+    }
     row: dict[str, Any] = {
         "method": method,
         "title": get_method(method).title,
@@ -314,6 +361,8 @@ def _protocol_row(method: str, results: list[dict[str, Any]], p: Plan) -> dict[s
     }
     for key in METRICS:
         row[key] = _stats([r["test"][key] for r in results])
+    if p.protocol == "paper-test-selected":
+        row["best_trial"] = _best_trial(results)
     return row
 
 

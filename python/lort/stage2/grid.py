@@ -90,9 +90,9 @@ class HeadConfig:
 
     ``hyper`` maps names of ``Method.hyper`` (``smooth``, ``focal_gamma``, ``cb_beta``,
     ``ldam_max_margin``, ``ldam_scale``, ``threshold``, ``tau``) to values; a name left out
-    takes the default of :func:`~lort.methods.make_loss`, MaxNorm's
-    (:data:`~lort.methods.DEFAULT_THRESHOLD`, relative) or :func:`~lort.methods.inference_logits`.
-    ``tau`` changes only evaluation.
+    takes the authors' value from the method's recipe (:mod:`lort.methods.recipes`).
+    ``tau`` changes only evaluation: configurations differing in it alone train one head,
+    scored once per tau.
     """
 
     stage: StageConfig
@@ -307,6 +307,11 @@ def train_head_grid(
     results: list[HeadResult | None] = [None] * len(configs)
     for (batch, _), members in shapes.items():
         members.sort(key=lambda i: configs[i].seed)
+        # tau changes only evaluation: configurations that differ in it alone train one head,
+        # scored once per tau.
+        units: dict[tuple[object, ...], list[int]] = {}
+        for i in members:
+            units.setdefault(_training_key(configs[i]), []).append(i)
         most = chunk_size(
             method,
             feats.shape[1],
@@ -320,15 +325,32 @@ def train_head_grid(
             # One head's step is already mostly arithmetic: stacking only makes the update
             # memory-bound (benches/stage2_grid.py at K = 1,000 and 8,142).
             most = 1
-        parts = math.ceil(len(members) / most)
-        size = math.ceil(len(members) / parts)
-        for start in range(0, len(members), size):
-            chunk = members[start : start + size]
+        for chunk in _chunks(list(units.values()), most):
             grid = _Grid(method, feats, views, labels, counts, init, [configs[i] for i in chunk])
             rows = eval_rows(len(chunk), k, budget, feats.element_size())
             for i, result in zip(chunk, grid.train(val, test, rows, progress), strict=True):
                 results[i] = result
     return [r for r in results if r is not None]
+
+
+def _training_key(config: HeadConfig) -> tuple[object, ...]:
+    """What a configuration's training depends on: all of it but tau."""
+    hyper = tuple(sorted((k, v) for k, v in config.hyper.items() if k != "tau"))
+    return (dataclasses.astuple(config.stage), config.seed, hyper)
+
+
+def _chunks(units: list[list[int]], most: int) -> list[list[int]]:
+    """Consecutive units (the configurations sharing one training) in chunks of at most
+    ``most`` configurations each (a unit larger than that alone), as even as they come."""
+    total = sum(len(u) for u in units)
+    size = math.ceil(total / math.ceil(total / most)) if total else 0
+    chunks: list[list[int]] = []
+    for unit in units:
+        if chunks and len(chunks[-1]) + len(unit) <= size:
+            chunks[-1] += unit
+        else:
+            chunks.append(list(unit))
+    return chunks
 
 
 @dataclass
@@ -374,9 +396,15 @@ class _Grid:
         self.k = counts.size
         self.batch, self.epochs = configs[0].stage.batch_size, configs[0].stage.epochs
         device, dtype = feats.device, feats.dtype
-        g = len(configs)
+        # The heads trained (configurations differing in tau alone share one) and, for each
+        # configuration, the index of its trained head.
+        first: dict[tuple[object, ...], int] = {}
+        self.owner = [first.setdefault(_training_key(c), len(first)) for c in configs]
+        trained = [configs[self.owner.index(j)] for j in range(len(first))]
+        self.shared = len(trained) < len(configs)
+        g = self.trained = len(trained)
         self.groups: list[_SeedGroup] = []
-        for i, c in enumerate(configs):
+        for i, c in enumerate(trained):
             if self.groups and self.groups[-1].seed == c.seed:
                 self.groups[-1].heads = slice(self.groups[-1].heads.start, i + 1)
                 continue
@@ -406,10 +434,10 @@ class _Grid:
         self.momentum: dict[str, Tensor] = {}
         weights = make_sampler_weights(method, labels.cpu().numpy())
         self.sample_weights = None if weights is None else torch.as_tensor(weights)
-        self.lr = torch.tensor([c.stage.lr for c in configs], dtype=torch.float64)
-        self.wd = torch.tensor([c.stage.weight_decay for c in configs], dtype=dtype, device=device)
-        self.decay = any(c.stage.weight_decay != 0.0 for c in configs)
-        self.base_loss, self.varying = _stack_losses(method, counts, configs, device, dtype)
+        self.lr = torch.tensor([c.stage.lr for c in trained], dtype=torch.float64)
+        self.wd = torch.tensor([c.stage.weight_decay for c in trained], dtype=dtype, device=device)
+        self.decay = any(c.stage.weight_decay != 0.0 for c in trained)
+        self.base_loss, self.varying = _stack_losses(method, counts, trained, device, dtype)
         # A per-class constant that differs between heads (LDAM's margins, class-balanced
         # weights) needs each head's loss on its own: vmap over the heads.
         self.per_head = any(v.ndim > 1 for v in self.varying.values())
@@ -422,7 +450,7 @@ class _Grid:
                     owner.get_parameter("weight"),
                     c.hyper.get("threshold", recipe_for(method.name).hyper["threshold"]),
                 )
-                for owner, c in zip(owners, configs, strict=True)
+                for owner, c in zip(owners, trained, strict=True)
             ]
             rows = torch.tensor(radii, dtype=dtype, device=device)
             self.radius_rows = rows.repeat_interleave(self.k).unsqueeze(1)
@@ -456,7 +484,7 @@ class _Grid:
         best_epoch = torch.zeros(g, dtype=torch.long)
         best_acc = torch.full((g,), -math.inf, dtype=torch.float64)
         best_nll = torch.full((g,), math.inf, dtype=torch.float64)
-        best = {name: p.detach().clone() for name, p in self.params.items()}
+        best = {name: p.detach().clone() for name, p in self._scored().items()}
         total = self.epochs * self.steps
         with torch_threads(self.threads):
             for epoch in range(self.epochs):
@@ -488,14 +516,14 @@ class _Grid:
                 best_nll = torch.where(better, v_nll, best_nll)
                 best_epoch[better] = epoch + 1
                 on = better.to(self.views.device)
-                for name, p in self.params.items():
+                for name, p in self._scored().items():
                     mask = on.view(-1, *[1] * (p.ndim - 1))
                     best[name] = torch.where(mask, p.detach(), best[name])
         results = []
         for j, c in enumerate(self.configs):
-            result = HeadResult(c, self._head(j, self.params))
+            result = HeadResult(c, self._head(self.owner[j], self.params, self.owner[j]))
             if val is not None:
-                result.best_head = self._head(j, best)
+                result.best_head = self._head(self.owner[j], best, j)
                 result.best_epoch = int(best_epoch[j])
                 result.history = histories[j]
             results.append(result)
@@ -544,7 +572,7 @@ class _Grid:
         self._update(lr)
         if not last:
             return math.nan, math.nan
-        return loss.item() / len(self.configs), torch.cat(hits).mean().item()
+        return loss.item() / self.trained, torch.cat(hits).mean().item()
 
     def _logits(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
         """(batch, heads, K) logits of the stacked heads, through the head's own forward."""
@@ -597,7 +625,7 @@ class _Grid:
         inference logits (flip-averaged when a flipped view is given)."""
         device = self.views.device
         g = len(self.configs)
-        params = {f"head.{n}": p.detach() for n, p in self.params.items()}
+        params = {f"head.{n}": p for n, p in self._scored().items()}
 
         def one(p: dict[str, Tensor], tau: Tensor, x: Tensor) -> Tensor:
             return functional_call(self.inference, {**p, "tau": tau}, (x,))
@@ -621,13 +649,22 @@ class _Grid:
         accuracy = (hits[:, present] / per_class[present]).mean(1)
         return accuracy.cpu(), (nll / max(len(labels), 1)).cpu()
 
-    def _head(self, j: int, state: Mapping[str, Tensor]) -> StageTwoHead:
-        """Head ``j`` as a module of its own, with ``state``'s parameters, in eval mode."""
+    def _scored(self) -> dict[str, Tensor]:
+        """The trained parameters, detached, one row per configuration (a trained head
+        repeated for each of its taus)."""
+        if not self.shared:
+            return {n: p.detach() for n, p in self.params.items()}
+        index = torch.tensor(self.owner, device=self.views.device)
+        return {n: p.detach().index_select(0, index) for n, p in self.params.items()}
+
+    def _head(self, j: int, state: Mapping[str, Tensor], row: int) -> StageTwoHead:
+        """Trained head ``j`` as a module of its own, with row ``row`` of ``state``'s
+        parameters, in eval mode."""
         grp = next(g for g in self.groups if g.heads.start <= j < g.heads.stop)
         head = copy.deepcopy(grp.template)
         with torch.no_grad():
             for name, p in head.named_parameters():
-                p.copy_(state[name][j])
+                p.copy_(state[name][row])
         return head.eval()
 
 
