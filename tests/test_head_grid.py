@@ -377,7 +377,9 @@ def test_configurations_differing_in_tau_alone_train_one_head(
     monkeypatch.setattr(grid_module, "_Grid", real)
     for r in results:
         assert r.config in configs
-        (lone,) = train_head_grid(method, feats, flip, labels, COUNTS, stage1(), [r.config], val=val)
+        (lone,) = train_head_grid(
+            method, feats, flip, labels, COUNTS, stage1(), [r.config], val=val
+        )
         assert_same_head(r.head, lone.head, F64_RTOL)
         assert r.best_epoch == lone.best_epoch
         assert r.best_head is not None and lone.best_head is not None

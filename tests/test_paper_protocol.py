@@ -138,7 +138,9 @@ def test_only_table_1_rows_run_under_the_paper_protocol() -> None:
 def test_the_papers_numbers_only_beside_its_setting() -> None:
     def run(dataset: str, ratio: float | None) -> Any:
         data = SimpleNamespace(manifest={"imbalance_ratio": ratio})
-        return SimpleNamespace(cfg=SimpleNamespace(dataset=dataset), problem=SimpleNamespace(data=data))
+        return SimpleNamespace(
+            cfg=SimpleNamespace(dataset=dataset), problem=SimpleNamespace(data=data)
+        )
 
     cols = _paper_columns("cb-loss", run("cifar100-lt", 100.0))
     assert cols["paper"] == pytest.approx(
@@ -238,3 +240,8 @@ def test_what_the_paper_protocol_refuses(run: Path, paper: Any) -> None:
         one_line_error(run_cli("keep", run, "--protocol", protocol), "a classifier is kept from")
         assert run_cli("compare", run, "--protocol", protocol, "--keep").exit_code != 0
     assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_a_second_paper_compare_reuses_its_points(run: Path, paper: Any) -> None:
+    result = ok("compare", run, "--protocol", "paper", "--seeds", "2")
+    assert f"0 re-trained, {2 * len(TABLE1)} reused" in flat(result.stderr)

@@ -36,8 +36,7 @@ KEEPABLE = ("tuned", "authors")
 _NOT_KEPT = {
     "test-selected": " (test-selected chose on the TEST set)",
     "paper-test-selected": " (paper-test-selected chose on the TEST set)",
-    "paper": " (the paper protocol runs Table 1's formulas as a study, not the methods lort "
-    "ships)",
+    "paper": " (the paper protocol runs Table 1's formulas as a study, not the methods lort ships)",
 }
 
 

@@ -87,7 +87,10 @@ class Plan:
     def fingerprint(self) -> dict[str, Any]:
         return {
             "protocol": self.protocol,
-            "parts": dataclasses.asdict(self.method),
+            "parts": {  # as JSON stores them (tuples as lists)
+                k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self.method).items()
+            },
             "recipe": self.recipe.to_dict(),
             "candidates": [
                 {"stage": dataclasses.asdict(c.stage), "seed": c.seed, "hyper": dict(c.hyper)}
