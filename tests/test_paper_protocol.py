@@ -219,7 +219,6 @@ def test_paper_test_selected_reports_the_best_seed_chosen_on_test(run: Path, pap
     assert "TEST-SELECTED" in out and "not which method is better" in out
     data = json.loads((run / "compare-paper-test-selected.json").read_text())
     assert "not a fair comparison" in data["definitions"]["protocol"]
-    fair = {r["method"]: r for r in json.loads((run / "compare-paper.json").read_text())["rows"]}
     for row in data["rows"]:
         name = row["method"]
         chosen = points(run, name, "paper-test-selected")

@@ -46,12 +46,11 @@ from lort.experiments.protocols import (
     plan,
 )
 from lort.methods import METHODS, TABLE1, WEIGHT_NORM_DEFINITION, get_method
-from lort.options import COMPARE_PROTOCOLS
 from lort.methods.paper import REPORTED_ON, ROWS, reported
+from lort.options import COMPARE_PROTOCOLS
 from lort.run.finished import FinishedRun, open_run_locked
 from lort.run.folder import RETRAIN_NEEDS, open_saved
 from lort.stage2.problem import Stop
-
 
 ACCURACY = ("all", *GROUP_NAMES)
 STOP_DEFINITION = {

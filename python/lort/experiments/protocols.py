@@ -47,7 +47,7 @@ from lort.stage2.select import ValScore, best_on_validation, kept_scores
 
 Protocol = Literal["tuned", "authors", "test-selected", "paper", "paper-test-selected"]
 PROTOCOLS: tuple[Protocol, ...] = typing.get_args(Protocol)
-assert PROTOCOLS == tuple(p for p in COMPARE_PROTOCOLS if p != "shared")
+assert tuple(p for p in COMPARE_PROTOCOLS if p != "shared") == PROTOCOLS
 # The protocols of the paper's Table 1 (lort.methods.paper), and those choosing on the test set.
 PAPER_PROTOCOLS = ("paper", "paper-test-selected")
 TEST_SELECTED = ("test-selected", "paper-test-selected")
