@@ -4,6 +4,7 @@ rather than by the path's spelling."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -31,11 +32,21 @@ def test_a_run_made_with_a_relative_data_root_travels(
     monkeypatch.chdir(elsewhere)
     ok("compare", home / "run", "--methods", "ce", "--protocol", "authors")
 
-    # The data moves: the run says where it looked; re-pointed in config.yaml, it works again.
+    # The data moves: compare and sweep go on from the feature cache and the saved labels,
+    # with the same numbers, and say so; what needs the images says where it looked.
+    before = json.loads((home / "run/compare-authors-ce.json").read_text())["rows"]
     moved = tmp_path / "moved"
     (home / "data").rename(moved)
-    result = run_cli("compare", home / "run", "--methods", "ce", "--protocol", "authors")
+    (home / "run/compare-authors-ce.json").unlink()
+    shutil.rmtree(home / "run/compare")
+    result = ok("compare", home / "run", "--methods", "ce", "--protocol", "authors")
+    assert "re-training on the run's feature cache" in flat(result.output)
+    assert str(home / "data") in flat(result.output)
+    assert json.loads((home / "run/compare-authors-ce.json").read_text())["rows"] == before
+    ok("sweep", home / "run", "--smooth", "0.5")
+    result = run_cli("fit", "--resume", "--out", home / "run", "--method", "ce")
     assert result.exit_code != 0 and str(home / "data") in flat(result.output)
+    # Re-pointed in config.yaml, everything works again.
     config["data_root"] = str(moved)
     (home / "run/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     ok("compare", home / "run", "--methods", "ce", "--protocol", "authors")

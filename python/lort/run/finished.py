@@ -11,15 +11,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from lort.config import FitConfig, run_values
-from lort.errors import InputError
+from lort.data.ltdata import LTData
+from lort.data.transforms import TransformSpec
+from lort.errors import DamagedFileError, FileReadError, InputError
 from lort.methods import Method
 from lort.run.folder import (
     FEATURES,
     FROZEN,
     RETRAIN_NEEDS,
+    SPLIT_LABELS,
     Note,
     RunFolder,
+    SavedRun,
     locked,
     open_saved,
     require_finished,
@@ -116,26 +122,68 @@ def open_run_locked(root: Path, note: Note) -> Iterator[FinishedRun]:
     into it), after removing what interrupted writes left behind."""
     require_finished(Path(root), RETRAIN_NEEDS)
     with locked(Path(root), note):
-        run = open_run(root)
+        run = open_run(root, note)
         run.folder.remove_leftovers(note)
         run.folder.settle()
         yield run
 
 
-def open_run(root: Path) -> FinishedRun:
-    """The finished run in ``root``; InputError saying what to do when it is not one."""
+def _data(saved: SavedRun, cache: FeatureCache, note: Note | None) -> LTData:
+    """The run's dataset rebuilt from its config; where its images are gone, the labels fit
+    saved beside the feature cache (all that re-training on the cache reads of the data)."""
+    try:
+        return load_data(saved.cfg)
+    except FileReadError as gone:
+        if not saved.folder.path(SPLIT_LABELS).is_file():  # a run of an earlier lort
+            raise
+        if note is not None:
+            where = str(gone).splitlines()[0]
+            note(
+                f"{where}; re-training on the run's feature cache and the labels saved beside "
+                "it (only `lort fit --resume` and live stage 2 need the images)"
+            )
+    labels = saved.folder.load_npz(SPLIT_LABELS)
+    names = list(saved.manifest["class_names"])
+    counts = saved.folder.load_npy("train_counts.npy")
+    if not {"train", "test"} <= set(labels) or not np.array_equal(
+        np.bincount(labels["train"], minlength=len(names)), counts
+    ):
+        raise DamagedFileError(
+            f"{saved.folder.path(SPLIT_LABELS)} does not match the run's train_counts.npy; "
+            "re-point the run at its data (config.yaml's data_root) and run `lort fit --resume`",
+            SPLIT_LABELS,
+        )
+    spec = TransformSpec("features", 0, (), (), mirror=cache.get("train", flipped=True) is not None)
+    return LTData(
+        name=saved.cfg.dataset,
+        num_classes=len(names),
+        class_names=names,
+        image_size=0,
+        in_channels=0,
+        train_labels=labels["train"],
+        val_labels=labels.get("val"),
+        test_labels=labels["test"],
+        manifest=saved.manifest,
+        transform_spec=spec,
+        sources={},
+    )
+
+
+def open_run(root: Path, note: Note | None = None) -> FinishedRun:
+    """The finished run in ``root``; InputError saying what to do when it is not one. Where the
+    run's images are gone it opens on its feature cache alone, with ``note`` told so."""
     saved = open_saved(root, RETRAIN_NEEDS)
     root, folder, raw, cfg = saved.root, saved.folder, saved.raw_config, saved.cfg
     report, manifest = saved.report, saved.manifest
     stage1 = saved.stage1()
-    data = load_data(cfg)
+    cache = FeatureCache(folder.load_npz(FEATURES))
+    data = _data(saved, cache, note)
     changed = split_changed(manifest, data.manifest)
     if changed:
         raise InputError(
             f"{root}: the dataset rebuilt from the run's config differs from the one it was "
             f"trained on ({changed} changed); its cached features no longer match the labels"
         )
-    cache = FeatureCache(folder.load_npz(FEATURES))
     init = stage1_init(stage1["state"]["model"])
     for split, labels in (
         ("train", data.train_labels),

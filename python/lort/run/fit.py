@@ -34,6 +34,7 @@ from lort.run.folder import (
     MANIFEST,
     REPORT,
     RUN_FILES,
+    SPLIT_LABELS,
     STAGE1,
     RunFolder,
     check_for_fit,
@@ -289,6 +290,8 @@ def _run(
         cache = _features(rt, folder, data, model, cfg, say)
         timings["features_s"] = time.perf_counter() - t
         init = stage1_init(model.head.state_dict(), prefix="")
+    if rt.is_main:
+        _split_labels(folder, data, say)
     problem = Stage2(cfg, data, cache, init, counts)
 
     t = time.perf_counter()
@@ -525,6 +528,21 @@ def _given_features(
     if rt.distributed:
         dist.barrier()
     return FeatureCache(folder.load_npz(FEATURES))
+
+
+def _split_labels(folder: RunFolder, data: LTData, say: Say) -> None:
+    """Every split's labels beside the feature cache (written again when damaged or missing),
+    so that the run can be re-trained on without its images."""
+    if folder.path(SPLIT_LABELS).is_file():
+        try:
+            folder.load_npz(SPLIT_LABELS)
+            return
+        except DamagedFileError as e:
+            _noting(say)(f"{e}; writing it again")
+    labels = {"train": data.train_labels, "test": data.test_labels}
+    if data.val_labels is not None:
+        labels["val"] = data.val_labels
+    folder.write_npz(SPLIT_LABELS, **{k: v.astype(np.int64) for k, v in labels.items()})
 
 
 def _intact(folder: RunFolder, name: str, phase: str, say: Say, remedy: str) -> bool:

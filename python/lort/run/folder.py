@@ -50,6 +50,9 @@ CONFIG = "config.yaml"
 MANIFEST = "manifest.json"
 STAGE1 = "stage1.ckpt"
 FEATURES = "features.npz"
+# The labels of every split, aligned with the feature cache's rows: what compare and sweep need
+# of the data when its images are gone.
+SPLIT_LABELS = "split_labels.npz"
 REPORT = "report.json"
 HISTORY = "history.csv"
 RELIABILITY = "figures/reliability.png"
@@ -59,6 +62,7 @@ RUN_FILES = (
     MANIFEST,
     STAGE1,
     FEATURES,
+    SPLIT_LABELS,
     "stage2.pt",
     "logits.npy",
     "labels.npy",
@@ -94,7 +98,16 @@ INFERENCE_NEEDS = (CONFIG, MANIFEST, STAGE1, "stage2.pt", "train_counts.npy", RE
 # What one stage 2 writes, as one unit (:meth:`RunFolder.stage2_outputs`), with RELIABILITY.
 STAGE2_OUTPUTS = ("stage2.pt", "logits.npy", "labels.npy", "train_counts.npy", HISTORY, REPORT)
 # Files lort can make again from the others: fit rebuilds them with a note when damaged.
-DERIVABLE = (FEATURES, "stage2.pt", "logits.npy", "labels.npy", "train_counts.npy", HISTORY, REPORT)
+DERIVABLE = (
+    FEATURES,
+    SPLIT_LABELS,
+    "stage2.pt",
+    "logits.npy",
+    "labels.npy",
+    "train_counts.npy",
+    HISTORY,
+    REPORT,
+)
 # Options that shape stage 1 and the feature cache: a resumed run must keep them. Not
 # ``data_root``: the data may move (a run folder travels); the split rebuilt from wherever it
 # now is must match the manifest's hashes (:data:`SPLIT_KEYS`), which is what stage 1 depends on.
