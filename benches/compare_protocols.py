@@ -45,12 +45,11 @@ from unittest import mock
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tables import fmt_md, fmt_table  # noqa: E402
-
-import lort.stage2.grid as grid_module  # noqa: E402
-from lort.experiments.protocols import Plan, plan, run_plan  # noqa: E402
-from lort.methods import TABLE1  # noqa: E402
-from lort.run.finished import FinishedRun, open_run  # noqa: E402
+import lort.stage2.grid as grid_module
+from _tables import fmt_md, fmt_table
+from lort.experiments.protocols import Plan, plan, run_plan
+from lort.methods import TABLE1
+from lort.run.finished import FinishedRun, open_run
 
 COMPOSITIONS = ("lort+logit-adjust", "lort+cb-resample", "lort+balanced-softmax", "lort+maxnorm")
 
