@@ -208,6 +208,7 @@ def test_the_table_says_what_it_is(run: Path, paper: Any) -> None:
     assert "the paper's protocol" in out and "TEST-SELECTED" not in out
     assert "g = W f(x) - 1{i=y} C / n_i^(1/4)" in out  # each row's formula
     assert "no paper numbers are shown" in out  # digits is not the paper's dataset
+    assert "temperature fitted on validation, NLL and ECE before -> after" in out
     data = json.loads((run / "compare-paper.json").read_text())
     assert data["protocol"] == "paper" and "Appendix B" in data["definitions"]["protocol"]
     assert all(r["paper"] is None and r["formula"] for r in data["rows"])

@@ -256,6 +256,7 @@ def print_compare(console: Console, res: CompareResult) -> None:
     console.print(geo)
     console.print(norms)
     console.print(curv)
+    _print_compare_calibration(console, res)
     if spread:
         console.print(f"[dim]L, r and ||w_c||: means over {n} seeds; std in the JSON[/dim]")
     for row in res.rows:
@@ -277,6 +278,38 @@ def print_compare(console: Console, res: CompareResult) -> None:
         )
     if res.pooled is not None:
         print_differences(console, res.pooled)
+
+
+def _print_compare_calibration(console: Console, res: CompareResult) -> None:
+    """Each method's temperature (fitted on validation) and the test split's NLL and ECE
+    before and after it, means over the seeds; nothing without a validation split."""
+    table = Table(
+        title="probabilities on the test split: temperature fitted on validation, NLL and "
+        "ECE before -> after (means over the seeds)",
+        title_justify="left",
+    )
+    for col in ("method", "T", "NLL", "ECE"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    shown_any = False
+    for m in res.methods:
+        cals = [r.get("calibration") or {} for r in res.points[m]]
+        cals = [c for c in cals if c.get("temperature") is not None]
+        if not cals:
+            continue
+        shown_any = True
+
+        def mean(key: str, side: str, of: list[dict[str, Any]] = cals) -> float:
+            return sum(c["test"][side][key] for c in of) / len(of)
+
+        t = sum(c["temperature"] for c in cals) / len(cals)
+        table.add_row(
+            m,
+            f"{t:.3g}",
+            f"{mean('nll', 'before'):.3f} -> {mean('nll', 'after'):.3f}",
+            f"{mean('ece', 'before'):.3f} -> {mean('ece', 'after'):.3f}",
+        )
+    if shown_any:
+        console.print(table)
 
 
 def _diff(iv: dict[str, Any] | None) -> str:
