@@ -44,6 +44,7 @@ OUTPUTS = (
     "manifest.json",
     "stage1.ckpt",
     "features.npz",
+    "split_labels.npz",
     "stage2.pt",
     "logits.npy",
     "labels.npy",
@@ -576,3 +577,16 @@ def test_the_run_keeps_its_training_history(tmp_path: Path) -> None:
     assert all(0 <= float(r["val_accuracy"]) <= 1 for r in stage2)
     saved = torch.load(run / "stage1.ckpt", weights_only=True)["state"]["history"]
     assert [r["loss"] for r in saved] == [float(r["train_loss"]) for r in stage1]
+
+
+def test_every_splits_labels_are_saved_beside_the_feature_cache(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    ok("fit", "--out", run, "--epochs1", "1", "--epochs2", "1", "--smooth", "0.5")
+    with np.load(run / "split_labels.npz") as z:
+        labels = {k: z[k] for k in z.files}
+    with np.load(run / "features.npz") as z:
+        rows = {k: len(z[k]) for k in z.files}
+    assert set(labels) == {"train", "val", "test"}
+    assert all(len(labels[s]) == rows[s] for s in labels)
+    np.testing.assert_array_equal(labels["test"], np.load(run / "labels.npy"))
+    np.testing.assert_array_equal(np.bincount(labels["train"]), np.load(run / "train_counts.npy"))
