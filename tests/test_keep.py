@@ -166,3 +166,31 @@ def test_fit_method_auto_keeps_the_tuned_comparisons_best(tmp_path: Path) -> Non
     np.testing.assert_array_equal(np.load(auto / "logits.npy"), np.load(by_hand / "logits.npy"))
     run = lort.fit(tmp_path / "api", method="auto", epochs1=5, epochs2=3, seed=0)
     assert run.method == report["method"]["name"] and "kept" in run.report
+
+
+def test_the_kept_heads_history_replaces_the_fits_stage2_rows(
+    compared: Path, tmp_path: Path
+) -> None:
+    import csv
+
+    run = tmp_path / "run"
+    shutil.copytree(compared, run)
+
+    def history() -> list[dict[str, str]]:
+        with (run / "history.csv").open() as f:
+            return list(csv.DictReader(f))
+
+    before = history()
+    ok("keep", run, "--method", "cb-loss")
+    after = history()
+    assert [r for r in after if r["stage"] == "stage1"] == [
+        r for r in before if r["stage"] == "stage1"
+    ]
+    curve = _point(run, "cb-loss")["curve"]
+    kept = [r for r in after if r["stage"] == "stage2"]
+    assert [int(r["epoch"]) for r in kept] == [e["epoch"] for e in curve]
+    assert [float(r["val_accuracy"]) for r in kept] == pytest.approx(
+        [e["val_accuracy"] for e in curve], abs=1e-12
+    )
+    ok("keep", run, "--method", "tau-norm")  # post hoc: no stage-2 epochs
+    assert [r for r in history() if r["stage"] == "stage2"] == []

@@ -27,6 +27,8 @@ from lort.experiments.points import OnPoint, ProtocolPoint, kept_head, protocol_
 from lort.experiments.protocols import plan
 from lort.methods import TABLE1, get_method, make_head
 from lort.run.finished import FinishedRun, open_run_locked
+from lort.run.fit import history_table
+from lort.run.folder import HISTORY, STAGE1
 from lort.stage2.select import ValScore, best_on_validation
 
 # The protocols a classifier may be kept from: not those that chose on the test set, nor the
@@ -153,6 +155,19 @@ def _keep(
     return _write(run, stored, saved, point_name, protocol, seed, why, notes)
 
 
+def _history(run: FinishedRun, stored: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """history.csv for the kept head: the run's stage-1 epochs, then the kept configuration's
+    stage-2 epochs as the compare recorded them (validation class-mean accuracy; a post-hoc
+    rule has none)."""
+    stage1 = run.folder.load_torch(STAGE1)["state"].get("history", [])
+    header, rows = history_table(stage1, [])
+    rows += [
+        ["stage2", e["epoch"], None, None, None, e["val_accuracy"], None]
+        for e in stored.get("curve") or []
+    ]
+    return header, rows
+
+
 def _write(
     run: FinishedRun,
     stored: dict[str, Any],
@@ -220,6 +235,7 @@ def _write(
             },
         )
         folder.write_npy("logits.npy", logits.astype(np.float32))
+        folder.write_csv(HISTORY, *_history(run, stored))
         folder.write_json("report.json", report)
         if calibration.temperature is not None:
             from lort.plots import plot_calibration
