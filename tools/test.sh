@@ -16,7 +16,7 @@ step "python environment ($venv)"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 # Editable install: builds the Rust extension (release profile) with maturin.
-"$venv/bin/python" -m pip install --quiet -e ".[train,test,timm,onnx]"
+"$venv/bin/python" -m pip install --quiet -e ".[train,test,timm,onnx,tensorboard]"
 
 step "rust: fmt, clippy, tests"
 cargo fmt --check

@@ -5,6 +5,7 @@ config is written next to every checkpoint."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ class FitConfig:
     device: str = "auto"
     workers: int = 0
     compile_model: bool = False
+    log: str = field(default="csv", metadata={"omit_default": True})
     pretrained: bool = field(default=False, metadata={"omit_default": True})
     weights: str | None = field(default=None, metadata={"omit_default": True})
     freeze_backbone: bool = field(default=False, metadata={"omit_default": True})
@@ -434,6 +436,12 @@ def validate(cfg: FitConfig) -> None:
             raise OptionError(
                 f"{{{option.key}}} must be {_either(option.choices)}, got {value!r}", option.key
             )
+    if cfg.log == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise OptionError(
+            "{log} tensorboard needs the tensorboard package: pip install 'lort[tensorboard]' "
+            "(history.csv is written either way)",
+            "log",
+        )
     if cfg.stage2_stop == "val" and cfg.stage2_mode == "live":
         raise OptionError(
             "{stage2_stop} val scores every stage-2 epoch on the cached features: use "

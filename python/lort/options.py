@@ -30,6 +30,9 @@ LIVE_BN = ("eval", "train")
 # validation split and trains stage 2 on cached features, else "last".
 STAGE2_STOPS = ("auto", "val", "last")
 DEVICES = ("auto", "cpu", "cuda")
+# Where `lort fit` logs its per-epoch metrics: history.csv always; "tensorboard" adds
+# RUN/tensorboard/ (the `tensorboard` extra).
+LOGS = ("csv", "tensorboard")
 # `lort compare --protocol` (lort.experiments.protocols has each one's definition; "shared":
 # every method with the run's own stage-2 settings, the epoch kept by --epoch).
 COMPARE_PROTOCOLS = ("tuned", "authors", "test-selected", "paper", "paper-test-selected", "shared")
@@ -161,6 +164,13 @@ FIT_OPTIONS: tuple[Option, ...] = (
         "Stage 1 through torch.compile (CUDA graphs on a GPU). Pays on long GPU runs.",
         switch="both",
         flag="--compile",
+    ),
+    Option(
+        "log",
+        "str",
+        "Per-epoch metrics: csv (history.csv) or tensorboard (history.csv and RUN/tensorboard/; "
+        "needs `pip install 'lort[tensorboard]'`). [csv]",
+        LOGS,
     ),
 )
 

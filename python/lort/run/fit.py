@@ -382,6 +382,11 @@ def _run(
                 f"{folder.root}: {method.name}, test split",
             )
         folder.write_json(REPORT, report)
+    if cfg.log == "tensorboard":
+        from lort.run.tensorboard import write_tensorboard
+
+        path = write_tensorboard(folder, *history_table(stage1_history, stage2_history))
+        say(f"TensorBoard: {path} (tensorboard --logdir {path.parent})")
     return FitResult(folder.root, analysis, report)
 
 

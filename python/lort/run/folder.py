@@ -86,8 +86,9 @@ OWNED = (
     "compare/*.head.pt",
     "sweep/*.json",
     "figures/*.png",
+    "tensorboard/*.lort",
 )
-OWNED_DIRS = ("compare", "sweep", "figures")
+OWNED_DIRS = ("compare", "sweep", "figures", "tensorboard")
 # Files a user may edit (the resolved options): not hash-recorded; their content is checked
 # instead (types, and what stage 1 was trained with against the stage-1 checkpoint).
 EDITABLE = (CONFIG,)
