@@ -33,7 +33,6 @@ shared machine are noisy: compare only rows of one run.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shlex
 import subprocess
@@ -50,21 +49,9 @@ from _tables import fmt_md, fmt_table
 from lort.experiments.protocols import Plan, plan, run_plan
 from lort.methods import TABLE1
 from lort.run.finished import FinishedRun, open_run
+from stage2_grid import gemm_rate
 
 COMPOSITIONS = ("lort+logit-adjust", "lort+cb-resample", "lort+balanced-softmax", "lort+maxnorm")
-
-
-def gemm_rate(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Best GFLOP/s of ``a @ b`` over 5 rounds of 20 products."""
-    for _ in range(3):
-        a @ b
-    best = math.inf
-    for _ in range(5):
-        t0 = time.perf_counter()
-        for _ in range(20):
-            a @ b
-        best = min(best, (time.perf_counter() - t0) / 20)
-    return 2 * a.shape[0] * a.shape[1] * b.shape[1] / best / 1e9
 
 
 def floor_flops(run: FinishedRun, plans: list[Plan], shared: bool) -> tuple[int, int, float]:
@@ -121,13 +108,13 @@ def main() -> None:
     problem = run.problem
     d, k = problem.init.in_features, problem.k
     batch = run.cfg.stage2.batch_size
-    rates = {
-        f"step {batch}x{d} @ {d}x{k}": gemm_rate(torch.randn(batch, d), torch.randn(d, k * 64)),
-        "1024^3": gemm_rate(torch.randn(1024, 1024), torch.randn(1024, 1024)),
-    }
-    for name, r in rates.items():
+    rates = gemm_rate([
+        (f"step {batch}x{d} @ {d}x{k * 64}", torch.randn(batch, d), torch.randn(d, k * 64)),
+        ("1024^3", torch.randn(1024, 1024), torch.randn(1024, 1024)),
+    ])  # fmt: skip
+    for name, r in rates:
         print(f"gemm {name}: {r:.1f} GFLOP/s")
-    rate = max(rates.values()) * 1e9
+    rate = max(r for _, r in rates) * 1e9
     seed = run.cfg.seed
     searches = {
         "compositions (tuned, 1 seed)": [plan(run, m, seed, "tuned") for m in COMPOSITIONS],

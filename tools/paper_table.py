@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from protocols_table import diff, pct
+
 
 def load(folder: Path, protocol: str) -> dict[str, Any]:
     data = json.loads((folder / "compare.json").read_text())
@@ -27,21 +29,6 @@ def load(folder: Path, protocol: str) -> dict[str, Any]:
             f"{folder}/compare.json is protocol {data.get('protocol')}, not {protocol}"
         )
     return data
-
-
-def pct(s: dict[str, Any]) -> str:
-    if s["mean"] is None:
-        return "—"
-    if s["std"] is None:
-        return f"{100 * s['mean']:.1f}"
-    return f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
-
-
-def diff(iv: dict[str, Any] | None) -> str:
-    if iv is None:
-        return "—"
-    text = f"{100 * iv['mean']:+.1f} [{100 * iv['low']:+.1f}, {100 * iv['high']:+.1f}]"
-    return text if iv["significant"] else text + " n.s."
 
 
 def best_trials(data: dict[str, Any]) -> dict[str, dict[str, float | None]]:

@@ -99,16 +99,7 @@ INFERENCE_NEEDS = (CONFIG, MANIFEST, STAGE1, "stage2.pt", "train_counts.npy", RE
 # What one stage 2 writes, as one unit (:meth:`RunFolder.stage2_outputs`), with RELIABILITY.
 STAGE2_OUTPUTS = ("stage2.pt", "logits.npy", "labels.npy", "train_counts.npy", HISTORY, REPORT)
 # Files lort can make again from the others: fit rebuilds them with a note when damaged.
-DERIVABLE = (
-    FEATURES,
-    SPLIT_LABELS,
-    "stage2.pt",
-    "logits.npy",
-    "labels.npy",
-    "train_counts.npy",
-    HISTORY,
-    REPORT,
-)
+DERIVABLE = tuple(f for f in RUN_FILES if f not in (CONFIG, MANIFEST, STAGE1))
 # Options that shape stage 1 and the feature cache: a resumed run must keep them. Not
 # ``data_root``: the data may move (a run folder travels); the split rebuilt from wherever it
 # now is must match the manifest's hashes (:data:`SPLIT_KEYS`), which is what stage 1 depends on.
