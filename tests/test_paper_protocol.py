@@ -218,6 +218,7 @@ def test_paper_test_selected_reports_the_best_seed_chosen_on_test(run: Path, pap
     result = ok("compare", run, "--protocol", "paper-test-selected", "--seeds", "2")
     out = flat(result.stdout)
     assert "TEST-SELECTED" in out and "not which method is better" in out
+    assert "All..Few: the best seed" in out
     data = json.loads((run / "compare-paper-test-selected.json").read_text())
     assert "not a fair comparison" in data["definitions"]["protocol"]
     for row in data["rows"]:

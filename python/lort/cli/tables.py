@@ -155,8 +155,7 @@ _PROTOCOL_TITLE = {
     "paper": ", the paper's protocol: Table 1's formulas, one 20-epoch fine-tune, lr and "
     "weight decay chosen with the epoch on the validation split",
     "paper-test-selected": ", the paper's protocol, [bold red]TEST-SELECTED: lr, weight "
-    "decay and epoch chosen on the test set, the best of the seeds shown, as the paper "
-    "reports[/bold red]",
+    "decay and epoch chosen on the test set, as the paper reports[/bold red]",
     "shared": ", every method with the run's stage-2 settings, last epoch",
     "shared-val": ", every method with the run's stage-2 settings, epoch chosen on the "
     "validation split",
@@ -199,7 +198,10 @@ def print_compare(console: Console, res: CompareResult) -> None:
     best_trial = res.protocol == "paper-test-selected"
     paper = any(row.get("paper") for row in res.rows)
     if best_trial and spread:
-        acc.title = f"{acc.title}; All..Few: the best seed (mean ± std in the JSON)"
+        acc.title = (
+            f"{acc.title}; All..Few: the best seed, as the paper reports its best of five "
+            "(mean ± std in the JSON)"
+        )
     if paper:
         acc.add_column("paper All/Many/Med/Few", justify="right")
     acc.add_column("delta", justify="right")
