@@ -46,6 +46,14 @@ def test_a_run_made_with_a_relative_data_root_travels(
     ok("sweep", home / "run", "--smooth", "0.5")
     result = run_cli("fit", "--resume", "--out", home / "run", "--method", "ce")
     assert result.exit_code != 0 and str(home / "data") in flat(result.output)
+    # Damaged saved labels are never trained on.
+    labels = home / "run/split_labels.npz"
+    good = labels.read_bytes()
+    labels.write_bytes(good[:-20])
+    result = run_cli("compare", home / "run", "--methods", "lws", "--protocol", "authors")
+    assert result.exit_code == 1 and "split_labels.npz" in flat(result.stderr)
+    assert not (home / "run/compare-authors-lws.json").exists()
+    labels.write_bytes(good)
     # Re-pointed in config.yaml, everything works again.
     config["data_root"] = str(moved)
     (home / "run/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
