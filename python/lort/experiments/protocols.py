@@ -207,22 +207,32 @@ def run_plan(run: FinishedRun, p: Plan) -> Chosen:
     if p.choose_on is None:
         (head,) = problem.train_many(p.method, configs, fresh=fresh)
         return Chosen(head, configs[0], configs[0].stage.epochs, [], [])
+    on_val = p.choose_on == "val"
+    alone = len(configs) == 1
     results = problem.train_stopped(
-        p.method, configs, on=p.choose_on, fresh=fresh, record_test=p.choose_on == "val"
+        p.method, configs, on=p.choose_on, fresh=fresh, record_test=on_val and alone
     )
     picked, scores = kept_scores(results, last=p.last_epoch)
     best = best_on_validation(scores)
     r = results[best]
     head = r.head if p.last_epoch else r.best_head
     assert head is not None
-    on_val = p.choose_on == "val"
+    tests = [e.test_accuracy for e in r.history]
+    if on_val and not alone:
+        # The test curve of the kept configuration only (recorded, never used to choose):
+        # trained again alone, which agrees with its training in the grid to float rounding,
+        # rather than scoring every candidate on the test set after every epoch.
+        (again,) = problem.train_stopped(
+            p.method, [configs[best]], on="val", fresh=fresh, record_test=True
+        )
+        tests = [e.test_accuracy for e in again.history]
     curve = [
         {
             "epoch": e.epoch,
             "val_accuracy": e.val_accuracy if on_val else None,
-            "test_accuracy": e.test_accuracy if on_val else e.val_accuracy,
+            "test_accuracy": t if on_val else e.val_accuracy,
         }
-        for e in r.history
+        for e, t in zip(r.history, tests, strict=True)
     ]
     table = _table(p, scores, [e.epoch for e in picked])
     return Chosen(head, configs[best], picked[best].epoch, table, curve)
