@@ -17,10 +17,11 @@ What it times (each (method, seed) plan trained and chosen as `lort compare` doe
   (target: <= 5 min).
 
 The floor of each is its arithmetic: for every head trained, 4 n D K flops per epoch (the
-forward product and the weight gradient over the n training rows), plus 2 D K per row of each
-split scored after every epoch (validation, and test where the protocol records it; both views
-where the run averages flips), divided by the best float32 GEMM rate measured here at
-``--threads`` threads on the step's own shape (batch x D by D x K) and on a 1024^3 product.
+forward product and the weight gradient over the n training rows), plus 2 D K per row of the
+split each candidate is scored on after every epoch (both views where the run averages flips),
+and the kept configuration trained again alone with validation and test scored (its test
+curve), divided by the best float32 GEMM rate measured here at ``--threads`` threads on the
+step's own shape (batch x D by D x K) and on a 1024^3 product.
 It ignores everything but products, so time / floor says how far the search is from its
 arithmetic, not how far it could be brought.
 
@@ -73,8 +74,13 @@ def floor_flops(run: FinishedRun, plans: list[Plan], shared: bool) -> tuple[int,
         trained = len(keys)
         heads += trained
         epochs = p.candidates[0].stage.epochs
-        scored = val + (test if p.choose_on == "val" else 0)
-        flops += epochs * (trained * 4 * n * d * k + len(p.candidates) * 2 * d * k * views * scored)
+        on = val if p.choose_on == "val" else test
+        row = 2 * d * k * views  # scoring one row of one split
+        flops += epochs * (trained * 4 * n * d * k + len(p.candidates) * row * on)
+        if p.choose_on == "val" and len(p.candidates) > 1:
+            # run_plan trains the kept configuration again alone for its test curve.
+            heads += 1
+            flops += epochs * (4 * n * d * k + row * (val + test))
     return configs, heads, flops
 
 

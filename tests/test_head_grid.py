@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -253,6 +255,25 @@ def test_ties_go_to_the_earliest_epoch() -> None:
     assert still.best_head is not None
     assert_same_head(still.best_head, still.head, 0.0)
     assert moving.best_epoch == best_by_rule(moving)
+
+
+def test_a_diverged_head_scores_nothing_and_does_not_disturb_its_neighbours() -> None:
+    """An lr far past stable (the top of a search's grid) overflows to infinite or NaN
+    logits: accuracy 0, NLL infinite, never the best; the head beside it trains as alone."""
+    method = get_method("ce")
+    feats, flip, labels = data(torch.float32)
+    val = EvalSplit(*data(torch.float32, n=60, seed=1))
+    sane = HeadConfig(StageConfig(3, 0.05, 0.0, 16), 0)
+    configs = [HeadConfig(StageConfig(3, 1e38, 0.0, 16), 0), sane]
+    wild, kept = train_head_grid(
+        method, feats, flip, labels, COUNTS, stage1(torch.float32), configs, val=val
+    )
+    assert all(s.val_accuracy == 0.0 and s.val_nll == math.inf for s in wild.history)
+    assert all(s.val_accuracy > 0.0 and math.isfinite(s.val_nll) for s in kept.history)
+    (alone_,) = train_head_grid(
+        method, feats, flip, labels, COUNTS, stage1(torch.float32), [sane], val=val
+    )
+    assert [s.val_accuracy for s in kept.history] == [s.val_accuracy for s in alone_.history]
 
 
 # ------------------------------------------------------------------------------ memory

@@ -5,6 +5,7 @@ labelled."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from cli_helpers import flat, ok, one_line_error, run_cli
-from lort.experiments.compare import _paper_columns
+from lort.experiments.compare import _no_test_curve_note, _paper_columns
+from lort.experiments.protocols import CURVE_TOLERANCE, plan, run_plan
 from lort.methods import TABLE1, get_method, ldam_margins, make_head, make_loss
 from lort.methods.paper import (
     PAPER_EPOCHS,
@@ -246,3 +248,37 @@ def test_what_the_paper_protocol_refuses(run: Path, paper: Any) -> None:
 def test_a_second_paper_compare_reuses_its_points(run: Path, paper: Any) -> None:
     result = ok("compare", run, "--protocol", "paper", "--seeds", "2")
     assert f"0 re-trained, {2 * len(TABLE1)} reused" in flat(result.stderr)
+
+
+def test_a_test_curve_only_where_it_is_the_kept_heads(
+    run: Path, paper: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every searched point's curve, trained again alone, is the kept head's at the kept epoch.
+    for name, row in ROWS.items():
+        for p in points(run, name, "paper") if row.retrains else []:
+            (at,) = [e["test_accuracy"] for e in p["curve"] if e["epoch"] == p["epoch"]]
+            want = p["test"]["balanced_accuracy"]
+            assert at is None or abs(at - want) <= CURVE_TOLERANCE, name
+    finished = open_run(run)
+    kept = run_plan(finished, plan(finished, "lws", 0, "paper"))
+    assert all(e["test_accuracy"] is not None for e in kept.curve)
+    # A re-training alone that does not follow the search (a chaotic learning rate): the
+    # validation curves part, so no test curve, and the compare's note names the seed.
+    problem = finished.problem
+    real = type(problem).train_stopped
+
+    def drifting(self: Any, method: Any, configs: Any, **kw: Any) -> Any:
+        results = real(self, method, configs, **kw)
+        for r in results if len(configs) == 1 else []:
+            r.history = [
+                dataclasses.replace(e, val_accuracy=e.val_accuracy + 0.01) for e in r.history
+            ]
+        return results
+
+    monkeypatch.setattr(type(problem), "train_stopped", drifting)
+    parted = run_plan(finished, plan(finished, "lws", 0, "paper"))
+    assert [e["val_accuracy"] for e in parted.curve] == [e["val_accuracy"] for e in kept.curve]
+    assert all(e["test_accuracy"] is None for e in parted.curve)
+    note = _no_test_curve_note("lws", [{"seed": 0, "curve": parted.curve}])
+    assert note is not None and "no test curve for seed 0" in note
+    assert _no_test_curve_note("lws", [{"seed": 0, "curve": kept.curve}]) is None

@@ -263,6 +263,7 @@ def _compare_protocol(
         res.notes.append(_paper_note(run))
     if protocol != "authors":
         res.notes += [n for m in methods for n in _edge_notes(m, points[m])]
+        res.notes += [n for m in methods if (n := _no_test_curve_note(m, points[m]))]
     _finish(res, figures=figures and protocol == "tuned")
     return res
 
@@ -285,6 +286,23 @@ def _edge_notes(method: str, results: list[dict[str, Any]]) -> list[str]:
         "searched; the best may lie beyond them"
         for key, values in edges.items()
     ]
+
+
+def _no_test_curve_note(method: str, results: list[dict[str, Any]]) -> str | None:
+    """A note naming the seeds whose kept configuration, trained again alone for its test
+    curve, did not reproduce its training in the search (protocols.run_plan)."""
+    seeds = [
+        str(r["seed"])
+        for r in results
+        if r.get("curve") and all(e["test_accuracy"] is None for e in r["curve"])
+    ]
+    if not seeds:
+        return None
+    return (
+        f"{method}: no test curve for seed {', '.join(seeds)}: trained again alone, the kept "
+        "configuration did not follow its training in the search (its learning rate amplifies "
+        "float rounding); the test numbers are the kept head's own"
+    )
 
 
 def _finish(res: CompareResult, figures: bool) -> None:

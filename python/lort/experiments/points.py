@@ -26,7 +26,7 @@ from torch import nn
 from lort import __version__
 from lort.analysis import GROUP_NAMES, Analysis, curvature, finite_mean, shot_groups
 from lort.errors import DamagedFileError
-from lort.experiments.protocols import Plan, run_plan
+from lort.experiments.protocols import Plan, curves_agree, run_plan
 from lort.files import finite_or_none, jsonable
 from lort.methods import Method, inference_weight_norms
 from lort.optim import StageConfig
@@ -35,8 +35,9 @@ from lort.stage2.problem import STOP_SPLIT, Stop, own_grids
 from lort.stage2.select import ValScore
 
 # 2: bias-Hessian curvature; 3: validation NLL; 4: the kept epoch; 5: recipes (MaxNorm's
-# relative radius per epoch, tau-norm without bias, the class-balanced losses' reduction)
-POINT_VERSION = 5
+# relative radius per epoch, tau-norm without bias, the class-balanced losses' reduction);
+# 6: a searched point's test curve only where it is the kept head's (protocols.run_plan)
+POINT_VERSION = 6
 
 # The stopping protocols as users name them (``lort compare --epoch``).
 STOP_NAME = {"last": "last", "val": "val", "test": "test-selected"}
@@ -271,11 +272,16 @@ def measure_protocol(
         stop=p.protocol,
         tau=hyper.get("tau"),
     )
+    curve = chosen.curve
+    at_kept = [e["test_accuracy"] for e in curve if e["epoch"] == chosen.epoch]
+    if at_kept and not curves_agree(at_kept[0], result["test"]["balanced_accuracy"]):
+        # The curve re-trained alone (run_plan) is not the kept head's: no test curve.
+        curve = [{**e, "test_accuracy": None} for e in curve]
     result |= {
         "protocol": p.protocol,
         "chosen": {"init": p.recipe.init, "hyper": hyper, "chosen_on": p.choose_on},
         "candidates": chosen.scores,
-        "curve": chosen.curve,
+        "curve": curve,
     }
     head = {
         "head": chosen.head.state_dict(),

@@ -634,11 +634,13 @@ class _Grid:
         labels = split.labels.to(device)
         hits = torch.zeros(g, self.k, dtype=torch.float64, device=device)
         nll = torch.zeros(g, dtype=torch.float64, device=device)
+        diverged = torch.zeros(g, dtype=torch.bool, device=device)
         for start in range(0, len(labels), rows):
             block = slice(start, start + rows)
             z = logits(params, self.tau, split.feats[block])
             if split.feats_flip is not None:
                 z = (z + logits(params, self.tau, split.feats_flip[block])) / 2
+            diverged |= ~torch.isfinite(z).flatten(1).all(1)
             y = labels[block]
             nll += F.cross_entropy(z.transpose(1, 2), y.expand(g, -1), reduction="none").sum(
                 1, dtype=torch.float64
@@ -647,7 +649,13 @@ class _Grid:
         per_class = torch.bincount(labels, minlength=self.k).to(torch.float64)
         present = per_class > 0
         accuracy = (hits[:, present] / per_class[present]).mean(1)
-        return accuracy.cpu(), (nll / max(len(labels), 1)).cpu()
+        nll = nll / max(len(labels), 1)
+        # A head whose learning rate made it diverge (logits not finite: the top of a
+        # search's grid) predicts nothing: accuracy 0 and an infinite NLL, never chosen over
+        # one that trained.
+        accuracy = torch.where(diverged, 0.0, accuracy)
+        nll = torch.where(diverged, math.inf, nll)
+        return accuracy.cpu(), nll.cpu()
 
     def _scored(self) -> dict[str, Tensor]:
         """The trained parameters, detached, one row per configuration (a trained head
