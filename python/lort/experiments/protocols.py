@@ -247,10 +247,11 @@ def run_plan(run: FinishedRun, p: Plan) -> Chosen:
     return Chosen(head, configs[best], picked[best].epoch, table, curve)
 
 
-# How far two accuracies of one configuration may differ and still be one head's: a near-tie
-# decided the other way by rounding moves a few rows (cb-resample on CIFAR-10-LT: 2 of 10,000);
-# a chaotic run moves points (LWS at lr 50: 2 to 10).
-CURVE_TOLERANCE = 1e-3
+# How far two class-mean accuracies of one configuration may differ and still be one head's
+# (half a point): a near-tie decided the other way by rounding moves a few rows (cb-resample on
+# CIFAR-10-LT: 2 of 10,000 test rows, one validation image of 100 per class is 0.001); a
+# chaotic run moves points (LWS at lr 50: 2 to 10).
+CURVE_TOLERANCE = 5e-3
 
 
 def curves_agree(a: float | None, b: float | None) -> bool:
