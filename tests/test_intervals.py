@@ -65,6 +65,18 @@ def test_several_backbones_are_pooled(backbones: list[Path], tmp_path: Path) -> 
     assert (out / "compare.csv").read_text().startswith("method,all_mean")
 
 
+def test_a_pooled_compare_says_what_each_runs_compare_noted(
+    backbones: list[Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "pooled"
+    result = ok("compare", *backbones[:2], "--protocol", "paper", "--out", out)
+    text = flat(result.stdout)
+    assert text.count("note: every run: the paper reports Table 1 on cifar100-lt") == 1
+    for run in backbones[:2]:
+        for note in json.loads((run / "compare-paper.json").read_text())["notes"]:
+            assert flat(note) in text
+
+
 def test_one_run_with_seeds_gives_differences_over_seeds(backbones: list[Path]) -> None:
     result = ok("compare", backbones[0], "--methods", METHODS, "--seeds", "3")
     data = json.loads((backbones[0] / OWN).read_text())

@@ -359,6 +359,14 @@ def print_pooled(console: Console, pooled: Pooled) -> None:
         t.add_row(row["method"], *(_pct_spread(row[k], True) for k in ACCURACY))
     console.print(t)
     print_differences(console, pooled)
+    # Each run's notes (search edges, missing curves, the paper's setting), once per text.
+    runs: dict[str, list[str]] = {}
+    for res in pooled.runs:
+        for note in res.notes:
+            runs.setdefault(note, []).append(str(res.run.root))
+    for note, roots in runs.items():
+        where = "every run" if len(roots) == len(pooled.runs) else ", ".join(roots)
+        console.print(f"[yellow]note:[/yellow] {shown(where)}: {shown(note)}")
 
 
 # Sweep.
