@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import ok, one_line_error, run_cli
+from cli_helpers import flat, ok, one_line_error, run_cli
 
 SMALL = ("--epochs1", "3", "--epochs2", "4", "--smooth", "0.5")
 
@@ -58,3 +58,35 @@ def test_without_tensorboard_the_option_says_what_to_install(
     result = run_cli("fit", "--out", tmp_path / "run", "--log", "tensorboard", *SMALL)
     one_line_error(result, "--log tensorboard", "pip install 'lort[tensorboard]'")
     assert not (tmp_path / "run").exists()
+
+
+def test_keep_rewrites_the_scalars_with_the_kept_heads_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("tensorboard")
+    run = tmp_path / "run"
+    ok("fit", "--out", run, "--log", "tensorboard", *SMALL)
+    ok("compare", run, "--methods", "lort,ce")
+    result = ok("keep", run, "--method", "ce", "--methods", "lort,ce")
+    assert "TensorBoard:" in result.stdout + result.stderr
+    events = list((run / "tensorboard").iterdir())
+    assert len(events) == 1 and events[0].name.endswith(".lort")
+    with (run / "history.csv").open() as f:
+        stage2 = [r for r in csv.DictReader(f) if r["stage"] == "stage2"]
+    got = scalars(run / "tensorboard")["stage2/val_accuracy"]
+    assert [s for s, _ in got] == [int(r["epoch"]) for r in stage2]
+    assert [v for _, v in got] == pytest.approx(
+        [float(r["val_accuracy"]) for r in stage2], rel=1e-6
+    )
+    # Where tensorboard is not installed the run still opens and keeps; the note says the
+    # scalars were left as they were.
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "tensorboard" else real(name, *a),
+    )
+    before = events[0].read_bytes()
+    result = ok("keep", run, "--method", "lort", "--methods", "lort,ce")
+    assert "still holds the fit's stage 2" in flat(result.stdout + result.stderr)
+    assert events[0].read_bytes() == before

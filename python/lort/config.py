@@ -425,6 +425,17 @@ def _auto_validation(cfg: FitConfig) -> FitConfig:
     return dataclasses.replace(cfg, val_fraction=AUTO_VAL_FRACTION, notes=(*cfg.notes, note))
 
 
+def validate_for_fit(cfg: FitConfig) -> None:
+    """What only a fit needs installed: a saved run's config opens without it (compare, keep
+    and predict of a run shared with a machine that lacks the extra)."""
+    if cfg.log == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise OptionError(
+            "{log} tensorboard needs the tensorboard package: pip install 'lort[tensorboard]' "
+            "(history.csv is written either way)",
+            "log",
+        )
+
+
 def validate(cfg: FitConfig) -> None:
     """Every option checked before anything is built or written."""
 
@@ -436,12 +447,6 @@ def validate(cfg: FitConfig) -> None:
             raise OptionError(
                 f"{{{option.key}}} must be {_either(option.choices)}, got {value!r}", option.key
             )
-    if cfg.log == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
-        raise OptionError(
-            "{log} tensorboard needs the tensorboard package: pip install 'lort[tensorboard]' "
-            "(history.csv is written either way)",
-            "log",
-        )
     if cfg.stage2_stop == "val" and cfg.stage2_mode == "live":
         raise OptionError(
             "{stage2_stop} val scores every stage-2 epoch on the cached features: use "

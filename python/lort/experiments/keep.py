@@ -13,6 +13,7 @@ own: the same head through the same inference function.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from lort.methods import TABLE1, get_method, make_head
 from lort.run.finished import FinishedRun, open_run_locked
 from lort.run.fit import history_table
 from lort.run.folder import HISTORY, STAGE1
+from lort.run.tensorboard import FOLDER as TENSORBOARD
+from lort.run.tensorboard import write_tensorboard
 from lort.stage2.select import ValScore, best_on_validation
 
 # The protocols a classifier may be kept from: not those that chose on the test set, nor the
@@ -235,7 +238,8 @@ def _write(
             },
         )
         folder.write_npy("logits.npy", logits.astype(np.float32))
-        folder.write_csv(HISTORY, *_history(run, stored))
+        history = _history(run, stored)
+        folder.write_csv(HISTORY, *history)
         folder.write_json("report.json", report)
         if calibration.temperature is not None:
             from lort.plots import plot_calibration
@@ -247,4 +251,13 @@ def _write(
                 folder.inside("figures/reliability.png"),
                 f"{run.root}: {method.name} (kept from the {protocol} compare), test split",
             )
+    if run.cfg.log == "tensorboard":  # the fit's scalars follow history.csv
+        if importlib.util.find_spec("tensorboard") is None:
+            notes.append(
+                f"{folder.path(TENSORBOARD)} still holds the fit's stage 2: tensorboard is not "
+                "installed here (pip install 'lort[tensorboard]', then keep again); history.csv "
+                "has the kept head's"
+            )
+        else:
+            notes.append(f"TensorBoard: {write_tensorboard(folder, *history)}")
     return Kept(method.name, protocol, seed, record, analysis, report, notes)

@@ -21,7 +21,7 @@ from torch import nn
 
 from lort import runtime
 from lort.analysis import Analysis
-from lort.config import FitConfig, resolve
+from lort.config import FitConfig, resolve, validate_for_fit
 from lort.data import LTData
 from lort.errors import DamagedFileError, InputError
 from lort.methods import Method, get_method, rho
@@ -150,7 +150,9 @@ def fit_config(
     if auto:
         options = {**options, "method": None}
         file_values = {k: v for k, v in file_values.items() if k != "method"}
-    return resolve(file_values, options, source), auto
+    cfg = resolve(file_values, options, source)
+    validate_for_fit(cfg)
+    return cfg, auto
 
 
 def fit(cfg: FitConfig, opts: FitOptions, say: Say, progress: Progress) -> FitResult:
