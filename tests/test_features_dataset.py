@@ -61,10 +61,11 @@ def test_fit_on_features_is_a_run_like_any(feature_run: Path) -> None:
     assert rep["manifest"]["train_counts"][-1] >= 1 and rep["flip_tta"] is True
     assert rep["input"]["kind"] == "features"
     assert rep["results"]["rows"] == 10 * K
-    cache = np.load(feature_run / "features.npz")
-    assert sorted(cache.files) == ["test", "test_flip", "train", "train_flip", "val", "val_flip"]
+    index = json.loads((feature_run / "features" / "index.json").read_text())
+    assert set(index["arrays"]) == {"test", "test_flip", "train", "train_flip", "val", "val_flip"}
     data = Path(cfg["data_root"])
-    np.testing.assert_array_equal(cache["test"], np.load(data / "test_features.npy"))
+    cached = np.load(feature_run / "features" / "test.npy")
+    np.testing.assert_array_equal(cached, np.load(data / "test_features.npy"))
     # stage 1 is a linear classifier trained on the features, saved as a run's stage1.ckpt
     stage1 = torch.load(feature_run / "stage1.ckpt", weights_only=False)["state"]
     assert set(stage1["model"]) == {"head.weight", "head.bias"} and stage1["epoch"] == 30
@@ -105,7 +106,7 @@ def test_fresh_head_without_stage1_and_no_flips(tmp_path: Path) -> None:
        "--epochs2", "2", "--method", "ce")  # fmt: skip
     rep = report(out)
     assert rep["flip_tta"] is False and rep["manifest"]["class_names"] == [str(c) for c in range(K)]
-    assert sorted(np.load(out / "features.npz").files) == ["test", "train"]
+    assert sorted(p.name for p in (out / "features").glob("*.npy")) == ["test.npy", "train.npy"]
 
 
 def test_a_shipped_validation_split_is_used_not_carved(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ OUTPUTS = (
     "config.yaml",
     "manifest.json",
     "stage1.ckpt",
-    "features.npz",
+    "features/index.json",
     "split_labels.npz",
     "stage2.pt",
     "logits.npy",
@@ -195,7 +195,7 @@ def test_every_method_runs_on_a_resumed_run(name: str, full_run: Path, tmp_path:
     assert report["results"]["rows"] == DIGITS_TEST_ROWS
     # stage 1 and the feature cache are reused, not recomputed
     after = snapshot(run)
-    for name_ in ("stage1.ckpt", "features.npz"):
+    for name_ in ("stage1.ckpt", "features/index.json", "features/train.npy"):
         assert after[name_] == before[name_], name_
     assert temp_files(run) == []
 
@@ -265,7 +265,7 @@ def test_interrupted_stage1_resumes_from_its_checkpoint(full_run: Path, tmp_path
         assert "stage1" not in json.loads((out / STATE).read_text())["done"]
     ckpt = torch.load(out / "stage1.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["state"]["epoch"] == 1
-    assert not (out / "features.npz").exists()
+    assert not (out / "features").exists()
 
     result = fit(
         resolve({}, SMALL_FLAGS),
@@ -584,8 +584,7 @@ def test_every_splits_labels_are_saved_beside_the_feature_cache(tmp_path: Path) 
     ok("fit", "--out", run, "--epochs1", "1", "--epochs2", "1", "--smooth", "0.5")
     with np.load(run / "split_labels.npz") as z:
         labels = {k: z[k] for k in z.files}
-    with np.load(run / "features.npz") as z:
-        rows = {k: len(z[k]) for k in z.files}
+    rows = {k: len(np.load(run / "features" / f"{k}.npy")) for k in ("train", "val", "test")}
     assert set(labels) == {"train", "val", "test"}
     assert all(len(labels[s]) == rows[s] for s in labels)
     np.testing.assert_array_equal(labels["test"], np.load(run / "labels.npy"))

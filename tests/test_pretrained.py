@@ -77,7 +77,7 @@ def test_linear_probe_with_weights_from_a_file(
     saved = torch.load(timm_weights)
     for k, v in backbone_state(out).items():
         torch.testing.assert_close(v, saved[k], rtol=0, atol=0)
-    assert np.load(out / "features.npz")["train"].shape[1] == 256
+    assert np.load(out / "features" / "train.npy").shape[1] == 256
 
 
 def test_weights_as_safetensors_and_lort_checkpoints(timm_weights: Path, tmp_path: Path) -> None:

@@ -96,7 +96,7 @@ def test_ldam_drw_run_end_to_end(tmp_path: Path) -> None:
     )
     trained = open_trained(run)
     assert trained.backbone is not None
-    feats = torch.from_numpy(np.load(run / "features.npz")["test"])
+    feats = torch.from_numpy(np.load(run / "features" / "test.npy"))
     np.testing.assert_allclose(
         trained.logits(feats, None).numpy(), np.load(run / "logits.npy"), rtol=1e-5
     )

@@ -235,7 +235,7 @@ def test_not_a_finished_run(tmp_path: Path, base_run: Path) -> None:
     assert result.exit_code == 1 and "lort fit" in result.stderr
     unfinished = tmp_path / "unfinished"
     shutil.copytree(base_run, unfinished)
-    (unfinished / "features.npz").unlink()
+    (unfinished / "features" / "index.json").unlink()
     result = run_cli("sweep", unfinished, "--lr", "0.1")
     assert result.exit_code == 1
-    assert "features.npz" in result.stderr and "lort fit" in result.stderr
+    assert "features/index.json" in result.stderr and "lort fit" in result.stderr

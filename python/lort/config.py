@@ -62,6 +62,7 @@ class FitConfig:
     weights: str | None = field(default=None, metadata={"omit_default": True})
     freeze_backbone: bool = field(default=False, metadata={"omit_default": True})
     backbone_lr_scale: float = field(default=1.0, metadata={"omit_default": True})
+    cache_dtype: str = field(default="float32", metadata={"omit_default": True})
     notes: tuple[str, ...] = field(default=(), compare=False, metadata={"saved": False})
 
     def to_dict(self) -> dict[str, Any]:

@@ -12,7 +12,8 @@ import math
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -50,6 +51,11 @@ def digest(path: PathLike) -> Written:
     return Written(size, h.hexdigest())
 
 
+def temp_beside(dest: Path) -> Path:
+    """A new temp file's path beside ``dest``, of the :data:`TEMP_FILE` form."""
+    return dest.parent / f".{dest.name}.lort-{secrets.token_hex(8)}.tmp"
+
+
 # Called with what a temp file holds just before it is renamed onto its destination (a run
 # folder records it there as pending, so that a kill between the rename and the record leaves
 # a file its record still vouches for).
@@ -64,7 +70,7 @@ def atomic_write(
     called with them just before the rename. The temp file is opened like any new file (so it
     gets the umask's mode, unlike mkstemp's 0600) and removed if anything fails."""
     dest = Path(path)
-    tmp = dest.parent / f".{dest.name}.lort-{secrets.token_hex(8)}.tmp"
+    tmp = temp_beside(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "xb") as f:
@@ -104,6 +110,47 @@ def write_failure(dest: Path, exc: BaseException) -> FileWriteError | None:
             "on its disk and run the command again"
         )
     return None
+
+
+class NpyTarget:
+    """A preallocated ``.npy`` temp file mapped for writing (:func:`atomic_npy`): fill
+    ``array``; once the block ends, ``written`` is what the renamed file holds."""
+
+    def __init__(self, array: np.memmap) -> None:
+        self.array = array
+        self.written: Written | None = None
+
+
+@contextmanager
+def atomic_npy(
+    path: PathLike,
+    shape: tuple[int, ...],
+    dtype: np.dtype | type,
+    before_rename: BeforeRename | None = None,
+) -> Iterator[NpyTarget]:
+    """A ``.npy`` file of ``shape`` and ``dtype`` written in place, without the array ever
+    being whole in memory: the block fills the memmap of a temp file beside ``path`` (batch by
+    batch), which is then flushed, hashed and renamed as :func:`atomic_write` does; removed if
+    the block fails."""
+    dest = Path(path)
+    tmp = temp_beside(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        target = NpyTarget(np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape))
+        yield target
+        target.array.flush()
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        target.written = digest(tmp)
+        if before_rename is not None:
+            before_rename(target.written)
+        os.replace(tmp, dest)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        failed = write_failure(dest, exc)
+        if failed is None:
+            raise
+        raise failed from exc
 
 
 def write_text(path: PathLike, text: str, before_rename: BeforeRename | None = None) -> Written:

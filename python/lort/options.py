@@ -33,6 +33,9 @@ DEVICES = ("auto", "cpu", "cuda")
 # Where `lort fit` logs its per-epoch metrics: history.csv always; "tensorboard" adds
 # RUN/tensorboard/ (the `tensorboard` extra).
 LOGS = ("csv", "tensorboard")
+# The feature cache's dtype: float16 halves its files (and what a compare or keep reads), at a
+# cost measured in docs/performance.md; stage 2 computes in float32 either way.
+CACHE_DTYPES = ("float32", "float16")
 # `lort compare --protocol` (lort.experiments.protocols has each one's definition; "shared":
 # every method with the run's own stage-2 settings, the epoch kept by --epoch).
 COMPARE_PROTOCOLS = ("tuned", "authors", "test-selected", "paper", "paper-test-selected", "shared")
@@ -171,6 +174,13 @@ FIT_OPTIONS: tuple[Option, ...] = (
         "Per-epoch metrics: csv (history.csv) or tensorboard (history.csv and RUN/tensorboard/; "
         "needs `pip install 'lort[tensorboard]'`). [csv]",
         LOGS,
+    ),
+    Option(
+        "cache_dtype",
+        "str",
+        "The feature cache's dtype: float16 halves its files and reads (stage 2 computes in "
+        "float32). [float32]",
+        CACHE_DTYPES,
     ),
 )
 

@@ -4,10 +4,11 @@
 the same for ``test`` and optionally ``val``; optionally ``DIR/<split>_flipped_features.npy``
 (the features of each image's mirror image, for every split or for none) and
 ``DIR/class_names.txt`` (one name per line, line i naming class i). K is the number of names,
-or else the largest label plus one; every class needs a training sample. Features are read as
-float32; the mirrored view travels with the plain one as an N x 2 x D array, so the long-tail
-cut and the validation split select both. Counts are natural unless an imbalance ratio is
-given (as for ``imagefolder``).
+or else the largest label plus one; every class needs a training sample. The arrays are mapped,
+never copied whole: the long-tail cut and the validation split select rows of both views
+(:class:`lort.data.sources.FeatureRows`), which the run's feature cache copies block by block
+(as float32, or float16 with ``--cache-dtype float16``). Counts are natural unless an
+imbalance ratio is given (as for ``imagefolder``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lort.data.sources import RawSplits, require_root
+from lort.data.sources import FeatureRows, RawSplits, require_root
 from lort.data.transforms import TransformSpec
 from lort.errors import InputError
 from lort.files import npy_error
@@ -63,7 +64,7 @@ def _features(path: Path, dim: int | None) -> np.ndarray:
             f"features: {path} has {a.shape[1]} features per row, train_features.npy has {dim}"
         )
     check_rows(a, f"features: {path}")
-    return np.asarray(a, dtype=np.float32)
+    return a
 
 
 def check_rows(a: np.ndarray, where: str) -> None:
@@ -136,13 +137,14 @@ def load_feature_splits(data_root: str | Path | None) -> RawSplits:
             f"features: {root} has flipped features for {', '.join(flipped)} only; give "
             f"<split>_flipped_features.npy for every split ({', '.join(present)}) or for none"
         )
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, FeatureRows] = {}
     labels: dict[str, np.ndarray] = {}
     dim = None
     for split in present:
         plain = _features(root / f"{split}_features.npy", dim)
         dim = plain.shape[1]
         labels[split] = _labels(root / f"{split}_labels.npy", plain.shape[0])
+        mirror = None
         if flipped:
             mirror = _features(root / f"{split}_flipped_features.npy", dim)
             if mirror.shape != plain.shape:
@@ -150,8 +152,7 @@ def load_feature_splits(data_root: str | Path | None) -> RawSplits:
                     f"features: {split}_flipped_features.npy has shape {mirror.shape}, "
                     f"{split}_features.npy {plain.shape}"
                 )
-            plain = np.stack([plain, mirror], axis=1)
-        arrays[split] = plain
+        arrays[split] = FeatureRows(plain, mirror)
     names = _class_names(root, labels)
     counts = np.bincount(labels["train"], minlength=len(names))
     if (counts == 0).any():

@@ -27,7 +27,26 @@ class ImageFiles:
     paths: np.ndarray
 
 
-Images = np.ndarray | ImageFiles
+@dataclass(frozen=True, eq=False)
+class FeatureRows:
+    """Rows of feature arrays as given (memmaps of the user's .npy files, never copied whole):
+    ``plain`` (N x D) and its ``mirror`` view or None, at ``rows`` (all when None)."""
+
+    plain: np.ndarray
+    mirror: np.ndarray | None
+    rows: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.plain) if self.rows is None else len(self.rows)
+
+    def block(self, start: int, stop: int, mirrored: bool = False) -> np.ndarray:
+        """Rows ``start:stop`` (positions in this selection) of one view, read into memory."""
+        a = self.mirror if mirrored else self.plain
+        assert a is not None
+        return a[start:stop] if self.rows is None else a[self.rows[start:stop]]
+
+
+Images = np.ndarray | ImageFiles | FeatureRows
 
 
 @dataclass(eq=False)
@@ -57,9 +76,13 @@ class RawSplits:
 
 
 def take(images: Images, indices: np.ndarray) -> Images:
-    """The images at ``indices``, as a new contiguous array or file list."""
+    """The images at ``indices``, as a new contiguous array or file list (feature rows: the
+    selection alone)."""
     if isinstance(images, ImageFiles):
         return ImageFiles(images.root, images.paths[indices])
+    if isinstance(images, FeatureRows):
+        rows = indices if images.rows is None else images.rows[indices]
+        return FeatureRows(images.plain, images.mirror, rows)
     return np.ascontiguousarray(images[indices])
 
 

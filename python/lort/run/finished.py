@@ -19,7 +19,6 @@ from lort.data.transforms import TransformSpec
 from lort.errors import DamagedFileError, FileReadError, InputError
 from lort.methods import Method
 from lort.run.folder import (
-    FEATURES,
     FROZEN,
     RETRAIN_NEEDS,
     SPLIT_LABELS,
@@ -31,7 +30,7 @@ from lort.run.folder import (
     require_finished,
     split_changed,
 )
-from lort.stage1.features import FeatureCache
+from lort.stage1.features import FeatureCache, open_cache
 from lort.stage1.losses import stage1_init
 from lort.stage2.problem import Stage2, load_data
 
@@ -176,7 +175,7 @@ def open_run(root: Path, note: Note | None = None) -> FinishedRun:
     root, folder, raw, cfg = saved.root, saved.folder, saved.raw_config, saved.cfg
     report, manifest = saved.report, saved.manifest
     stage1 = saved.stage1()
-    cache = FeatureCache(folder.load_npz(FEATURES))
+    cache = open_cache(folder)
     data = _data(saved, cache, note)
     changed = split_changed(manifest, data.manifest)
     if changed:

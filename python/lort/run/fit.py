@@ -29,7 +29,6 @@ from lort.models import Classifier, build_model, classifier_head, load_backbone_
 from lort.options import AUTO_METHOD
 from lort.run.folder import (
     CONFIG,
-    FEATURES,
     HISTORY,
     MANIFEST,
     REPORT,
@@ -45,7 +44,7 @@ from lort.run.folder import (
     resume_values,
 )
 from lort.runtime import Progress
-from lort.stage1.features import FeatureCache, build_cache, given_features
+from lort.stage1.features import FeatureCache, build_cache, open_cache, save_extracted, save_given
 from lort.stage1.loop import Stage1State, train_stage1
 from lort.stage1.losses import checkpoint_head, stage1_head, stage1_init
 from lort.stage2.grid import EpochScores
@@ -512,14 +511,15 @@ def _features(
     """The feature cache: the one on disk when it is intact, else taken again from the
     stage-1 backbone (a damaged or deleted cache is rebuilt with a note)."""
     remedy = "rebuilding it from the stage-1 backbone"
-    if rt.is_main and not _intact(folder, FEATURES, "features", say, remedy):
+    cache = _intact_cache(folder, say, remedy) if rt.is_main else None
+    if rt.is_main and cache is None:
         sets = _eval_sets(data, ("train", "val", "test"), rt)
-        cache = build_cache(model.backbone, sets, rt, flip=cfg.flip_tta and data.mirrorable)
-        folder.write_npz(FEATURES, **cache.arrays)
+        flip = cfg.flip_tta and data.mirrorable
+        save_extracted(folder, model.backbone, sets, rt, flip=flip, dtype=cfg.cache_dtype)
         folder.mark_done("features")
     if rt.distributed:
         dist.barrier()
-    return FeatureCache(folder.load_npz(FEATURES))
+    return open_cache(folder) if cache is None else cache
 
 
 def _given_features(
@@ -528,13 +528,13 @@ def _given_features(
     """A features run's cache: the given arrays, copied into the run folder so that the run
     stands on its own (compare, sweep and predict read the copy); copied again when the copy
     is damaged or missing."""
-    if rt.is_main and not _intact(folder, FEATURES, "features", say, "copying it again"):
-        cache = given_features(data, flip=cfg.flip_tta and data.mirrorable)
-        folder.write_npz(FEATURES, **cache.arrays)
+    cache = _intact_cache(folder, say, "copying it again") if rt.is_main else None
+    if rt.is_main and cache is None:
+        save_given(folder, data, flip=cfg.flip_tta and data.mirrorable, dtype=cfg.cache_dtype)
         folder.mark_done("features")
     if rt.distributed:
         dist.barrier()
-    return FeatureCache(folder.load_npz(FEATURES))
+    return open_cache(folder) if cache is None else cache
 
 
 def _split_labels(folder: RunFolder, data: LTData, say: Say) -> None:
@@ -552,18 +552,17 @@ def _split_labels(folder: RunFolder, data: LTData, say: Say) -> None:
     folder.write_npz(SPLIT_LABELS, **{k: v.astype(np.int64) for k, v in labels.items()})
 
 
-def _intact(folder: RunFolder, name: str, phase: str, say: Say, remedy: str) -> bool:
-    """Whether ``phase`` is done and its file ``name`` intact; a damaged or missing one is
-    noted and the phase marked as not done."""
-    if not folder.done(phase):
-        return False
+def _intact_cache(folder: RunFolder, say: Say, remedy: str) -> FeatureCache | None:
+    """The feature cache when its phase is done and every file of it intact; a damaged or
+    missing one is noted and the phase marked as not done."""
+    if not folder.done("features"):
+        return None
     try:
-        folder.verify(name)
+        return open_cache(folder)
     except DamagedFileError as e:
         _noting(say)(f"{e}; {remedy}")
-        folder.undo(phase)
-        return False
-    return True
+        folder.undo("features")
+        return None
 
 
 def _linear_stage1(

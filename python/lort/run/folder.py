@@ -33,7 +33,7 @@ import os
 import pickle
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -49,7 +49,13 @@ LOCK = ".lort.lock"
 CONFIG = "config.yaml"
 MANIFEST = "manifest.json"
 STAGE1 = "stage1.ckpt"
-FEATURES = "features.npz"
+# The feature cache: one .npy per split and view in features/ (``train.npy``, ``train_flip.npy``
+# ...), which readers map instead of loading, listed by its index, written after them
+# (:mod:`lort.stage1.features`).
+FEATURES = "features/index.json"
+FEATURES_DIR = "features"
+# The cache of runs made before that: one npz, loaded whole. Still read.
+OLD_FEATURES = "features.npz"
 # The labels of every split, aligned with the feature cache's rows: what compare and sweep need
 # of the data when its images are gone.
 SPLIT_LABELS = "split_labels.npz"
@@ -87,8 +93,10 @@ OWNED = (
     "sweep/*.json",
     "figures/*.png",
     "tensorboard/*.lort",
+    f"{FEATURES_DIR}/*.npy",
+    OLD_FEATURES,
 )
-OWNED_DIRS = ("compare", "sweep", "figures", "tensorboard")
+OWNED_DIRS = ("compare", "sweep", "figures", "tensorboard", FEATURES_DIR)
 # Files a user may edit (the resolved options): not hash-recorded; their content is checked
 # instead (types, and what stage 1 was trained with against the stage-1 checkpoint).
 EDITABLE = (CONFIG,)
@@ -100,6 +108,18 @@ INFERENCE_NEEDS = (CONFIG, MANIFEST, STAGE1, "stage2.pt", "train_counts.npy", RE
 STAGE2_OUTPUTS = ("stage2.pt", "logits.npy", "labels.npy", "train_counts.npy", HISTORY, REPORT)
 # Files lort can make again from the others: fit rebuilds them with a note when damaged.
 DERIVABLE = tuple(f for f in RUN_FILES if f not in (CONFIG, MANIFEST, STAGE1))
+
+
+def derivable(name: str) -> bool:
+    """Whether fit can make ``name`` again (:data:`DERIVABLE`, the feature cache's arrays)."""
+    return name in DERIVABLE or name == OLD_FEATURES or name.startswith(f"{FEATURES_DIR}/")
+
+
+def present(root: Path, name: str) -> bool:
+    """Whether the run in ``root`` holds ``name`` (the feature cache in either layout)."""
+    return (root / name).is_file() or (name == FEATURES and (root / OLD_FEATURES).is_file())
+
+
 # Options that shape stage 1 and the feature cache: a resumed run must keep them. Not
 # ``data_root``: the data may move (a run folder travels); the split rebuilt from wherever it
 # now is must match the manifest's hashes (:data:`SPLIT_KEYS`), which is what stage 1 depends on.
@@ -118,6 +138,7 @@ FROZEN = (
     "weights",
     "freeze_backbone",
     "backbone_lr_scale",
+    "cache_dtype",
 )
 
 Note = Callable[[str], None]
@@ -156,7 +177,7 @@ def require_finished(root: Path, needs: tuple[str, ...]) -> None:
         raise InputError(
             f"{root} is not a run folder (no such directory); make one with `lort fit --out {root}`"
         )
-    missing = [n for n in needs if not (root / n).is_file()]
+    missing = [n for n in needs if not present(root, n)]
     if not (root / STATE).is_file() and len(missing) < len(needs):
         raise InputError(no_state(root))
     if missing:
@@ -282,7 +303,7 @@ def no_state(root: Path) -> str:
 
 
 def _advice(root: Path, name: str) -> str:
-    if name in DERIVABLE:
+    if derivable(name):
         return f"`lort fit --resume --out {root}` makes it again"
     return f"the run cannot go on from it: start again with `lort fit --out {root} --overwrite`"
 
@@ -355,6 +376,10 @@ class RunFolder:
         if name in EDITABLE:
             write(None)
             return
+        self._record(name, write(self._pending(name)))
+
+    def _pending(self, name: str) -> files.BeforeRename:
+        """The hook that records ``name``'s new content as pending, just before its rename."""
 
         def pending(written: files.Written) -> None:
             st = self.state()
@@ -362,10 +387,31 @@ class RunFolder:
             entry["pending"] = {"size": written.size, "sha256": written.sha256}
             files.write_json(self.path(STATE), st)
 
-        written = write(pending)
+        return pending
+
+    def _record(self, name: str, written: files.Written) -> None:
         st = self.state()
         st.setdefault("files", {})[name] = {"size": written.size, "sha256": written.sha256}
         files.write_json(self.path(STATE), st)
+
+    @contextmanager
+    def write_arrays(
+        self, shapes: dict[str, tuple[tuple[int, ...], np.dtype]]
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """``.npy`` files (name: shape and dtype) filled in place by the block, through the
+        memmaps it is given (:func:`lort.files.atomic_npy`), then renamed and recorded as
+        :meth:`_write` does each file; none is renamed if the block fails."""
+        with ExitStack() as stack:
+            targets = {
+                name: stack.enter_context(
+                    files.atomic_npy(self.inside(name), shape, dtype, self._pending(name))
+                )
+                for name, (shape, dtype) in shapes.items()
+            }
+            yield {name: t.array for name, t in targets.items()}
+        for name, t in targets.items():
+            assert t.written is not None
+            self._record(name, t.written)
 
     @contextmanager
     def stage2_outputs(self) -> Iterator[None]:
@@ -521,10 +567,13 @@ class RunFolder:
                 f"{p} is damaged ({type(e).__name__}); {_advice(self.root, name)}", name
             ) from None
 
-    def load_npy(self, name: str, mmap: bool = False) -> np.ndarray:
+    def load_npy(self, name: str, mmap: bool = False, writable: bool = False) -> np.ndarray:
+        """The array, mapped with ``mmap`` (copy on write with ``writable``: torch wraps it
+        without a warning, and the file is never changed)."""
         p = self.verify(name)
+        mode = ("c" if writable else "r") if mmap else None
         try:
-            return np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
+            return np.load(p, mmap_mode=mode, allow_pickle=False)
         except (OSError, ValueError, EOFError) as e:
             raise DamagedFileError(
                 f"{p} is damaged ({files.npy_error(e)}); {_advice(self.root, name)}", name

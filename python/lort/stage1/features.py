@@ -1,10 +1,19 @@
 """Extract frozen-backbone features once, into an on-disk cache in the run folder,
 so that any number of stage-2 re-trainings reuse them. Each split is stored as
-the plain view and, where flips are used, the horizontally flipped view."""
+the plain view and, where flips are used, the horizontally flipped view.
+
+The cache is one ``.npy`` per split and view in ``RUN/features/`` (``train.npy``,
+``train_flip.npy``, ...), each filled in place while it is extracted or copied (a preallocated
+memmap, never the whole array in memory), renamed and recorded in ``state.json`` like every run
+file; ``features/index.json``, written after them, lists them. Readers map the files instead of
+loading them. Runs made before keep their one ``features.npz``, which is still read."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,7 +21,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from lort.data import LTData
+from lort.data.sources import FeatureRows
 from lort.data.tensor_images import TensorImages
+from lort.errors import DamagedFileError
+from lort.run.folder import FEATURES, FEATURES_DIR, OLD_FEATURES, RunFolder
 from lort.runtime import Runtime
 from lort.stage1.loop import autocast
 
@@ -20,9 +32,67 @@ EvalSet = Dataset | TensorImages
 # Images per forward pass of the feature cache (``lort predict`` uses the same by default: the
 # same batches give the same floats).
 BATCH = 256
+# Bytes of given features copied into the cache at a time.
+COPY_BYTES = 64 << 20
+# The keys a cache may hold (split, and split with its mirrored view).
+KEYS = ("train", "train_flip", "val", "val_flip", "test", "test_flip")
+
+# Two arrays to fill for one split: the plain view and the mirrored one (or None).
+Views = tuple[np.ndarray, np.ndarray | None]
+Alloc = Callable[[int], Views]
+
+
+def key(split: str, flipped: bool = False) -> str:
+    return f"{split}_flip" if flipped else split
+
+
+def array_file(name: str) -> str:
+    """The run-folder path of the cache's array ``name`` (a :data:`KEYS` entry)."""
+    return f"{FEATURES_DIR}/{name}.npy"
 
 
 @torch.no_grad()
+def _extract_into(
+    backbone: nn.Module,
+    dataset: EvalSet,
+    rt: Runtime,
+    *,
+    flip: bool,
+    alloc: Alloc,
+    batch_size: int,
+    workers: int,
+) -> Views:
+    """Features of every sample in order (eval mode), and of its mirror image, written batch
+    by batch into the arrays ``alloc(feature dim)`` gives once the first batch tells the dim."""
+    backbone.eval().to(rt.device)
+    batches = (
+        dataset.in_order(batch_size)
+        if isinstance(dataset, TensorImages)
+        else DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    )
+    out: Views | None = None
+    at = 0
+    for x, _ in batches:
+        x = x.to(rt.device)
+        with autocast(rt.device):
+            a = backbone(x).float().cpu().numpy()
+            b = backbone(torch.flip(x, dims=[3])).float().cpu().numpy() if flip else None
+        if out is None:
+            out = alloc(a.shape[1])
+        out[0][at : at + len(a)] = a
+        if b is not None and out[1] is not None:
+            out[1][at : at + len(b)] = b
+        at += len(a)
+    return alloc(getattr(backbone, "feature_dim", None) or 0) if out is None else out
+
+
+def _in_memory(n: int, flip: bool) -> Alloc:
+    def alloc(dim: int) -> Views:
+        return np.empty((n, dim), np.float32), np.empty((n, dim), np.float32) if flip else None
+
+    return alloc
+
+
 def extract(
     backbone: nn.Module,
     dataset: EvalSet,
@@ -32,60 +102,152 @@ def extract(
     batch_size: int = BATCH,
     workers: int = 0,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Features of every sample in order (eval mode), and of its mirror image."""
-    backbone.eval().to(rt.device)
-    plain, mirrored = [], []
-    batches = (
-        dataset.in_order(batch_size)
-        if isinstance(dataset, TensorImages)
-        else DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    """Features of every sample in order (eval mode), and of its mirror image (float32)."""
+    return _extract_into(
+        backbone,
+        dataset,
+        rt,
+        flip=flip,
+        alloc=_in_memory(len(dataset), flip),  # type: ignore[arg-type]
+        batch_size=batch_size,
+        workers=workers,
     )
-    for x, _ in batches:
-        x = x.to(rt.device)
-        with autocast(rt.device):
-            plain.append(backbone(x).float().cpu())
-            if flip:
-                mirrored.append(backbone(torch.flip(x, dims=[3])).float().cpu())
-    dim = getattr(backbone, "feature_dim", None)
-    empty = np.zeros((0, dim or 0), np.float32)
-    a = torch.cat(plain).numpy() if plain else empty
-    b = (torch.cat(mirrored).numpy() if mirrored else empty) if flip else None
-    return a, b
 
 
 @dataclass
 class FeatureCache:
-    """Features per split as float32 arrays (``None`` where a split or view is absent)."""
+    """Features per split (N x D arrays: mapped from the run's files where it has them;
+    ``None`` where a split or view is absent)."""
 
     arrays: dict[str, np.ndarray]
 
     def get(self, split: str, flipped: bool = False) -> np.ndarray | None:
-        return self.arrays.get(f"{split}_flip" if flipped else split)
+        return self.arrays.get(key(split, flipped))
 
     def tensor(self, split: str, flipped: bool = False) -> torch.Tensor | None:
+        """A split's features as a float32 tensor: a mapped float32 array as it is (no copy),
+        a float16 cache converted here (a float32 copy in memory)."""
         a = self.get(split, flipped)
-        return None if a is None else torch.from_numpy(a)
+        if a is None:
+            return None
+        return torch.from_numpy(a if a.dtype == np.float32 else a.astype(np.float32))
 
 
 def build_cache(
     backbone: nn.Module, datasets: dict[str, EvalSet], rt: Runtime, *, flip: bool
 ) -> FeatureCache:
+    """A cache in memory (features taken again, not saved: live stage 2's moved BatchNorm)."""
     arrays: dict[str, np.ndarray] = {}
     for split, ds in datasets.items():
         plain, mirrored = extract(backbone, ds, rt, flip=flip)
         arrays[split] = plain
         if mirrored is not None:
-            arrays[f"{split}_flip"] = mirrored
+            arrays[key(split, True)] = mirrored
     return FeatureCache(arrays)
 
 
-def given_features(data: LTData, *, flip: bool) -> FeatureCache:
-    """The cache of a ``features`` dataset: its arrays as given (each split N x D, or N x 2 x D
-    with the mirrored view, kept when ``flip``)."""
-    arrays: dict[str, np.ndarray] = {}
-    for split, a in data.sources.items():
-        a = np.asarray(a, dtype=np.float32)
-        arrays[split] = np.ascontiguousarray(a[:, 0] if a.ndim == 3 else a)
-        if flip and a.ndim == 3:
-            arrays[f"{split}_flip"] = np.ascontiguousarray(a[:, 1])
+def _write_split(
+    folder: RunFolder, stack: ExitStack, split: str, n: int, flip: bool, dtype: str
+) -> Alloc:
+    """The ``alloc`` that opens a split's files in the run folder for filling (renamed and
+    recorded when ``stack`` closes)."""
+
+    def alloc(dim: int) -> Views:
+        names = [key(split)] + ([key(split, True)] if flip else [])
+        out = stack.enter_context(
+            folder.write_arrays({array_file(k): ((n, dim), np.dtype(dtype)) for k in names})
+        )
+        return out[array_file(key(split))], out.get(array_file(key(split, True)))
+
+    return alloc
+
+
+def _write_index(folder: RunFolder, shapes: dict[str, tuple[int, ...]], dtype: str) -> None:
+    """The index, once every array is written; arrays of an earlier cache it does not list
+    are removed."""
+    folder.write_json(FEATURES, {"dtype": dtype, "arrays": {k: list(s) for k, s in shapes.items()}})
+    for p in folder.path(FEATURES_DIR).glob("*.npy"):
+        if p.stem not in shapes:
+            p.unlink()
+
+
+def save_extracted(
+    folder: RunFolder,
+    backbone: nn.Module,
+    datasets: dict[str, EvalSet],
+    rt: Runtime,
+    *,
+    flip: bool,
+    dtype: str,
+) -> None:
+    """Extract the features of ``datasets`` straight into the run folder's cache files."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for split, ds in datasets.items():
+        with ExitStack() as stack:
+            alloc = _write_split(folder, stack, split, len(ds), flip, dtype)  # type: ignore[arg-type]
+            plain, mirrored = _extract_into(
+                backbone, ds, rt, flip=flip, alloc=alloc, batch_size=BATCH, workers=0
+            )
+            shapes[split] = plain.shape
+            if mirrored is not None:
+                shapes[key(split, True)] = mirrored.shape
+    _write_index(folder, shapes, dtype)
+
+
+def save_given(folder: RunFolder, data: LTData, *, flip: bool, dtype: str) -> None:
+    """A ``features`` dataset's cache: its selected rows (each split N x D, with the mirrored
+    view when the data has one and ``flip``) copied into the run folder block by block."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for split, rows in data.sources.items():
+        assert isinstance(rows, FeatureRows)
+        mirrored = flip and rows.mirror is not None
+        n, dim = len(rows), rows.plain.shape[1]
+        step = max(1, COPY_BYTES // (4 * dim))
+        with ExitStack() as stack:
+            plain, flipped = _write_split(folder, stack, split, n, mirrored, dtype)(dim)
+            for start in range(0, n, step):
+                stop = min(n, start + step)
+                plain[start:stop] = rows.block(start, stop)
+                if flipped is not None:
+                    flipped[start:stop] = rows.block(start, stop, mirrored=True)
+        shapes[split] = (n, dim)
+        if mirrored:
+            shapes[key(split, True)] = (n, dim)
+    _write_index(folder, shapes, dtype)
+
+
+def _damaged(folder: RunFolder, why: str) -> DamagedFileError:
+    p = folder.path(FEATURES)
+    return DamagedFileError(
+        f"{p} is damaged ({why}); `lort fit --resume --out {folder.root}` makes it again", FEATURES
+    )
+
+
+def _index(folder: RunFolder) -> dict[str, list[int]]:
+    index: Any = folder.read_json(FEATURES)
+    arrays = index.get("arrays") if isinstance(index, dict) else None
+    if not isinstance(arrays, dict) or not set(arrays) <= set(KEYS) or "train" not in arrays:
+        raise _damaged(folder, "not a feature cache's index")
+    for shape in arrays.values():
+        if not (isinstance(shape, list) and len(shape) == 2 and all(type(v) is int for v in shape)):
+            raise _damaged(folder, f"the shape {shape!r} is not rows x dim")
+    return arrays
+
+
+def open_cache(folder: RunFolder) -> FeatureCache:
+    """The run's feature cache, every file checked against its record first: the arrays
+    mapped (copy on write: the files never change), or a run's old ``features.npz`` loaded."""
+    if not folder.path(FEATURES).exists() and folder.path(OLD_FEATURES).is_file():
+        return FeatureCache(folder.load_npz(OLD_FEATURES))
+    arrays = {}
+    for name, shape in _index(folder).items():
+        a = folder.load_npy(array_file(name), mmap=True, writable=True)
+        if list(a.shape) != shape or a.dtype not in (np.float32, np.float16):
+            raise DamagedFileError(
+                f"{folder.path(array_file(name))} holds {a.dtype} {list(a.shape)}, not the "
+                f"float {shape} its index lists; `lort fit --resume --out {folder.root}` makes "
+                "it again",
+                array_file(name),
+            )
+        arrays[name] = a
     return FeatureCache(arrays)
