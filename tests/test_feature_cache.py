@@ -1,0 +1,140 @@
+"""The feature cache: one .npy per split and view in RUN/features/, written in place and mapped by
+its readers; float16 on request; runs made with the one features.npz still open."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cli_helpers import flat, ok, one_line_error, run_cli
+from lort import files
+from lort.data.feature_files import load_feature_splits
+from lort.data.sources import FeatureRows
+from lort.run.finished import open_run
+from test_features_dataset import write_features
+
+FAST = ("--epochs1", "2", "--epochs2", "3", "--smooth", "0.9")
+VIEWS = {"train", "train_flip", "val", "val_flip", "test", "test_flip"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_features(tmp_path_factory.mktemp("cache") / "data", val=True)
+
+
+@pytest.fixture(scope="module")
+def run(data: Path) -> Path:
+    out = data.parent / "run"
+    ok("fit", "--dataset", "features", "--data-root", data, "--out", out, *FAST)
+    return out
+
+
+def state(run: Path) -> dict:
+    return json.loads((run / "state.json").read_text())
+
+
+def test_one_recorded_npy_per_split_and_view(run: Path, data: Path) -> None:
+    index = json.loads((run / "features" / "index.json").read_text())
+    assert index["dtype"] == "float32" and set(index["arrays"]) == VIEWS
+    records = state(run)["files"]
+    for view in VIEWS:
+        a = np.load(run / "features" / f"{view}.npy")
+        assert a.dtype == np.float32 and list(a.shape) == index["arrays"][view]
+        assert (
+            records[f"features/{view}.npy"]["sha256"]
+            == files.digest(run / "features" / f"{view}.npy").sha256
+        )
+    np.testing.assert_array_equal(
+        np.load(run / "features" / "test_flip.npy"), np.load(data / "test_flipped_features.npy")
+    )
+    assert not (run / "features.npz").exists()
+
+
+def test_readers_map_the_cache(run: Path) -> None:
+    cache = open_run(run).problem.cache
+    assert set(cache.arrays) == VIEWS
+    assert all(isinstance(a, np.memmap) for a in cache.arrays.values())
+    feats = cache.tensor("train")
+    assert feats is not None and feats.dtype.is_floating_point
+
+
+def test_given_features_are_mapped_not_copied(data: Path) -> None:
+    raw = load_feature_splits(data)
+    assert isinstance(raw.train_images, FeatureRows)
+    assert isinstance(raw.train_images.plain, np.memmap)
+    assert isinstance(raw.train_images.mirror, np.memmap)
+
+
+def test_a_failed_write_leaves_nothing(tmp_path: Path) -> None:
+    dest = tmp_path / "a.npy"
+    with pytest.raises(RuntimeError), files.atomic_npy(dest, (4, 3), np.float32) as target:
+        target.array[:2] = 1.0
+        raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+    with files.atomic_npy(dest, (4, 3), np.float16) as target:
+        target.array[:] = np.arange(12).reshape(4, 3)
+    assert target.written == files.digest(dest)
+    np.testing.assert_array_equal(np.load(dest), np.arange(12).reshape(4, 3).astype(np.float16))
+    assert [p.name for p in tmp_path.iterdir()] == ["a.npy"]
+
+
+def test_a_damaged_index_is_one_line(run: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(run, tmp_path / "run")
+    (copy / "features" / "index.json").write_text('{"arrays": 3}\n')
+    one_line_error(run_cli("compare", copy, "--methods", "ce"), "index.json", "--resume")
+    result = ok("fit", "--resume", "--out", copy)
+    assert "copying it again" in flat(result.stderr)
+    ok("compare", copy, "--methods", "ce")
+
+
+def to_old_layout(run: Path) -> None:
+    """The run as lort wrote it before the mapped cache: every view in one features.npz,
+    recorded in state.json, and no features/ folder."""
+    arrays = {p.stem: np.load(p) for p in (run / "features").glob("*.npy")}
+    st = state(run)
+    st["files"] = {k: v for k, v in st["files"].items() if not k.startswith("features/")}
+    written = files.write_npz(run / "features.npz", arrays)
+    st["files"]["features.npz"] = {"size": written.size, "sha256": written.sha256}
+    (run / "state.json").write_text(json.dumps(st))
+    shutil.rmtree(run / "features")
+
+
+def test_a_run_with_the_old_features_npz_still_opens(run: Path, tmp_path: Path) -> None:
+    old = shutil.copytree(run, tmp_path / "old")
+    to_old_layout(old)
+    opened = open_run(old)
+    assert set(opened.problem.cache.arrays) == VIEWS
+    expected = open_run(run).problem.cache.get("val_flip")
+    np.testing.assert_array_equal(opened.problem.cache.get("val_flip"), expected)
+    ok("compare", old, "--methods", "ce,lort")
+    result = ok("fit", "--resume", "--out", old)  # the old cache is used as it is
+    assert "copying" not in flat(result.stderr) and not (old / "features").exists()
+    new = json.loads((run / "report.json").read_text())["results"]
+    assert json.loads((old / "report.json").read_text())["results"] == new
+
+
+def test_float16_cache(run: Path, data: Path) -> None:
+    out = data.parent / "half"
+    ok("fit", "--dataset", "features", "--data-root", data, "--out", out, *FAST,
+       "--cache-dtype", "float16")  # fmt: skip
+    assert json.loads((out / "features" / "index.json").read_text())["dtype"] == "float16"
+    half = np.load(out / "features" / "train.npy")
+    full = np.load(run / "features" / "train.npy")
+    assert half.dtype == np.float16
+    np.testing.assert_allclose(half.astype(np.float32), full, rtol=1e-3, atol=1e-3)
+    assert (out / "features" / "train.npy").stat().st_size < 0.6 * (
+        run / "features" / "train.npy"
+    ).stat().st_size
+    acc = [
+        json.loads((r / "report.json").read_text())["results"]["overall"]["accuracy"]
+        for r in (run, out)
+    ]
+    assert abs(acc[0] - acc[1]) <= 0.05, acc
+    ok("compare", out, "--methods", "ce")
+    # the dtype shaped the cache: a resume cannot change it
+    result = run_cli("fit", "--resume", "--out", out, "--cache-dtype", "float32")
+    one_line_error(result, "cache_dtype")
