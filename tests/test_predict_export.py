@@ -8,14 +8,18 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from cli_helpers import flat, ok, one_line_error, run_cli
-from lort.deploy.export import export_module, serialise
+from lort.data.transforms import IMAGENET_MEAN, IMAGENET_STD, TransformSpec, build_transform
+from lort.deploy.export import export_module, preparation, serialise
 from lort.methods import METHODS
 from lort.run.finished import open_run
 from lort.run.trained import open_trained
@@ -243,6 +247,8 @@ def test_export_command_writes_the_module_and_its_json(digits_run: Path, tmp_pat
     assert info["class_names"] == [str(c) for c in range(10)] and info["method"] == "lort"
     assert info["input_shape"] == ["N", 1, 8, 8] and info["flip_averaging"] is False
     assert info["input"]["mean"] == [0.3053] and info["input"]["kind"] == "image"
+    assert info["input"]["mode"] == "L" and info["mirrored_view"].startswith("none")
+    assert "folded into the last layer" in info["outputs"]
     problem = open_run(digits_run).problem
     x = torch.cat([b for b, _ in torch.utils.data.DataLoader(problem.data.dataset("test"), 256)])
     with torch.no_grad():
@@ -304,3 +310,69 @@ def test_timm_run_predicts_and_exports(small_cifar_folder: Path, tmp_path: Path)
     info = json.loads((tmp_path / "model.pt.json").read_text())
     assert info["input"]["image_size"] == 160 and info["input"]["resize"] == 168
     assert info["inference"] == "tau-norm" and info["flip_averaging"] is True
+
+
+def _deploy_example() -> dict[str, object]:
+    """The python block of docs/deploy.md, run as a module (its __main__ part not)."""
+    doc = (Path(__file__).parents[1] / "docs/deploy.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    namespace: dict[str, object] = {"__name__": "deploy_example"}
+    exec(compile(code, "docs/deploy.md", "exec"), namespace)
+    return namespace
+
+
+def test_the_docs_onnxruntime_example_gives_predicts_probabilities(
+    cifar_run: Path, tmp_path: Path
+) -> None:
+    """docs/deploy.md's example (numpy, pillow, onnxruntime) on image files: the classes and
+    calibrated probabilities of `lort predict`, the mirrored view averaged inside the module."""
+    model = tmp_path / "model.onnx"
+    ok("export", cifar_run, "--format", "onnx", "--out", model)
+    info = json.loads((tmp_path / "model.onnx.json").read_text())
+    assert info["flip_averaging"] is True and "inside the module" in info["mirrored_view"]
+    assert info["input"]["resize"] is None and "refuses any other size" in info["input"]["geometry"]
+    files = sorted(Path(open_trained(cifar_run).cfg.data_root, "test").rglob("*.jpg"))[::7]
+    pred = tmp_path / "p.json"
+    ok("predict", cifar_run, *files, "--format", "json", "--out", pred, "--top-k", "1")
+    want = [p["top"][0] for p in json.loads(pred.read_text())["predictions"]]
+    got = _deploy_example()["classify"](str(model), [str(f) for f in files])  # type: ignore[operator]
+    assert [name for name, _ in got] == [w["class"] for w in want]
+    np.testing.assert_allclose([q for _, q in got], [w["probability"] for w in want], rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("spec", "sizes"),
+    [
+        (TransformSpec("large", 224, IMAGENET_MEAN, IMAGENET_STD), [(300, 260), (255, 401)]),
+        (
+            TransformSpec("resized", 160, IMAGENET_MEAN, IMAGENET_STD, resize=171, interpolation="bicubic"),
+            [(171, 171), (640, 333), (201, 500)],
+        ),
+    ],
+)
+def test_the_jsons_preparation_is_the_runs_transform_at_any_size(
+    spec: TransformSpec, sizes: list[tuple[int, int]], tmp_path: Path
+) -> None:
+    """What the JSON says about resize and crop, applied by the docs' example to images of
+    several sizes, is the run's own evaluation transform to float rounding."""
+    prepare = _deploy_example()["prepare"]
+    transform = build_transform(spec, augment=False)
+    rng = np.random.default_rng(0)
+    for w, h in sizes:
+        path = tmp_path / f"{w}x{h}.png"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+        want = transform(Image.open(path).convert("RGB")).numpy()
+        got = prepare(path, preparation(spec))  # type: ignore[operator]
+        assert got.shape == want.shape == (3, spec.image_size, spec.image_size)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_export_onnx_without_onnxruntime_writes_nothing(
+    digits_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check before writing needs onnxruntime (the onnx extra brings it): without it the
+    export refuses in one line instead of writing an unchecked module."""
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    result = run_cli("export", digits_run, "--format", "onnx", "--out", tmp_path / "m.onnx")
+    one_line_error(result, "onnxruntime", "pip install 'lort[onnx]'")
+    assert list(tmp_path.iterdir()) == []

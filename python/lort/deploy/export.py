@@ -1,6 +1,7 @@
 """``lort export``: a finished run's classifier as one self-contained module, for use without
 lort: TorchScript (``torch.jit.load``), a ``torch.export`` program (``pt2``,
-``torch.export.load``) or ONNX (any ONNX runtime; needs ``pip install 'lort[onnx]'`` to write).
+``torch.export.load``) or ONNX (any ONNX runtime; needs ``pip install 'lort[onnx]'`` to write,
+which brings onnxruntime for the check).
 
 The module maps a batch of images, N x C x H x W floats prepared as the JSON beside it says
 (resize, centre crop, scale to [0, 1], normalise), to the logits lort evaluates: the run's
@@ -8,7 +9,8 @@ backbone, then its re-trained head with the method's inference rule folded in
 (:func:`lort.methods.fold_inference`), averaged with the logits of the mirrored batch where the
 run used flip averaging. For a ``features`` run it maps N x D feature vectors to logits. The
 JSON beside it (``FILE.json``: ``model.onnx.json`` beside ``model.onnx``, so that two formats
-exported to one stem keep their own) holds the class names, the input and the rule.
+exported to one stem keep their own) holds the class names, how to prepare an image of any size,
+whether the module averages the mirrored view inside, the rule and the temperature folded in.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 
 from lort import __version__
+from lort.data.transforms import LARGE_RESIZE, TransformSpec
 from lort.errors import InputError
 from lort.files import atomic_write, write_json
 from lort.methods import FoldedHead, fold_inference
@@ -88,8 +91,9 @@ def describe(run: TrainedRun, fmt: str, out: Path) -> dict[str, Any]:
         "inference": m.inference or "none",
         "tau": run.tau if m.inference else None,
         "temperature": run.temperature,
-        "outputs": "logits divided by the temperature: their softmax is the calibrated "
-        "probabilities (lort predict's)"
+        "outputs": f"logits divided by the temperature {run.temperature:.6g}, folded into the "
+        "last layer's weights and bias (do not divide again): their softmax is the calibrated "
+        "probabilities lort predict gives"
         if run.temperature is not None
         else "the inference logits; not calibrated (the run fitted no temperature)",
         "input_name": "input",
@@ -105,26 +109,55 @@ def describe(run: TrainedRun, fmt: str, out: Path) -> dict[str, Any]:
                 "the run averaged the logits of each input's plain and mirrored features: "
                 "average this module's outputs on both views to match it"
             )
+            info["mirrored_view"] = info["note"]
+        else:
+            info["mirrored_view"] = "none: the run evaluated each input as it is"
         return info
-    steps = {
-        "digits": "8x8 grayscale, values in [0, 1]",
-        "small": f"{spec.image_size}x{spec.image_size} RGB as is, values in [0, 1]",
-        "large": f"resize the shorter side to 256 (bilinear), centre-crop {spec.image_size}, "
-        "values in [0, 1]",
-        "resized": f"resize the shorter side to {spec.resize} ({spec.interpolation}), "
-        f"centre-crop {spec.image_size}, values in [0, 1]",
-    }[spec.kind]
-    info["input"] = {
+    info["input"] = preparation(spec)
+    info["flip_averaging"] = run.flips
+    info["mirrored_view"] = (
+        "averaged inside the module: feed each image once, as prepared (not mirrored); the "
+        "module also runs it flipped left to right and returns the mean of the two logits"
+        if run.flips
+        else "none: the run evaluated each image as it is, and so does the module"
+    )
+    return info
+
+
+def preparation(spec: TransformSpec) -> dict[str, Any]:
+    """How to turn one image file of any size into the module's input, exactly as the run's
+    evaluation read its images (:func:`lort.data.transforms.build_transform`, eval)."""
+    size, mode = spec.image_size, "L" if len(spec.mean) == 1 else "RGB"
+    resize: int | None = None
+    interpolation: str | None = None
+    if spec.kind in ("small", "digits"):
+        geometry = (
+            f"none: the run read {size}x{size} images as they are and lort predict refuses "
+            "any other size (resizing one is a choice the network never saw)"
+        )
+    else:
+        resize = (spec.resize or size) if spec.kind == "resized" else LARGE_RESIZE
+        interpolation = spec.interpolation if spec.kind == "resized" else "bilinear"
+        geometry = (
+            f"scale the image (PIL, {interpolation}) so that its shorter side is {resize}: a "
+            f"W x H image with W <= H becomes {resize} x int({resize} * H / W) (and the other "
+            f"way round); then crop the centre {size} x {size}, its left edge at "
+            f"round((width - {size}) / 2) and its top at round((height - {size}) / 2) (Python's "
+            "round, halves to even)"
+        )
+    return {
         "kind": "image",
-        "image_size": spec.image_size,
-        "resize": spec.resize if spec.kind == "resized" else 256 if spec.kind == "large" else None,
-        "interpolation": spec.interpolation if spec.kind == "resized" else "bilinear",
+        "image_size": size,
+        "mode": mode,
+        "resize": resize,
+        "interpolation": interpolation,
+        "crop": size if resize else None,
         "mean": list(spec.mean),
         "std": list(spec.std),
-        "prepare": f"{steps}, then (x - mean) / std per channel; N x C x H x W float32",
+        "geometry": geometry,
+        "prepare": f"decode as 8-bit {mode}; {geometry}; divide by 255; then (x - mean) / std "
+        "per channel; stack as N x C x H x W float32",
     }
-    info["flip_averaging"] = run.flips
-    return info
 
 
 def _example(run: TrainedRun) -> torch.Tensor:
@@ -163,10 +196,12 @@ def _pt2(module: Exported, example: torch.Tensor) -> bytes:
 def _onnx(module: Exported, example: torch.Tensor) -> bytes:
     try:
         import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401  (the check before writing runs the module in it)
         import onnxscript  # noqa: F401
     except ImportError:
         raise InputError(
-            "--format onnx needs the onnx and onnxscript packages: pip install 'lort[onnx]'"
+            "--format onnx needs the onnx, onnxscript and onnxruntime packages: pip install "
+            "'lort[onnx]'"
         ) from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -205,8 +240,7 @@ class ExportResult:
 
 def check_roundtrip(module: Exported, data: bytes, fmt: str, example: torch.Tensor) -> float:
     """Relative error (max |a - b| / max |a|) of the serialised module against the eager one
-    on ``example``; TorchScript and pt2 are read back with torch, ONNX with onnxruntime when
-    installed (else NaN: not checked)."""
+    on ``example``; TorchScript and pt2 are read back with torch, ONNX with onnxruntime."""
     with torch.no_grad():
         want = module(example)
     if fmt == "torchscript":
@@ -217,10 +251,8 @@ def check_roundtrip(module: Exported, data: bytes, fmt: str, example: torch.Tens
         with torch.no_grad():
             got = torch.export.load(io.BytesIO(data)).module()(example)
     else:
-        try:
-            import onnxruntime
-        except ImportError:
-            return float("nan")
+        import onnxruntime
+
         session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
         got = torch.from_numpy(session.run(None, {"input": example.numpy()})[0])
     return float((got - want).abs().max() / want.abs().max().clamp_min(1e-30))
