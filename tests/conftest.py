@@ -7,6 +7,7 @@ pytest puts this directory on ``sys.path`` because ``tests/`` is not a package.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import subprocess
 import tarfile
@@ -227,30 +228,42 @@ def assert_reports_identical(a: dict[str, Any], b: dict[str, Any]) -> None:
 # A small long-tailed CIFAR-10 image folder cut from the shared JPEG archive.
 
 SHARED_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
+ARCHIVE_VAR = "LORT_CIFAR_ARCHIVE"
 CLASS_TRAIN_MAX, CLASS_TEST, TAIL_RATIO = 40, 10, 10.0
+
+
+def cifar_archive() -> Path:
+    """The CIFAR-10 JPEG archive (train/<class>/NNNN.jpg, test/...) that $LORT_CIFAR_ARCHIVE
+    names, else the shared one beside the clone; the test skips, saying how to point at it."""
+    given = os.environ.get(ARCHIVE_VAR)
+    archive = Path(given) if given else SHARED_ARCHIVE
+    if not archive.is_file():
+        pytest.skip(
+            f"no CIFAR-10 JPEG archive at {archive}: set {ARCHIVE_VAR} to cifar10-jpeg.tar.gz"
+        )
+    return archive
 
 
 @pytest.fixture(scope="module")
 def small_cifar_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """train/<class>/ with 40 down to 4 images (a long tail), test/<class>/ with 10."""
-    if not SHARED_ARCHIVE.is_file():
-        pytest.skip(f"the shared CIFAR-10 JPEG archive is absent: {SHARED_ARCHIVE}")
+    archive = cifar_archive()
     root = tmp_path_factory.mktemp("cifar10-small")
     wanted = ["train/*/00[0-3]?.jpg", "test/*/000?.jpg"]
     if shutil.which("tar"):
         subprocess.run(
-            ["tar", "xzf", str(SHARED_ARCHIVE), "-C", str(root), "--wildcards", *wanted],
+            ["tar", "xzf", str(archive), "-C", str(root), "--wildcards", *wanted],
             check=True,
         )
     else:
-        with tarfile.open(SHARED_ARCHIVE) as archive:
-            for member in archive:
+        with tarfile.open(archive) as tar:
+            for member in tar:
                 parts = member.name.split("/")
                 if member.isfile() and len(parts) == 3:
                     index = int(parts[2].split(".")[0])
                     limit = CLASS_TRAIN_MAX if parts[0] == "train" else CLASS_TEST
                     if index < limit:
-                        archive.extract(member, root, filter="data")
+                        tar.extract(member, root, filter="data")
     classes = sorted(p.name for p in (root / "train").iterdir())
     assert len(classes) == 10
     for i, name in enumerate(classes):

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import cifar_archive
 from lort.data import build_dataset, long_tail_counts
 from lort.data.transforms import CIFAR_MEAN, IMAGENET_MEAN
 from lort.errors import FileReadError, InputError
 
-SHARED_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 CIFAR10_CLASSES = [
     "airplane",
     "automobile",
@@ -32,13 +32,12 @@ CIFAR10_CLASSES = [
 
 @pytest.fixture(scope="session")
 def cifar10_jpeg(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not SHARED_ARCHIVE.is_file():
-        pytest.skip(f"the shared CIFAR-10 JPEG archive is absent: {SHARED_ARCHIVE}")
+    archive_file = cifar_archive()
     root = tmp_path_factory.mktemp("cifar10-jpeg")
     if shutil.which("tar"):  # about 3 s, against about 20 s for the tarfile module
-        subprocess.run(["tar", "xzf", str(SHARED_ARCHIVE), "-C", str(root)], check=True)
+        subprocess.run(["tar", "xzf", str(archive_file), "-C", str(root)], check=True)
     else:
-        with tarfile.open(SHARED_ARCHIVE) as archive:
+        with tarfile.open(archive_file) as archive:
             archive.extractall(root, filter="data")
     return root
 

@@ -115,7 +115,13 @@ FIT_OPTIONS: tuple[Option, ...] = (
         "number",
         "Stage-1 learning rate of the backbone as a fraction of --lr1 (fine-tuning).",
     ),
-    Option("stage1_loss", "str", "", STAGE1_LOSSES),
+    Option(
+        "stage1_loss",
+        "str",
+        "Stage-1 loss: ce (the paper's), ce-drw, ldam-drw or bs (balanced softmax), for the "
+        "paper's Table 3 backbones. [ce]",
+        STAGE1_LOSSES,
+    ),
     Option(
         "stage1_schedule",
         "str",
@@ -133,7 +139,13 @@ FIT_OPTIONS: tuple[Option, ...] = (
     Option(
         "smooth", "auto-or-number", "LORT's delta, or 'auto' to pick it on the validation split."
     ),
-    Option("stage2_mode", "str", "", STAGE2_MODES),
+    Option(
+        "stage2_mode",
+        "str",
+        "Stage 2 on features extracted once, plain and flipped (cached), or with the frozen "
+        "backbone in the loop and augmentation (live). [cached]",
+        STAGE2_MODES,
+    ),
     Option("live_bn", "str", "BatchNorm in live stage 2.", LIVE_BN),
     Option(
         "stage2_stop",
@@ -158,8 +170,16 @@ FIT_OPTIONS: tuple[Option, ...] = (
         "validation split (1, the authors' value, when the last epoch is kept). [auto]",
     ),
     Option("flip_tta", "bool", "Evaluate without flip TTA.", switch="off", flag="--no-flip-tta"),
-    Option("seed", "int", minimum=0, maximum=MAX_SEED),
-    Option("device", "str", "", DEVICES),
+    Option(
+        "seed",
+        "int",
+        "Seed of the split, both stages' initialisation and batch order. [0]",
+        minimum=0,
+        maximum=MAX_SEED,
+    ),
+    Option(
+        "device", "str", "Where to train: auto (a GPU when there is one), cpu or cuda.", DEVICES
+    ),
     Option("workers", "int", "DataLoader worker processes.", minimum=0, maximum=MAX_WORKERS),
     Option(
         "compile_model",

@@ -45,6 +45,9 @@ _CHUNK_ELEMENTS = 4_000_000  # logits read per step when histogramming
 
 _POS_COLOR = "tab:blue"
 _NEG_COLOR = "tab:orange"
+# One colour per method, the twelve of Table 1 first: matplotlib's ten plus two more, each
+# far enough from the others to tell apart beside a legend.
+PALETTE = (*(f"C{i}" for i in range(10)), "black", "#d4a017")
 
 
 # ----------------------------------------------------------------------------------
@@ -336,13 +339,14 @@ def group_metrics_figure(
     x = np.arange(len(groups))
 
     size = 4 if len(groups) <= 30 else 2
-    # Twelve methods outrun a 10-colour cycle: vary colour and marker together.
     markers = "osD^vP*Xhp<>"
     fig = _new_figure(12.5, 4.2)
     ax_l, ax_r = fig.subplots(1, 2)
+    plotted: dict[Axes, list[tuple[str, np.ndarray]]] = {ax_l: [], ax_r: []}
     for i, (name, (mag, rstd)) in enumerate(per_method.items()):
-        style = {"marker": markers[i % len(markers)], "markersize": size, "color": f"C{i % 10}"}
-        if i >= 10:
+        style = {"marker": markers[i % len(markers)], "markersize": size}
+        style["color"] = PALETTE[i % len(PALETTE)]
+        if i >= len(PALETTE):  # a colour again: another line style
             style["linestyle"] = "--"
         mag = np.asarray(mag, dtype=np.float64)
         rstd = np.asarray(rstd, dtype=np.float64)
@@ -351,8 +355,9 @@ def group_metrics_figure(
                 f"method {name!r}: L and r must hold {k} values (one per class), "
                 f"got shapes {mag.shape} and {rstd.shape}"
             )
-        ax_l.plot(x, _group_means(mag, groups), label=name, **style)
-        ax_r.plot(x, _group_means(rstd, groups), label=name, **style)
+        for ax, values in ((ax_l, _group_means(mag, groups)), (ax_r, _group_means(rstd, groups))):
+            ax.plot(x, values, label=name, **style)
+            plotted[ax].append((name, values))
 
     per_group = groups[0].size
     what = "single classes" if per_group == 1 else f"groups of {per_group} classes"
@@ -362,10 +367,48 @@ def group_metrics_figure(
         ax.set_xlabel(f"{what} by training images, most to fewest (0 = most)")
         _set_group_ticks(ax, x, labels)
         ax.grid(alpha=0.3)
+        _robust_limits(ax, plotted[ax], labels)
     handles, names = ax_l.get_legend_handles_labels()
     fig.legend(handles, names, loc="outside right center", fontsize=8)
     fig.suptitle(f"Logits Magnitude and Regularized Std per class group: {title}", fontsize=11)
     return fig
+
+
+def robust_range(values: np.ndarray) -> tuple[float, float] | None:
+    """Limits that leave out a few far outliers (a Regularized Std of -17 where a class's L is
+    about 0 and every other r is below 2): points more than 10 median absolute deviations from
+    the median, when they are at most one in fifty (at least one may go); None when nothing
+    is left out. Many points far out are the data, not outliers, and stay."""
+    v = values[np.isfinite(values)]
+    if v.size < 4:
+        return None
+    median = float(np.median(v))
+    spread = float(np.median(np.abs(v - median))) or float(np.std(v))
+    far = np.abs(v - median) > 10 * spread
+    if spread == 0 or not far.any() or far.sum() > max(1, v.size // 50):
+        return None
+    kept = v[~far]
+    return float(kept.min()), float(kept.max())
+
+
+def _robust_limits(ax: Axes, lines: list[tuple[str, np.ndarray]], labels: list[str]) -> None:
+    """Clip the y axis to :func:`robust_range` of every line's points, with a note on the
+    panel naming the points left off (at most three)."""
+    limits = robust_range(np.concatenate([v for _, v in lines]))
+    if limits is None:
+        return
+    low, high = limits
+    span = (high - low) or 1.0
+    ax.set_ylim(low - 0.1 * span, high + 0.1 * span)
+    off = [
+        f"{name} {value:.3g} at {labels[j]}"
+        for name, values in lines
+        for j, value in enumerate(values)
+        if np.isfinite(value) and not low <= value <= high
+    ]
+    more = f" and {len(off) - 3} more" if len(off) > 3 else ""
+    note = "off the axis: " + "; ".join(off[:3]) + more
+    ax.text(0.01, 0.99, note, transform=ax.transAxes, va="top", fontsize=7, color="0.3")
 
 
 def _set_group_ticks(ax: Axes, x: np.ndarray, labels: list[str]) -> None:
@@ -389,9 +432,20 @@ def plot_smooth_sweep(
     val_acc: list[float] | None = None,
     chosen: float | None = None,
 ) -> Path:
-    """Paper Fig. 4: top-1 accuracy (%) against delta; accuracies are fractions in [0, 1].
+    """Paper Fig. 4 (:func:`smooth_sweep_figure`) written to ``path``."""
+    return _save(smooth_sweep_figure(deltas, test_acc, title, val_acc, chosen), path)
 
-    A test line, an optional validation line, and a dashed vertical line at ``chosen``.
+
+def smooth_sweep_figure(
+    deltas: list[float],
+    test_acc: list[float],
+    title: str,
+    val_acc: list[float] | None = None,
+    chosen: float | None = None,
+) -> Figure:
+    """Paper Fig. 4: accuracy (%) against delta; accuracies are fractions in [0, 1]. The test
+    line is top-1 accuracy, the optional validation line the class-mean (balanced) accuracy
+    that chooses delta; a dashed vertical line at ``chosen``.
     """
     d = np.asarray(deltas, dtype=np.float64)
     if d.ndim != 1 or d.size == 0:
@@ -399,20 +453,21 @@ def plot_smooth_sweep(
     order = np.argsort(d, kind="stable")
     fig = _new_figure(6.4, 4.4)
     ax = fig.subplots()
-    series = [("test", test_acc, "tab:blue")]
+    series = [("test: top-1", test_acc, "tab:blue")]
     if val_acc is not None:
-        series.append(("validation", val_acc, "tab:green"))
+        series.append(("validation: class-mean (balanced), the criterion", val_acc, "tab:green"))
     for name, acc, color in series:
         pct = _percentages(acc, f"{name} accuracies", d.size)
         ax.plot(d[order], pct[order], marker="o", markersize=4, color=color, label=name)
     if chosen is not None:
         ax.axvline(chosen, color="0.3", linestyle="--", linewidth=1, label=f"chosen δ = {chosen:g}")
     ax.set_xlabel("δ (LORT smoothing)")
-    ax.set_ylabel("top-1 accuracy (%)")
+    what = "test top-1 / validation class-mean" if val_acc is not None else "test top-1"
+    ax.set_ylabel(f"accuracy (%): {what}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9)
     ax.set_title(f"Accuracy against δ: {title}", fontsize=11)
-    return _save(fig, path)
+    return fig
 
 
 # ----------------------------------------------------------------------------------

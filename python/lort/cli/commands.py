@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
 from rich.progress import Progress
 from rich.text import Text
 
 from lort import __version__
 from lort.analysis import EXACT_MAX_CLASSES, npy_rows
 from lort.analysis import analyze as run_analysis
-from lort.cli.progress import progress_bar
+from lort.cli.progress import Estimate, Heartbeat, duration, progress_bar
 from lort.cli.tables import (
     print_analysis,
     print_calibration,
@@ -32,8 +31,8 @@ from lort.cli.tables import (
     print_predictions,
     print_sweep,
 )
-from lort.cli.terminal import printable, shown
-from lort.errors import LortError, OptionError
+from lort.cli.terminal import FullWidthConsole, printable, shown
+from lort.errors import InputError, LortError, OptionError
 from lort.files import write_json
 from lort.limits import (
     MAX_BATCH,
@@ -48,8 +47,8 @@ from lort.options import COMPARE_PROTOCOLS, FIT_OPTIONS, Option, flag_of
 if TYPE_CHECKING:
     from lort.experiments.keep import Kept
 
-out_console = Console()
-err = Console(stderr=True)
+out_console = FullWidthConsole()
+err = FullWidthConsole(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -95,6 +94,32 @@ def missing_extra(e: ImportError) -> str | None:
     if isinstance(e, ModuleNotFoundError):
         return f"{what} needs {package}, which is not installed: pip install 'lort[{extra}]'"
     return f"{what} needs {package}, which fails to import ({e}): pip install 'lort[{extra}]'"
+
+
+# The running command's Heartbeat (the progress lines of output that is not a terminal).
+BEAT = "lort.heartbeat"
+# A CPU-sized recipe, named when a stage 1 on the CPU would take longer than CPU_LONG seconds.
+CPU_RECIPE = "recipes/cifar10-lt-ir100-cpu.yaml"
+CPU_LONG = 20 * 60
+
+
+def with_heartbeat(fn: F) -> F:
+    """Progress lines for a log: the command's :class:`Heartbeat` runs while it does."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        with Heartbeat(err, f"lort {ctx.info_name}") as beat:
+            ctx.meta[BEAT] = beat
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _beat(phase: str, done: int, total: int | None, **kw: Any) -> None:
+    beat = click.get_current_context().meta.get(BEAT)
+    if beat is not None:
+        beat.step(phase, done, total, **kw)
 
 
 def clean_errors(fn: F) -> F:
@@ -239,9 +264,11 @@ def analyze(
         threads = env_threads()  # bounded here: the core would start as many as it says
     if json_out is not None:
         check_output("--json", json_out)
+        _outside_runs("--json", json_out.parent)
     if plot_dir is not None:
         for name in ("logit_histograms.png", "group_metrics.png"):
             check_output("--plot", plot_dir / name)
+        _outside_runs("--plot", plot_dir)
     if example:
         if logits or labels or train_counts or train_labels:
             raise click.UsageError("--example takes no logits, labels or train counts")
@@ -306,6 +333,21 @@ def analyze(
             err.print(shown(f"wrote {written}"))
 
 
+def _outside_runs(option: str, folder: Path) -> None:
+    """InputError when ``folder`` is a lort run or inside one: a file of the user's there
+    would make `lort fit --overwrite` refuse the run (it removes only what lort wrote)."""
+    from lort.run.folder import STATE
+
+    target = folder.expanduser().absolute()
+    for run in (target, *target.parents):
+        if (run / STATE).is_file():
+            raise InputError(
+                f"{option} {folder} is inside the lort run {run}: files of yours there make "
+                f"`lort fit --overwrite` refuse the run; write them outside it (`lort compare "
+                f"{run}` draws the run's own figures into {run}/figures/)"
+            )
+
+
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -349,6 +391,7 @@ def _parse_size(text: str) -> int:
     "choice].",
 )
 @clean_errors
+@with_heartbeat
 def fit(
     config_file: Path | None,
     out: Path | None,
@@ -385,11 +428,18 @@ def fit(
     )
     with progress_bar(err, "{task.description:8}", fields="{task.fields[stats]}") as bar:
         tasks: dict[str, Any] = {}
+        epochs = {"stage 1": cfg.stage1.epochs, "stage 2": cfg.stage2.epochs}
+        estimate = Estimate()
 
         def progress(phase: str, step: int, total: int, loss: float, acc: float) -> None:
             if phase not in tasks:
                 tasks[phase] = bar.add_task(phase, total=total, stats="")
             bar.update(tasks[phase], completed=step, stats=f"loss {loss:.3f} acc {100 * acc:5.1f}%")
+            stats = f"loss {loss:.3f}, acc {100 * acc:.1f}%"
+            _beat(phase, step, total, epochs=epochs.get(phase), detail=stats)
+            timed = estimate.step(step, total) if phase == "stage 1" else None
+            if timed is not None:
+                _say_estimate(cfg.device, cfg.stage1.epochs, *timed)
 
         started = time.perf_counter()
         result = run_fit(cfg, opts, say, progress)
@@ -424,6 +474,20 @@ def fit(
         _print_kept(result.folder, kept)
 
 
+def _say_estimate(device: str, epochs: int, left: float, rate: float) -> None:
+    """Stage 1's time to go, timed on its first steps; on a CPU, when that is long, the recipe
+    sized for one."""
+    from lort.runtime import pick_device
+
+    say(f"stage 1: about {duration(left)} to go ({epochs} epochs; {rate:,.1f} steps/s so far)")
+    if left > CPU_LONG and pick_device(device).type == "cpu":
+        say(
+            f"note: a stage 1 sized for a GPU, on the CPU: {CPU_RECIPE} is sized for a CPU "
+            "(ResNet-8, 20 epochs: both stages of CIFAR-10-LT in under 20 minutes on 2 cores); "
+            f"stop with Ctrl-C and run `lort fit --config {CPU_RECIPE} ...`, or use a GPU"
+        )
+
+
 run_dir_arg = click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 
 
@@ -434,6 +498,7 @@ def _points_progress(label: str) -> tuple[Progress, Callable[[int, int, str, boo
 
     def on_point(done: int, total: int, name: str, reused: bool) -> None:
         bar.update(task, completed=done, total=total, point=name + (" (cached)" if reused else ""))
+        _beat(label, done, total, unit="points", detail=f"last {name}")
 
     return bar, on_point
 
@@ -496,6 +561,7 @@ def _points_progress(label: str) -> tuple[Progress, Callable[[int, int, str, boo
     help="Then make the method best on validation the run's classifier (as `lort keep`).",
 )
 @clean_errors
+@with_heartbeat
 def compare(
     run_dirs: tuple[Path, ...],
     methods: str,
@@ -579,6 +645,7 @@ def compare(
 @click.option("--wd", help="Stage-2 weight decays, comma-separated (Fig. 5) [the run's].")
 @click.option("--method", help="Method of the --lr/--wd grid [the run's].")
 @clean_errors
+@with_heartbeat
 def sweep(
     run_dir: Path, smooth: str | None, lr: str | None, wd: str | None, method: str | None
 ) -> None:
@@ -657,6 +724,7 @@ def sweep(
     "--workers", type=click.IntRange(0, MAX_WORKERS), default=0, help="Image decoding workers."
 )
 @clean_errors
+@with_heartbeat
 def predict(
     run_dir: Path,
     inputs: tuple[Path, ...],
@@ -695,7 +763,10 @@ def predict(
             device=device,
             workers=workers,
             keep_logits=logits_out is not None,
-            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+            on_progress=lambda done, total: (
+                bar.update(task, completed=done, total=total),
+                _beat("predict", done, total, unit="inputs"),
+            ),
         )
         seconds = time.perf_counter() - started
     for note in preds.notes:

@@ -23,7 +23,7 @@ from lort import runtime
 from lort.analysis import Analysis
 from lort.config import FitConfig, resolve, validate_for_fit
 from lort.data import LTData
-from lort.errors import DamagedFileError, InputError
+from lort.errors import DamagedFileError, InputError, LortError
 from lort.methods import Method, get_method, rho
 from lort.models import Classifier, build_model, classifier_head, load_backbone_weights
 from lort.options import AUTO_METHOD
@@ -176,7 +176,18 @@ def _fit(
         raise InputError(f"--weights {cfg.weights}: no such file")
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    data = load_data(cfg)
+    if opts.dry_run and cfg.download:  # a dry run writes nothing: no download, no data folder
+        try:
+            data = load_data(dataclasses.replace(cfg, download=False))
+        except LortError as e:
+            say(
+                f"dry run: the data is not readable yet ({e}); without --dry-run, --download "
+                f"fetches {cfg.dataset} into {cfg.data_root} first. Nothing written, nothing "
+                "fetched"
+            )
+            return FitResult(opts.out, None)
+    else:
+        data = load_data(cfg)
     data.check_images()
     _import_what_the_run_uses(cfg, data)
     if cfg.stage2_stop == "val" and (data.val_labels is None or len(data.val_labels) == 0):
@@ -278,7 +289,7 @@ def _run(
     else:
         assert model is not None
         t = time.perf_counter()
-        images, stage1_history = _stage1(cfg, opts, rt, folder, data, model, counts, progress)
+        images, stage1_history = _stage1(cfg, opts, rt, folder, data, model, counts, progress, say)
         timings["stage1_s"] = time.perf_counter() - t
         if images:
             timings["stage1_images_per_s"] = images * rt.world / timings["stage1_s"]
@@ -427,6 +438,16 @@ def _start_model(cfg: FitConfig, opts: FitOptions, data: LTData, say: Say) -> Cl
     return model
 
 
+def _resumed(folder: RunFolder, epoch: int, epochs: int) -> str:
+    """What ``--resume`` continues from, in one line."""
+    if folder.done("stage1"):
+        return (
+            f"resumed {folder.root}: stage 1 is finished ({epoch} of {epochs} epochs, "
+            f"{STAGE1}); what follows it runs again where it is not done"
+        )
+    return f"resumed {folder.root}: stage 1 continues after epoch {epoch} of {epochs} ({STAGE1})"
+
+
 def _stage1(
     cfg: FitConfig,
     opts: FitOptions,
@@ -436,6 +457,7 @@ def _stage1(
     model: Classifier,
     counts: np.ndarray,
     progress: Progress,
+    say: Say,
 ) -> tuple[int, list[dict[str, float]]]:
     """Train (or finish) stage 1; returns the number of images this rank trained on now and
     the per-epoch record of every stage-1 epoch (empty for a checkpoint from before lort kept
@@ -454,6 +476,8 @@ def _stage1(
         model.head = classifier_head(
             checkpoint_head(resume.model), model.feature_dim, data.num_classes
         )
+    if resume is not None:  # only a --resume finds a checkpoint: a fresh run has none
+        say(_resumed(folder, resume.epoch, cfg.stage1.epochs))
     if folder.done("stage1") and resume is not None:
         model.load_state_dict(resume.model)
         return 0, resume.history
