@@ -4,6 +4,7 @@ Run (from the repository root, in the project's venv, on a finished run such as 
 CPU recipe's ``lort fit --config recipes/cifar10-lt-ir100-cpu.yaml --data-root DATA --out RUN``)::
 
     python benches/compare_protocols.py RUN [--threads 2] [--seeds 3]
+    python benches/compare_protocols.py RUN [RUN ...] --searches [--protocols paper,tuned]
 
 What it times (each (method, seed) plan trained and chosen as `lort compare` does, through
 ``lort.experiments.protocols.run_plan``, nothing written to RUN):
@@ -23,7 +24,15 @@ and the kept configuration trained again alone with validation and test scored (
 curve), divided by the best float32 GEMM rate measured here at ``--threads`` threads on the
 step's own shape (batch x D by D x K) and on a 1024^3 product.
 It ignores everything but products, so time / floor says how far the search is from its
-arithmetic, not how far it could be brought.
+arithmetic, not how far it could be brought. The searches are the default (successive halving)
+ones; the floor counts the head-epochs they trained.
+
+``--searches`` instead measures the halving search against the full one (`lort compare
+--search`): on every RUN (e.g. five digits backbones), every method of Table 1 for the run's
+seed under each of ``--protocols``, both searches through ``run_plan``; per method the kept
+head's test top-1 accuracy (mean over the runs) under each search and their difference, the
+head-epochs each trained (the kept configuration's test-curve re-training included) and the
+seconds, then the totals.
 
 What it prints: the machine (torch, threads, load average at the start and the end), the
 command, the lort commit, the GEMM rates, and per search: plans, configurations, heads trained,
@@ -36,6 +45,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -47,7 +57,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lort.stage2.grid as grid_module
 from _tables import fmt_md, fmt_table
-from lort.experiments.protocols import Plan, plan, run_plan
+from lort.experiments.protocols import SEARCHES, Chosen, Plan, plan, run_plan
 from lort.methods import TABLE1
 from lort.run.finished import FinishedRun, open_run
 from stage2_grid import gemm_rate
@@ -55,8 +65,11 @@ from stage2_grid import gemm_rate
 COMPOSITIONS = ("lort+logit-adjust", "lort+cb-resample", "lort+balanced-softmax", "lort+maxnorm")
 
 
-def floor_flops(run: FinishedRun, plans: list[Plan], shared: bool) -> tuple[int, int, float]:
-    """(configurations, heads trained, flops) of the plans' training and scoring."""
+def floor_flops(
+    run: FinishedRun, plans: list[Plan], shared: bool, done: list[int] | None = None
+) -> tuple[int, int, float]:
+    """(configurations, heads trained, flops) of the plans' training and scoring, with each
+    plan's head-epochs ``done`` where given (a halving search), else the full search's."""
     problem = run.problem
     n = len(problem.data.train_labels)
     d, k = problem.init.in_features, problem.k
@@ -65,7 +78,7 @@ def floor_flops(run: FinishedRun, plans: list[Plan], shared: bool) -> tuple[int,
     test = len(problem.data.test_labels)
     configs = heads = 0
     flops = 0.0
-    for p in plans:
+    for i, p in enumerate(plans):
         configs += len(p.candidates)
         if not p.recipe.retrains:
             flops += len(p.candidates) * 2 * d * k * views * (val + test)
@@ -76,19 +89,22 @@ def floor_flops(run: FinishedRun, plans: list[Plan], shared: bool) -> tuple[int,
         epochs = p.candidates[0].stage.epochs
         on = val if p.choose_on == "val" else test
         row = 2 * d * k * views  # scoring one row of one split
-        flops += epochs * (trained * 4 * n * d * k + len(p.candidates) * row * on)
-        if p.choose_on == "val" and len(p.candidates) > 1:
+        again = p.choose_on == "val" and len(p.candidates) > 1
+        # Head-epochs of the search (each scores its configurations on the choosing split).
+        searched = epochs * trained if done is None else done[i] - epochs * again
+        flops += searched * (4 * n * d * k + len(p.candidates) / trained * row * on)
+        if again:
             # run_plan trains the kept configuration again alone for its test curve.
             heads += 1
             flops += epochs * (4 * n * d * k + row * (val + test))
     return configs, heads, flops
 
 
-def time_plans(run: FinishedRun, plans: list[Plan]) -> float:
+def time_plans(run: FinishedRun, plans: list[Plan]) -> tuple[float, list[int]]:
+    """Seconds to run the plans, and each one's head-epochs trained."""
     t0 = time.perf_counter()
-    for p in plans:
-        run_plan(run, p)
-    return time.perf_counter() - t0
+    trained = [run_plan(run, p).head_epochs for p in plans]
+    return time.perf_counter() - t0, trained
 
 
 def each_alone(config: grid_module.HeadConfig) -> tuple[object, ...]:
@@ -96,12 +112,64 @@ def each_alone(config: grid_module.HeadConfig) -> tuple[object, ...]:
     return (id(config),)
 
 
+def test_accuracy(run: FinishedRun, p: Plan, chosen: Chosen) -> float:
+    """The kept head's test top-1 accuracy, with the tau it was chosen with."""
+    problem = run.problem
+    tau = chosen.config.hyper.get("tau")
+    logits = problem.logits(p.method, chosen.head, "test", tau)
+    return float((logits.argmax(1) == problem.data.test_labels).mean())
+
+
+def search_study(runs: list[Path], protocols: list[str]) -> None:
+    """The halving search against the full one on every run and method (see the docstring)."""
+    opened = [open_run(r) for r in runs]
+    for protocol in protocols:
+        rows = []
+        totals = {s: [0, 0.0] for s in SEARCHES}  # head-epochs, seconds
+        diffs = []
+        for m in TABLE1:
+            acc = {s: [] for s in SEARCHES}
+            epochs = {s: 0 for s in SEARCHES}
+            for run in opened:
+                for search in SEARCHES:
+                    p = plan(run, m, run.cfg.seed, protocol, search)  # type: ignore[arg-type]
+                    t0 = time.perf_counter()
+                    chosen = run_plan(run, p)
+                    totals[search][1] += time.perf_counter() - t0
+                    acc[search].append(test_accuracy(run, p, chosen))
+                    epochs[search] += chosen.head_epochs
+            for search in SEARCHES:
+                totals[search][0] += epochs[search]
+            full, halving = (100 * statistics.fmean(acc[s]) for s in ("full", "halving"))
+            diffs.append(halving - full)
+            ratio = epochs["full"] / epochs["halving"] if epochs["halving"] else 1.0
+            rows.append([
+                m, f"{full:.1f}", f"{halving:.1f}", f"{halving - full:+.1f}",
+                str(epochs["full"]), str(epochs["halving"]), f"{ratio:.1f}x",
+            ])  # fmt: skip
+            print(f"{protocol} {m}: {rows[-1][1:]}", flush=True)
+        (he_full, s_full), (he_halving, s_halving) = totals["full"], totals["halving"]
+        rows.append([
+            "all (mean)", "", "", f"{statistics.fmean(diffs):+.2f}", str(he_full),
+            str(he_halving), f"{he_full / he_halving:.1f}x",
+        ])  # fmt: skip
+        header = ["method", "full %", "halving %", "halving - full", "full head-epochs",
+                  "halving head-epochs", "fewer"]  # fmt: skip
+        print(f"\n{protocol}: {len(runs)} runs, test top-1 accuracy of the kept head (mean over "
+              f"the runs); full {s_full:.1f} s, halving {s_halving:.1f} s")  # fmt: skip
+        print(fmt_table(rows, header))
+        print()
+        print(fmt_md(rows, header))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("run", type=Path)
+    ap.add_argument("runs", type=Path, nargs="+")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--searches", action="store_true", help="halving against full")
+    ap.add_argument("--protocols", default="paper,tuned")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     commit = subprocess.run(
@@ -110,7 +178,13 @@ def main() -> None:
     print(f"command: python {shlex.join(sys.argv)}")
     print(f"lort commit {commit}, torch {torch.__version__}, {args.threads} threads, "
           f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
-    run = open_run(args.run)
+    if args.searches:
+        search_study(args.runs, args.protocols.split(","))
+        print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
+        return
+    if len(args.runs) > 1:
+        raise SystemExit("the protocols' timing takes one RUN (--searches takes several)")
+    run = open_run(args.runs[0])
     problem = run.problem
     d, k = problem.init.in_features, problem.k
     batch = run.cfg.stage2.batch_size
@@ -130,13 +204,13 @@ def main() -> None:
     }
     rows = []
     for name, plans in searches.items():
-        configs, heads, flops = floor_flops(run, plans, shared=True)
-        seconds = time_plans(run, plans)
+        seconds, trained = time_plans(run, plans)
+        configs, heads, flops = floor_flops(run, plans, shared=True, done=trained)
         floor = flops / rate
         ref = speedup = "—"
         if name.startswith("compositions") and not args.skip_reference:
             with mock.patch.object(grid_module, "_training_key", each_alone):
-                before = time_plans(run, plans)
+                before, _ = time_plans(run, plans)
             _, ref_heads, _ = floor_flops(run, plans, shared=False)
             ref, speedup = f"{before:.1f} ({ref_heads} heads)", f"{before / seconds:.2f}x"
         rows.append([

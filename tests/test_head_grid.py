@@ -20,9 +20,12 @@ from lort.stage2.grid import (
     HeadResult,
     chunk_size,
     eval_rows,
+    full_head_epochs,
     head_bytes,
+    head_epochs,
     train_head_grid,
 )
+from lort.stage2.select import ValScore, best_on_validation, halving_rungs, ranked
 
 COUNTS = np.array([50, 30, 25, 15, 12, 10, 8], dtype=np.int64)
 K = COUNTS.size
@@ -412,3 +415,92 @@ def test_configurations_differing_in_tau_alone_train_one_head(
     first = results[:3]
     assert_same_head(first[0].head, first[2].head, 0.0)
     assert len({r.history[-1].val_nll for r in first}) == 3
+
+
+# ----------------------------------------------------------------------------- halving
+
+
+def test_halving_rungs_keep_a_third_at_halves_of_the_epochs() -> None:
+    assert halving_rungs(27, 20) == [(2, 9), (5, 3), (10, 1)]
+    assert halving_rungs(10, 2000) == [(250, 4), (500, 2), (1000, 1)]
+    assert halving_rungs(100, 20) == [(2, 34), (5, 12), (10, 4)]  # none before a tenth
+    assert halving_rungs(10, 5) == [(1, 4), (2, 2)]
+    assert halving_rungs(1, 20) == [] and halving_rungs(9, 1) == []
+
+
+def test_ranked_is_the_rule_of_every_choice() -> None:
+    scores = [ValScore(0.5, 1.0), ValScore(0.7, 2.0), ValScore(0.7, 1.5), ValScore(0.7, 1.5),
+              ValScore(None, None), ValScore(0.5, None)]  # fmt: skip
+    assert ranked(scores) == [2, 3, 1, 0, 5, 4]
+    assert best_on_validation(scores) == 2
+
+
+@pytest.mark.parametrize(("name", "chunks"), [("lort", 1), ("logit-adjust", 1), ("maxnorm", 3)])
+def test_halving_stops_the_ruled_out_and_trains_the_rest_as_the_full_grid(
+    name: str, chunks: int
+) -> None:
+    """Each rung keeps the configurations best so far on validation over all chunks (the full
+    grid's scores up to that epoch say which); a kept one trains on exactly as in the full grid,
+    a stopped one keeps the epochs it trained; the head-epochs count what was trained."""
+    method = get_method(name)
+    feats, flip, labels = data()
+    val = EvalSplit(*data(n=60, seed=1))
+    key, values = HYPER[name]
+    configs = [
+        HeadConfig(StageConfig(6, lr, 0.0, 16), seed, {key: v})
+        for seed in (3, 11)
+        for lr in (0.01, 0.05, 0.2, 1.0)
+        for v in values
+    ]
+    full = train_head_grid(method, feats, flip, labels, COUNTS, stage1(), configs, val=val)
+    per_head = head_bytes(method, D, K, 16, itemsize=8, evaluate=True)
+    budget = math.ceil(len(configs) / chunks) * per_head if chunks > 1 else None
+    halved = train_head_grid(
+        method, feats, flip, labels, COUNTS, stage1(), configs, val=val,
+        memory_budget=budget, halving=True,
+    )  # fmt: skip
+    alive = list(range(len(configs)))
+    stopped_at = {}
+    for epoch, keep in halving_rungs(len(configs), 6):
+        best = [min(full[i].history[:epoch], key=lambda s: (-s.val_accuracy, s.val_nll))
+                for i in alive]  # fmt: skip
+        stays = sorted(alive[j] for j in ranked([ValScore(s.val_accuracy, s.val_nll)
+                                                 for s in best])[:keep])  # fmt: skip
+        stopped_at |= {i: epoch for i in alive if i not in stays}
+        alive = stays
+    assert 0 < len(alive) < len(configs) and stopped_at
+    for i, (f, h) in enumerate(zip(full, halved, strict=True)):
+        epochs = stopped_at.get(i, 6)
+        assert h.config == f.config and h.trained_epochs == len(h.history) == epochs
+        for a, b in zip(h.history, f.history, strict=False):
+            assert (a.epoch, a.val_accuracy) == (b.epoch, b.val_accuracy)
+            assert a.val_nll == pytest.approx(b.val_nll, rel=F64_RTOL)
+        assert h.best_head is not None and h.best_epoch == best_by_rule(h)
+        if epochs == 6:
+            assert_same_head(h.head, f.head, F64_RTOL)
+            assert f.best_head is not None and h.best_epoch == f.best_epoch
+            assert_same_head(h.best_head, f.best_head, F64_RTOL)
+    assert (
+        head_epochs(full)
+        == full_head_epochs(configs)
+        == 6
+        * len(configs)
+        / (
+            2 if name == "logit-adjust" else 1  # its two taus share one training
+        )
+    )
+    assert head_epochs(halved) < head_epochs(full) / 2
+
+
+def test_halving_says_when_every_configurations_state_does_not_fit() -> None:
+    method = get_method("ce")
+    feats, flip, labels = data()
+    configs = [HeadConfig(StageConfig(3, lr, 0.0, 16), 0) for lr in (0.01, 0.1, 1.0)]
+    val = EvalSplit(*data(n=60, seed=1))
+    with pytest.raises(InputError, match="--search full"):
+        train_head_grid(
+            method, feats, flip, labels, COUNTS, stage1(), configs, val=val,
+            memory_budget=100, halving=True,
+        )  # fmt: skip
+    with pytest.raises(InputError, match="halving"):
+        train_head_grid(method, feats, flip, labels, COUNTS, stage1(), configs, halving=True)

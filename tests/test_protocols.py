@@ -14,9 +14,11 @@ import pytest
 import torch
 
 from cli_helpers import PNG, flat, ok, run_cli
+from lort import files
 from lort.methods import METHODS, TABLE1, get_method, maxnorm_radius
 from lort.methods.recipes import LR_FACTORS, RECIPES, recipe_for
 from lort.optim import StageConfig
+from lort.stage2.select import halving_rungs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -251,3 +253,66 @@ def test_a_choice_at_the_edge_of_the_search_is_noted() -> None:
         "m: the chosen tau (1.5) is at the edge of the values searched; the best may lie "
         "beyond them"
     ]
+
+
+def test_the_default_search_halves_and_counts_its_head_epochs(run: Path, tuned: Any) -> None:
+    """The tuned search stops the configurations validation rules out (successive halving) and
+    says what it trained against the full search, per point, per row and in a note."""
+    data = json.loads((run / "compare.json").read_text())
+    assert data["search"] == "halving" and "halving" in data["definitions"]["search"]
+    trained = full = 0
+    for row in data["rows"]:
+        m = row["method"]
+        p = point(run, m, "tuned")
+        assert p["search"]["name"] == row["search"], m
+        assert row["head_epochs"] == [p["search"]["head_epochs"]], m
+        trained += p["search"]["head_epochs"]
+        full += p["search"]["full_head_epochs"]
+        if not RECIPES[m].retrains:
+            assert p["search"] == {"name": "full", "head_epochs": 0, "full_head_epochs": 0}, m
+            continue
+        assert p["search"]["name"] == "halving", m
+        assert p["search"]["head_epochs"] < p["search"]["full_head_epochs"], m
+        epochs = (
+            p["candidates"][0]["epochs_trained"]
+            if len(p["candidates"]) == 1
+            else max(c["epochs_trained"] for c in p["candidates"])
+        )
+        rungs = halving_rungs(len(p["candidates"]), epochs)
+        stopped = sorted({c["epochs_trained"] for c in p["candidates"]} - {epochs})
+        assert stopped and set(stopped) <= {e for e, _ in rungs}, m
+        assert all(c["epoch"] <= c["epochs_trained"] for c in p["candidates"]), m
+    assert f"halving search: {trained:,} head-epochs trained, the full search's {full:,}" in flat(
+        tuned.stdout
+    )
+
+
+def test_the_full_search_stays_available_and_old_tables_are_kept_from(
+    run: Path, tuned: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    halved = point(copy, "lort", "tuned")
+    real = files.write_json
+
+    def as_before(path: Any, data: Any, *rest: Any) -> files.Written:
+        """A table as lort wrote it before the halving search: it names no search."""
+        if Path(path).name == "compare-lort_ce.json":
+            assert data.pop("search") == "full"
+        return real(path, data, *rest)
+
+    with monkeypatch.context() as m:
+        m.setattr(files, "write_json", as_before)
+        result = ok("compare", copy, "--methods", "lort,ce", "--search", "full")
+    assert "0 reused" in flat(result.stderr)  # the search is part of a point's fingerprint
+    full = point(copy, "lort", "tuned")
+    assert full["search"]["name"] == "full" and "full search:" in flat(result.stdout)
+    assert full["search"]["head_epochs"] == full["search"]["full_head_epochs"]
+    assert full["search"]["full_head_epochs"] == halved["search"]["full_head_epochs"]
+    assert len(full["candidates"]) == len(halved["candidates"])
+    assert {c["epochs_trained"] for c in full["candidates"]} == {6}
+    # A table that names no search was made by the full one: its points are kept from.
+    assert "search" not in json.loads((copy / "compare-lort_ce.json").read_text())
+    assert "lort" in flat(ok("keep", copy, "--methods", "lort,ce", "--method", "lort").stdout)
+    result = run_cli("compare", copy, "--methods", "ce", "--search", "some")
+    assert result.exit_code == 2 and "--search" in result.stderr

@@ -527,6 +527,15 @@ def _points_progress(label: str) -> tuple[Progress, Callable[[int, int, str, boo
     "reports (labelled); shared: every method with the run's stage-2 settings.",
 )
 @click.option(
+    "--search",
+    type=click.Choice(["halving", "full"]),
+    default="halving",
+    show_default=True,
+    help="How a protocol that keeps a best epoch searches its configurations: successive "
+    "halving (those ruled out on the choosing split stop early; head-epochs in the notes) or "
+    "full (every configuration to its last epoch).",
+)
+@click.option(
     "--seeds",
     type=click.IntRange(1, MAX_SEEDS),
     default=1,
@@ -566,6 +575,7 @@ def compare(
     run_dirs: tuple[Path, ...],
     methods: str,
     protocol: str,
+    search: str,
     seeds: int,
     select_on: str | None,
     epoch: str,
@@ -613,7 +623,14 @@ def compare(
             stop = {"last": "last", "val": "val", "test-selected": "test"}[epoch]
             results.append(
                 run_compare(
-                    run_dir, names, seeds, select_on, on_point, stop=stop, protocol=protocol
+                    run_dir,
+                    names,
+                    seeds,
+                    select_on,
+                    on_point,
+                    stop=stop,
+                    protocol=protocol,
+                    search=search,  # type: ignore[arg-type]
                 )
             )
     written = [p for r in results for p in r.files]

@@ -41,10 +41,14 @@ from lort.experiments.points import (
 from lort.experiments.protocols import (
     PAPER_PROTOCOLS,
     PROTOCOL_DEFINITION,
+    SEARCH_DEFINITION,
+    SEARCHES,
     TEST_SELECTED,
     Plan,
+    Search,
     plan,
 )
+from lort.limits import MAX_SEEDS, check_count
 from lort.methods import METHODS, TABLE1, WEIGHT_NORM_DEFINITION, get_method
 from lort.methods.paper import REPORTED_ON, ROWS, reported
 from lort.options import COMPARE_PROTOCOLS
@@ -127,6 +131,7 @@ class CompareResult:
     pooled: Pooled | None = None  # paired differences over the seeds, with two or more
     stop: Stop = "last"  # the shared protocol's kept epoch (lort.stage2.problem.STOP_SPLIT)
     protocol: str = "tuned"
+    search: Search = "halving"  # the searching protocols' (lort.experiments.protocols)
 
     @property
     def label(self) -> str:
@@ -164,13 +169,16 @@ def compare(
     figures: bool = True,
     stop: Stop = "last",
     protocol: str = "tuned",
+    search: Search = "halving",
 ) -> CompareResult:
     """Re-train ``methods`` x ``seeds`` on the run in ``root`` under ``protocol``; write the
     table (and, for the tuned protocol, the figures). Under the ``shared`` protocol ``stop``
     keeps each re-training's last epoch, or its best epoch on the validation split, or
-    (``"test"``, the published habit, labelled as such) on the test set."""
-    if seeds < 1:
-        raise InputError(f"--seeds must be at least 1, got {seeds}")
+    (``"test"``, the published habit, labelled as such) on the test set. The other protocols
+    search with ``search`` (:data:`lort.experiments.protocols.SEARCH_DEFINITION`)."""
+    check_count(seeds, "--seeds", 1, MAX_SEEDS)
+    if search not in SEARCHES:
+        raise InputError(f"--search must be one of {', '.join(SEARCHES)}, got {search!r}")
     if protocol not in COMPARE_PROTOCOLS:
         raise InputError(
             f"--protocol must be one of {', '.join(COMPARE_PROTOCOLS)}, got {protocol!r}"
@@ -187,7 +195,9 @@ def compare(
     notes: list[str] = []
     with open_run_locked(root, notes.append) as run:
         if protocol != "shared":
-            return _compare_protocol(run, methods, seeds, protocol, on_point, figures, notes)
+            return _compare_protocol(
+                run, methods, seeds, protocol, search, on_point, figures, notes
+            )
         if select_on is None:
             select_on = "val" if run.has_val else "none"
         if select_on not in ("val", "none"):
@@ -235,13 +245,14 @@ def _compare_protocol(
     methods: list[str],
     seeds: int,
     protocol: str,
+    search: Search,
     on_point: OnPoint | None,
     figures: bool,
     notes: list[str],
 ) -> CompareResult:
     seed_list = [run.cfg.seed + i for i in range(seeds)]
     # Plans first: a method that cannot run stops the command before any training.
-    plans = {(m, s): plan(run, m, s, protocol) for m in methods for s in seed_list}  # type: ignore[arg-type]
+    plans = {(m, s): plan(run, m, s, protocol, search) for m in methods for s in seed_list}  # type: ignore[arg-type]
     points: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     reused = 0
     for i, ((m, s), p) in enumerate(plans.items()):
@@ -254,9 +265,18 @@ def _compare_protocol(
             on_point(i + 1, len(plans), label, was_reused)
     select_on = "test" if protocol in TEST_SELECTED else "val"
     res = CompareResult(
-        run, methods, seed_list, select_on, points, reused, notes=notes, protocol=protocol
+        run,
+        methods,
+        seed_list,
+        select_on,
+        points,
+        reused,
+        notes=notes,
+        protocol=protocol,
+        search=search,
     )
     res.rows = [_protocol_row(m, points[m], plans[m, seed_list[0]]) for m in methods]
+    res.notes.append(_search_note(res))
     if protocol in PAPER_PROTOCOLS:
         for row in res.rows:
             row |= _paper_columns(row["method"], run)
@@ -266,6 +286,38 @@ def _compare_protocol(
         res.notes += [n for m in methods if (n := _no_test_curve_note(m, points[m]))]
     _finish(res, figures=figures and protocol == "tuned")
     return res
+
+
+def head_epochs(result: dict[str, Any]) -> tuple[int | None, int | None]:
+    """A protocol point's head-epochs trained and the full search's for the same (None for a
+    point stored before lort counted them)."""
+    search = result.get("search") or {}
+    return search.get("head_epochs"), search.get("full_head_epochs")
+
+
+def search_definitions(search: str) -> dict[str, str]:
+    """The definitions of a searching protocol's table: its search and the head-epochs."""
+    return {
+        "search": SEARCH_DEFINITION[search] + " (where a protocol keeps a best epoch of several "
+        "configurations; elsewhere every configuration trains to its end)",
+        "head_epochs": "epochs trained summed over the heads of each seed's search, the kept "
+        "configuration's test-curve re-training included; full_head_epochs: the full "
+        "search's for the same",
+    }
+
+
+def _search_note(res: CompareResult) -> str:
+    """What the compare's searches trained, in head-epochs, against the full search."""
+    counts = [head_epochs(r) for rs in res.points.values() for r in rs]
+    trained = sum(t or 0 for t, _ in counts)
+    full = sum(f or 0 for _, f in counts)
+    if res.search == "full":
+        return f"full search: {trained:,} head-epochs trained"
+    return (
+        f"halving search: {trained:,} head-epochs trained, the full search's {full:,}"
+        + (f" ({full / trained:.1f}x fewer)" if trained else "")
+        + "; `--search full` trains every configuration to its last epoch"
+    )
 
 
 def _edge_notes(method: str, results: list[dict[str, Any]]) -> list[str]:
@@ -372,6 +424,9 @@ def _protocol_row(method: str, results: list[dict[str, Any]], p: Plan) -> dict[s
             for r in results
         ],
         "candidates": len(p.candidates),
+        "search": p.search,
+        "head_epochs": [head_epochs(r)[0] for r in results],
+        "full_head_epochs": [head_epochs(r)[1] for r in results],
         "recipe": p.recipe.to_dict(),
         "val_balanced_accuracy": _stats([r["val_balanced_accuracy"] for r in results]),
         "epoch": [r["epoch"] for r in results],
@@ -411,6 +466,7 @@ def _write(res: CompareResult) -> None:
         "methods": res.methods,
         "seeds": res.seeds,
         "select_on": res.select_on,
+        "search": None if res.protocol == "shared" else res.search,
         "stage2": {
             "mode": "cached",
             "epochs": run.cfg.stage2.epochs,
@@ -439,6 +495,7 @@ def _write(res: CompareResult) -> None:
             "seeds": "vary stage 2 only (batch order, flip draws, fresh initialisations); the "
             "backbone is the run's",
             "protocol": res.definition,
+            **({} if res.protocol == "shared" else search_definitions(res.search)),
         },
         "rows": res.rows,
         "points": {m: [_point_name(res, m, s) for s in res.seeds] for m in res.methods},
@@ -590,6 +647,7 @@ def write_pooled(pooled: Pooled, out: Path) -> None:
     data = {
         "runs": [str(r.run.root) for r in pooled.runs],
         "protocol": first.label,
+        "search": None if first.protocol == "shared" else first.search,
         "seeds": {str(r.run.root): r.seeds for r in pooled.runs},
         "unit": pooled.unit,
         "reference": pooled.reference,
@@ -600,8 +658,11 @@ def write_pooled(pooled: Pooled, out: Path) -> None:
             f"class means over {GROUP_RULE}",
             "vs_reference/vs_best": "paired difference in All accuracy (fraction) against the "
             "reference method and the best one, per backbone; mean with a 95% Student-t "
-            "interval over the backbones; significant when the interval excludes 0",
+            "interval over the backbones; significant when the interval excludes 0; no "
+            "interval (low and high null, why saying so) with fewer than 3 backbones or "
+            "differences that do not vary",
             "protocol": first.definition,
+            **({} if first.protocol == "shared" else search_definitions(first.search)),
         },
         "rows": pooled.rows,
     }

@@ -110,7 +110,9 @@ def _keep(
     for name, point_names in table["points"].items():
         results[name] = []
         for s, point_name in zip(seeds, point_names, strict=True):
-            fp = ProtocolPoint(name, s, plan(run, name, s, protocol)).fingerprint(run)
+            # A table without a search was made by the full one (lort before the halving).
+            searched = plan(run, name, s, protocol, table.get("search") or "full")
+            fp = ProtocolPoint(name, s, searched).fingerprint(run)
             stored = stored_result(run, point_name, fp)
             if stored is None:
                 raise InputError(

@@ -36,8 +36,10 @@ from lort.stage2.select import ValScore
 
 # 2: bias-Hessian curvature; 3: validation NLL; 4: the kept epoch; 5: recipes (MaxNorm's
 # relative radius per epoch, tau-norm without bias, the class-balanced losses' reduction);
-# 6: a searched point's test curve only where it is the kept head's (protocols.run_plan)
-POINT_VERSION = 6
+# 6: a searched point's test curve only where it is the kept head's (protocols.run_plan);
+# 7: the search that made a protocol point (halving or full) and the head-epochs it trained
+# (a point without them was made by the full search)
+POINT_VERSION = 7
 
 # The stopping protocols as users name them (``lort compare --epoch``).
 STOP_NAME = {"last": "last", "val": "val", "test": "test-selected"}
@@ -282,6 +284,11 @@ def measure_protocol(
         "chosen": {"init": p.recipe.init, "hyper": hyper, "chosen_on": p.choose_on},
         "candidates": chosen.scores,
         "curve": curve,
+        "search": {
+            "name": p.search,
+            "head_epochs": chosen.head_epochs,
+            "full_head_epochs": chosen.full_head_epochs,
+        },
     }
     head = {
         "head": chosen.head.state_dict(),

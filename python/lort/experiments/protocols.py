@@ -23,6 +23,14 @@
 
 A post-hoc method (tau-norm, logit adjustment: no re-training in their authors' code) has no
 epochs; only its tau is chosen.
+
+Every search that chooses a configuration and its best epoch on validation (``tuned``,
+``paper``) is by default a successive-halving one (:data:`SEARCH_DEFINITION`): the
+configurations that validation has ruled out stop training early, the same rule for every
+method; ``full`` trains every configuration to its last epoch. The test-selected protocols
+always search in full: the habit they measure picks the best on the test set among every
+configuration and epoch (a superset of what the halving search on validation saw, so their gap
+to it is never negative).
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from lort.methods.recipes import LR_FACTORS, WD_WHEN_NONE, Recipe, recipe_for
 from lort.optim import StageConfig
 from lort.options import COMPARE_PROTOCOLS
 from lort.run.finished import FinishedRun
-from lort.stage2.grid import HeadConfig
+from lort.stage2.grid import HeadConfig, full_head_epochs, head_epochs
 from lort.stage2.select import ValScore, best_on_validation, kept_scores
 
 Protocol = Literal["tuned", "authors", "test-selected", "paper", "paper-test-selected"]
@@ -52,6 +60,17 @@ assert tuple(p for p in COMPARE_PROTOCOLS if p != "shared") == PROTOCOLS
 # The protocols of the paper's Table 1 (lort.methods.paper), and those choosing on the test set.
 PAPER_PROTOCOLS = ("paper", "paper-test-selected")
 TEST_SELECTED = ("test-selected", "paper-test-selected")
+Search = Literal["halving", "full"]
+SEARCHES: tuple[Search, ...] = typing.get_args(Search)
+SEARCH_DEFINITION: dict[str, str] = {
+    "halving": "successive halving on validation: every configuration trains to the first "
+    "rung, then only the best third (each at its best epoch so far) trains on to the next; the "
+    "rungs at E // 2^j epochs for j = ceil(log3 configurations) down to 1, none before E // 10 "
+    "(E the epochs), so the last third trains from E // 2 to E; every epoch trained stays a "
+    "candidate",
+    "full": "every configuration trained to its last epoch and scored after each (always so "
+    "in the test-selected protocols)",
+}
 PROTOCOL_DEFINITION: dict[str, str] = {
     "tuned": "each method's authors' recipe, searched over learning rate (x0.01 to x100), "
     "weight decay (none or the recipe's) and its own hyperparameter; the configuration and "
@@ -85,6 +104,7 @@ class Plan:
     candidates: tuple[HeadConfig, ...]
     choose_on: Literal["val", "test"] | None  # None: a single candidate, nothing to choose
     last_epoch: bool  # the authors protocol keeps the last epoch
+    search: Search = "full"  # halving only where it can stop a candidate early
 
     def fingerprint(self) -> dict[str, Any]:
         return {
@@ -100,13 +120,19 @@ class Plan:
             ],
             "choose_on": self.choose_on,
             "last_epoch": self.last_epoch,
+            "search": self.search,
         }
 
 
-def plan(run: FinishedRun, name: str, seed: int, protocol: Protocol) -> Plan:
-    """The candidates of ``name`` (a method or composition) on ``run`` for one seed."""
+def plan(
+    run: FinishedRun, name: str, seed: int, protocol: Protocol, search: Search = "halving"
+) -> Plan:
+    """The candidates of ``name`` (a method or composition) on ``run`` for one seed, searched
+    with ``search`` where a search keeps best epochs (else every candidate to its end)."""
     if protocol not in PROTOCOLS:
         raise InputError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if search not in SEARCHES:
+        raise InputError(f"--search must be one of {', '.join(SEARCHES)}, got {search!r}")
     if protocol in PAPER_PROTOCOLS:
         row = paper_row(name)
         recipe, method = row.recipe(run.cfg.dataset), row.method
@@ -152,7 +178,9 @@ def plan(run: FinishedRun, name: str, seed: int, protocol: Protocol) -> Plan:
         choose_on = "val"
     else:
         choose_on = "val" if run.has_val else None
-    return Plan(method, recipe, protocol, candidates, choose_on, protocol == "authors")
+    last = protocol == "authors"
+    halves = choose_on == "val" and not last and len(candidates) > 1 and recipe.retrains
+    return Plan(method, recipe, protocol, candidates, choose_on, last, search if halves else "full")
 
 
 # A post-hoc rule trains nothing; its candidates carry this in place of stage-2 settings.
@@ -189,6 +217,8 @@ class Chosen:
     epoch: int
     scores: list[dict[str, Any]]
     curve: list[dict[str, Any]]
+    head_epochs: int = 0  # the epochs trained, summed over the heads (the test curve's too)
+    full_head_epochs: int = 0  # what the full search trains for the same
 
 
 def run_plan(run: FinishedRun, p: Plan) -> Chosen:
@@ -203,17 +233,25 @@ def run_plan(run: FinishedRun, p: Plan) -> Chosen:
         ]
         scores = [v or ValScore(None, None) for v in vals]
         best = best_on_validation(scores) if split else 0
-        return Chosen(head, p.candidates[best], 0, _table(p, scores, [0] * len(scores)), [])
+        nothing = [0] * len(scores)
+        return Chosen(head, p.candidates[best], 0, _table(p, scores, nothing, nothing), [])
     configs = list(p.candidates)
     fresh = p.recipe.init == "fresh"
+    epochs = configs[0].stage.epochs
     if p.choose_on is None:
         (head,) = problem.train_many(p.method, configs, fresh=fresh)
-        return Chosen(head, configs[0], configs[0].stage.epochs, [], [])
+        return Chosen(head, configs[0], epochs, [], [], epochs, epochs)
     on_val = p.choose_on == "val"
     alone = len(configs) == 1
     results = problem.train_stopped(
-        p.method, configs, on=p.choose_on, fresh=fresh, record_test=on_val and alone
+        p.method,
+        configs,
+        on=p.choose_on,
+        fresh=fresh,
+        record_test=on_val and alone,
+        halving=p.search == "halving",
     )
+    trained, full = head_epochs(results), full_head_epochs(configs)
     picked, scores = kept_scores(results, last=p.last_epoch)
     best = best_on_validation(scores)
     r = results[best]
@@ -226,15 +264,18 @@ def run_plan(run: FinishedRun, p: Plan) -> Chosen:
         # epoch. Alone and in the grid round differently; a learning rate large enough to make
         # training chaotic turns that into another head, whose curve is not the kept one's:
         # kept only where the validation curves agree at every epoch (measure_protocol also
-        # checks the kept epoch's test score), else no test curve.
+        # checks the kept epoch's test score), else no test curve. A configuration that a
+        # halving search stopped early has a curve to the epoch it stopped at.
         (again,) = problem.train_stopped(
             p.method, [configs[best]], on="val", fresh=fresh, record_test=True
         )
+        trained, full = trained + epochs, full + epochs
+        alike = again.history[: len(r.history)]
         followed = all(
             curves_agree(a.val_accuracy, e.val_accuracy)
-            for a, e in zip(again.history, r.history, strict=True)
+            for a, e in zip(alike, r.history, strict=True)
         )
-        tests = [a.test_accuracy if followed else None for a in again.history]
+        tests = [a.test_accuracy if followed else None for a in alike]
     curve = [
         {
             "epoch": e.epoch,
@@ -243,8 +284,8 @@ def run_plan(run: FinishedRun, p: Plan) -> Chosen:
         }
         for e, t in zip(r.history, tests, strict=True)
     ]
-    table = _table(p, scores, [e.epoch for e in picked])
-    return Chosen(head, configs[best], picked[best].epoch, table, curve)
+    table = _table(p, scores, [e.epoch for e in picked], [r.trained_epochs for r in results])
+    return Chosen(head, configs[best], picked[best].epoch, table, curve, trained, full)
 
 
 # How far two class-mean accuracies of one configuration may differ and still be one head's
@@ -258,8 +299,12 @@ def curves_agree(a: float | None, b: float | None) -> bool:
     return a is not None and b is not None and abs(a - b) <= CURVE_TOLERANCE
 
 
-def _table(p: Plan, scores: list[ValScore], epochs: list[int]) -> list[dict[str, Any]]:
-    """Every candidate with its score on the choosing split, as stored beside the result."""
+def _table(
+    p: Plan, scores: list[ValScore], epochs: list[int], trained: list[int]
+) -> list[dict[str, Any]]:
+    """Every candidate with its score on the choosing split at its kept epoch and the epochs
+    it trained (fewer than its last where a halving search stopped it), as stored beside the
+    result."""
     split = p.choose_on or "val"
     return [
         {
@@ -267,8 +312,9 @@ def _table(p: Plan, scores: list[ValScore], epochs: list[int]) -> list[dict[str,
             "weight_decay": c.stage.weight_decay,
             "hyper": dict(c.hyper),
             "epoch": e,
+            "epochs_trained": t,
             f"{split}_balanced_accuracy": s.accuracy,
             f"{split}_nll": None if s.nll is None else finite_or_none(s.nll),
         }
-        for c, s, e in zip(p.candidates, scores, epochs, strict=True)
+        for c, s, e, t in zip(p.candidates, scores, epochs, trained, strict=True)
     ]

@@ -78,6 +78,7 @@ from lort.methods.recipes import AUTHORS_TAU, recipe_for
 from lort.optim import MOMENTUM, StageConfig, cosine_schedule
 from lort.runtime import Progress
 from lort.stage2.loop import LOSS_HYPER, SMALL_STEP, torch_threads
+from lort.stage2.select import ValScore, halving_rungs, ranked
 from lort.stage2.select import better as is_better
 
 # The SoftmaxLoss fields that a method's hyperparameters set.
@@ -130,6 +131,7 @@ class HeadResult:
     best_head: StageTwoHead | None = None
     best_epoch: int | None = None
     history: list[EpochScores] = field(default_factory=list)
+    trained_epochs: int = 0  # the epochs its head trained (fewer when a halving search stopped it)
 
     def scores(self, last: bool = False) -> EpochScores:
         """The scores of the best epoch (or, with ``last``, of the last one)."""
@@ -279,6 +281,7 @@ def train_head_grid(
     test: EvalSplit | None = None,
     memory_budget: int | None = None,
     progress: Progress | None = None,
+    halving: bool = False,
 ) -> list[HeadResult]:
     """Train one head of ``method`` per configuration, as many at once as the memory budget
     allows (see the module docstring); results in the order of ``configs``.
@@ -287,9 +290,15 @@ def train_head_grid(
     ``val`` turns on per-epoch evaluation and best-epoch selection, ``test`` adds test
     scores to each epoch's record (it needs ``val``). ``progress`` is called after every
     epoch of a chunk with the mean loss and batch accuracy of its heads' last step.
+    ``halving`` (it needs ``val`` and configurations of one epoch count) stops the
+    configurations that validation rules out at the rungs of
+    :func:`lort.stage2.select.halving_rungs`; a stopped configuration's result holds the
+    epochs it trained (a survivor trains exactly as in the full grid, to rounding).
     """
     if test is not None and val is None:
         raise InputError("test scores are recorded beside validation ones: pass val too")
+    if halving and (val is None or len({c.stage.epochs for c in configs}) > 1):
+        raise InputError("a halving search scores on validation configurations of one length")
     counts = np.asarray(train_counts)
     k = counts.size
     splits = [s for s in (val, test) if s is not None]
@@ -305,6 +314,7 @@ def train_head_grid(
     for i, c in enumerate(configs):
         shapes.setdefault((c.stage.batch_size, c.stage.epochs), []).append(i)
     results: list[HeadResult | None] = [None] * len(configs)
+    grids: list[_Grid] = []
     for (batch, _), members in shapes.items():
         members.sort(key=lambda i: configs[i].seed)
         # tau changes only evaluation: configurations that differ in it alone train one head,
@@ -327,10 +337,71 @@ def train_head_grid(
             most = 1
         for chunk in _chunks(list(units.values()), most):
             grid = _Grid(method, feats, views, labels, counts, init, [configs[i] for i in chunk])
-            rows = eval_rows(len(chunk), k, budget, feats.element_size())
-            for i, result in zip(chunk, grid.train(val, test, rows, progress), strict=True):
+            grid.index = chunk
+            if halving:  # trained below, every chunk in step with the others
+                grids.append(grid)
+                continue
+            grid.train(val, test, budget, grid.epochs, progress)
+            for i, result in zip(chunk, grid.results(), strict=True):
                 results[i] = result
+    if grids:
+        assert val is not None
+        _halve(grids, val, test, budget, progress, results)
     return [r for r in results if r is not None]
+
+
+def _halve(
+    grids: list[_Grid],
+    val: EvalSplit,
+    test: EvalSplit | None,
+    budget: int,
+    progress: Progress | None,
+    results: list[HeadResult | None],
+) -> None:
+    """Successive halving over the chunks ``grids``: all train to each rung's epoch, then only
+    the configurations best so far on validation, over all chunks, train on."""
+    resident = sum(g.state_bytes() for g in grids)
+    if resident > budget:
+        raise InputError(
+            f"a halving search holds every configuration's state until its first rung "
+            f"({resident / 2**30:.1f} GiB, over the {budget / 2**30:.1f} GiB budget): search "
+            "fewer configurations, or use the full search (`lort compare --search full`)"
+        )
+    epochs = grids[0].epochs
+    for epoch, keep in halving_rungs(sum(len(g.configs) for g in grids), epochs):
+        for g in grids:
+            g.train(val, test, budget, epoch, progress)
+        # In the caller's order, so that of equals the first stays.
+        where = sorted(
+            ((g, j) for g in grids for j in range(len(g.configs))), key=lambda w: w[0].index[w[1]]
+        )
+        best = ranked([g.best_score(j) for g, j in where])[:keep]
+        kept = {(id(where[i][0]), where[i][1]) for i in best}
+        for g in grids:
+            gone = [j for j in range(len(g.configs)) if (id(g), j) not in kept]
+            for i, result in g.stop(gone):
+                results[i] = result
+        grids = [g for g in grids if g.configs]
+    for g in grids:
+        g.train(val, test, budget, epochs, progress)
+        for i, result in zip(g.index, g.results(), strict=True):
+            results[i] = result
+
+
+def head_epochs(results: Sequence[HeadResult]) -> int:
+    """The epochs the heads behind ``results`` trained, summed over the heads (configurations
+    that differ in tau alone share one)."""
+    trained: dict[tuple[object, ...], int] = {}
+    for r in results:
+        key = _training_key(r.config)
+        trained[key] = max(trained.get(key, 0), r.trained_epochs)
+    return sum(trained.values())
+
+
+def full_head_epochs(configs: Sequence[HeadConfig]) -> int:
+    """The epochs a full search of ``configs`` trains: every head to its last epoch."""
+    trained = {_training_key(c): c.stage.epochs for c in configs}
+    return sum(trained.values())
 
 
 def _training_key(config: HeadConfig) -> tuple[object, ...]:
@@ -453,9 +524,11 @@ class _Grid:
                 for owner, c in zip(owners, trained, strict=True)
             ]
             rows = torch.tensor(radii, dtype=dtype, device=device)
-            self.radius_rows = rows.repeat_interleave(self.k).unsqueeze(1)
+            self.radius_rows: Tensor | None = rows.repeat_interleave(self.k).unsqueeze(1)
         elif method.constraint is not None:
             raise InputError(f"the grid trainer has no batched {method.constraint!r} constraint")
+        else:
+            self.radius_rows = None
         self.tau = torch.tensor(
             [c.hyper.get("tau", AUTHORS_TAU) for c in configs], dtype=dtype, device=device
         )
@@ -466,9 +539,20 @@ class _Grid:
             torch.optim.SGD([torch.zeros(0, requires_grad=True)], lr=1.0),
             self.epochs * self.steps,
         ).lr_lambdas[0]
-        self.threads = (
-            1 if g * self.batch * self.dim * self.k < SMALL_STEP else torch.get_num_threads()
-        )
+        self.threads = self._threads()
+        # Training state: the epochs done, and per configuration its scores of every epoch,
+        # its best epoch so far, that epoch's scores and parameters (after the first scoring).
+        self.index = list(range(len(configs)))  # the configurations' places in the caller's
+        self.epoch = 0
+        self.histories: list[list[EpochScores]] = [[] for _ in configs]
+        self.best_epoch = torch.zeros(len(configs), dtype=torch.long)
+        self.best_acc = torch.full((len(configs),), -math.inf, dtype=torch.float64)
+        self.best_nll = torch.full((len(configs),), math.inf, dtype=torch.float64)
+        self.best: dict[str, Tensor] | None = None
+
+    def _threads(self) -> int:
+        small = self.trained * self.batch * self.dim * self.k < SMALL_STEP
+        return 1 if small else torch.get_num_threads()
 
     # ------------------------------------------------------------------------- training
 
@@ -476,25 +560,28 @@ class _Grid:
         self,
         val: EvalSplit | None,
         test: EvalSplit | None,
-        rows: int,
+        budget: int,
+        until: int,
         progress: Progress | None,
-    ) -> list[HeadResult]:
+    ) -> None:
+        """Train every head on from its current epoch to epoch ``until``, scoring each epoch
+        on ``val`` (and ``test``) when given."""
         g = len(self.configs)
-        histories: list[list[EpochScores]] = [[] for _ in range(g)]
-        best_epoch = torch.zeros(g, dtype=torch.long)
-        best_acc = torch.full((g,), -math.inf, dtype=torch.float64)
-        best_nll = torch.full((g,), math.inf, dtype=torch.float64)
-        best = {name: p.detach().clone() for name, p in self._scored().items()}
+        rows = eval_rows(g, self.k, budget, self.views.element_size())
+        if val is not None and self.best is None:
+            self.best = {name: p.detach().clone() for name, p in self._scored().items()}
         total = self.epochs * self.steps
         with torch_threads(self.threads):
-            for epoch in range(self.epochs):
+            for epoch in range(self.epoch, until):
                 self._draw_epoch()
                 lrs = self._learning_rates(epoch)
                 for i in range(self.steps):
                     loss, acc = self._step(i, lrs[i], last=i + 1 == self.steps)
                 if self.method.constraint == "maxnorm":
                     with torch.no_grad():
+                        assert self.radius_rows is not None
                         max_norm_(self.params["weight"].detach().flatten(0, 1), self.radius_rows)
+                self.epoch = epoch + 1
                 if progress is not None:
                     progress("stage 2", (epoch + 1) * self.steps, total, loss, acc)
                 if val is None:
@@ -502,7 +589,7 @@ class _Grid:
                 v_acc, v_nll = self._scores(val, rows)
                 t_acc, t_nll = self._scores(test, rows) if test is not None else (None, None)
                 for j in range(g):
-                    histories[j].append(
+                    self.histories[j].append(
                         EpochScores(
                             epoch + 1,
                             float(v_acc[j]),
@@ -511,23 +598,81 @@ class _Grid:
                             None if t_nll is None else float(t_nll[j]),
                         )
                     )
-                better = is_better(v_acc, v_nll, best_acc, best_nll)
-                best_acc = torch.where(better, v_acc, best_acc)
-                best_nll = torch.where(better, v_nll, best_nll)
-                best_epoch[better] = epoch + 1
+                better = is_better(v_acc, v_nll, self.best_acc, self.best_nll)
+                self.best_acc = torch.where(better, v_acc, self.best_acc)
+                self.best_nll = torch.where(better, v_nll, self.best_nll)
+                self.best_epoch[better] = epoch + 1
                 on = better.to(self.views.device)
+                assert self.best is not None
                 for name, p in self._scored().items():
                     mask = on.view(-1, *[1] * (p.ndim - 1))
-                    best[name] = torch.where(mask, p.detach(), best[name])
-        results = []
-        for j, c in enumerate(self.configs):
-            result = HeadResult(c, self._head(self.owner[j], self.params, self.owner[j]))
-            if val is not None:
-                result.best_head = self._head(self.owner[j], best, j)
-                result.best_epoch = int(best_epoch[j])
-                result.history = histories[j]
-            results.append(result)
-        return results
+                    self.best[name] = torch.where(mask, p.detach(), self.best[name])
+
+    def results(self) -> list[HeadResult]:
+        """Each configuration's outcome so far, in the order of ``configs``."""
+        return [self._result(j) for j in range(len(self.configs))]
+
+    def _result(self, j: int) -> HeadResult:
+        own = self.owner[j]
+        result = HeadResult(self.configs[j], self._head(own, self.params, own))
+        result.trained_epochs = self.epoch
+        if self.best is not None:
+            result.best_head = self._head(own, self.best, j)
+            result.best_epoch = int(self.best_epoch[j])
+            result.history = self.histories[j]
+        return result
+
+    def best_score(self, j: int) -> ValScore:
+        """Configuration ``j``'s best validation score so far."""
+        return ValScore(float(self.best_acc[j]), float(self.best_nll[j]))
+
+    def state_bytes(self) -> int:
+        """Bytes this chunk holds between epochs: parameters, momentum and best-epoch copies."""
+        per = sum(p[0].numel() for p in self.params.values()) * self.views.element_size()
+        return per * (2 * self.trained + len(self.configs))
+
+    def stop(self, gone: list[int]) -> list[tuple[int, HeadResult]]:
+        """Stop the configurations ``gone`` (local indices): their results so far, with their
+        indices in the caller's order, and the heads no configuration still needs dropped from
+        the stack."""
+        out = [(self.index[j], self._result(j)) for j in gone]
+        stays = [j for j in range(len(self.configs)) if j not in gone]
+        heads = sorted({self.owner[j] for j in stays})
+        renumber = {h: i for i, h in enumerate(heads)}
+        device = self.views.device
+        at = torch.tensor(heads, dtype=torch.long, device=device)
+        with torch.no_grad():
+            self.params = {
+                n: p.detach().index_select(0, at).requires_grad_() for n, p in self.params.items()
+            }
+        self.momentum = {n: b.index_select(0, at) for n, b in self.momentum.items()}
+        self.lr = self.lr[at.cpu()]
+        self.wd = self.wd.index_select(0, at)
+        self.varying = {f: v.index_select(0, at) for f, v in self.varying.items()}
+        if self.radius_rows is not None:
+            self.radius_rows = self.radius_rows.view(-1, self.k)[at].reshape(-1, 1)
+        groups = []
+        for grp in self.groups:
+            mine = [renumber[h] for h in heads if grp.heads.start <= h < grp.heads.stop]
+            if mine:
+                grp.heads = slice(mine[0], mine[-1] + 1)
+                groups.append(grp)
+        self.groups = groups
+        self.trained = len(heads)
+        self.decay = bool((self.wd != 0).any())
+        rows = torch.tensor(stays, dtype=torch.long)
+        self.configs = [self.configs[j] for j in stays]
+        self.index = [self.index[j] for j in stays]
+        self.owner = [renumber[self.owner[j]] for j in stays]
+        self.shared = self.trained < len(self.configs)
+        self.tau = self.tau.index_select(0, rows.to(device))
+        self.histories = [self.histories[j] for j in stays]
+        self.best_epoch, self.best_acc = self.best_epoch[rows], self.best_acc[rows]
+        self.best_nll = self.best_nll[rows]
+        if self.best is not None:
+            self.best = {n: b.index_select(0, rows.to(device)) for n, b in self.best.items()}
+        self.threads = self._threads()
+        return out
 
     def _draw_epoch(self) -> None:
         """Each seed's batch order and flip draws for one epoch, as train_head_cached draws."""

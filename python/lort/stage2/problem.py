@@ -316,11 +316,14 @@ class Stage2:
         *,
         fresh: bool = False,
         record_test: bool = False,
+        halving: bool = False,
     ) -> list[HeadResult]:
         """Heads trained together (from the stage-1 head, or ``fresh``ly initialised) and
         scored on split ``on`` after every epoch; each result's ``best_head`` is its head at the
         best epoch there (class-mean accuracy, then NLL, then the earliest). ``record_test``
-        adds each epoch's test scores to the history (recorded, never used to choose)."""
+        adds each epoch's test scores to the history (recorded, never used to choose);
+        ``halving`` stops the configurations ruled out on ``on`` early (successive halving,
+        :func:`lort.stage2.select.halving_rungs`)."""
         test = self.eval_split("test") if record_test and on != "test" else None
         return train_head_grid(
             method,
@@ -330,6 +333,7 @@ class Stage2:
             configs,
             val=self.eval_split(on),
             test=test,
+            halving=halving,
         )
 
     def train_many(

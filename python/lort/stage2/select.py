@@ -3,6 +3,7 @@ the lower NLL, then by the first."""
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -30,19 +31,59 @@ def better(acc: T, nll: T, best_acc: T, best_nll: T) -> T:
     return (acc > best_acc) | ((acc == best_acc) & (nll < best_nll))  # type: ignore[operator]
 
 
-def best_on_validation(scores: list[ValScore]) -> int:
-    """The index of the best score under :func:`better` (a missing accuracy is the worst, a
-    missing NLL the highest)."""
+def ranked(scores: list[ValScore]) -> list[int]:
+    """The indices of ``scores``, best first under :func:`better` (a missing accuracy is the
+    worst, a missing NLL the highest; of equals, the first first)."""
 
     def parts(v: ValScore) -> tuple[float, float]:
         acc = -math.inf if v.accuracy is None else v.accuracy
         return acc, math.inf if v.nll is None else v.nll
 
-    best = 0
-    for i in range(1, len(scores)):
-        if better(*parts(scores[i]), *parts(scores[best])):
-            best = i
-    return best
+    def order(i: int, j: int) -> int:
+        if better(*parts(scores[i]), *parts(scores[j])):
+            return -1
+        if better(*parts(scores[j]), *parts(scores[i])):
+            return 1
+        return i - j
+
+    return sorted(range(len(scores)), key=functools.cmp_to_key(order))
+
+
+def best_on_validation(scores: list[ValScore]) -> int:
+    """The index of the best score under :func:`better` (see :func:`ranked`)."""
+    return ranked(scores)[0]
+
+
+# Successive halving: each rung keeps the best third of the configurations still training; the
+# rungs sit at halves of the epochs (the last at half of them, the one before at a quarter, ...),
+# none before a tenth of the epochs: at the first epochs a head with a useful learning rate often
+# scores below the stage-1 head it started from, which a tiny learning rate leaves unchanged.
+HALVING_ETA = 3
+HALVING_START = 10
+
+
+def halving_rungs(configs: int, epochs: int) -> list[tuple[int, int]]:
+    """The rungs of a successive-halving search of ``configs`` configurations of ``epochs``
+    epochs each: (epoch, configurations kept) pairs, the epochs rising. After each rung's epoch
+    only the best :data:`HALVING_ETA`-th (rounded up) of those still training, by their best
+    epoch so far under :func:`better`, trains on; the others stop there (their epochs so far
+    stay candidates). With ``R = ceil(log_eta configs)`` halvings the rungs sit at
+    ``epochs // 2**j`` for j = R down to 1, those before ``epochs // HALVING_START`` (or epoch
+    1) or on an earlier rung's epoch left out, so that where every rung fits the configurations
+    kept come down to one at half the epochs."""
+    depth = 0
+    while HALVING_ETA**depth < configs:
+        depth += 1
+    start = max(1, epochs // HALVING_START)
+    rungs: list[tuple[int, int]] = []
+    alive = configs
+    for j in range(depth, 0, -1):
+        epoch = epochs // 2**j
+        if epoch < start or (rungs and epoch <= rungs[-1][0]):
+            continue
+        alive = math.ceil(alive / HALVING_ETA)
+        rungs.append((epoch, alive))
+    return rungs
 
 
 def kept_scores(
