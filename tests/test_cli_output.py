@@ -132,3 +132,23 @@ def test_many_far_points_are_data_and_stay_on_the_axis() -> None:
     assert robust_range(np.append(bulk, -17.0)) == (0.5, 2.0)
     assert robust_range(np.append(bulk, [60.0, 80.0, 100.0, 120.0])) is None
     assert robust_range(bulk) is None
+
+
+def test_resume_says_what_it_resumed_from(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    small = ("--epochs1", "2", "--epochs2", "2", "--smooth", "0.5")
+    ok("fit", "--out", run, *small, "--stop-after", "stage1")
+    text = " ".join(ok("fit", "--resume", "--out", run).output.split())
+    assert f"resumed {run}: stage 1 is finished (2 of 2 epochs, stage1.ckpt)" in text, text
+
+
+def test_resume_mid_stage_1_names_the_epoch(tmp_path: Path) -> None:
+    from lort.run.fit import _resumed
+    from lort.run.folder import RunFolder
+
+    class Unfinished(RunFolder):
+        def done(self, phase: str) -> bool:
+            return False
+
+    line = _resumed(Unfinished(tmp_path), 37, 200)
+    assert line == f"resumed {tmp_path}: stage 1 continues after epoch 37 of 200 (stage1.ckpt)"
