@@ -181,13 +181,15 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     threads: int | None = None,
+    figures: bool = True,
     on_note: Note = _quiet,
     **options: Any,
 ) -> Run:
     """``lort fit --out OUT``: both stages and the evaluation. ``config`` is a YAML file or a
     mapping of ``config.yaml`` keys; ``options`` override it as flags do (``method="lort"``,
     ``smooth=0.9``, ``epochs1=5``; ``method="auto"`` as ``--method auto``). ``on_note``
-    receives the plan and notes the command prints, as plain text."""
+    receives the plan and notes the command prints, as plain text; ``figures=False`` draws
+    no reliability diagram."""
     from lort.config import load_yaml
     from lort.run.fit import FitOptions, fit_config
     from lort.run.fit import fit as run_fit
@@ -201,7 +203,7 @@ def fit(
         base = load_yaml(config)
     source = str(config) if isinstance(config, (str, Path)) else "config"
     cfg, auto = fit_config(out, base, options, resume=resume, source=source)
-    opts = FitOptions(out=out, resume=resume, overwrite=overwrite, threads=threads)
+    opts = FitOptions(out=out, resume=resume, overwrite=overwrite, threads=threads, figures=figures)
     result = run_fit(cfg, opts, on_note, lambda *_: None)
     if auto:
         from lort.experiments.keep import compare_and_keep

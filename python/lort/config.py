@@ -58,6 +58,8 @@ class FitConfig:
     workers: int = 0
     compile_model: bool = False
     log: str = field(default="csv", metadata={"omit_default": True})
+    # Re-train the CE and logit-adjustment baselines the fit prints beside its method.
+    baselines: bool = field(default=True, metadata={"omit_default": True})
     pretrained: bool = field(default=False, metadata={"omit_default": True})
     weights: str | None = field(default=None, metadata={"omit_default": True})
     freeze_backbone: bool = field(default=False, metadata={"omit_default": True})

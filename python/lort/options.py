@@ -196,6 +196,13 @@ FIT_OPTIONS: tuple[Option, ...] = (
         LOGS,
     ),
     Option(
+        "baselines",
+        "bool",
+        "Also re-train the CE and logit-adjustment baselines on the same features and print "
+        "their test accuracy beside the method's (--no-baselines: the method alone). [on]",
+        switch="both",
+    ),
+    Option(
         "cache_dtype",
         "str",
         "The feature cache's dtype: float16 halves its files and reads (stage 2 computes in "

@@ -96,7 +96,7 @@ def _labels(path: Path, rows: int) -> np.ndarray:
         raise InputError(f"features: {path} has {a.shape[0]} labels for {rows} feature rows")
     if a.dtype.kind == "i" and a.min() < 0:
         raise InputError(f"features: {path} holds a negative label ({int(a.min())})")
-    return np.asarray(a, dtype=np.int64)
+    return np.array(a, dtype=np.int64)  # a writable copy (torch takes no read-only array)
 
 
 def _class_names(root: Path, labels: dict[str, np.ndarray]) -> list[str]:

@@ -64,6 +64,7 @@ class FitOptions:
     dry_run: bool = False
     stop_after: str | None = None  # "stage1"
     threads: int | None = None  # torch's intra-op threads (see runtime.set_threads)
+    figures: bool = True  # the reliability diagram (LortClassifier draws none)
 
 
 @dataclass
@@ -333,7 +334,11 @@ def _run(
         else "the last epoch",
     }
 
-    baselines = _baselines(problem, method, stop) if rt.is_main else {}
+    t = time.perf_counter()
+    baselines: dict[str, Any] = {"method": {"name": method.name}}
+    if rt.is_main and cfg.baselines:
+        baselines = _baselines(problem, method, stop)
+        timings["baselines_s"] = time.perf_counter() - t
     t = time.perf_counter()
     if model is not None and cfg.stage2_mode == "live" and cfg.live_bn == "train":
         # BatchNorm statistics moved in stage 2: the features evaluated (the test split, and
@@ -348,7 +353,9 @@ def _run(
     if not rt.is_main:
         return FitResult(folder.root, None)
 
+    t = time.perf_counter()
     calibration = problem.calibration(method, head, tau, logits)
+    timings["calibration_s"] = time.perf_counter() - t
 
     report = {
         "config": cfg.to_dict(),
@@ -383,7 +390,7 @@ def _run(
                 "temperature": calibration.temperature,
             },
         )
-        if calibration.temperature is not None:
+        if calibration.temperature is not None and opts.figures:
             from lort.plots import plot_calibration
 
             plot_calibration(

@@ -1,0 +1,95 @@
+"""Benchmark: ``LortClassifier().fit`` on 50,000 x 512 long-tailed features, K = 100, against
+scikit-learn's ``LogisticRegression(class_weight="balanced")`` on the same arrays, in one run.
+
+The features are synthetic: K class means drawn from N(0, 1) in D dimensions, rows
+``relu(mean + 2.5 * noise)`` (as benches/features_fit.py), training counts
+``n_i = n_max * (1 / 100)^(i / (K - 1))`` scaled to ``--rows`` in all, 20 validation and 50
+test rows per class. Both estimators fit once, in this process, one after the other (lort
+with the validation split, LogisticRegression on the training rows with its defaults), after
+an untimed warm-up fit that imports torch; the script prints each fit's wall time, test
+accuracy and class-mean accuracy, the ratio of the two times, and where lort's time went
+(``report_["timings"]``). Run (from the repository
+root, in the project's venv)::
+
+    python benches/estimator_scale.py [--rows 50000] [--dim 512] [--classes 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+
+from _tables import fmt_md, fmt_table  # benches/ is on sys.path when run as a script
+
+SEED = 20_261_207
+RATIO, NOISE, VAL_PER_CLASS, TEST_PER_CLASS = 100.0, 2.5, 20, 50
+
+
+def make_features(rows: int, dim: int, k: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """(train, val, test) as (features, labels), as the module docstring says."""
+    rng = np.random.default_rng(SEED)
+    profile = RATIO ** (-np.arange(k) / (k - 1))
+    counts = np.maximum(1, np.floor(rows * profile / profile.sum())).astype(np.int64)
+    means = rng.normal(size=(k, dim)).astype(np.float32)
+    out = []
+    for per_class in (counts, np.full(k, VAL_PER_CLASS), np.full(k, TEST_PER_CLASS)):
+        labels = np.repeat(np.arange(k), per_class)
+        noise = rng.normal(size=(labels.size, dim)).astype(np.float32)
+        out.append((np.maximum(means[labels] + NOISE * noise, 0), labels))
+    return tuple(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=50_000)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--classes", type=int, default=100)
+    ap.add_argument("--method", default="lort", help="LortClassifier's method")
+    args = ap.parse_args()
+    import lort
+
+    (x, y), (xv, yv), (xt, yt) = make_features(args.rows, args.dim, args.classes)
+    counts = np.bincount(y)
+    print(
+        f"features: {len(y):,} train x {args.dim}, {len(yv):,} val, {len(yt):,} test, "
+        f"K = {args.classes} (max {counts.max()}, min {counts.min()})"
+    )
+    print(f"command: python {shlex.join(sys.argv)}; load {os.getloadavg()}")
+    # A first fit imports torch and its optimiser (seconds, once per process): not timed.
+    started = time.perf_counter()
+    few = np.concatenate([np.flatnonzero(yv == c)[:2] for c in range(args.classes)])
+    lort.LortClassifier(method="ce", epochs1=1, epochs2=1).fit(xv[few], yv[few])
+    print(f"warm-up fit (imports, untimed below): {time.perf_counter() - started:.1f} s")
+
+    started = time.perf_counter()
+    clf = lort.LortClassifier(method=args.method).fit(x, y, xv, yv)
+    lort_s = time.perf_counter() - started
+    started = time.perf_counter()
+    logreg = LogisticRegression(class_weight="balanced").fit(x, y)
+    logreg_s = time.perf_counter() - started
+
+    header = ["estimator", "fit s", "test accuracy %", "class-mean %"]
+    rows = []
+    for name, est, secs in (
+        (f'LortClassifier(method="{args.method}")', clf, lort_s),
+        ('LogisticRegression(class_weight="balanced")', logreg, logreg_s),
+    ):
+        pred = est.predict(xt)
+        acc, bal = np.mean(pred == yt), balanced_accuracy_score(yt, pred)
+        rows.append([name, f"{secs:.1f}", f"{100 * acc:.2f}", f"{100 * bal:.2f}"])
+    print(fmt_table(rows, header))
+    print(f"ratio: lort / LogisticRegression = {lort_s / logreg_s:.2f}x; load {os.getloadavg()}")
+    timings = clf.report_["timings"]
+    print("lort's time: " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
+    print(fmt_md(rows, header))
+
+
+if __name__ == "__main__":
+    main()
