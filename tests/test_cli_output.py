@@ -131,6 +131,7 @@ def test_many_far_points_are_data_and_stay_on_the_axis() -> None:
     bulk = np.linspace(0.5, 2.0, 100)
     assert robust_range(np.append(bulk, -17.0)) == (0.5, 2.0)
     assert robust_range(np.append(bulk, [60.0, 80.0, 100.0, 120.0])) is None
+    assert robust_range(np.append(bulk * 7, 19.6)) is None  # the most frequent class's L
     assert robust_range(bulk) is None
 
 

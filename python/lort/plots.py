@@ -375,20 +375,25 @@ def group_metrics_figure(
 
 
 def robust_range(values: np.ndarray) -> tuple[float, float] | None:
-    """Limits that leave out a few far outliers (a Regularized Std of -17 where a class's L is
-    about 0 and every other r is below 2): points more than 10 median absolute deviations from
-    the median, when they are at most one in fifty (at least one may go); None when nothing
-    is left out. Many points far out are the data, not outliers, and stay."""
-    v = values[np.isfinite(values)]
+    """Limits that leave out a few lone extremes (a Regularized Std of -17 where a class's L is
+    about 0, every other r between 0.2 and 1.4): a lowest or highest point whose gap to the
+    next is more than three times the span of the points left, at most one in fifty (at least
+    one). None when nothing is left out: a tail of several far points, or a single one near
+    the rest (CE's L on the most frequent class), is the data and stays."""
+    v = np.sort(values[np.isfinite(values)])
     if v.size < 4:
         return None
-    median = float(np.median(v))
-    spread = float(np.median(np.abs(v - median))) or float(np.std(v))
-    far = np.abs(v - median) > 10 * spread
-    if spread == 0 or not far.any() or far.sum() > max(1, v.size // 50):
+    lo, hi = 0, v.size - 1
+    for _ in range(max(1, v.size // 50)):
+        if v[lo + 1] - v[lo] > 3 * (v[hi] - v[lo + 1]):
+            lo += 1
+        elif v[hi] - v[hi - 1] > 3 * (v[hi - 1] - v[lo]):
+            hi -= 1
+        else:
+            break
+    if lo == 0 and hi == v.size - 1:
         return None
-    kept = v[~far]
-    return float(kept.min()), float(kept.max())
+    return float(v[lo]), float(v[hi])
 
 
 def _robust_limits(ax: Axes, lines: list[tuple[str, np.ndarray]], labels: list[str]) -> None:
@@ -674,7 +679,7 @@ def plot_reliability(
     """Reliability diagram: the accuracy of each confidence bin against its mean confidence
     (the diagonal is calibrated), one line per entry of ``curves`` (label -> logits, labels,
     ECE), and below it how the rows spread over the bins."""
-    fig = _new_figure(5.2, 5.6)
+    fig = _new_figure(5.6, 7.0)
     top, bottom = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
     top.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="calibrated")
     edges = np.linspace(0, 1, bins + 1)
@@ -684,8 +689,9 @@ def plot_reliability(
         keep = np.isfinite(acc)
         top.plot(conf[keep], acc[keep], marker="o", ms=4, label=f"{label} (ECE {ece:.3f})")
         bottom.bar(edges[:-1] + (i + 0.5) * width, share, width=width, align="edge", label=label)
-    top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title="\n".join(textwrap.wrap(title, 60)))
-    top.legend(loc="lower right", fontsize=8)
+    top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title="\n".join(textwrap.wrap(title, 48)))
+    # Below the axes, where no curve runs under it (the labels hold the group ECEs).
+    fig.legend(*top.get_legend_handles_labels(), loc="outside lower center", fontsize=8)
     bottom.set(xlabel="top softmax probability (confidence)", ylabel="share of rows")
     return _save(fig, path)
 
@@ -693,15 +699,29 @@ def plot_reliability(
 def plot_calibration(
     logits: np.ndarray, labels: np.ndarray, calibration: Calibration, path: Path, title: str
 ) -> Path:
-    """:func:`plot_reliability` of a classifier's logits raw and over its temperature."""
-    from lort.analysis import ECE_BINS
+    """:func:`plot_reliability` of a classifier's logits raw and over its temperature, each
+    labelled with its ECE in the many / medium / few groups and its class-wise ECE."""
+    from lort.analysis import ECE_BINS, GROUP_NAMES
 
     t = calibration.temperature
     if t is None:
         raise InputError("a reliability diagram needs a fitted temperature")
     test = calibration.splits["test"]
+
+    def label(name: str, side: str) -> str:
+        scores = test[side]
+        groups = scores.get("groups") or {}
+        eces = [(groups.get(g) or {}).get("ece") for g in GROUP_NAMES]
+        by_group = "/".join("—" if e is None else f"{e:.3f}" for e in eces)
+        return f"{name}: many/medium/few {by_group},\nclass-wise {scores['classwise_ece']:.3f}, all"
+
+    after = (
+        "temperature 1 (the fitted one failed the held-out check)"
+        if t == 1
+        else (f"temperature {t:.3g} (fitted on validation)")
+    )
     curves = {
-        "raw softmax": (logits, labels, test["before"]["ece"]),
-        f"temperature {t:.3g} (fitted on validation)": (logits / t, labels, test["after"]["ece"]),
+        label("raw softmax", "before"): (logits, labels, test["before"]["ece"]),
+        label(after, "after"): (logits / t, labels, test["after"]["ece"]),
     }
     return plot_reliability(curves, ECE_BINS, path, title)

@@ -63,7 +63,7 @@ class Heartbeat:
         console: Console,
         command: str,
         *,
-        first: float = 3.0,
+        first: float = 2.0,
         every: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
