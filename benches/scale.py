@@ -324,7 +324,7 @@ def main() -> None:
                     f"{k} {v:.1f}" for k, v in report["timings"].items() if k.endswith("_s")
                 )
             table.append([
-                step, f"{t.wall_s:.1f}", f"{t.wall_s / head_epoch:.0f}",
+                step, f"{t.wall_s:.1f}", f"{t.wall_s / head_epoch:.3g}",
                 f"{t.peak_rss_mib:.0f}", f"{t.peak_anon_mib:.0f}", note,
             ])  # fmt: skip
             print(f"  {step}: {table[-1][1:]}  ({shlex.join(map(str, commands[step]))})",

@@ -138,3 +138,30 @@ def test_float16_cache(run: Path, data: Path) -> None:
     # the dtype shaped the cache: a resume cannot change it
     result = run_cli("fit", "--resume", "--out", out, "--cache-dtype", "float32")
     one_line_error(result, "cache_dtype")
+
+
+def test_the_cached_loop_gathers_rows_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop never copies the (mapped) features whole: it gathers a block of steps' rows at
+    a time, and the head it trains does not depend on the block's size."""
+    import torch
+
+    from lort.methods import get_method
+    from lort.optim import StageConfig
+    from lort.stage2 import loop
+
+    g = torch.Generator().manual_seed(0)
+    feats, flipped = torch.rand(300, 8, generator=g), torch.rand(300, 8, generator=g)
+    labels = torch.arange(300) % 5
+    counts = np.bincount(labels.numpy())
+    init = torch.nn.Linear(8, 5)
+    st = StageConfig(2, 0.05, 1e-4, 16)
+
+    def trained() -> list[torch.Tensor]:
+        head = loop.train_head_cached(
+            get_method("lort"), feats, flipped, labels, counts, init, st, smooth=0.9, seed=3
+        )
+        return list(head.state_dict().values())
+
+    whole = trained()
+    monkeypatch.setattr(loop, "GATHER_BYTES", 1)  # one step's rows at a time
+    assert all(torch.equal(a, b) for a, b in zip(trained(), whole, strict=True))

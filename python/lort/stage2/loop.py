@@ -36,16 +36,16 @@ def head_step(
     sched: torch.optim.lr_scheduler.LRScheduler,
     x: torch.Tensor,
     y: torch.Tensor,
-) -> tuple[float, Callable[[], float]]:
-    """One stage-2 step: loss, update, schedule. Returns the loss and a callable for the
-    batch accuracy (computed only when someone displays it)."""
+) -> tuple[Callable[[], float], Callable[[], float]]:
+    """One stage-2 step: loss, update, schedule. Returns callables for the loss and the batch
+    accuracy (read back only when someone displays them)."""
     logits = head(x)
     loss = loss_fn(logits, y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     sched.step()
-    return loss.item(), lambda: (logits.argmax(1) == y).float().mean().item()
+    return loss.item, lambda: (logits.argmax(1) == y).float().mean().item()
 
 
 @contextmanager
@@ -62,6 +62,8 @@ def torch_threads(n: int) -> Iterator[None]:
 
 # Below this many multiply-adds per step, a cached stage-2 step runs on one thread.
 SMALL_STEP = 1 << 24
+# Bytes of training rows gathered at a time by the cached loop.
+GATHER_BYTES = 64 << 20
 
 
 # make_loss's keywords among a method's hyperparameters (the others are the constraint's
@@ -113,21 +115,27 @@ def train_head_cached(
     sched = cosine_schedule(opt, st.epochs * steps)
     w = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
     threads = 1 if st.batch_size * dim * k < SMALL_STEP else torch.get_num_threads()
-    views = None if feats_flip is None else torch.cat([feats, feats_flip])
+    # Rows are gathered for a block of steps at a time (at most GATHER_BYTES): the features,
+    # mapped from the run's cache, are never copied whole.
+    block = max(1, GATHER_BYTES // (st.batch_size * dim * feats.element_size()))
     with torch_threads(threads):
         for epoch in range(st.epochs):
             order = torch.randperm(n) if w is None else torch.multinomial(w, n, replacement=True)
             ys = labels[order]
-            if views is not None:  # row i of the flipped view is row n + i
-                order = order + n * (torch.rand(n) < 0.5)
-            # One gather per epoch; the steps then slice it.
-            xs = (feats if views is None else views)[order]
+            flipped = None if feats_flip is None else torch.rand(n) < 0.5
             for i in range(steps):
-                x = xs[i * st.batch_size : (i + 1) * st.batch_size]
+                if i % block == 0:
+                    rows = order[i * st.batch_size : (i + block) * st.batch_size]
+                    xs = feats[rows]
+                    if feats_flip is not None and flipped is not None:
+                        mirror = flipped[i * st.batch_size : (i + block) * st.batch_size]
+                        xs[mirror] = feats_flip[rows[mirror]]
+                j = i % block
+                x = xs[j * st.batch_size : (j + 1) * st.batch_size]
                 y = ys[i * st.batch_size : (i + 1) * st.batch_size]
                 loss, acc = head_step(head, loss_fn, opt, sched, x, y)
                 if progress is not None:
-                    progress("stage 2", epoch * steps + i + 1, st.epochs * steps, loss, acc())
+                    progress("stage 2", epoch * steps + i + 1, st.epochs * steps, loss(), acc())
             apply_constraint(method, head, radius)
     return head.eval()
 
@@ -182,7 +190,7 @@ def train_head_live(
                 f = backbone(x)
             loss, acc = head_step(head, loss_fn, opt, sched, f.float(), y)
             if progress is not None:
-                progress("stage 2", epoch * len(loader) + i + 1, total, loss, acc())
+                progress("stage 2", epoch * len(loader) + i + 1, total, loss(), acc())
         apply_constraint(method, head, radius)
     backbone.eval()
     return head.eval()
