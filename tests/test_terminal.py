@@ -151,8 +151,10 @@ def test_heartbeat_says_what_runs_at_a_steady_rhythm() -> None:
 
     log = io.StringIO()
     now = [100.0]
-    beat = Heartbeat(Console(file=log), "lort fit", first=0.05, every=0.1, clock=lambda: now[0])
-    assert beat.line() == "lort fit 0 s: starting (reading the data, checking the options)"
+    console = Console(file=log)
+    clock = lambda: now[0]  # noqa: E731
+    beat = Heartbeat(console, "lort fit", starting="the data", first=0.05, every=0.1, clock=clock)
+    assert beat.line() == "lort fit 0 s: starting (the data)"
     beat.step("stage 1", 10, 1000, epochs=10, detail="loss 1.234, acc 50.0%")
     now[0] += 5.0
     beat.step("stage 1", 60, 1000, epochs=10, detail="loss 1.000, acc 60.0%")

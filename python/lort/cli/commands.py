@@ -101,6 +101,13 @@ BEAT = "lort.heartbeat"
 # A CPU-sized recipe, named when a stage 1 on the CPU would take longer than CPU_LONG seconds.
 CPU_RECIPE = "recipes/cifar10-lt-ir100-cpu.yaml"
 CPU_LONG = 20 * 60
+# What each command does before its first step, for its first progress line.
+STARTING = {
+    "fit": "reading the data, checking the options",
+    "compare": "opening the runs",
+    "sweep": "opening the run",
+    "predict": "loading the run, reading the inputs",
+}
 
 
 def with_heartbeat(fn: F) -> F:
@@ -109,7 +116,8 @@ def with_heartbeat(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         ctx = click.get_current_context()
-        with Heartbeat(err, f"lort {ctx.info_name}") as beat:
+        starting = STARTING.get(ctx.info_name or "", "")
+        with Heartbeat(err, f"lort {ctx.info_name}", starting=starting) as beat:
             ctx.meta[BEAT] = beat
             return fn(*args, **kwargs)
 

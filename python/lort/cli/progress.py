@@ -56,18 +56,20 @@ class Heartbeat:
     """Progress for output that is not a terminal (a log file, a pipe, a notebook cell, CI),
     where the bars are off: a line at a steady rhythm, the first ``first`` seconds after the
     start and then every ``every`` seconds until the command ends, saying what it does: the
-    phase, its epoch, loss and accuracy, the rate and the time left when known."""
+    phase, its epoch, loss and accuracy, the rate and the time left when known (before the
+    first step, ``starting``: what a command does first)."""
 
     def __init__(
         self,
         console: Console,
         command: str,
         *,
+        starting: str = "",
         first: float = 2.0,
         every: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.console, self.command = console, command
+        self.console, self.command, self.starting = console, command, starting
         self.first, self.every, self.clock = first, every, clock
         self.started = clock()
         self.phase: str | None = None
@@ -99,7 +101,7 @@ class Heartbeat:
         now = self.clock()
         head = f"{self.command} {duration(now - self.started)}:"
         if self.phase is None:
-            return f"{head} starting (reading the data, checking the options)"
+            return f"{head} starting" + (f" ({self.starting})" if self.starting else "")
         parts = [self.phase]
         if self.total and self.epochs:
             per_epoch = max(1, self.total // self.epochs)
