@@ -420,11 +420,11 @@ def test_configurations_differing_in_tau_alone_train_one_head(
 # ----------------------------------------------------------------------------- halving
 
 
-def test_halving_rungs_keep_a_third_at_halves_of_the_epochs() -> None:
-    assert halving_rungs(27, 20) == [(2, 9), (5, 3), (10, 1)]
-    assert halving_rungs(10, 2000) == [(250, 4), (500, 2), (1000, 1)]
-    assert halving_rungs(100, 20) == [(2, 34), (5, 12), (10, 4)]  # none before a tenth
-    assert halving_rungs(10, 5) == [(1, 4), (2, 2)]
+def test_halving_rungs_keep_half_at_halves_of_the_epochs() -> None:
+    assert halving_rungs(27, 20) == [(2, 14), (5, 7), (10, 4)]  # none before a tenth
+    assert halving_rungs(10, 2000) == [(250, 5), (500, 3), (1000, 2)]
+    assert halving_rungs(100, 20) == [(2, 50), (5, 25), (10, 13)]
+    assert halving_rungs(10, 5) == [(1, 5), (2, 3)]
     assert halving_rungs(1, 20) == [] and halving_rungs(9, 1) == []
 
 
@@ -489,7 +489,7 @@ def test_halving_stops_the_ruled_out_and_trains_the_rest_as_the_full_grid(
             2 if name == "logit-adjust" else 1  # its two taus share one training
         )
     )
-    assert head_epochs(halved) < head_epochs(full) / 2
+    assert head_epochs(halved) < head_epochs(full)
 
 
 def test_halving_says_when_every_configurations_state_does_not_fit() -> None:

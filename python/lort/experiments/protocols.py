@@ -64,10 +64,9 @@ Search = Literal["halving", "full"]
 SEARCHES: tuple[Search, ...] = typing.get_args(Search)
 SEARCH_DEFINITION: dict[str, str] = {
     "halving": "successive halving on validation: every configuration trains to the first "
-    "rung, then only the best third (each at its best epoch so far) trains on to the next; the "
-    "rungs at E // 2^j epochs for j = ceil(log3 configurations) down to 1, none before E // 10 "
-    "(E the epochs), so the last third trains from E // 2 to E; every epoch trained stays a "
-    "candidate",
+    "rung, then only the better half (each at its best epoch so far) trains on to the next; "
+    "the rungs at E // 2^j epochs for j = ceil(log2 configurations) down to 1, none before "
+    "E // 10 (E the epochs); every epoch trained stays a candidate",
     "full": "every configuration trained to its last epoch and scored after each (always so "
     "in the test-selected protocols)",
 }

@@ -722,14 +722,17 @@ class _Grid:
     def _logits(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
         """(batch, heads, K) logits of the stacked heads, through the head's own forward."""
         if self.method.head == "lws":  # per-class scales broadcast over the stage-1 logits
-            return functional_call(self.base, {"scales": params["scales"]}, (x.unsqueeze(1),))
+            scales = {"scales": params["scales"]}
+            return functional_call(self.base, scales, (x.unsqueeze(1),), tie_weights=False)
         # The other heads act row by row on the weight: G heads are one head of G*K classes.
         wide = {"weight": params["weight"].flatten(0, 1)}
         if "bias" in params:
             wide["bias"] = params["bias"].flatten()
         if "scale" in params:  # the cosine head's learnt scale, one per head
             wide["scale"] = params["scale"].repeat_interleave(self.k)
-        return functional_call(self.base, wide, (x,)).unflatten(1, (-1, self.k))
+        # No head ties weights: tie_weights=False skips functional_call's search for them,
+        # a per-step cost as large as a small head's product.
+        return functional_call(self.base, wide, (x,), tie_weights=False).unflatten(1, (-1, self.k))
 
     def _loss(self, z: Tensor, y: Tensor, heads: slice) -> Tensor:
         """The sum over heads of each one's loss on its logits ``z[:, h]`` and labels ``y``."""
@@ -740,6 +743,10 @@ class _Grid:
         # rows, times the number of heads, is the sum of their losses (each row's gradient
         # is the same 1 / batch); a hyperparameter that differs is one value per row.
         b, g, k = z.shape
+        if not varying:
+            ys = y if g == 1 else y.repeat_interleave(g)
+            loss = self.base_loss(z.reshape(b * g, k), ys)
+            return loss if g == 1 else loss * g
         rows = {f: v.repeat(b).unsqueeze(1) for f, v in varying.items()}
         return (
             dataclasses.replace(self.base_loss, **rows)(z.reshape(b * g, k), y.repeat_interleave(g))
@@ -773,7 +780,7 @@ class _Grid:
         params = {f"head.{n}": p for n, p in self._scored().items()}
 
         def one(p: dict[str, Tensor], tau: Tensor, x: Tensor) -> Tensor:
-            return functional_call(self.inference, {**p, "tau": tau}, (x,))
+            return functional_call(self.inference, {**p, "tau": tau}, (x,), tie_weights=False)
 
         logits = vmap(one, in_dims=(0, 0, None))
         labels = split.labels.to(device)

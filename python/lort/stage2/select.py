@@ -54,23 +54,24 @@ def best_on_validation(scores: list[ValScore]) -> int:
     return ranked(scores)[0]
 
 
-# Successive halving: each rung keeps the best third of the configurations still training; the
-# rungs sit at halves of the epochs (the last at half of them, the one before at a quarter, ...),
-# none before a tenth of the epochs: at the first epochs a head with a useful learning rate often
-# scores below the stage-1 head it started from, which a tiny learning rate leaves unchanged.
-HALVING_ETA = 3
+# Successive halving: at each rung the better half of the configurations still training trains
+# on; the rungs sit at halves of the epochs (the last at half of them, the one before at a
+# quarter, ...), none before a tenth of them. A third kept, or rungs from the first epoch,
+# train fewer epochs but lose accuracy: at the first epochs a learning rate that wins at the
+# end often scores below the stage-1 head, which a tiny one leaves unchanged
+# (docs/performance.md, "The search", replays the schedules on the full search's curves).
+HALVING_ETA = 2
 HALVING_START = 10
 
 
 def halving_rungs(configs: int, epochs: int) -> list[tuple[int, int]]:
     """The rungs of a successive-halving search of ``configs`` configurations of ``epochs``
     epochs each: (epoch, configurations kept) pairs, the epochs rising. After each rung's epoch
-    only the best :data:`HALVING_ETA`-th (rounded up) of those still training, by their best
+    only the best 1/:data:`HALVING_ETA` (rounded up) of those still training, by their best
     epoch so far under :func:`better`, trains on; the others stop there (their epochs so far
     stay candidates). With ``R = ceil(log_eta configs)`` halvings the rungs sit at
-    ``epochs // 2**j`` for j = R down to 1, those before ``epochs // HALVING_START`` (or epoch
-    1) or on an earlier rung's epoch left out, so that where every rung fits the configurations
-    kept come down to one at half the epochs."""
+    ``epochs // eta**j`` for j = R down to 1, those before ``epochs // HALVING_START`` (or
+    epoch 1) or on an earlier rung's epoch left out."""
     depth = 0
     while HALVING_ETA**depth < configs:
         depth += 1
@@ -78,7 +79,7 @@ def halving_rungs(configs: int, epochs: int) -> list[tuple[int, int]]:
     rungs: list[tuple[int, int]] = []
     alive = configs
     for j in range(depth, 0, -1):
-        epoch = epochs // 2**j
+        epoch = epochs // HALVING_ETA**j
         if epoch < start or (rungs and epoch <= rungs[-1][0]):
             continue
         alive = math.ceil(alive / HALVING_ETA)
