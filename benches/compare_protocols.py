@@ -5,6 +5,7 @@ CPU recipe's ``lort fit --config recipes/cifar10-lt-ir100-cpu.yaml --data-root D
 
     python benches/compare_protocols.py RUN [--threads 2] [--seeds 3]
     python benches/compare_protocols.py RUN [RUN ...] --searches [--protocols paper,tuned]
+    python benches/compare_protocols.py RUN [RUN ...] --replay [--protocols paper,tuned]
 
 What it times (each (method, seed) plan trained and chosen as `lort compare` does, through
 ``lort.experiments.protocols.run_plan``, nothing written to RUN):
@@ -34,6 +35,13 @@ head's test top-1 accuracy (mean over the runs) under each search and their diff
 head-epochs each trained (the kept configuration's test-curve re-training included) and the
 seconds, then the totals.
 
+``--replay`` trains every searched configuration of every method to its end once, with
+validation and test scored after every epoch, and replays halving schedules on those curves (a
+configuration kept by a rung trains exactly as in the full search, to rounding): for each
+schedule (``HALVING_ETA``, ``HALVING_START`` of :mod:`lort.stage2.select`) the mean change in
+the kept (configuration, epoch)'s test class-mean accuracy against the full search over the
+searched (method, run) pairs, the worst one, and the head-epochs against the full search's.
+
 What it prints: the machine (torch, threads, load average at the start and the end), the
 command, the lort commit, the GEMM rates, and per search: plans, configurations, heads trained,
 seconds, the floor and their ratio, with the reference's seconds and the speedup. Timings on a
@@ -56,10 +64,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lort.stage2.grid as grid_module
+import lort.stage2.select as select_module
 from _tables import fmt_md, fmt_table
 from lort.experiments.protocols import SEARCHES, Chosen, Plan, plan, run_plan
 from lort.methods import TABLE1
 from lort.run.finished import FinishedRun, open_run
+from lort.stage2.select import ValScore, halving_rungs, ranked
 from stage2_grid import gemm_rate
 
 COMPOSITIONS = ("lort+logit-adjust", "lort+cb-resample", "lort+balanced-softmax", "lort+maxnorm")
@@ -162,6 +172,69 @@ def search_study(runs: list[Path], protocols: list[str]) -> None:
         print(fmt_md(rows, header))
 
 
+def replay(
+    curves: list[list[tuple[float, float, float]]], rungs: list[tuple[int, int]]
+) -> tuple[float, int]:
+    """The test accuracy of the (configuration, epoch) a halving search with ``rungs`` keeps,
+    from each configuration's (val accuracy, val NLL, test accuracy) per epoch, and the
+    head-epochs it trains (the kept one's re-training for its test curve included)."""
+    epochs = len(curves[0])
+
+    def best(i: int, upto: int) -> tuple[ValScore, int]:
+        e = ranked([ValScore(a, n) for a, n, _ in curves[i][:upto]])[0]
+        return ValScore(*curves[i][e][:2]), e
+
+    seen, alive = [epochs] * len(curves), list(range(len(curves)))
+    for epoch, keep in rungs:
+        stays = {alive[j] for j in ranked([best(i, epoch)[0] for i in alive])[:keep]}
+        for i in alive:
+            seen[i] = seen[i] if i in stays else epoch
+        alive = sorted(stays)
+    kept = ranked([best(i, seen[i])[0] for i in range(len(curves))])[0]
+    return curves[kept][best(kept, seen[kept])[1]][2], sum(seen) + epochs
+
+
+SCHEDULES = ((2, 10), (2, None), (3, 10), (3, None), (2, 5), (2, 3))  # eta, start (None: 1)
+
+
+def replay_study(runs: list[Path], protocols: list[str]) -> None:
+    """Halving schedules replayed on the full search's curves (see the docstring)."""
+    opened = [open_run(r) for r in runs]
+    for protocol in protocols:
+        curves = []
+        for run in opened:
+            for m in TABLE1:
+                p = plan(run, m, run.cfg.seed, protocol, "full")  # type: ignore[arg-type]
+                if not p.recipe.retrains or len(p.candidates) < 2 or p.choose_on != "val":
+                    continue
+                results = run.problem.train_stopped(
+                    p.method, list(p.candidates), on="val", fresh=p.recipe.init == "fresh",
+                    record_test=True,
+                )  # fmt: skip
+                curves.append([[(e.val_accuracy, e.val_nll, e.test_accuracy) for e in r.history]
+                               for r in results])  # fmt: skip
+        rows = []
+        for eta, start in SCHEDULES:
+            diffs, full, trained = [], 0, 0
+            with mock.patch.multiple(select_module, HALVING_ETA=eta, HALVING_START=start or 10**9):
+                for c in curves:
+                    f_acc, f_epochs = replay(c, [])
+                    h_acc, h_epochs = replay(c, halving_rungs(len(c), len(c[0])))
+                    diffs.append(100 * (h_acc - f_acc))
+                    full, trained = full + f_epochs, trained + h_epochs
+            rows.append([
+                f"1/{eta} at E/{eta}^j", "epoch 1" if start is None else f"E/{start}",
+                f"{statistics.fmean(diffs):+.2f}", f"{min(diffs):+.1f}", str(full), str(trained),
+                f"{full / trained:.2f}x",
+            ])  # fmt: skip
+        header = ["kept at each rung", "first rung from", "mean change (points)", "worst",
+                  "full head-epochs", "halving head-epochs", "fewer"]  # fmt: skip
+        print(f"\n{protocol}: {len(curves)} searches ((method, run) pairs) replayed")
+        print(fmt_table(rows, header))
+        print()
+        print(fmt_md(rows, header))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", type=Path, nargs="+")
@@ -169,6 +242,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--searches", action="store_true", help="halving against full")
+    ap.add_argument("--replay", action="store_true", help="halving schedules replayed")
     ap.add_argument("--protocols", default="paper,tuned")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -178,8 +252,9 @@ def main() -> None:
     print(f"command: python {shlex.join(sys.argv)}")
     print(f"lort commit {commit}, torch {torch.__version__}, {args.threads} threads, "
           f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
-    if args.searches:
-        search_study(args.runs, args.protocols.split(","))
+    if args.searches or args.replay:
+        study = search_study if args.searches else replay_study
+        study(args.runs, args.protocols.split(","))
         print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
         return
     if len(args.runs) > 1:
