@@ -116,6 +116,8 @@ def with_heartbeat(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         ctx = click.get_current_context()
+        if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone reports
+            return fn(*args, **kwargs)
         starting = STARTING.get(ctx.info_name or "", "")
         with Heartbeat(err, f"lort {ctx.info_name}", starting=starting) as beat:
             ctx.meta[BEAT] = beat
@@ -438,6 +440,7 @@ def fit(
         tasks: dict[str, Any] = {}
         epochs = {"stage 1": cfg.stage1.epochs, "stage 2": cfg.stage2.epochs}
         estimate = Estimate()
+        reporting = BEAT in click.get_current_context().meta  # rank 0 under torchrun
 
         def progress(phase: str, step: int, total: int, loss: float, acc: float) -> None:
             if phase not in tasks:
@@ -445,7 +448,7 @@ def fit(
             bar.update(tasks[phase], completed=step, stats=f"loss {loss:.3f} acc {100 * acc:5.1f}%")
             stats = f"loss {loss:.3f}, acc {100 * acc:.1f}%"
             _beat(phase, step, total, epochs=epochs.get(phase), detail=stats)
-            timed = estimate.step(step, total) if phase == "stage 1" else None
+            timed = estimate.step(step, total) if phase == "stage 1" and reporting else None
             if timed is not None:
                 _say_estimate(cfg.device, cfg.stage1.epochs, *timed)
 
