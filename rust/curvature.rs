@@ -26,6 +26,7 @@ use faer::reborrow::ReborrowMut;
 use faer::{Mat, MatMut, Side};
 
 use crate::kernel::{dispatch, Logit, Simd};
+use crate::memory::{check_classes, reserve, zeros};
 use crate::npy::NpyFile;
 use crate::options::NanPolicy;
 use crate::pool::{parallelism, Control};
@@ -212,7 +213,12 @@ impl LanczosOptions {
     /// worker, and the Rayleigh quotient's eigen-decomposition.
     pub fn memory_bytes(&self, k: usize, threads: usize) -> u64 {
         let (k, m) = (k as u64, self.max_basis.min(k.saturating_sub(1)) as u64);
-        8 * (2 * k * m + (threads as u64 + 2) * k * self.block as u64 + 3 * m * m)
+        let vectors = (2 * m)
+            .saturating_add((threads as u64 + 2).saturating_mul(self.block as u64))
+            .saturating_mul(k);
+        vectors
+            .saturating_add(3 * m.saturating_mul(m))
+            .saturating_mul(8)
     }
 }
 
@@ -285,8 +291,12 @@ pub fn lanczos(op: &mut dyn Operator, k: usize, opts: &LanczosOptions) -> Result
     assert!(k >= 2);
     let dim = k - 1;
     let max_basis = opts.max_basis.clamp(1, dim);
-    let mut v: Vec<f64> = Vec::new();
-    let mut hv: Vec<f64> = Vec::new();
+    // The whole basis and its products up front: a size the system refuses is
+    // an error before the first pass.
+    let (mut v, mut hv) = (Vec::new(), Vec::new());
+    let basis = k.saturating_mul(max_basis);
+    reserve(&mut v, basis, "the Lanczos basis")?;
+    reserve(&mut hv, basis, "the Lanczos basis")?;
     let mut rand = noise(0x6C6F_7274);
     let mut x: Vec<f64> = (0..k * opts.block.clamp(1, max_basis))
         .map(|_| rand())
@@ -302,7 +312,7 @@ pub fn lanczos(op: &mut dyn Operator, k: usize, opts: &LanczosOptions) -> Result
             ritz.2 = true;
             break;
         }
-        let mut y = vec![0.0; x.len()];
+        let mut y = zeros(x.len(), "a Lanczos block")?;
         op.apply(&x, &mut y)?;
         passes += 1;
         let p0 = v.len() / k;
@@ -412,6 +422,7 @@ impl<'a> SoftmaxOperator<'a> {
                 "the curvature needs at least 2 classes (got {k})"
             )));
         }
+        check_classes(k as u64, "the number of classes")?;
         if let Some(Source::Memory(r)) = sources.first() {
             if r.len() % k != 0 {
                 return Err(Error::Input(format!(
@@ -446,15 +457,18 @@ impl Operator for SoftmaxOperator<'_> {
     fn apply(&mut self, x: &[f64], y: &mut [f64]) -> Result<()> {
         let k = self.k;
         let b = x.len() / k;
-        let mut total = vec![0.0; k * b];
+        let what = "a Lanczos product";
+        let mut total: Vec<f64> = zeros(k * b, what)?;
         let mut rows = 0;
         let mut offset = 0;
         for source in &self.sources {
-            let make = || Acc {
-                y: vec![0.0; k * b],
-                exps: vec![0.0; k],
-                dots: vec![0.0; b],
-                rows: 0,
+            let make = || {
+                Ok(Acc {
+                    y: zeros(k * b, what)?,
+                    exps: zeros(k, what)?,
+                    dots: zeros(b, what)?,
+                    rows: 0,
+                })
             };
             let block = source.rows_per_block(k, BLOCK_BYTES);
             let accs = source.for_blocks(k, block, self.ctl, make, |acc, block, start| {

@@ -7,15 +7,16 @@
 //! (none uses one on its own line or below):
 //!
 //! 1. `error`, `exp` (the f32 exp)
-//! 2. `labels`, `npy`, `options`, `avx2` (x86-64 intrinsics)
-//! 3. `kernel` (per-row arithmetic, the one AVX2 dispatch point), `pool`
+//! 2. `memory` (`MAX_CLASSES`, fallible allocation)
+//! 3. `labels`, `npy`, `options`, `avx2` (x86-64 intrinsics)
+//! 4. `kernel` (per-row arithmetic, the one AVX2 dispatch point), `pool`
 //!    (threads, `Control`)
-//! 4. `stream` (rows, blocks, sources, the dtype decoder, the block scheduler)
-//! 5. `stats` (the accumulator `LogitStats`: data, `new`, `merge`)
-//! 6. `partial` (the per-worker hot loop), `curvature` (lambda_2, lambda_max)
-//! 7. `hessian` (the Proposition 1 verdict), `persist` (`to_bytes`)
-//! 8. `pass` (`update`, `pass_rows`, ...), `report` (`finalize`)
-//! 9. `py` (the `lort._core` bindings)
+//! 5. `stream` (rows, blocks, sources, the dtype decoder, the block scheduler)
+//! 6. `stats` (the accumulator `LogitStats`: data, `new`, `merge`)
+//! 7. `partial` (the per-worker hot loop), `curvature` (lambda_2, lambda_max)
+//! 8. `hessian` (the Proposition 1 verdict), `persist` (`to_bytes`)
+//! 9. `pass` (`update`, `pass_rows`, ...), `report` (`finalize`)
+//! 10. `py` (the `lort._core` bindings)
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -25,6 +26,7 @@ mod exp;
 pub mod hessian;
 mod kernel;
 pub mod labels;
+pub mod memory;
 pub mod npy;
 pub mod options;
 mod partial;

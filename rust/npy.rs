@@ -16,6 +16,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use crate::memory::MAX_CLASSES;
 use crate::{Error, Result};
 
 const MAGIC: &[u8] = b"\x93NUMPY";
@@ -105,7 +106,7 @@ pub struct Header {
 /// Parses the header from the first bytes of a file (magic, version 1.0/2.0/3.0,
 /// header length, the dict literal). `bytes` may be longer than the header.
 ///
-/// Guarantees for an `Ok` header: `cols >= 1`, and
+/// Guarantees for an `Ok` header: `1 <= cols <= MAX_CLASSES`, and
 /// `data_offset + rows * cols * itemsize` does not overflow `u64`.
 pub fn parse_header(bytes: &[u8]) -> Result<Header> {
     let (version, data_offset) = preamble(bytes)?;
@@ -218,6 +219,12 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header> {
     if cols == 0 {
         return Err(Error::Format(format!(
             "shape {shown} has no classes (0 columns); logits need at least one column"
+        )));
+    }
+    // Whatever the rows, the per-class state of a reader is sized from `cols`.
+    if cols > MAX_CLASSES as u64 {
+        return Err(Error::Format(format!(
+            "shape {shown} has {cols} classes (columns); lort reads at most {MAX_CLASSES}"
         )));
     }
     // Checked separately so that a huge `cols` is caught even when rows == 0.
@@ -929,12 +936,25 @@ mod tests {
         assert!(shape_err("(18446744073709551616, 1)").contains("does not fit in 64 bits"));
         assert!(shape_err("(5, 0)").contains("no classes"));
         assert!(shape_err("(0, 0)").contains("no classes"));
-        // rows * cols * itemsize, cols * itemsize, and data_offset + size.
-        assert!(shape_err("(4294967296, 4294967296)").contains("too large"));
-        assert!(shape_err("(0, 18446744073709551615)").contains("too large"));
-        assert!(shape_err("(1, 4611686018427387903)").contains("too large"));
-        let max = ok(&npy(1, &dict("'<f2'", "False", "(1, 4611686018427387000)")));
-        assert_eq!(max.cols, 4611686018427387000);
+        // rows * cols * itemsize, and data_offset + size.
+        assert!(shape_err("(4611686018427387904, 16)").contains("too large"));
+        assert!(shape_err("(4611686018427387903, 1)").contains("too large"));
+        let most = ok(&npy(1, &dict("'<f4'", "False", "(4611686018427387000, 1)")));
+        assert_eq!(most.rows, 4611686018427387000);
+        // More classes than any reader keeps state for, whatever the rows: a
+        // 128-byte file of shape (0, 2^40) once asked for 8 TiB.
+        for shape in [
+            "(0, 1099511627776)",
+            "(1, 16777217)",
+            "(0, 18446744073709551615)",
+        ] {
+            assert!(
+                shape_err(shape).contains("lort reads at most 16777216"),
+                "{shape}"
+            );
+        }
+        let widest = ok(&npy(1, &dict("'<f2'", "False", "(0, 16777216)")));
+        assert_eq!(widest.cols, MAX_CLASSES as u64);
     }
 
     #[test]

@@ -12,7 +12,10 @@ pub const EXACT_MAX_CLASSES: usize = 16_384;
 /// is merged, or the copy `finalize` decomposes in place), and the block of
 /// softmax rows gathered per Gram update.
 pub fn exact_memory_bytes(k: usize) -> u64 {
-    16 * (k as u64) * (k as u64) + EXACT_BLOCK_BYTES as u64
+    (k as u64)
+        .saturating_mul(k as u64)
+        .saturating_mul(16)
+        .saturating_add(EXACT_BLOCK_BYTES as u64)
 }
 
 /// Bytes of softmax rows gathered per Gram-matrix update in exact mode.

@@ -9,8 +9,10 @@
 
 use crate::kernel::{dispatch, Logit, Simd, Terms};
 use crate::labels::Labels;
+use crate::memory::{reserve, zeros};
 use crate::options::{HessianMode, NanPolicy};
 use crate::stats::{ece_bin, HessianState, LogitStats};
+use crate::Result;
 
 /// Rows processed together by the negative-sum kernel.
 const GROUP: usize = 8;
@@ -19,7 +21,9 @@ const GROUP: usize = 8;
 /// the same form as `LogitStats`.
 pub(crate) struct Partial {
     stats: LogitStats,
-    shift: Option<Vec<f64>>,
+    /// The worker's first counted row, once `shifted`.
+    shift: Vec<f64>,
+    shifted: bool,
     s1: Vec<f64>,
     s2: Vec<f64>,
     /// exp(z - max) of the current row, for exact mode.
@@ -68,45 +72,50 @@ impl<T: Logit> Simd for Process<'_, '_, T> {
 }
 
 impl Partial {
-    pub fn new(template: &LogitStats) -> Self {
+    pub fn new(template: &LogitStats) -> Result<Self> {
         let k = template.k;
-        let mut stats = template.empty_like();
+        let mut stats = template.empty_like()?;
         // The Gram matrix of exact mode lives with the driver, not per worker.
         if let HessianState::Exact { gram, .. } = &mut stats.hessian {
             *gram = Vec::new();
         }
-        let exps = if template.options.hessian == HessianMode::Exact {
-            vec![0.0; k]
-        } else {
-            Vec::new()
-        };
-        Self {
+        let what = "a worker's per-class sums";
+        let exact = template.options.hessian == HessianMode::Exact;
+        Ok(Self {
             stats,
-            shift: None,
-            s1: vec![0.0; k],
-            s2: vec![0.0; k],
-            exps,
+            shift: zeros(k, what)?,
+            shifted: false,
+            s1: zeros(k, what)?,
+            s2: zeros(k, what)?,
+            exps: zeros(if exact { k } else { 0 }, what)?,
             terms: Terms::default(),
             weights: [[0.0; 2]; GROUP],
-        }
+        })
     }
 
     /// Processes `data` (rows of K logits) whose first row is global row `row0`.
     /// In exact mode `probs` receives each row's softmax (zero for skipped rows).
+    /// The outer error is a refused allocation.
     pub fn process<T: Logit>(
         &mut self,
         data: &[T],
         labels: &Labels,
         row0: u64,
         probs: Option<&mut [f64]>,
-    ) -> std::result::Result<(), BadRow> {
-        dispatch(Process {
+    ) -> Result<std::result::Result<(), BadRow>> {
+        if self.stats.options.hessian == HessianMode::Bound {
+            let terms = T::terms(&mut self.terms);
+            let need = GROUP * self.stats.k;
+            reserve(terms, need, "a worker's softmax terms")?;
+            terms.resize(need, T::Term::default());
+        }
+        Ok(dispatch(Process {
             partial: self,
             data,
             labels,
             row0,
             probs,
-        })
+        }))
     }
 
     #[inline(always)]
@@ -121,9 +130,6 @@ impl Partial {
         let n = data.len() / k;
         let omit = self.stats.options.nan_policy == NanPolicy::Omit;
         let bound = self.stats.options.hessian == HessianMode::Bound;
-        if bound {
-            T::terms(&mut self.terms).resize(GROUP * k, T::Term::default());
-        }
         let mut i = 0;
         while i < n {
             let g = GROUP.min(n - i);
@@ -144,9 +150,12 @@ impl Partial {
                 kept[count] = (r, y);
                 count += 1;
             }
-            if count > 0 && self.shift.is_none() {
+            if count > 0 && !self.shifted {
                 let first = &data[kept[0].0 * k..(kept[0].0 + 1) * k];
-                self.shift = Some(first.iter().map(|v| v.to_f64()).collect());
+                for (s, v) in self.shift.iter_mut().zip(first) {
+                    *s = v.to_f64();
+                }
+                self.shifted = true;
             }
             if count == GROUP {
                 let rows: [&[T]; GROUP] =
@@ -206,7 +215,10 @@ impl Partial {
             }
             HessianState::Exact { .. } => T::sum_exp::<AVX>(row, max, Some(&mut self.exps)),
         };
-        st.nll_sum += max.to_f64() + sum.ln() - zy;
+        // -log softmax_y = (max - z_y) + ln(sum): the difference first, so that a
+        // huge max does not swallow ln(sum) (two tied maxima at 1e20 lose ln 2
+        // in max + ln(sum) - z_y).
+        st.nll_sum += (max.to_f64() - zy) + sum.ln();
         let conf = 1.0 / sum;
         let bin = &mut st.ece[ece_bin(conf)];
         bin.count += 1;
@@ -259,10 +271,7 @@ impl Partial {
         ys: &[usize; R],
     ) {
         let k = self.stats.k;
-        let shift = self
-            .shift
-            .as_deref()
-            .expect("shift is set before negatives");
+        let shift = &self.shift;
         let (s1, s2) = (&mut self.s1, &mut self.s2);
         let mut cuts = *ys;
         cuts.sort_unstable();
@@ -288,7 +297,8 @@ impl Partial {
     #[allow(clippy::needless_range_loop)] // five arrays indexed by class
     pub fn finish(mut self) -> LogitStats {
         let st = &mut self.stats;
-        if let Some(shift) = &self.shift {
+        if self.shifted {
+            let shift = &self.shift;
             for j in 0..st.k {
                 let n = st.rows - st.pos.n[j];
                 if n == 0 {

@@ -5,6 +5,7 @@
 
 use crate::hessian::gram_update;
 use crate::labels::Labels;
+use crate::memory::zeros;
 use crate::npy::NpyFile;
 use crate::options::{HessianMode, EXACT_BLOCK_BYTES};
 use crate::partial::{BadRow, Partial};
@@ -13,14 +14,15 @@ use crate::stats::{HessianState, LogitStats};
 use crate::stream::{Block, Buffers, Rows, Source, BLOCK_BYTES};
 use crate::{Error, Result};
 
-/// Feeds a block whose first row is global row `row0` to `partial`.
+/// Feeds a block whose first row is global row `row0` to `partial` (the
+/// outer error is a refused allocation).
 fn process(
     partial: &mut Partial,
     block: Block,
     labels: &Labels,
     row0: u64,
     probs: Option<&mut [f64]>,
-) -> std::result::Result<(), BadRow> {
+) -> Result<std::result::Result<(), BadRow>> {
     match block {
         Block::F32(s) => partial.process(s, labels, row0, probs),
         Block::F64(s) => partial.process(s, labels, row0, probs),
@@ -108,7 +110,7 @@ impl LogitStats {
             || Partial::new(self),
             |partial, rows, start| {
                 let len = rows.len() / k;
-                match process(partial, rows, labels, start, None) {
+                match process(partial, rows, labels, start, None)? {
                     Ok(()) => {
                         ctl.advance(len as u64);
                         Ok(None)
@@ -130,12 +132,12 @@ impl LogitStats {
         let k = self.k;
         let pool = pool(ctl.threads)?;
         let block = source.rows_per_block(k, EXACT_BLOCK_BYTES / 2);
-        let mut gram = vec![0.0; k * k];
+        let mut gram = zeros(k * k, "the K x K matrix of hessian='exact'")?;
         let workers = ctl.threads;
         let mut partials: Vec<(Partial, Buffers)> = (0..workers)
-            .map(|_| (Partial::new(self), Buffers::default()))
-            .collect();
-        let mut probs = vec![0.0; block as usize * k];
+            .map(|_| Ok((Partial::new(self)?, Buffers::default())))
+            .collect::<Result<_>>()?;
+        let mut probs = zeros(block as usize * k, "a block of softmax rows")?;
         let mut start = 0;
         let mut first_bad = u64::MAX;
         while start < n {
@@ -154,9 +156,11 @@ impl LogitStats {
                     .enumerate()
                     .map(|(i, ((partial, bufs), out))| {
                         let s = start + (i * per) as u64;
-                        source.read(s, out.len() / k, k, bufs, |rows| {
-                            process(partial, rows, labels, s, Some(out))
-                        })
+                        source
+                            .read(s, out.len() / k, k, bufs, |rows| {
+                                process(partial, rows, labels, s, Some(out))
+                            })
+                            .and_then(|r| r)
                     })
                     .collect()
             });
@@ -192,7 +196,10 @@ impl LogitStats {
         // Merging into the first partial, not into a fresh accumulator, keeps one
         // K x K matrix fewer alive in exact mode; the result is the same.
         let mut results = results.into_iter();
-        let mut total = results.next().unwrap_or_else(|| self.empty_like());
+        let mut total = match results.next() {
+            Some(first) => first,
+            None => self.empty_like()?,
+        };
         for r in results {
             total.merge(&r)?;
         }

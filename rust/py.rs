@@ -11,6 +11,8 @@ use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
+use crate::memory::MAX_CLASSES;
+
 use crate::curvature::{lanczos, Curvature, LanczosOptions, SoftmaxOperator};
 use crate::npy::NpyFile;
 use crate::options::{HessianMode, NanPolicy, Options};
@@ -215,6 +217,25 @@ macro_rules! label_array {
 
 label_array!(I8: i8, I16: i16, I32: i32, I64: i64, U8: u8, U16: u16, U32: u32, U64: u64);
 
+/// `num_classes` as a class count. A negative or huge int is the core's one-line
+/// error, not PyO3's OverflowError; the bound itself is `LogitStats::new`'s.
+fn class_count(obj: &Bound<'_, PyAny>) -> PyResult<usize> {
+    match obj.extract::<u64>() {
+        Ok(k) => Ok(usize::try_from(k).unwrap_or(usize::MAX)),
+        Err(_) => {
+            let int = obj.call_method0("__index__").map_err(|_| {
+                errors::InputError::new_err(format!(
+                    "num_classes must be an integer, got {}",
+                    describe(obj)
+                ))
+            })?;
+            Err(errors::InputError::new_err(format!(
+                "num_classes is {int}; it must be between 1 and {MAX_CLASSES}"
+            )))
+        }
+    }
+}
+
 /// Streaming per-class statistics of logits (see `lort/_core.pyi`).
 #[pyclass(module = "lort._core", name = "LogitStats")]
 pub struct PyLogitStats {
@@ -223,6 +244,23 @@ pub struct PyLogitStats {
 }
 
 impl PyLogitStats {
+    fn with_classes(
+        num_classes: usize,
+        hessian: &str,
+        nan_policy: &str,
+        threads: Option<usize>,
+    ) -> PyResult<Self> {
+        let options = Options {
+            hessian: HessianMode::parse(hessian).map_err(to_py)?,
+            nan_policy: NanPolicy::parse(nan_policy).map_err(to_py)?,
+        };
+        resolve_threads(threads).map_err(to_py)?;
+        Ok(Self {
+            inner: LogitStats::new(num_classes, options).map_err(to_py)?,
+            threads,
+        })
+    }
+
     fn threads(&self) -> PyResult<usize> {
         resolve_threads(self.threads).map_err(to_py)
     }
@@ -253,20 +291,12 @@ impl PyLogitStats {
     #[new]
     #[pyo3(signature = (num_classes, *, hessian = "bound", nan_policy = "raise", threads = None))]
     fn new(
-        num_classes: usize,
+        num_classes: &Bound<'_, PyAny>,
         hessian: &str,
         nan_policy: &str,
         threads: Option<usize>,
     ) -> PyResult<Self> {
-        let options = Options {
-            hessian: HessianMode::parse(hessian).map_err(to_py)?,
-            nan_policy: NanPolicy::parse(nan_policy).map_err(to_py)?,
-        };
-        resolve_threads(threads).map_err(to_py)?;
-        Ok(Self {
-            inner: LogitStats::new(num_classes, options).map_err(to_py)?,
-            threads,
-        })
+        Self::with_classes(class_count(num_classes)?, hessian, nan_policy, threads)
     }
 
     #[getter]
@@ -420,7 +450,7 @@ fn analyze_npy(
     progress: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyLogitStats> {
     let cols = NpyFile::open(&path).map_err(to_py)?.header().cols as usize;
-    let mut stats = PyLogitStats::new(cols, hessian, nan_policy, threads)?;
+    let mut stats = PyLogitStats::with_classes(cols, hessian, nan_policy, threads)?;
     stats.update_file(py, path, labels, progress)?;
     Ok(stats)
 }
@@ -699,6 +729,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(lanczos_memory_bytes, m)?)?;
     m.add("ECE_BINS", crate::stats::ECE_BINS)?;
     m.add("EXACT_MAX_CLASSES", crate::options::EXACT_MAX_CLASSES)?;
+    m.add("MAX_CLASSES", MAX_CLASSES)?;
     m.add("GROUP_NAMES", crate::report::GROUP_NAMES)?;
     m.add("MANY_ABOVE", crate::report::MANY_ABOVE)?;
     m.add("FEW_BELOW", crate::report::FEW_BELOW)?;

@@ -118,14 +118,14 @@ impl LogitStats {
         let neg_mean: Vec<f64> = (0..k).map(|j| neg.mean_or_nan(j)).collect();
         let pos_std: Vec<f64> = (0..k).map(|j| pos.std(j)).collect();
         let neg_std: Vec<f64> = (0..k).map(|j| neg.std(j)).collect();
-        let std: Vec<f64> = (0..k)
+        let std = (0..k)
             .map(|j| {
-                let mut all = Moments::new(1);
+                let mut all = Moments::new(1)?;
                 all.merge_one(0, pos.n[j], pos.mean[j], pos.m2[j]);
                 all.merge_one(0, neg.n[j], neg.mean[j], neg.m2[j]);
-                all.std(0)
+                Ok(all.std(0))
             })
-            .collect();
+            .collect::<Result<Vec<f64>>>()?;
         let magnitude: Vec<f64> = (0..k).map(|j| pos_mean[j] - neg_mean[j]).collect();
         let over_l =
             |s: &[f64]| -> Vec<f64> { (0..k).map(|j| ratio(s[j], magnitude[j])).collect() };

@@ -6,6 +6,7 @@
 //! Moments are kept in Welford form (count, mean, M2) and merged with Chan's
 //! formula, so shards, threads and DDP ranks combine in any order.
 
+use crate::memory::{check_classes, zeros};
 pub use crate::options::{exact_memory_bytes, HessianMode, NanPolicy, Options, EXACT_MAX_CLASSES};
 use crate::{Error, Result};
 
@@ -21,12 +22,13 @@ pub struct Moments {
 }
 
 impl Moments {
-    pub fn new(k: usize) -> Self {
-        Self {
-            n: vec![0; k],
-            mean: vec![0.0; k],
-            m2: vec![0.0; k],
-        }
+    pub fn new(k: usize) -> Result<Self> {
+        let what = "the per-class moments";
+        Ok(Self {
+            n: zeros(k, what)?,
+            mean: zeros(k, what)?,
+            m2: zeros(k, what)?,
+        })
     }
 
     /// Chan et al.'s pairwise update: folds (n, mean, m2) into class `j`.
@@ -106,19 +108,20 @@ pub enum HessianState {
 }
 
 impl HessianState {
-    pub fn new(mode: HessianMode, k: usize) -> Self {
-        match mode {
+    pub fn new(mode: HessianMode, k: usize) -> Result<Self> {
+        let what = "the Hessian check";
+        Ok(match mode {
             HessianMode::None => Self::None,
             HessianMode::Bound => Self::Bound {
-                gershgorin: vec![0.0; k],
-                psum: vec![0.0; k],
+                gershgorin: zeros(k, what)?,
+                psum: zeros(k, what)?,
             },
             HessianMode::Exact => Self::Exact {
-                ssum: vec![0.0; k],
-                dsum: vec![0.0; k],
-                gram: vec![0.0; k * k],
+                ssum: zeros(k, what)?,
+                dsum: zeros(k, what)?,
+                gram: zeros(k * k, "the K x K matrix of hessian='exact'")?,
             },
-        }
+        })
     }
 
     fn merge(&mut self, other: &HessianState) {
@@ -172,10 +175,10 @@ pub struct LogitStats {
 }
 
 impl LogitStats {
+    /// Refuses K = 0 and K > `MAX_CLASSES` before allocating, and reports an
+    /// allocation the system refuses as an error.
     pub fn new(k: usize, options: Options) -> Result<Self> {
-        if k == 0 {
-            return Err(Error::Input("num_classes must be at least 1".into()));
-        }
+        let k = check_classes(k as u64, "num_classes")?;
         if options.hessian == HessianMode::Exact && k > EXACT_MAX_CLASSES {
             return Err(Error::Input(format!(
                 "hessian='exact' keeps a K x K matrix and is limited to K <= {EXACT_MAX_CLASSES} \
@@ -187,19 +190,19 @@ impl LogitStats {
             options,
             rows: 0,
             omitted: 0,
-            pos: Moments::new(k),
-            neg: Moments::new(k),
-            correct: vec![0; k],
-            predicted: vec![0; k],
+            pos: Moments::new(k)?,
+            neg: Moments::new(k)?,
+            correct: zeros(k, "the per-class counts")?,
+            predicted: zeros(k, "the per-class counts")?,
             nll_sum: 0.0,
             ece: [EceBin::default(); ECE_BINS],
-            hessian: HessianState::new(options.hessian, k),
+            hessian: HessianState::new(options.hessian, k)?,
         })
     }
 
     /// An empty accumulator with the same shape and options.
-    pub fn empty_like(&self) -> Self {
-        Self::new(self.k, self.options).expect("options were valid for self")
+    pub fn empty_like(&self) -> Result<Self> {
+        Self::new(self.k, self.options)
     }
 
     /// Folds `other` into `self`; the result equals one pass over both inputs.

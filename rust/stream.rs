@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
+use crate::memory::reserve;
 use crate::npy::{Dtype, NpyFile};
 use crate::pool::{pool, Control};
 use crate::{Error, Result};
@@ -131,15 +132,17 @@ impl ReadBuf {
     const ALIGN: usize = 64;
 
     /// A `len`-byte slice starting on a cache line; contents are unspecified.
-    fn bytes(&mut self, len: usize) -> &mut [u8] {
-        self.words.resize(len.div_ceil(8) + Self::ALIGN / 8, 0);
+    fn bytes(&mut self, len: usize) -> Result<&mut [u8]> {
+        let words = len.div_ceil(8) + Self::ALIGN / 8;
+        reserve(&mut self.words, words, "a read buffer")?;
+        self.words.resize(words, 0);
         let addr = self.words.as_ptr() as usize;
         let skip = (Self::ALIGN - addr % Self::ALIGN) % Self::ALIGN;
         // SAFETY: `skip` < ALIGN bytes and the buffer holds len + ALIGN bytes;
         // any byte pattern is a valid u8.
-        unsafe {
+        Ok(unsafe {
             std::slice::from_raw_parts_mut(self.words.as_mut_ptr().cast::<u8>().add(skip), len)
-        }
+        })
     }
 }
 
@@ -191,7 +194,7 @@ impl Source<'_> {
             Source::Memory(rows) => rows.range(start as usize * k, (start as usize + n) * k),
             Source::File(file) => {
                 let dtype = file.header().dtype;
-                let raw = raw.bytes(n * k * dtype.itemsize());
+                let raw = raw.bytes(n * k * dtype.itemsize())?;
                 file.read_rows_into(start, n, raw)?;
                 Rows::view(dtype, raw, n * k)
             }
@@ -201,7 +204,8 @@ impl Source<'_> {
 
     /// Runs `f(state, block, first_row)` over the source's blocks of `block`
     /// rows, in parallel on `ctl.threads` workers that claim blocks in row
-    /// order, each with a state made by `make`. `f` returns the first bad row
+    /// order, each with a state made by `make` (an error from it stops the
+    /// pass as one from `f` does). `f` returns the first bad row
     /// of its block, if any: that worker stops, and blocks starting after the
     /// earliest bad row are skipped. An error from `f` or from reading stops
     /// the pass and is returned; so is a cancellation by `ctl`.
@@ -210,7 +214,7 @@ impl Source<'_> {
         k: usize,
         block: u64,
         ctl: &Control,
-        make: impl Fn() -> S + Sync,
+        make: impl Fn() -> Result<S> + Sync,
         f: impl Fn(&mut S, Block, u64) -> Result<Option<u64>> + Sync,
     ) -> Result<Blocks<S>> {
         let n = self.rows(k);
@@ -224,7 +228,14 @@ impl Source<'_> {
         pool(ctl.threads)?.scope(|scope| {
             for _ in 0..workers {
                 scope.spawn(|_| {
-                    let mut state = make();
+                    let mut state = match make() {
+                        Ok(state) => state,
+                        Err(e) => {
+                            failure.lock().unwrap().get_or_insert(e);
+                            stop.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                    };
                     let mut bufs = Buffers::default();
                     loop {
                         if stop.load(Ordering::Relaxed) || ctl.cancelled() {

@@ -128,8 +128,8 @@ def overall_stats(z: np.ndarray, y: np.ndarray, accuracy: np.ndarray) -> dict[st
 
     m, e = softmax_parts(z)
     sumexp = e.sum(axis=1)
-    logsumexp = m + np.log(sumexp)
-    nll = float(np.mean(logsumexp - z[np.arange(n), y]))
+    # (m - z_y) + log(sumexp): m + log(sumexp) would lose log(sumexp) next to a huge m.
+    nll = float(np.mean((m - z[np.arange(n), y]) + np.log(sumexp)))
 
     confidence = 1.0 / sumexp  # max softmax = exp(0) / sum
     hits = z.argmax(axis=1) == y

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -505,3 +507,131 @@ def test_non_finite_in_file_names_row(dtype, tmp_path):
     path = save_npy(tmp_path, "z.npy", logits)
     with raises_exactly(NonFiniteError, match=r"\brow 4321 of .*z\.npy"):
         _core.analyze_npy(path, labels, threads=2)
+
+
+# ----------------------------------------------------------------------------------
+# Sizes the core refuses before it allocates. Each runs in a fresh interpreter: on the
+# old core these aborted the process (or were killed for memory), which would take pytest
+# down with them.
+
+
+def run_isolated(code: str) -> str:
+    """Runs ``code`` (after ``import numpy as np`` and ``from lort import _core``) in a
+    fresh interpreter; returns its output, asserting that it exited normally."""
+    done = subprocess.run(
+        [sys.executable, "-c", f"import numpy as np\nfrom lort import _core\n{code}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    return done.stdout
+
+
+def refusal(call: str) -> str:
+    """The error class and one-line message that ``call`` raises, from a fresh interpreter."""
+    out = run_isolated(
+        "from lort.errors import LortError\n"
+        f"try:\n    {call}\nexcept LortError as e:\n    print(type(e).__name__, e)\n"
+        "else:\n    print('accepted')\n"
+    )
+    assert out.count("\n") == 1, out
+    return out.strip()
+
+
+def npy_claiming(path: Path, shape: tuple[int, int], descr: str = "<f4") -> Path:
+    """A .npy file whose header claims ``shape``, its data a hole (a sparse file of the
+    length the header promises)."""
+    itemsize = int(descr[-1])
+    with path.open("wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": descr, "fortran_order": False, "shape": shape}
+        )
+        f.truncate(f.tell() + shape[0] * shape[1] * itemsize)
+    return path
+
+
+def test_max_classes_is_exported():
+    assert _core.MAX_CLASSES == 1 << 24
+    assert _core.EXACT_MAX_CLASSES < _core.MAX_CLASSES
+
+
+@pytest.mark.parametrize(
+    ("shape", "descr"),
+    [((0, 2**40), "<f2"), ((0, 2**28), "<f4"), ((1, 2**27), "<f4"), ((0, 2**24 + 1), "<f8")],
+    ids=["0x2^40-f2", "0x2^28-f4", "1x2^27-f4", "0xmax+1-f8"],
+)
+@pytest.mark.parametrize("how", ["analyze_npy", "npy_header", "curvature_npy"])
+def test_header_beyond_max_classes_is_refused(shape, descr, how, tmp_path):
+    path = npy_claiming(tmp_path / "wide.npy", shape, descr)
+    labels = f"np.zeros({shape[0]}, np.int64)"
+    call = {
+        "analyze_npy": f"_core.analyze_npy({str(path)!r}, {labels})",
+        "npy_header": f"_core.npy_header({str(path)!r})",
+        "curvature_npy": f"_core.curvature_npy([{str(path)!r}])",
+    }[how]
+    assert refusal(call) == (
+        f"NpyFormatError {path}: shape {shape} has {shape[1]} classes (columns); "
+        f"lort reads at most {_core.MAX_CLASSES}"
+    )
+
+
+def test_cli_refuses_a_header_beyond_max_classes(tmp_path):
+    path = npy_claiming(tmp_path / "wide.npy", (1, 2**25), "<f4")
+    labels = save_npy(tmp_path, "labels.npy", np.zeros(1, np.int64))
+    done = subprocess.run(
+        [sys.executable, "-m", "lort", "analyze", str(path), "--labels", str(labels)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode not in (0, -6, -9), done.returncode
+    assert "lort reads at most 16777216" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("num_classes", "message"),
+    [
+        ("2**63", "num_classes is 9223372036854775808; lort handles at most 16777216 classes"),
+        ("2**40", "num_classes is 1099511627776; lort handles at most 16777216 classes"),
+        ("2**24 + 1", "num_classes is 16777217; lort handles at most 16777216 classes"),
+        ("2**64", "num_classes is 18446744073709551616; it must be between 1 and 16777216"),
+        ("-1", "num_classes is -1; it must be between 1 and 16777216"),
+        ("np.int8(-3)", "num_classes is -3; it must be between 1 and 16777216"),
+        ("2.5", "num_classes must be an integer, got float"),
+        ("'10'", "num_classes must be an integer, got str"),
+    ],
+)
+def test_num_classes_out_of_range_is_one_line(num_classes, message):
+    assert refusal(f"_core.LogitStats({num_classes})") == f"InputError {message}"
+
+
+def test_num_classes_accepts_numpy_integers():
+    assert _core.LogitStats(np.int64(7)).num_classes == 7
+    assert _core.LogitStats(np.uint16(3), hessian="none").num_classes == 3
+
+
+@pytest.mark.parametrize("method", ["lanczos", "exact"])
+def test_curvature_beyond_max_classes_is_refused(method):
+    # np.zeros takes pages from the system as they are touched: this costs nothing.
+    call = f"_core.curvature(np.zeros((1, 2**31), np.float16), method={method!r})"
+    assert refusal(call) == (
+        "InputError the number of classes is 2147483648; lort handles at most 16777216 classes"
+        if method == "lanczos"
+        else "InputError num_classes is 2147483648; lort handles at most 16777216 classes"
+    )
+
+
+def test_analysis_curvature_beyond_max_classes_is_refused():
+    out = run_isolated(
+        "import lort\nfrom lort.errors import InputError\n"
+        "try:\n    lort.curvature(np.zeros((1, 2**31), np.float16), method='lanczos')\n"
+        "except InputError as e:\n    print(e)\n"
+    )
+    assert out.strip() == "the number of classes is 2147483648; lort handles at most 16777216 classes"
+
+
+def test_memory_sizes_saturate_instead_of_wrapping():
+    assert _core.exact_memory_bytes(2**40) == 2**64 - 1
+    assert _core.lanczos_memory_bytes(2**62) == 2**64 - 1

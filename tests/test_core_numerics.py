@@ -309,3 +309,87 @@ def test_updates_accumulate():
         stats.update(logits[a:b], labels[a:b])
     assert stats.rows == 1200
     assert_report_close(stats.finalize(counts), reference(logits, labels, counts))
+
+
+# ----------------------------------------------------------------------------------
+# The NLL (log-sum-exp) at the edges of each dtype, row by row against numpy in float64
+# and an exact reference (mpmath at 40 digits).
+
+
+def edge_rows(dtype, k: int = 19, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with tied maxima, values of both signs near the dtype's largest, huge offsets
+    with a small spread, and labels on the maxima and off them."""
+    big = float(np.finfo(dtype).max) / 3  # big - (-big) still fits the dtype
+    rng = np.random.default_rng(seed)
+    nmant = np.finfo(dtype).nmant
+    offset = 2.0 ** (nmant - 3)  # integers up to 8 apart stay exact at this offset
+    rows = [
+        np.full(k, big),
+        np.r_[big, big, np.full(k - 2, -big)],
+        np.r_[np.full(3, -big), np.full(k - 3, -big / 2)],
+        rng.choice([-big, big], k),
+        rng.choice([-big, big], k),
+        np.r_[big, np.nextafter(dtype(big), dtype(0)), np.zeros(k - 2)],
+        offset + rng.integers(0, 8, k),
+        -offset - rng.integers(0, 8, k),
+        np.r_[offset, offset, np.zeros(k - 2)],
+    ]
+    z = np.array(rows).astype(dtype)
+    on_max = [int(rng.choice(np.flatnonzero(r == r.max()))) for r in z]
+    elsewhere = list(rng.integers(0, k, len(z)))
+    return np.concatenate([z, z]), np.array(on_max + elsewhere)
+
+
+def numpy_nll(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float64)
+    m = z.max(axis=1)
+    return (m - z[np.arange(len(z)), y]) + np.log(np.exp(z - m[:, None]).sum(axis=1))
+
+
+def exact_nll(row: np.ndarray, y: int) -> float:
+    mpmath = pytest.importorskip("mpmath")
+    with mpmath.workdps(40):
+        z = [mpmath.mpf(float(v)) for v in row]
+        m = max(z)
+        return float((m - z[y]) + mpmath.log(mpmath.fsum(mpmath.exp(v - m) for v in z)))
+
+
+def core_nll(z: np.ndarray, y: np.ndarray, hessian: str = "bound") -> float:
+    return run(z, y, hessian=hessian)["overall"]["nll"]
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("hessian", ["bound", "exact", "none"])
+def test_nll_at_the_edges_matches_numpy_and_exact_row_by_row(dtype, hessian):
+    z, y = edge_rows(dtype)
+    tol = conf_rtol(dtype) if dtype != np.float64 else 1e-13
+    want_np = numpy_nll(z, y)
+    for i in range(len(z)):
+        want = exact_nll(z[i], int(y[i]))
+        got = core_nll(z[i : i + 1], y[i : i + 1], hessian)
+        scale = max(1.0, abs(want))
+        assert abs(want_np[i] - want) <= 1e-15 * scale  # the reference itself
+        assert abs(got - want) <= tol * scale, (i, z[i], y[i], got, want)
+    # All rows in one pass (groups of 8 rows): the mean, and in float64 the mean of the
+    # rows whose NLL is O(1), as the sum of all of them overflows (reported as None).
+    if dtype == np.float64:
+        assert core_nll(z, y, hessian) is None
+        z, y, want_np = z[: len(z) // 2], y[: len(y) // 2], want_np[: len(z) // 2]
+    assert core_nll(z, y, hessian) == pytest.approx(want_np.mean(), rel=tol)
+
+
+def test_nll_of_tied_maxima_at_1e20_is_ln2():
+    z = np.array([[1e20, 1e20]])
+    assert core_nll(z, np.array([0])) == pytest.approx(np.log(2), rel=1e-15)
+    z = np.array([[1e20, 1e20, -1e20, 1e20]])
+    assert core_nll(z, np.array([3])) == pytest.approx(np.log(3), rel=1e-15)
+
+
+def test_nll_of_rows_of_plus_minus_1e38_float32():
+    rng = np.random.default_rng(3)
+    z = rng.choice(np.array([-1e38, 1e38], np.float32), (64, 8))
+    z[:, 0] = 1e38  # every row has a maximum
+    y = np.array([rng.choice(np.flatnonzero(r == r.max())) for r in z])
+    want = numpy_nll(z, y)
+    assert want.min() >= 0 and want.max() == pytest.approx(np.log(8))
+    assert core_nll(z, y) == pytest.approx(want.mean(), rel=1e-6)

@@ -16,6 +16,7 @@ __all__ = [
     "FEW_BELOW",
     "GROUP_NAMES",
     "MANY_ABOVE",
+    "MAX_CLASSES",
     "LogitStats",
     "analyze_npy",
     "curvature",
@@ -34,6 +35,10 @@ EXACT_MAX_CLASSES: int
 GROUP_NAMES: list[str]
 MANY_ABOVE: int
 FEW_BELOW: int
+# The most classes the core keeps state for (2**24): LogitStats(num_classes), a .npy header's
+# columns and the curvature's K are refused above it (InputError / NpyFormatError), before
+# anything is allocated. See docs/core.md.
+MAX_CLASSES: int
 
 @final
 class LogitStats:
