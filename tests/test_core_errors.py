@@ -629,7 +629,9 @@ def test_analysis_curvature_beyond_max_classes_is_refused():
         "try:\n    lort.curvature(np.zeros((1, 2**31), np.float16), method='lanczos')\n"
         "except InputError as e:\n    print(e)\n"
     )
-    assert out.strip() == "the number of classes is 2147483648; lort handles at most 16777216 classes"
+    assert out.strip() == (
+        "the number of classes is 2147483648; lort handles at most 16777216 classes"
+    )
 
 
 def test_memory_sizes_saturate_instead_of_wrapping():
