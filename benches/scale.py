@@ -15,7 +15,7 @@ The profiles between the published extremes are ``floor(max * (min/max)^((i/(K-1
 ``p`` chosen so that the rows add up to the published total. Rows are ``relu(mean_y + 2.5 *
 noise)`` with class means drawn from N(0, 1), the mirrored view a small perturbation.
 
-Then, each in a fresh process timed to its end with its peak RSS (the kernel's, from wait4) and
+Then, each in a fresh process timed to its end with its peak RSS (``/usr/bin/time``'s) and
 its peak anonymous RSS (sampled from /proc every 0.2 s: the part that is copies, not mapped
 files, which the kernel can drop), in this order: ``lort fit --dataset features`` (default
 settings, or ``--fit-args``), ``lort compare --protocol paper`` and ``tuned`` (``--seeds 1``,
@@ -163,46 +163,61 @@ class Timed:
     tail: str
 
 
-def _anon_kib(pid: int) -> int:
+def _memory_kib(pid: int) -> tuple[int, int]:
+    """RssAnon and VmHWM (peak RSS so far) of ``pid``'s children (the command under
+    /usr/bin/time), in KiB."""
+    found = {"RssAnon:": 0, "VmHWM:": 0}
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1])
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            for line in Path(f"/proc/{child}/status").read_text().splitlines():
+                key = line.split(maxsplit=1)[0] if line else ""
+                if key in found:
+                    found[key] += int(line.split()[1])
     except (OSError, ValueError):
         pass
-    return 0
+    return found["RssAnon:"], found["VmHWM:"]
 
 
 def timed(cmd: list[str], timeout: float, log: Path) -> Timed:
-    """``cmd`` in a fresh process: wall time, peak RSS (wait4), peak anonymous RSS (sampled)."""
+    """``cmd`` in a fresh process: wall time, peak RSS (/usr/bin/time's, not wait4's here: a
+    child forked from this process starts its peak at this process's RSS), peak anonymous RSS
+    (sampled)."""
+    peak = log.with_suffix(".rss")
     with open(log, "w") as out:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        peak_anon = [0]
+        timed_cmd = ["/usr/bin/time", "-f", "%M", "-o", str(peak), *cmd]
+        proc = subprocess.Popen(
+            timed_cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        peak_anon, peak_rss = [0], [0]
         done = threading.Event()
 
         def sample() -> None:
             while not done.wait(0.2):
-                peak_anon[0] = max(peak_anon[0], _anon_kib(proc.pid))
+                anon, hwm = _memory_kib(proc.pid)
+                peak_anon[0], peak_rss[0] = max(peak_anon[0], anon), max(peak_rss[0], hwm)
 
         watcher = threading.Thread(target=sample, daemon=True)
         watcher.start()
         stopped = False
         deadline = t0 + timeout
         while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             if time.perf_counter() > deadline and not stopped:
                 stopped = True
-                os.kill(proc.pid, signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGKILL)
             time.sleep(0.05)
         wall = time.perf_counter() - t0
         done.set()
         watcher.join()
         proc.returncode = os.waitstatus_to_exitcode(status)
     tail = " | ".join(log.read_text().strip().splitlines()[-2:])[-300:]
-    return Timed(wall, usage.ru_maxrss / 1024, peak_anon[0] / 1024, stopped, proc.returncode, tail)
+    lines = peak.read_text().split() if peak.is_file() else []
+    rss_kib = int(lines[-1]) if lines and lines[-1].isdigit() else 0  # none when killed
+    rss_kib = max(rss_kib, peak_rss[0])
+    return Timed(wall, rss_kib / 1024, peak_anon[0] / 1024, stopped, proc.returncode, tail)
 
 
 def lort(*args: object) -> list[str]:
