@@ -28,7 +28,10 @@ def test_t_interval_matches_the_textbook() -> None:
     assert iv.high == pytest.approx(2.0 + half, rel=1e-7)
     assert not iv.significant  # [-0.48, 4.48] holds 0
     assert t_interval([1.0, 1.1, 0.9]).significant  # type: ignore[union-attr]
-    assert t_interval([0.3]) is None and t_interval([]) is None
+    assert t_interval([]) is None
+    for too_few in ([0.3], [0.3, 0.5], [0.2, 0.2, 0.2]):  # no interval, nothing significant
+        iv = t_interval(too_few)
+        assert iv is not None and iv.low is iv.high is None and not iv.significant
 
 
 def test_paired_takes_the_shared_units_in_order() -> None:

@@ -11,19 +11,17 @@ The metrics are the paper's (arXiv 2403.00250, Section 4):
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from lort import _core
+from lort import _core, limits
 from lort.checks import check_counts
 from lort.errors import FileReadError, InputError, LabelError
-from lort.files import finite_or_none, jsonable, npy_error
+from lort.files import NotRegularFile, finite_or_none, jsonable, load_npy, regular_file
 
 HessianMode = Literal["bound", "exact", "none"]
 NanPolicy = Literal["raise", "omit"]
@@ -75,34 +73,17 @@ def coerce_labels(labels: npt.ArrayLike) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def regular_file(path: PathLikeStr, what: str) -> Path:
-    """``path`` if it is a regular file; lort reads nothing else (a FIFO or a device would
-    block or never end), checked before anything opens it."""
-    p = Path(path)
-    try:
-        mode = p.stat().st_mode
-    except FileNotFoundError:
-        raise FileReadError(f"{what} file {p} does not exist") from None
-    except OSError as e:
-        raise FileReadError(f"cannot read {what} file {p}: {e.strerror}") from None
-    if not stat.S_ISREG(mode):
-        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a pipe or a device?)"
-        raise InputError(f"{what} file {p} is {kind}; give a .npy file")
-    return p
-
-
 def load_array(path: PathLikeStr, what: str) -> np.ndarray:
     """``np.load`` of a small .npy file (labels, counts) with lort's errors."""
     p = regular_file(path, what)
     try:
-        arr = np.load(p, allow_pickle=False)
+        return load_npy(p)
     except FileNotFoundError:
         raise FileReadError(f"{what} file {p} does not exist") from None
-    except (OSError, ValueError, EOFError) as e:
-        raise InputError(f"{what} file {p} is not a readable .npy array: {npy_error(e)}") from None
-    if not isinstance(arr, np.ndarray):
-        raise InputError(f"{what} file {p} holds an archive, not one array; save it with np.save")
-    return arr
+    except NotRegularFile:
+        raise
+    except (OSError, ValueError) as e:
+        raise InputError(f"{what} file {p} is not a readable .npy array: {e}") from None
 
 
 def counts_from_labels(train_labels: npt.ArrayLike, num_classes: int) -> np.ndarray:
@@ -302,6 +283,7 @@ def new_stats(
 ) -> _core.LogitStats:
     """A ``LogitStats``; hessian='exact' is refused when its two K x K float64
     matrices (:func:`lort._core.exact_memory_bytes`) exceed ``max_memory`` bytes."""
+    threads = limits.threads(threads)
     if hessian == "exact":
         check_memory(
             f"hessian='exact' at K = {num_classes:,}",
@@ -329,6 +311,7 @@ def curvature(
     ``H v`` over the rows (no K x K matrix); ``"auto"`` is exact up to
     K = 2,048 and Lanczos above. Labels are not needed: H depends on the logits only.
     """
+    threads = limits.threads(threads)
     arr = coerce_logits(logits)
     k = arr.shape[1]
     if k < 2:
@@ -379,6 +362,7 @@ def analyze(
     ``"lanczos"`` always runs the estimate; ``"none"`` skips it. ``max_memory``
     (bytes) refuses a hessian='exact' or Lanczos run whose memory would exceed it.
     """
+    threads = limits.threads(threads)
     lab = coerce_labels(_maybe_load(labels, "labels"))
     if isinstance(logits, (str, os.PathLike)):
         logits = [logits]

@@ -167,11 +167,17 @@ class Run:
 def open_run(path: str | Path) -> Run:
     """The finished run in ``path``; :class:`lort.InputError` saying what to do when it is not
     one."""
-    from lort.run.folder import INFERENCE_NEEDS, REPORT, RunFolder, require_finished
+    from lort.run.folder import (
+        INFERENCE_NEEDS,
+        REPORT,
+        REPORT_SHAPE,
+        RunFolder,
+        require_finished,
+    )
 
     root = Path(path)
     require_finished(root, INFERENCE_NEEDS)
-    return Run(root, RunFolder(root).read_json(REPORT))
+    return Run(root, RunFolder(root).read_json(REPORT, REPORT_SHAPE))
 
 
 def fit(

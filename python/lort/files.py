@@ -12,15 +12,17 @@ import math
 import os
 import re
 import secrets
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import numpy as np
 
-from lort.errors import FileWriteError, LortError
+from lort.errors import FileReadError, FileWriteError, InputError, LortError
+from lort.limits import MAX_JSON_BYTES, MAX_JSON_DEPTH
 
 PathLike = str | os.PathLike[str]
 
@@ -40,11 +42,11 @@ class Written:
     sha256: str
 
 
-def digest(path: PathLike) -> Written:
-    """Size and sha256 of a file, read in blocks."""
+def digest(path: PathLike, *, follow: bool = True) -> Written:
+    """Size and sha256 of a regular file (:func:`open_regular`), read in blocks."""
     h = hashlib.sha256()
     size = 0
-    with open(path, "rb") as f:
+    with open_regular(path, follow=follow) as f:
         while block := f.read(_READ_BLOCK):
             h.update(block)
             size += len(block)
@@ -54,6 +56,166 @@ def digest(path: PathLike) -> Written:
 def temp_beside(dest: Path) -> Path:
     """A new temp file's path beside ``dest``, of the :data:`TEMP_FILE` form."""
     return dest.parent / f".{dest.name}.lort-{secrets.token_hex(8)}.tmp"
+
+
+class NotRegularFile(InputError):
+    """A path lort was to read is a FIFO, a device, a socket or a folder (or, where lort
+    follows no links, a symbolic link): reading it could block for ever, never end, or read
+    a file that is not the one named."""
+
+
+def kind_of(mode: int) -> str:
+    """What a file that is not a regular one is, in words (from its ``st_mode``)."""
+    kinds = (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((word for test, word in kinds if test(mode)), "not a regular file")
+
+
+def not_regular(path: PathLike, mode: int) -> NotRegularFile:
+    return NotRegularFile(f"{path} is {kind_of(mode)}, not a regular file; lort reads only those")
+
+
+def open_regular(path: PathLike, *, follow: bool = True) -> IO[bytes]:
+    """``path`` opened for reading once it is a regular file (:class:`NotRegularFile`
+    otherwise, checked on the open file, so that nothing can swap a FIFO in between); with
+    ``follow=False`` a symbolic link is refused too (inside a run folder, where lort makes
+    none). Opened without blocking, so a FIFO never hangs the open; OSError when the file
+    cannot be opened at all."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        if e.errno == errno.ELOOP and not follow and os.path.islink(path):
+            raise not_regular(path, stat.S_IFLNK) from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise not_regular(path, mode)
+        os.set_blocking(fd, True)
+        return open(fd, "rb", closefd=True)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def regular_file(path: PathLike, what: str) -> Path:
+    """``path`` if it is a regular file (links followed): a FIFO, a device or a folder is one
+    line naming it (:class:`NotRegularFile`), a missing or unreadable one a FileReadError,
+    checked before anything reads it."""
+    p = Path(path)
+    try:
+        open_regular(p).close()
+    except NotRegularFile as e:
+        raise NotRegularFile(f"{what}: {e}") from None
+    except FileNotFoundError:
+        raise FileReadError(f"{what} file {p} does not exist") from None
+    except OSError as e:
+        raise FileReadError(f"cannot read {what} file {p}: {e.strerror}") from None
+    return p
+
+
+def read_bytes(path: PathLike, limit: int, *, follow: bool = True) -> bytes:
+    """The bytes of the regular file ``path`` (:func:`open_regular`); ValueError when it
+    holds more than ``limit`` bytes (read no further)."""
+    with open_regular(path, follow=follow) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit:,} bytes, more than lort ever writes there")
+    return data
+
+
+# A shape that a JSON value must have (:func:`check_shape`): a type, or a tuple of
+# alternatives; ``[shape]`` a list of such items; a dict maps each key lort writes to the
+# shape of its value (``"?key"`` where it may be absent, ``"*"`` for the values of any other
+# key). ``float`` admits integers, as JSON does not tell them apart; None is ``type(None)``.
+Shape = Any
+
+
+def _name_of(shape: Shape) -> str:
+    if isinstance(shape, tuple):
+        return " or ".join(_name_of(s) for s in shape)
+    if isinstance(shape, list):
+        return "a list"
+    if isinstance(shape, dict) or shape is dict:
+        return "a mapping"
+    words = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    return words.get(shape, "null" if shape is type(None) else shape.__name__)
+
+
+def _fits(value: Any, shape: Shape) -> bool:
+    if isinstance(shape, tuple):
+        return any(_fits(value, s) for s in shape)
+    if isinstance(shape, list):
+        return isinstance(value, list)
+    if isinstance(shape, dict):
+        return isinstance(value, dict)
+    if isinstance(value, bool):
+        return shape is bool
+    if shape is float:
+        return isinstance(value, int | float)
+    return isinstance(value, shape)
+
+
+def check_shape(value: Any, shape: Shape, where: str = "") -> None:
+    """ValueError naming the first place (``a.b[3]``) where ``value`` is not of ``shape``."""
+    stack = [(value, shape, where)]
+    while stack:
+        v, s, at = stack.pop()
+        if not _fits(v, s):
+            found = (
+                "a list" if isinstance(v, list) else "a mapping" if isinstance(v, dict) else None
+            )
+            what = found or repr(v)[:40]
+            raise ValueError(f"{at or 'the file'} is {what}, where lort writes {_name_of(s)}")
+        if isinstance(s, tuple):
+            s = next(alt for alt in s if _fits(v, alt))
+        if isinstance(s, list):
+            stack += [(item, s[0], f"{at}[{i}]") for i, item in enumerate(v)]
+        elif isinstance(s, dict):
+            for key, sub in s.items():
+                name = key.removeprefix("?")
+                if key == "*":
+                    stack += [(v[k], sub, f"{at}.{k}".lstrip(".")) for k in v if k not in s]
+                elif name in v:
+                    stack.append((v[name], sub, f"{at}.{name}".lstrip(".")))
+                elif not key.startswith("?"):
+                    raise ValueError(f"{at or 'the file'} has no {name!r}, which lort writes")
+
+
+def _depth(value: Any) -> int:
+    """How deep lists and mappings nest in ``value``, counted up to one past the bound."""
+    deepest, stack = 0, [(value, 1)]
+    while stack and deepest <= MAX_JSON_DEPTH:
+        v, d = stack.pop()
+        children = v.values() if isinstance(v, dict) else v if isinstance(v, list) else None
+        if children is not None:
+            deepest = max(deepest, d)
+            stack += [(c, d + 1) for c in children]
+    return deepest
+
+
+def read_json(path: PathLike, shape: Shape, *, follow: bool = True) -> Any:
+    """The JSON value in the regular file ``path``, bounded in size and depth
+    (:data:`lort.limits.MAX_JSON_BYTES`, :data:`lort.limits.MAX_JSON_DEPTH`) and of
+    ``shape`` (:func:`check_shape`); ValueError saying why not, OSError when it cannot be
+    read (:class:`NotRegularFile` when it is no regular file)."""
+    text = read_bytes(path, MAX_JSON_BYTES, follow=follow)
+    too_deep = f"nested deeper than {MAX_JSON_DEPTH} levels, more than lort ever writes"
+    try:
+        value = json.loads(text)
+    except RecursionError:  # json's parser stops itself, long before the stack would
+        raise ValueError(too_deep) from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise ValueError(too_deep)
+    check_shape(value, shape)
+    return value
 
 
 # Called with what a temp file holds just before it is renamed onto its destination (a run
@@ -199,6 +361,63 @@ def save_torch(path: PathLike, obj: Any, before_rename: BeforeRename | None = No
     import torch
 
     return atomic_write(path, lambda f: torch.save(obj, f), before_rename)
+
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def load_npy(
+    path: PathLike, *, mmap_mode: Literal["r", "c"] | None = None, follow: bool = True
+) -> np.ndarray:
+    """The one array of the ``.npy`` file ``path`` (memory-mapped with ``mmap_mode``), pickles
+    refused; ValueError in words when it is no ``.npy`` file (an ``.npz`` archive, which
+    would otherwise be opened lazily as a zip, is refused from its first bytes) or when its
+    array does not fit in memory; :class:`NotRegularFile` and OSError as
+    :func:`open_regular`."""
+    with open_regular(path, follow=follow) as f:
+        start = f.read(len(NPY_MAGIC))
+        if start != NPY_MAGIC:
+            if not start:
+                raise ValueError("the file is empty (0 bytes)")
+            if start.startswith(b"PK"):
+                raise ValueError(
+                    "it is a zip archive (an .npz?), not one .npy array; save one array "
+                    "with np.save"
+                )
+            raise ValueError("it is not a .npy file (it does not start as one)")
+        try:
+            if mmap_mode is not None:
+                return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+            f.seek(0)
+            return np.load(f, allow_pickle=False)
+        except MemoryError as e:  # numpy's ArrayMemoryError says the shape and the size
+            raise ValueError(f"its array does not fit in memory ({e})") from None
+        except (OSError, ValueError, EOFError) as e:
+            raise ValueError(npy_error(e)) from None
+
+
+class NotPlainData(InputError):
+    """A torch file whose pickle would build objects other than tensors and plain values."""
+
+
+def torch_data(f: IO[bytes] | PathLike) -> Any:
+    """``torch.load`` of tensors and plain values only (all a checkpoint lort writes holds):
+    a pickle that would build any other object, and so could run code, is refused as
+    :class:`NotPlainData` in one line (torch's own text runs to many, and suggests loading
+    it anyway). Anything else a damaged file raises passes through."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(f, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower():
+            raise NotPlainData(
+                "it holds objects other than tensors and plain values, which lort never loads "
+                "(they could run code)"
+            ) from None
+        raise
 
 
 def npy_error(e: Exception) -> str:

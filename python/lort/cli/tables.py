@@ -164,9 +164,9 @@ _PROTOCOL_TITLE = {
 }
 
 
-def _chosen(row: dict[str, Any]) -> str:
-    """The first seed's chosen settings, compactly: lr, weight decay, the method's own."""
-    c = row["chosen"][0]
+def _chosen(row: dict[str, Any], i: int = 0) -> str:
+    """The ``i``-th seed's chosen settings, compactly: lr, weight decay, the method's own."""
+    c = row["chosen"][i]
     parts = [] if c["lr"] is None else [f"lr {c['lr']:g}", f"wd {c['weight_decay']:g}"]
     parts += [f"{k} {v:g}" for k, v in c.items() if k not in ("lr", "weight_decay", "epoch")]
     return ", ".join(parts)
@@ -199,8 +199,8 @@ def print_compare(console: Console, res: CompareResult) -> None:
     paper = any(row.get("paper") for row in res.rows)
     if best_trial and spread:
         acc.title = (
-            f"{acc.title}; All..Few: the best seed, as the paper reports its best of five "
-            "(mean ± std in the JSON)"
+            f"{acc.title}; All..Few, delta, epoch and settings: the best seed's, as the paper "
+            "reports its best of five (mean ± std in the JSON)"
         )
     if paper:
         acc.add_column("paper All/Many/Med/Few", justify="right")
@@ -208,19 +208,23 @@ def print_compare(console: Console, res: CompareResult) -> None:
     if res.label != "shared":
         acc.add_column("epoch", justify="right")
     if chosen:
-        acc.add_column(f"chosen (seed {res.seeds[0]})")
+        # the best seed's own settings beside its accuracy, never another seed's
+        acc.add_column("chosen (that seed's)" if best_trial else f"chosen (seed {res.seeds[0]})")
     for row in res.rows:
+        seed = row["seeds"].index(row["best_trial"]["seed"]) if best_trial else 0
         if best_trial:
             cells = [_pct(row["best_trial"][k]) for k in ACCURACY]
+            kept = {**row, "delta": [row["delta"][seed]], "epoch": [row["epoch"][seed]]}
         else:
             cells = [_pct_spread(row[k], spread) for k in ACCURACY]
+            kept = row
         if paper:
             cells.append(_paper_cell(row.get("paper")))
-        cells.append(_delta(row))
+        cells.append(_delta(kept))
         if res.label != "shared":
-            cells.append(", ".join(str(e) for e in dict.fromkeys(row["epoch"])))
+            cells.append(", ".join(str(e) for e in dict.fromkeys(kept["epoch"])))
         if chosen:
-            cells.append(_chosen(row))
+            cells.append(_chosen(row, seed))
         acc.add_row(row["method"], *cells)
     console.print(acc)
     first = res.points[res.methods[0]][0]["test"]
@@ -315,9 +319,12 @@ def _print_compare_calibration(console: Console, res: CompareResult) -> None:
 
 
 def _diff(iv: dict[str, Any] | None) -> str:
-    """A paired difference in points with its interval; 'n.s.' when it holds 0."""
+    """A paired difference in points with its interval; 'n.s.' when it holds 0, and why
+    not when there is none."""
     if iv is None:
         return "—"
+    if iv["low"] is None:
+        return f"{100 * iv['mean']:+.1f} ({iv.get('why') or 'too few for an interval'})"
     text = f"{100 * iv['mean']:+.1f} [{100 * iv['low']:+.1f}, {100 * iv['high']:+.1f}]"
     return text if iv["significant"] else text + " n.s."
 

@@ -21,8 +21,8 @@ import numpy as np
 from lort.data.sources import FeatureRows, RawSplits, require_root
 from lort.data.transforms import TransformSpec
 from lort.errors import InputError
-from lort.files import npy_error
-from lort.limits import MAX_FEATURE
+from lort.files import NotRegularFile, load_npy, read_bytes
+from lort.limits import MAX_FEATURE, MAX_JSON_BYTES
 
 HINT = "Point --data-root at the folder that holds train_features.npy and train_labels.npy."
 SPLITS = ("train", "val", "test")
@@ -45,9 +45,11 @@ def ships_validation(data_root: str | Path | None) -> bool:
 
 def _load(path: Path) -> np.ndarray:
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise InputError(f"features: cannot read {path} as a .npy array: {npy_error(e)}") from None
+        return load_npy(path, mmap_mode="r")
+    except NotRegularFile as e:
+        raise InputError(f"features: {e}") from None
+    except (OSError, ValueError) as e:
+        raise InputError(f"features: cannot read {path} as a .npy array: {e}") from None
 
 
 def _features(path: Path, dim: int | None) -> np.ndarray:
@@ -96,15 +98,32 @@ def _labels(path: Path, rows: int) -> np.ndarray:
         raise InputError(f"features: {path} has {a.shape[0]} labels for {rows} feature rows")
     if a.dtype.kind == "i" and a.min() < 0:
         raise InputError(f"features: {path} holds a negative label ({int(a.min())})")
+    if a.size and int(a.max()) > np.iinfo(np.int64).max:
+        raise InputError(f"features: {path} holds label {int(a.max())}, beyond any class index")
     return np.array(a, dtype=np.int64)  # a writable copy (torch takes no read-only array)
 
 
 def _class_names(root: Path, labels: dict[str, np.ndarray]) -> list[str]:
     top = max(int(y.max()) for y in labels.values())
+    # every class needs a training sample: no label reaches the training rows (a label near
+    # 2^63 would otherwise size the classes, and wrap round as int64)
+    if top >= len(labels["train"]):
+        split = next(s for s, y in labels.items() if int(y.max()) == top)
+        raise InputError(
+            f"features: {split}_labels.npy holds label {top}, but train_labels.npy has only "
+            f"{len(labels['train'])} rows, and every class needs a training sample (labels "
+            "are class indices 0, 1, ...)"
+        )
     path = root / "class_names.txt"
-    if not path.is_file():
+    if not path.exists():
         return [str(c) for c in range(top + 1)]
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = read_bytes(path, MAX_JSON_BYTES).decode()
+    except NotRegularFile as e:
+        raise InputError(f"features: {e}") from None
+    except (OSError, ValueError) as e:
+        raise InputError(f"features: cannot read {path} as text: {e}") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if len(set(names)) != len(names):
         raise InputError(f"features: {path} names a class twice")
     if top >= len(names):
@@ -119,7 +138,8 @@ def _class_names(root: Path, labels: dict[str, np.ndarray]) -> list[str]:
 def load_feature_splits(data_root: str | Path | None) -> RawSplits:
     """Read and check ``data_root``'s arrays (see the module docstring)."""
     root = require_root("features", data_root, layout_text, HINT)
-    present = [s for s in SPLITS if (root / f"{s}_features.npy").is_file()]
+    # exists(), not is_file(): a FIFO or a device there is refused by name when read
+    present = [s for s in SPLITS if (root / f"{s}_features.npy").exists()]
     for split in ("train", "test"):
         if split not in present:
             raise InputError(
@@ -127,11 +147,11 @@ def load_feature_splits(data_root: str | Path | None) -> RawSplits:
                 f"{layout_text(root)}"
             )
     for split in SPLITS:
-        if (split in present) != (root / f"{split}_labels.npy").is_file():
+        if (split in present) != (root / f"{split}_labels.npy").exists():
             raise InputError(
                 f"features: give {split}_features.npy and {split}_labels.npy together in {root}"
             )
-    flipped = [s for s in present if (root / f"{s}_flipped_features.npy").is_file()]
+    flipped = [s for s in present if (root / f"{s}_flipped_features.npy").exists()]
     if flipped and flipped != present:
         raise InputError(
             f"features: {root} has flipped features for {', '.join(flipped)} only; give "

@@ -28,7 +28,7 @@ from lort.data.sources import ImageFiles
 from lort.data.tensor_images import TensorImages, decode_small
 from lort.data.transforms import build_transform
 from lort.errors import InputError
-from lort.files import npy_error
+from lort.files import NotRegularFile, load_npy, regular_file
 from lort.run.trained import TrainedRun, open_trained
 from lort.runtime import Runtime, pick_device
 from lort.stage1.features import BATCH, EvalSet, extract
@@ -115,8 +115,10 @@ def list_inputs(inputs: list[Path]) -> list[Path]:
             if not images:
                 raise InputError(f"{p}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in it")
             found += images
-        elif not p.is_file():
+        elif not p.exists():
             raise InputError(f"{p}: no such file or folder")
+        elif not p.is_file():  # a FIFO would block the read, a device never end it
+            regular_file(p, "input")
         elif p.suffix.lower() == ".npy" or p.name.lower().endswith(IMAGE_EXTENSIONS):
             found.append(p)
         else:
@@ -186,9 +188,11 @@ def _tensor(a: np.ndarray | None) -> torch.Tensor | None:
 def open_npy(path: Path) -> np.ndarray:
     """A .npy input, memory-mapped; one line naming it when it is not one (empty included)."""
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise InputError(f"{path}: cannot read it as a .npy array: {npy_error(e)}") from None
+        return load_npy(path, mmap_mode="r")
+    except NotRegularFile:
+        raise
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot read it as a .npy array: {e}") from None
 
 
 def _count(paths: list[Path]) -> int:

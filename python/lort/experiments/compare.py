@@ -614,6 +614,13 @@ def pool(results: list[CompareResult]) -> Pooled:
 def check_comparable(roots: list[Path]) -> None:
     """Runs pooled together must be finished runs of one dataset and class set: checked from
     their saved config and manifest, before any training."""
+    given: dict[Path, Path] = {}
+    for root in map(Path, roots):  # one backbone counted twice would narrow every interval
+        same = given.get(root.resolve())
+        if same is not None:
+            twice = f"{root} is given twice" if same == root else f"{same} and {root} are one run"
+            raise InputError(f"{twice}: give each run once (each is one backbone of the table)")
+        given[root.resolve()] = root
     seen: list[tuple[Path, str, int]] = []
     for root in roots:
         run = open_saved(Path(root), RETRAIN_NEEDS)

@@ -31,7 +31,7 @@ from lort.experiments.points import (
     stored_or_measured_together,
 )
 from lort.files import finite_or_none
-from lort.limits import MAX_GRID
+from lort.limits import MAX_GRID, check_grid
 from lort.methods import check_delta, get_method, rho
 from lort.run.finished import FinishedRun, SmoothPlan, open_run_locked
 from lort.stage2.select import ValScore, best_on_validation
@@ -65,8 +65,7 @@ def parse_values(text: str, option: str, *, low: float, low_open: bool, high: fl
             lo = "(" if low_open else "["
             raise InputError(f"{option} values must lie in {lo}{low:g}, {high:g}), got {p}")
         values.append(v)
-    if len(set(values)) > MAX_GRID:
-        raise InputError(f"{option} gives {len(set(values)):,} values, at most {MAX_GRID:,}")
+    check_grid(values, option)
     return sorted(set(values))
 
 
@@ -107,6 +106,7 @@ def sweep_smooth(
     """Re-train LORT once per delta with the run's stage-2 settings and seed."""
     if not deltas:
         raise InputError("--smooth needs at least one delta")
+    check_grid(deltas, "--smooth")
     for d in deltas:
         check_delta(d, allow_one=False, name="--smooth values")
     notes: list[str] = []
@@ -196,6 +196,8 @@ def sweep_lr_wd(
     """Re-train ``method`` (the run's by default) once per (lr, weight decay) pair."""
     if method_name is not None:
         get_method(method_name)
+    check_grid(lrs or [], "--lr")
+    check_grid(wds or [], "--wd")
     points = len(lrs or [0]) * len(wds or [0])
     if points > MAX_GRID:
         raise InputError(f"--lr x --wd is a grid of {points:,} points, at most {MAX_GRID:,}")

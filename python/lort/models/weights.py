@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from lort.errors import InputError
+from lort.files import NotPlainData, regular_file, torch_data
 
 NESTED = ("state_dict", "model", "state_dict_ema", "module")
 
@@ -37,9 +38,12 @@ def _read(path: Path) -> Any:
         except Exception as e:  # safetensors raises its own error types
             raise InputError(f"cannot read {path} as safetensors: {e}") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling refuses code, or the file is no torch file
-        raise InputError(f"cannot read {path} as a torch state_dict or checkpoint: {e}") from None
+        return torch_data(path)
+    except NotPlainData as e:
+        raise InputError(f"--weights {path}: {e}") from None
+    except Exception as e:  # the file is no torch file: torch raises several kinds
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"cannot read {path} as a torch state_dict or checkpoint: {why}") from None
 
 
 def _tensors(obj: Any) -> dict[str, torch.Tensor] | None:
@@ -59,8 +63,9 @@ def _tensors(obj: Any) -> dict[str, torch.Tensor] | None:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a weights file, keys without a ``module.`` prefix."""
     p = Path(path).expanduser()
-    if not p.is_file():
+    if not p.exists():
         raise InputError(f"--weights {p}: no such file")
+    regular_file(p, "--weights")
     state = _tensors(_read(p))
     if state is None:
         raise InputError(

@@ -28,9 +28,8 @@ from __future__ import annotations
 import errno
 import fcntl
 import fnmatch
-import json
 import os
-import pickle
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -76,6 +75,8 @@ RUN_FILES = (
     HISTORY,
     REPORT,
 )
+# Names no other program gives its files: a folder holding one of them is a lort run.
+LORT_ONLY = (STAGE1, "stage2.pt")
 # Everything lort writes into a run folder (glob patterns relative to it): the run's files,
 # then what `lort compare` and `lort sweep` add (their points are named by lort.experiments.points).
 OWNED = (
@@ -141,6 +142,42 @@ FROZEN = (
     "cache_dtype",
 )
 
+# What state.json holds (:func:`lort.files.check_shape`): the phases done, what each file held
+# when lort wrote it (and, between a temp file's record and its rename, what it is to hold),
+# each phase's information and the unit being written.
+_HELD = {"size": int, "sha256": str}
+STATE_SHAPE = {
+    "done": [str],
+    "?files": {"*": {"?size": int, "?sha256": str, "?pending": _HELD}},
+    "?info": {"*": dict},
+    "?writing": str,
+}
+MANIFEST_SHAPE = {
+    "?num_classes": int,
+    "?class_names": [str],
+    "?train_counts": [int],
+    "?test_total": int,
+    "?kept_sha256": str,
+    "?val_sha256": str,
+    "?labels_sha256": str,
+}
+# report.json as its readers use it (the rest is shown as it is).
+REPORT_SHAPE = {
+    "method": {"name": str},
+    "?config": dict,
+    "?smooth": (dict, type(None)),
+    "?hyper": (dict, type(None)),
+    "?stage2_epoch": (dict, type(None)),
+    "?baselines": {"*": dict},
+    "?results": dict,
+    "?calibration": (dict, type(None)),
+    "?timings": {"*": float},
+    "?input": (dict, type(None)),
+    "?flip_tta": bool,
+    "?notes": [str],
+    "?files": [str],
+}
+
 Note = Callable[[str], None]
 
 
@@ -174,8 +211,9 @@ def require_finished(root: Path, needs: tuple[str, ...]) -> None:
     """InputError saying what to do unless ``root`` is a run folder holding ``needs`` (and
     the ``state.json`` they are checked against)."""
     if not root.is_dir():
+        why = "not a directory" if root.exists() else "no such directory"
         raise InputError(
-            f"{root} is not a run folder (no such directory); make one with `lort fit --out {root}`"
+            f"{root} is not a run folder ({why}); make one with `lort fit --out NEW_FOLDER`"
         )
     missing = [n for n in needs if not present(root, n)]
     if not (root / STATE).is_file() and len(missing) < len(needs):
@@ -205,9 +243,18 @@ def check_resume(root: Path, now: dict[str, Any]) -> None:
         check_for_fit(root, resume=True, overwrite=False)
         raise InputError(no_state(root))
     folder = RunFolder(root)
+    st = folder.state()
+    if not (root / CONFIG).exists() and (st["done"] or st.get("files")):
+        # config.yaml holds the run's method and stage-2 settings: without it a resumed run
+        # would go on with the defaults, another run than this one
+        raise InputError(
+            f"--resume: {root / CONFIG} is missing, and it holds the options the run was made "
+            f"with (its method among them); put it back (the run's report.json holds them "
+            "under config), or start a new run with another --out"
+        )
     if (root / STAGE1).is_file() or folder.done("stage1"):
         saved = folder.load_torch(STAGE1)["config"]
-    elif (root / CONFIG).is_file():
+    elif (root / CONFIG).exists():
         saved = read_config(folder)
     else:
         return
@@ -239,16 +286,13 @@ def check_manifest(root: Path, rebuilt: dict[str, Any]) -> bool:
     st = folder.state()
     if (
         not folder.path(MANIFEST).exists()
-        and MANIFEST not in st.get("files", {})
+        and "size" not in st.get("files", {}).get(MANIFEST, {})
         and not st["done"]
     ):
-        return False  # a run stopped before it wrote one: it is written now
-    stored = folder.read_json(MANIFEST)  # missing or damaged: one line, start again
-    if not isinstance(stored, dict):
-        raise DamagedFileError(
-            f"{folder.path(MANIFEST)} is damaged (not a manifest); {_advice(root, MANIFEST)}",
-            MANIFEST,
-        )
+        # a run stopped before it wrote one (a kill may have left its pending record, but
+        # never a file): it is written now
+        return False
+    stored = folder.read_json(MANIFEST, MANIFEST_SHAPE)  # missing or damaged: one line
     changed = split_changed(stored, rebuilt)
     if changed:
         raise InputError(
@@ -290,7 +334,14 @@ def open_saved(root: Path, needs: tuple[str, ...]) -> SavedRun:
     folder = RunFolder(root)
     raw = read_config(folder)
     cfg = resolve(raw, {})
-    return SavedRun(root, folder, raw, cfg, folder.read_json(REPORT), folder.read_json(MANIFEST))
+    return SavedRun(
+        root,
+        folder,
+        raw,
+        cfg,
+        folder.read_json(REPORT, REPORT_SHAPE),
+        folder.read_json(MANIFEST, MANIFEST_SHAPE),
+    )
 
 
 def no_state(root: Path) -> str:
@@ -299,6 +350,22 @@ def no_state(root: Path) -> str:
         f"{root} is not a lort run: it has no {STATE}, the record every file lort reads is "
         "checked against, so lort reads nothing in it; put its state.json back, or make the "
         f"run again with `lort fit --out NEW_FOLDER`"
+    )
+
+
+def _not_regular_advice(root: Path) -> str:
+    return (
+        f"lort makes no links, pipes or devices in a run folder and reads none in {root}: "
+        "put the file lort wrote back in its place (or move the run away), then run the "
+        "command again"
+    )
+
+
+def _unreadable(p: Path, e: OSError) -> str:
+    """A file lort cannot open (its permissions, say): nothing about the run is wrong."""
+    return (
+        f"cannot read {p} ({e.strerror or e}); make it readable to you, then run the "
+        "command again (nothing in the run was changed)"
     )
 
 
@@ -334,13 +401,15 @@ class RunFolder:
         wrote. A folder without one is no lort run (DamagedFileError): nothing in it is
         read as lort's."""
         p = self.path(STATE)
-        if not p.exists():
-            raise DamagedFileError(no_state(self.root), STATE)
         try:
-            st = json.loads(p.read_text())
-            if not isinstance(st, dict) or not isinstance(st.get("done"), list):
-                raise ValueError("not a lort state record")
-        except (OSError, ValueError) as e:
+            st: dict[str, Any] = files.read_json(p, STATE_SHAPE, follow=False)
+        except FileNotFoundError:
+            raise DamagedFileError(no_state(self.root), STATE) from None
+        except files.NotRegularFile as e:
+            raise DamagedFileError(f"{e}; {_not_regular_advice(self.root)}", STATE) from None
+        except OSError as e:
+            raise DamagedFileError(_unreadable(p, e), STATE) from None
+        except ValueError as e:
             raise DamagedFileError(
                 f"{p} is damaged ({e}); it records what the run has done and what its files "
                 f"hold: start again with `lort fit --out {self.root} --overwrite`",
@@ -420,6 +489,8 @@ class RunFolder:
         the block ends, and until then (a kill, an error) :meth:`verify` refuses every one of
         them, so that a reader never takes one stage 2's logits beside another's head or
         report."""
+        for name in (*STAGE2_OUTPUTS, RELIABILITY):  # refused before the run is marked
+            self.inside(name)
         st = self.state()
         st["writing"] = "stage2"
         files.write_json(self.path(STATE), st)
@@ -430,6 +501,28 @@ class RunFolder:
         st.pop("writing", None)
         files.write_json(self.path(STATE), st)
 
+    @contextmanager
+    def consistent(self, names: tuple[str, ...]) -> Iterator[None]:
+        """Read ``names`` in the block as one set: each read is checked against the record as
+        it then is (:meth:`verify`), and the records of all of them must be the same after the
+        block as before it, with no unit being written; else a DamagedFileError says another
+        command (``lort keep``, a resumed fit) wrote the run while it was read, so that a
+        reader never takes one stage 2's head beside another's report."""
+
+        def records() -> tuple[Any, ...]:
+            st = self.state()
+            return st.get("writing"), [st.get("files", {}).get(n) for n in names]
+
+        before = records()
+        yield
+        if before[0] is not None or records() != before:
+            raise DamagedFileError(
+                f"{self.root} was being written by another lort command (keep, or a resumed "
+                "fit) while this one read it, so what it read may not belong together; run "
+                "the command again once that one has finished",
+                STATE,
+            )
+
     def verify(self, name: str) -> Path:
         """The path of ``name`` once it matches what lort recorded writing (size, sha256; or
         the content recorded as pending, written but not yet recorded when a kill came);
@@ -438,9 +531,17 @@ class RunFolder:
         hold the file, and when it is one of the stage-2 outputs of a write that did not
         finish. Only :data:`EDITABLE` files are taken as they are (checked by content)."""
         st = self.state()
-        p = self.path(name)
-        if not p.is_file():
-            raise DamagedFileError(f"{p} is missing; {_advice(self.root, name)}", name)
+        p = self.inside(name)
+        try:
+            mode = p.lstat().st_mode
+        except FileNotFoundError:
+            raise DamagedFileError(f"{p} is missing; {_advice(self.root, name)}", name) from None
+        except OSError as e:
+            raise DamagedFileError(_unreadable(p, e), name) from None
+        if not stat.S_ISREG(mode):
+            raise DamagedFileError(
+                f"{files.not_regular(p, mode)}; {_not_regular_advice(self.root)}", name
+            )
         if name in EDITABLE:
             return p
         if name in STAGE2_OUTPUTS and st.get("writing") == "stage2":
@@ -459,11 +560,11 @@ class RunFolder:
                 name,
             )
         try:
-            found = files.digest(p)
+            found = files.digest(p, follow=False)
+        except files.NotRegularFile as e:
+            raise DamagedFileError(f"{e}; {_not_regular_advice(self.root)}", name) from None
         except OSError as e:
-            raise DamagedFileError(
-                f"cannot read {p} ({e.strerror}); {_advice(self.root, name)}", name
-            ) from None
+            raise DamagedFileError(_unreadable(p, e), name) from None
         vouched = [(r.get("size"), r.get("sha256")) for r in (record, record.get("pending") or {})]
         if (found.size, found.sha256) not in vouched:
             what = "size" if found.size not in [v[0] for v in vouched] else "sha256"
@@ -485,10 +586,14 @@ class RunFolder:
             pending = record.get("pending") if isinstance(record, dict) else None
             if not pending:
                 continue
+            if "size" not in record and not self.path(name).exists():
+                del records[name]  # killed before its first rename: the file was never there
+                changed = True
+                continue
             try:
-                found = files.digest(self.path(name))
-            except OSError:
-                continue  # missing or unreadable: verify says so when it is read
+                found = files.digest(self.path(name), follow=False)
+            except (OSError, files.NotRegularFile):
+                continue  # missing, unreadable or no regular file: verify says so when read
             now = {"size": found.size, "sha256": found.sha256}
             if now in (pending, {"size": record.get("size"), "sha256": record.get("sha256")}):
                 records[name] = now
@@ -514,11 +619,16 @@ class RunFolder:
     def write_json(self, name: str, data: Any) -> None:
         self._write(name, lambda hook: files.write_json(self.path(name), data, hook))
 
-    def read_json(self, name: str) -> Any:
+    def read_json(self, name: str, shape: files.Shape = dict) -> Any:
+        """``name``, once verified, as JSON of ``shape`` (:func:`lort.files.read_json`)."""
         p = self.verify(name)
         try:
-            return json.loads(p.read_text())
-        except (OSError, ValueError) as e:
+            return files.read_json(p, shape, follow=False)
+        except files.NotRegularFile as e:
+            raise DamagedFileError(f"{e}; {_not_regular_advice(self.root)}", name) from None
+        except OSError as e:
+            raise DamagedFileError(_unreadable(p, e), name) from None
+        except ValueError as e:
             raise DamagedFileError(
                 f"{p} is damaged ({e}); {_advice(self.root, name)}", name
             ) from None
@@ -539,20 +649,13 @@ class RunFolder:
         self._write(name, lambda hook: files.save_torch(self.path(name), obj, hook))
 
     def load_torch(self, name: str) -> Any:
-        import torch
-
         p = self.verify(name)
         try:
-            # Tensors and plain values only (a checkpoint lort writes holds nothing else):
-            # a pickle that would build any other object, and so could run code, is refused.
-            return torch.load(p, map_location="cpu", weights_only=True)
+            with files.open_regular(p, follow=False) as f:
+                return files.torch_data(f)
+        except files.NotPlainData as e:
+            raise DamagedFileError(f"{p}: {e}; {_advice(self.root, name)}", name) from None
         except Exception as e:  # torch raises several kinds on a damaged file
-            if isinstance(e, pickle.UnpicklingError) and "weights only" in str(e).lower():
-                raise DamagedFileError(
-                    f"{p} holds objects other than tensors and plain values, which lort never "
-                    f"loads (they could run code); {_advice(self.root, name)}",
-                    name,
-                ) from None
             raise DamagedFileError(
                 f"{p} is damaged ({type(e).__name__}); {_advice(self.root, name)}", name
             ) from None
@@ -573,10 +676,10 @@ class RunFolder:
         p = self.verify(name)
         mode = ("c" if writable else "r") if mmap else None
         try:
-            return np.load(p, mmap_mode=mode, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as e:
+            return files.load_npy(p, mmap_mode=mode, follow=False)
+        except (OSError, ValueError) as e:
             raise DamagedFileError(
-                f"{p} is damaged ({files.npy_error(e)}); {_advice(self.root, name)}", name
+                f"{p} is damaged ({e}); {_advice(self.root, name)}", name
             ) from None
 
     # -- reuse rules ----------------------------------------------------------
@@ -641,7 +744,10 @@ def verify_given(path: Path) -> None:
     one is one line, never numbers."""
     target = Path(path).expanduser().resolve()
     root = target.parent
-    if not (root / STATE).is_file():
+    if not (root / STATE).exists():
+        # lort's own names beside it: a run that lost its record, whose files vouch for nothing
+        if target.name in RUN_FILES and any((root / n).exists() for n in LORT_ONLY):
+            raise InputError(no_state(root))
         return
     folder = RunFolder(root)
     if _owned(target.name) or target.name in folder.state().get("files", {}):
@@ -678,15 +784,13 @@ def locked(root: Path, note: Note) -> Iterator[None]:
     naming a live process (a lort from before the flock), is an InputError."""
     lock = root / LOCK
     for _ in range(10):  # a lock removed between our open and our flock: open it again
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
-        except OSError as e:
-            raise InputError(f"cannot lock {root}: {e.strerror}; choose another folder") from None
+        fd = _open_lock(root, lock)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            pid = _lock_pid(fd)
             os.close(fd)
-            _in_use(root, lock, _lock_pid(lock))
+            _in_use(root, lock, pid)
         try:
             same = os.stat(lock).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
@@ -697,7 +801,7 @@ def locked(root: Path, note: Note) -> Iterator[None]:
     else:
         raise InputError(f"cannot lock {root}: its lock file keeps changing; try again")
     try:
-        pid = _lock_pid(lock)
+        pid = _lock_pid(fd)
         if pid > 0 and pid != os.getpid():
             if _pid_alive(pid):
                 _in_use(root, lock, pid)
@@ -714,10 +818,35 @@ def locked(root: Path, note: Note) -> Iterator[None]:
         os.close(fd)
 
 
-def _lock_pid(lock: Path) -> int:
-    """The pid a lock file holds; 0 when it holds none (or cannot be read)."""
+def _open_lock(root: Path, lock: Path) -> int:
+    """The lock file opened for reading and writing (made if missing), once it is a regular
+    file: never through a symbolic link (which would truncate the file it leads to), never
+    blocking on a FIFO."""
+    flags = os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        return int(lock.read_text().strip() or "0")
+        fd = os.open(lock, flags, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP and lock.is_symlink():
+            mode = stat.S_IFLNK
+        elif e.errno == errno.ENXIO:  # a FIFO no one reads
+            mode = stat.S_IFIFO
+        else:
+            raise InputError(f"cannot lock {root}: {e.strerror}; choose another folder") from None
+    else:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode):
+            return fd
+        os.close(fd)
+    raise InputError(
+        f"cannot lock {root}: {files.not_regular(lock, mode)}, and lort makes its lock a plain "
+        f"file; remove {lock} (lort never writes through it) and run the command again"
+    )
+
+
+def _lock_pid(fd: int) -> int:
+    """The pid the open lock file holds; 0 when it holds none (or cannot be read)."""
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip() or "0")
     except (OSError, ValueError):
         return 0
 

@@ -22,7 +22,9 @@ from lort.methods import Method, StageTwoHead, get_method, make_head
 from lort.models import build_model
 from lort.run.folder import (
     INFERENCE_NEEDS,
+    RunFolder,
     open_saved,
+    require_finished,
 )
 from lort.stage1.losses import checkpoint_head, stage1_init
 from lort.stage2.problem import infer, load_data, option_tau
@@ -80,7 +82,14 @@ def _spec(report: dict[str, Any], cfg: FitConfig) -> TransformSpec:
 
 
 def open_trained(root: Path) -> TrainedRun:
-    """The trained classifier of the finished run in ``root`` (on the CPU, in eval mode)."""
+    """The trained classifier of the finished run in ``root`` (on the CPU, in eval mode), its
+    files read as one set (:meth:`lort.run.folder.RunFolder.consistent`)."""
+    require_finished(Path(root), INFERENCE_NEEDS)
+    with RunFolder(Path(root)).consistent(INFERENCE_NEEDS):
+        return _open_trained(root)
+
+
+def _open_trained(root: Path) -> TrainedRun:
     run = open_saved(root, INFERENCE_NEEDS)
     root, folder, cfg, report, manifest = run.root, run.folder, run.cfg, run.report, run.manifest
     # Each read is checked against what lort recorded writing (DamagedFileError names the file).

@@ -1,0 +1,361 @@
+"""A run folder, or a file handed to lort, that a user has turned against lort (issue 28): links
+where lort writes, pipes and devices where it reads, JSON and arrays of shapes lort never
+writes. Each case failed on the lort before it: it wrote through a link, hung, deleted a user's
+file, or ended in a traceback; now it is one line and nothing of the user's changes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cli_helpers import flat, ok, one_line_error, run_cli
+from lort.errors import InputError
+from lort.run.folder import LOCK, STATE, locked
+
+SMALL = ("--epochs1", "2", "--epochs2", "2", "--smooth", "0.5")
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("hostile-run") / "run"
+    ok("fit", "--out", run, *SMALL)
+    return run
+
+
+def copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def lort(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``lort ARGS`` in a child process: a hang is a failed test, not a hung suite."""
+    cmd = [sys.executable, "-m", "lort", *map(str, args)]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def one_line(done: subprocess.CompletedProcess[str], *parts: str) -> None:
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    last = [line for line in done.stderr.splitlines() if line.strip()][-1]
+    assert last.startswith("Error:"), done.stderr
+    for part in parts:
+        assert part in flat(last), (part, last)
+
+
+# --------------------------------------------------------------------------------------
+# 1. The lock: never through a link (it truncated the file it led to), never a FIFO (it hung).
+
+
+def test_a_lock_linked_to_a_users_file_is_refused_and_the_file_kept(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    bashrc = tmp_path / "bashrc"
+    bashrc.write_text("export PATH=$HOME/bin:$PATH\n")
+    (run / LOCK).symlink_to(bashrc)
+    with pytest.raises(InputError, match="is a symbolic link"), locked(run, print):
+        pass
+    assert bashrc.read_text() == "export PATH=$HOME/bin:$PATH\n"
+
+
+def test_a_lock_that_is_a_fifo_is_refused_at_once(finished: Path, tmp_path: Path) -> None:
+    run = copy(finished, tmp_path / "run")
+    os.mkfifo(run / LOCK)
+    one_line(lort("fit", "--resume", "--out", run, *SMALL, timeout=60), LOCK, "named pipe")
+
+
+# --------------------------------------------------------------------------------------
+# 2. What lort reads in a run: a FIFO state.json hung `fit --resume`; a link or device is no
+#    file of lort's.
+
+
+def test_a_fifo_state_json_does_not_hang_a_resume(finished: Path, tmp_path: Path) -> None:
+    run = copy(finished, tmp_path / "run")
+    (run / STATE).unlink()
+    os.mkfifo(run / STATE)
+    one_line(lort("fit", "--resume", "--out", run, *SMALL, timeout=60), STATE, "named pipe")
+
+
+@pytest.mark.parametrize("name", ["report.json", "labels.npy"])
+def test_a_run_file_linked_elsewhere_is_not_read(name: str, finished: Path, tmp_path: Path) -> None:
+    """The link leads to a copy of the very file: lort still reads nothing through it."""
+    run = copy(finished, tmp_path / "run")
+    shutil.move(run / name, tmp_path / name)
+    (run / name).symlink_to(tmp_path / name)
+    one_line_error(run_cli("compare", run, "--methods", "ce"), name, "symbolic link")
+
+
+def test_a_linked_figures_folder_is_refused_before_anything_is_deleted(
+    finished: Path, tmp_path: Path
+) -> None:
+    run = copy(finished, tmp_path / "run")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "reliability.png").write_bytes(b"my own figure")
+    shutil.rmtree(run / "figures", ignore_errors=True)
+    (run / "figures").symlink_to(mine, target_is_directory=True)
+    result = run_cli("fit", "--resume", "--out", run, *SMALL, "--method", "ce")
+    assert result.exit_code == 1
+    assert f"{run / 'figures'} is a symbolic link" in flat(result.output)
+    assert (mine / "reliability.png").read_bytes() == b"my own figure"
+    assert "writing" not in json.loads((run / STATE).read_text())
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_pipes_and_devices_given_by_path_are_named_as_such(
+    kind: str, finished: Path, tmp_path: Path
+) -> None:
+    """A symbolic link to /dev/zero, or a FIFO: "no such file" before."""
+    given = tmp_path / "rows.npy"
+    if kind == "fifo":
+        os.mkfifo(given)
+    else:
+        given.symlink_to("/dev/zero")
+    word = "named pipe" if kind == "fifo" else "a device"
+    one_line_error(run_cli("predict", finished, given), str(given), word)
+    data = tmp_path / "features"
+    data.mkdir()
+    np.save(data / "train_labels.npy", np.zeros(4, np.int64))
+    np.save(data / "test_features.npy", np.zeros((4, 3), np.float32))
+    np.save(data / "test_labels.npy", np.zeros(4, np.int64))
+    (data / "train_features.npy").symlink_to(given)
+    args = ("fit", "--dataset", "features", "--data-root", data, "--out", tmp_path / "r")
+    one_line(lort(*args, "--dry-run", timeout=60), "train_features.npy", word)
+
+
+# --------------------------------------------------------------------------------------
+# 3. JSON lort reads: bounded in depth and size, of the shape lort writes (a depth bomb was a
+#    RecursionError, a list where a mapping belongs an AttributeError).
+
+BOMB = "[" * 100_000 + "]" * 100_000
+
+
+def restamp(run: Path, name: str) -> None:
+    """Make state.json vouch for ``name`` as it is now (a user who knows the format)."""
+    import hashlib
+
+    state = json.loads((run / STATE).read_text())
+    data = (run / name).read_bytes()
+    state["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (run / STATE).write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize(
+    "text", [BOMB, '{"done": [], "files": []}', '{"done": [], "files": {"a": [1]}}']
+)
+def test_a_hostile_state_json_is_one_line(text: str, finished: Path, tmp_path: Path) -> None:
+    run = copy(finished, tmp_path / "run")
+    (run / STATE).write_text(text)
+    one_line_error(run_cli("fit", "--resume", "--out", run, *SMALL), STATE, "damaged")
+    one_line_error(run_cli("compare", run, "--methods", "ce"), STATE, "damaged")
+
+
+@pytest.mark.parametrize("text", [BOMB, '{"method": ["lort"]}', "[1, 2]"])
+def test_a_hostile_report_json_is_one_line(text: str, finished: Path, tmp_path: Path) -> None:
+    import lort
+
+    run = copy(finished, tmp_path / "run")
+    (run / "report.json").write_text(text)
+    restamp(run, "report.json")
+    with pytest.raises(lort.LortError, match=r"report\.json is damaged") as caught:
+        lort.open_run(run)
+    assert "\n" not in str(caught.value)
+
+
+def test_read_json_bounds_size_depth_and_shape(tmp_path: Path) -> None:
+    from lort import files
+    from lort.limits import MAX_JSON_BYTES, MAX_JSON_DEPTH
+
+    p = tmp_path / "x.json"
+    shape = {"a": [int], "?b": {"*": str}}
+    p.write_text('{"a": [1, 2], "b": {"x": "y"}, "c": null}')
+    assert files.read_json(p, shape)["a"] == [1, 2]
+    for text, why in [
+        ('{"a": [1, true]}', "a[1] is True, where lort writes an integer"),
+        ('{"a": [1], "b": {"x": 3}}', "b.x is 3, where lort writes a string"),
+        ('{"b": {}}', "has no 'a'"),
+        ("[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1), "nested deeper"),
+        ("1" + " " * MAX_JSON_BYTES, "larger than"),
+    ]:
+        p.write_text(text)
+        with pytest.raises(ValueError, match=re.escape(why)):
+            files.read_json(p, shape)
+
+
+# --------------------------------------------------------------------------------------
+# 4. Arrays: an .npz where an .npy belongs, labels beyond int64, a planted pickle.
+
+
+def zip_bomb(path: Path) -> None:
+    """An .npz whose one member inflates to 64 MiB, saved under an .npy name."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    np.save(buf, np.zeros(1 << 23))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("arr_0.npy", buf.getvalue())
+
+
+def feature_folder(root: Path, train_labels: np.ndarray) -> Path:
+    root.mkdir()
+    n = len(train_labels)
+    np.save(root / "train_features.npy", np.ones((n, 3), np.float32))
+    np.save(root / "train_labels.npy", train_labels)
+    np.save(root / "test_features.npy", np.ones((2, 3), np.float32))
+    np.save(root / "test_labels.npy", np.zeros(2, np.int64))
+    return root
+
+
+def dry_fit(data: Path, out: Path) -> object:
+    return run_cli("fit", "--dataset", "features", "--data-root", data, "--out", out, "--dry-run")
+
+
+def test_an_archive_where_an_npy_belongs_is_one_line(finished: Path, tmp_path: Path) -> None:
+    given = tmp_path / "rows.npy"
+    zip_bomb(given)
+    one_line_error(run_cli("predict", finished, given), str(given), "zip archive")
+    data = feature_folder(tmp_path / "data", np.array([0, 1, 0, 1]))
+    zip_bomb(data / "train_features.npy")
+    one_line_error(dry_fit(data, tmp_path / "r"), "train_features.npy", "zip archive")
+
+
+@pytest.mark.parametrize("top", [2**63, 2**64 - 1])
+def test_unsigned_labels_beyond_int64_are_one_line(top: int, tmp_path: Path) -> None:
+    data = feature_folder(tmp_path / "data", np.array([0, 1, top, 1], np.uint64))
+    one_line_error(dry_fit(data, tmp_path / "r"), "train_labels.npy", str(top))
+
+
+def test_a_label_beyond_the_training_rows_is_one_line(tmp_path: Path) -> None:
+    """K = largest label + 1, every class needing a training sample: a label of 10^12 would
+    size the classes before anything said no."""
+    data = feature_folder(tmp_path / "data", np.array([0, 1, 10**12, 1], np.int64))
+    one_line_error(dry_fit(data, tmp_path / "r"), "train_labels.npy", "only 4 rows")
+
+
+def test_a_planted_pickle_as_weights_is_one_line(tmp_path: Path) -> None:
+    import torch
+
+    from lort.models.weights import read_state_dict
+
+    weights = tmp_path / "w.pt"
+    torch.save({"w": torch.zeros(2), "x": {"obj": InputError("planted")}}, weights)
+    with pytest.raises(InputError, match="never loads") as caught:
+        read_state_dict(weights)
+    assert "\n" not in str(caught.value) and "weights_only=False" not in str(caught.value)
+
+
+def test_open_run_on_a_file_says_it_is_not_a_directory(tmp_path: Path) -> None:
+    import lort
+
+    given = tmp_path / "report.json"
+    given.write_text("{}")
+    with pytest.raises(lort.InputError, match="not a directory"):
+        lort.open_run(given)
+
+
+# --------------------------------------------------------------------------------------
+# 5. The Python API and the environment take the CLI's bounds.
+
+
+@pytest.mark.parametrize("threads", [100_000, -1, 0])
+def test_the_api_bounds_threads_like_the_cli(threads: int) -> None:
+    import lort
+
+    z, y = np.zeros((4, 3), np.float32), np.zeros(4, np.int64)
+    with pytest.raises(lort.InputError, match="between 1 and 1,024"):
+        lort.analyze(z, y, threads=threads)
+    with pytest.raises(lort.InputError, match="between 1 and 1,024"):
+        lort.curvature(z, threads=threads)
+
+
+def test_lort_num_threads_is_bounded_for_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lort
+
+    monkeypatch.setenv("LORT_NUM_THREADS", "100000")
+    with pytest.raises(lort.InputError, match="LORT_NUM_THREADS"):
+        lort.analyze(np.zeros((4, 3), np.float32), np.zeros(4, np.int64))
+
+
+def test_the_api_bounds_seeds_and_grids_like_the_cli(finished: Path) -> None:
+    import lort
+
+    run = lort.open_run(finished)
+    with pytest.raises(lort.InputError, match="--seeds must be between 1 and 1,000"):
+        run.compare(seeds=10**8)
+    with pytest.raises(lort.InputError, match="at most 1,000"):
+        run.sweep(smooth=[0.5] * 1001)
+
+
+# --------------------------------------------------------------------------------------
+# 6. Intervals that say when they cannot be computed; a run pooled once.
+
+
+def test_no_interval_from_too_few_or_equal_differences() -> None:
+    from lort.experiments.intervals import t_interval
+
+    for values in ([-0.1199, -0.1199], [0.05, 0.05, 0.05, 0.05], [0.1, 0.3]):
+        iv = t_interval(values)
+        assert iv is not None and iv.low is None and not iv.significant, values
+        assert iv.why is not None and "too few" in iv.why
+    iv = t_interval([0.1, 0.12, 0.11])
+    assert iv is not None and iv.low is not None and iv.significant
+
+
+def test_a_run_pooled_twice_is_refused(finished: Path, tmp_path: Path) -> None:
+    (tmp_path / "again").symlink_to(finished, target_is_directory=True)
+    one_line_error(run_cli("compare", finished, finished), "given twice")
+    one_line_error(run_cli("compare", finished, tmp_path / "again"), "one run")
+
+
+def test_the_best_seed_is_shown_with_its_own_settings() -> None:
+    """paper-test-selected prints the best seed's accuracy: the settings beside it are that
+    seed's, not the first seed's."""
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from lort.cli.tables import print_compare
+
+    row: dict = defaultdict(lambda: {"mean": None, "std": None})
+    row.update(
+        method="ce",
+        seeds=[0, 1],
+        delta=[None, None],
+        epoch=[3, 17],
+        chosen=[{"lr": 0.5, "weight_decay": 0.25}, {"lr": 0.0625, "weight_decay": 0.125}],
+        best_trial={"seed": 1, "all": 0.9, "many": 0.9, "medium": 0.9, "few": 0.9},
+        formula="",
+        paper=None,
+        delta_from=None,
+    )
+    test = {f"classes_{g}": 1 for g in ("many", "medium", "few")}
+    res = SimpleNamespace(
+        seeds=[0, 1],
+        run=SimpleNamespace(root=Path("run")),
+        label="paper-test-selected",
+        protocol="paper-test-selected",
+        rows=[row],
+        methods=["ce"],
+        points={"ce": [{"test": test}]},
+        notes=[],
+        select_on=None,
+        stop="last",
+        pooled=None,
+    )
+    console = Console(record=True, width=300)
+    print_compare(console, res)  # type: ignore[arg-type]
+    line = next(x for x in console.export_text().splitlines() if x.startswith("│ ce"))
+    assert "lr 0.0625" in line and "wd 0.125" in line and "17" in line, line
+    assert "lr 0.5" not in line and " 3 " not in line, line
