@@ -13,6 +13,7 @@ import torch
 
 from cli_helpers import flat, ok, run_cli
 from lort.analysis import analyze
+from lort.experiments.keep import SURE, choose, paired_bootstrap
 from lort.methods import TABLE1
 from lort.run.trained import open_trained
 from lort.stage2.problem import load_data
@@ -39,10 +40,12 @@ def test_keep_without_a_method_takes_the_best_on_validation(compared: Path, tmp_
     scores = [
         ValScore(_point(run, n)["val_balanced_accuracy"], _point(run, n)["val_nll"]) for n in names
     ]
-    best = names[best_on_validation(scores)]
+    winner = names[best_on_validation(scores)]
     result = ok("keep", run)
-    assert f"kept {best} " in flat(result.output)
     report = json.loads((run / "report.json").read_text())
+    best = _kept_by_the_rule(report, winner)
+    assert f"kept {best} " in flat(result.output)
+    assert report["kept"]["validation"]["line"] in flat(result.output)
     assert report["method"]["name"] == best and report["kept"]["protocol"] == "tuned"
     assert report["kept"]["from"] == f"compare/{best}-seed0-protocol-tuned.json"
     assert report["calibration"]["temperature"] > 0
@@ -51,6 +54,82 @@ def test_keep_without_a_method_takes_the_best_on_validation(compared: Path, tmp_
     np.save(images, load_data(open_trained(run).cfg).sources["test"][:5])
     ok("predict", run, images, "--format", "json", "--out", pred)
     assert json.loads(pred.read_text())["method"] == best
+
+
+def _kept_by_the_rule(report: dict, winner: str) -> str:
+    """What the rule keeps, from what report.json says of the validation bootstrap: the
+    winner, unless it is not better than the run's own method in SURE of the resamples."""
+    v = report["kept"]["validation"]
+    assert v["winner"] == winner and v["own"] == "lort"
+    for paired in v["against"].values():
+        assert paired["low"] <= paired["difference"] <= paired["high"]
+        assert 0 <= paired["p_better"] <= 1
+    own = v["against"].get("own")
+    assert v["told_apart"] == (own is None or own["p_better"] >= SURE)
+    return winner if v["told_apart"] else "lort"
+
+
+def test_the_paired_bootstrap() -> None:
+    y = np.repeat(np.arange(3), [40, 8, 2])
+    a = np.ones((1, len(y)), dtype=bool)
+    same = paired_bootstrap(a, a, y)
+    assert (same.difference, same.low, same.high, same.p_better) == (0, 0, 0, 0)
+    b = a.copy()
+    b[0, y == 2] = False  # b misses the two images of class 2: a third of its class-mean
+    better = paired_bootstrap(a, b, y)
+    assert better.difference == pytest.approx(1 / 3) and better.p_better == 1
+    assert better.low == better.high == pytest.approx(1 / 3)  # a class is resampled within
+    c = a.copy()
+    c[0, np.flatnonzero(y == 0)[:3]] = False  # 3 of 40 head images: a noisy 2.5 points
+    close = paired_bootstrap(a, c, y)
+    assert close.difference == pytest.approx(3 / 40 / 3)
+    assert close.low < close.difference < close.high and 0.9 < close.p_better <= 1
+    d = c.copy()
+    d[0, np.flatnonzero(y == 0)[3:6]] = False
+    e = a.copy()
+    e[0, np.flatnonzero(y == 0)[6:9]] = False
+    # Two seeds (rows), each 3 head images ahead (c on 3..5; e on 0..5, behind on 6..8): the
+    # mean over them, the same resample for both.
+    two = paired_bootstrap(np.vstack([c, e]), np.vstack([d, d]), y)
+    assert two.difference == pytest.approx(3 / 40 / 3)
+    assert two.p_better > paired_bootstrap(e, d, y).p_better
+    assert paired_bootstrap(c, d, y) == paired_bootstrap(c, d, y)  # seeded
+
+
+def test_the_rule_keeps_the_runs_own_method_unless_validation_tells_them_apart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The validation winner is kept only when it beats the run's own method in at least SURE
+    of the resamples; the runner-up is reported beside it."""
+    from types import SimpleNamespace
+
+    import lort.experiments.keep as keep_module
+
+    y = np.repeat(np.arange(2), 20)
+    right = np.ones((1, 40), dtype=bool)
+    correct = {"lort": right.copy(), "ce": right.copy(), "focal": right.copy()}
+    correct["lort"][0, :1] = False  # one image of 20 behind ce: better in 64% of resamples
+    correct["focal"][0, :20] = False  # all of class 0 wrong
+    monkeypatch.setattr(keep_module, "_val_correct", lambda run, n, seeds, protocol: correct[n])
+    run = SimpleNamespace(cfg=SimpleNamespace(method="lort"),
+                          problem=SimpleNamespace(data=SimpleNamespace(val_labels=y)))  # fmt: skip
+
+    def results(acc: dict[str, float]) -> dict[str, list[dict[str, float]]]:
+        return {n: [{"val_balanced_accuracy": a, "val_nll": 0.5}] for n, a in acc.items()}
+
+    close = results({"lort": 0.95, "ce": 1.0, "focal": 0.5})
+    kept, why, v = choose(run, close, [0], "tuned")  # type: ignore[arg-type]
+    assert kept == "lort" and not v["told_apart"] and v["winner"] == "ce"
+    assert "cannot tell ce from the run's own lort" in v["line"] and "own method" in why
+    assert v["against"]["own"]["p_better"] < SURE and "runner_up" not in v["against"]
+    correct["lort"][0, :10] = False  # now 25 points below, on 10 images of 20
+    kept, why, v = choose(run, close, [0], "tuned")  # type: ignore[arg-type]
+    assert kept == "ce" and v["told_apart"] and v["against"]["own"]["p_better"] >= SURE
+    assert why.startswith("the best mean class-mean accuracy")
+    # The run's own method wins: kept, and reported against the runner-up.
+    kept, _, v = choose(run, results({"lort": 1.0, "ce": 0.7, "focal": 0.5}), [0], "tuned")  # type: ignore[arg-type]
+    assert kept == "lort" and v["told_apart"] and v["against"]["runner_up"]["method"] == "ce"
+    assert v["against"]["runner_up"]["difference"] == pytest.approx(-0.25)
 
 
 def _load_pt2(path: Path) -> torch.nn.Module:
@@ -124,7 +203,7 @@ def test_compare_keep_keeps_the_best_of_the_methods_it_compared(
               for n in ("lort", "ce")]  # fmt: skip
     best = ("lort", "ce")[best_on_validation(scores)]
     report = json.loads((run / "report.json").read_text())
-    assert report["method"]["name"] == best
+    assert report["method"]["name"] == _kept_by_the_rule(report, best)
     ok("keep", run, "--methods", "lort,ce", "--method", "ce")
     assert json.loads((run / "report.json").read_text())["method"]["name"] == "ce"
     bad = run_cli("compare", run, "--protocol", "shared", "--keep")
@@ -161,7 +240,10 @@ def test_fit_method_auto_keeps_the_tuned_comparisons_best(tmp_path: Path) -> Non
     ok("fit", "--out", by_hand, *small)
     ok("compare", by_hand, "--keep")
     report = json.loads((auto / "report.json").read_text())
-    assert report["kept"]["why"].startswith("the best mean class-mean accuracy")
+    kept = _kept_by_the_rule(report, report["kept"]["validation"]["winner"])
+    assert report["method"]["name"] == kept and report["kept"]["validation"]["line"] in flat(
+        result.output
+    )
     assert report["method"] == json.loads((by_hand / "report.json").read_text())["method"]
     np.testing.assert_array_equal(np.load(auto / "logits.npy"), np.load(by_hand / "logits.npy"))
     run = lort.fit(tmp_path / "api", method="auto", epochs1=5, epochs2=3, seed=0)

@@ -679,7 +679,7 @@ def plot_reliability(
     """Reliability diagram: the accuracy of each confidence bin against its mean confidence
     (the diagonal is calibrated), one line per entry of ``curves`` (label -> logits, labels,
     ECE), and below it how the rows spread over the bins."""
-    fig = _new_figure(5.2, 5.6)
+    fig = _new_figure(5.6, 7.0)
     top, bottom = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
     top.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="calibrated")
     edges = np.linspace(0, 1, bins + 1)
@@ -689,8 +689,9 @@ def plot_reliability(
         keep = np.isfinite(acc)
         top.plot(conf[keep], acc[keep], marker="o", ms=4, label=f"{label} (ECE {ece:.3f})")
         bottom.bar(edges[:-1] + (i + 0.5) * width, share, width=width, align="edge", label=label)
-    top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title="\n".join(textwrap.wrap(title, 60)))
-    top.legend(loc="lower right", fontsize=8)
+    top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title="\n".join(textwrap.wrap(title, 48)))
+    # Below the axes, where no curve runs under it (the labels hold the group ECEs).
+    fig.legend(*top.get_legend_handles_labels(), loc="outside lower center", fontsize=8)
     bottom.set(xlabel="top softmax probability (confidence)", ylabel="share of rows")
     return _save(fig, path)
 
@@ -698,15 +699,29 @@ def plot_reliability(
 def plot_calibration(
     logits: np.ndarray, labels: np.ndarray, calibration: Calibration, path: Path, title: str
 ) -> Path:
-    """:func:`plot_reliability` of a classifier's logits raw and over its temperature."""
-    from lort.analysis import ECE_BINS
+    """:func:`plot_reliability` of a classifier's logits raw and over its temperature, each
+    labelled with its ECE in the many / medium / few groups and its class-wise ECE."""
+    from lort.analysis import ECE_BINS, GROUP_NAMES
 
     t = calibration.temperature
     if t is None:
         raise InputError("a reliability diagram needs a fitted temperature")
     test = calibration.splits["test"]
+
+    def label(name: str, side: str) -> str:
+        scores = test[side]
+        groups = scores.get("groups") or {}
+        eces = [(groups.get(g) or {}).get("ece") for g in GROUP_NAMES]
+        by_group = "/".join("—" if e is None else f"{e:.3f}" for e in eces)
+        return f"{name}: many/medium/few {by_group},\nclass-wise {scores['classwise_ece']:.3f}, all"
+
+    after = (
+        "temperature 1 (the fitted one failed the held-out check)"
+        if t == 1
+        else (f"temperature {t:.3g} (fitted on validation)")
+    )
     curves = {
-        "raw softmax": (logits, labels, test["before"]["ece"]),
-        f"temperature {t:.3g} (fitted on validation)": (logits / t, labels, test["after"]["ece"]),
+        label("raw softmax", "before"): (logits, labels, test["before"]["ece"]),
+        label(after, "after"): (logits / t, labels, test["after"]["ece"]),
     }
     return plot_reliability(curves, ECE_BINS, path, title)

@@ -286,15 +286,30 @@ def print_compare(console: Console, res: CompareResult) -> None:
         print_differences(console, res.pooled)
 
 
+def _cal_mean(
+    cals: list[dict[str, Any]], key: str, side: str, group: str | None = None
+) -> float | None:
+    """The mean over the seeds of one test score before or after the temperature, of all rows
+    or of a group's; None where a seed lacks it (a group without test rows, an older point)."""
+    sides = [c["test"][side] for c in cals]
+    of = sides if group is None else [(s.get("groups") or {}).get(group) for s in sides]
+    values = [None if v is None else v.get(key) for v in of]
+    if not values or any(v is None for v in values):
+        return None
+    return sum(values) / len(values)
+
+
 def _print_compare_calibration(console: Console, res: CompareResult) -> None:
-    """Each method's temperature (fitted on validation) and the test split's NLL and ECE
-    before and after it, means over the seeds; nothing without a validation split."""
+    """Each method's temperature (fitted on validation) and the test split's NLL, ECE and
+    class-wise ECE before and after it, and the ECE after it in the many / medium / few groups
+    (means over the seeds); nothing without a validation split."""
     table = Table(
-        title="probabilities on the test split: temperature fitted on validation, NLL and "
-        "ECE before -> after (means over the seeds)",
+        title="probabilities on the test split: temperature fitted on validation (1: it failed "
+        "the held-out check), NLL, ECE and class-wise ECE before -> after, and the ECE after "
+        "per group (means over the seeds)",
         title_justify="left",
     )
-    for col in ("method", "T", "NLL", "ECE"):
+    for col in ("method", "T", "NLL", "ECE", "class-wise ECE", "ECE many/med/few"):
         table.add_column(col, justify="left" if col == "method" else "right")
     shown_any = False
     for m in res.methods:
@@ -304,16 +319,14 @@ def _print_compare_calibration(console: Console, res: CompareResult) -> None:
             continue
         shown_any = True
 
-        def mean(key: str, side: str, of: list[dict[str, Any]] = cals) -> float:
-            return sum(c["test"][side][key] for c in of) / len(of)
+        def change(key: str, of: list[dict[str, Any]] = cals) -> str:
+            return f"{_fmt(_cal_mean(of, key, 'before'), '.3f')} -> " + _fmt(
+                _cal_mean(of, key, "after"), ".3f"
+            )
 
+        groups = "/".join(_fmt(_cal_mean(cals, "ece", "after", g), ".3f") for g in GROUP_NAMES)
         t = sum(c["temperature"] for c in cals) / len(cals)
-        table.add_row(
-            m,
-            f"{t:.3g}",
-            f"{mean('nll', 'before'):.3f} -> {mean('nll', 'after'):.3f}",
-            f"{mean('ece', 'before'):.3f} -> {mean('ece', 'after'):.3f}",
-        )
+        table.add_row(m, f"{t:.3g}", change("nll"), change("ece"), change("classwise_ece"), groups)
     if shown_any:
         console.print(table)
 

@@ -8,6 +8,12 @@ predict`` and ``lort export`` then use it. The method is the one with the best v
 score (:func:`lort.stage2.select.best_on_validation` over the methods' mean class-mean accuracy
 and NLL across the compared seeds) unless one is named. The test logits are the compare point's
 own: the same head through the same inference function.
+
+A choice on validation says how sure it is: a paired bootstrap over the validation images of
+the winner against the run's own method and against the runner-up. Where the winner is better
+than the run's own method in fewer than :data:`SURE` of the resamples, validation cannot tell
+them apart and the run's own method is kept (docs/calibration-and-keep.md has the measurements
+behind the rule).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from lort.analysis import Analysis
 from lort.errors import InputError
@@ -26,7 +33,7 @@ from lort.experiments.compare import CompareResult, compare
 from lort.experiments.compare import table_name as table_name_of
 from lort.experiments.points import OnPoint, ProtocolPoint, kept_head, protocol_point, stored_result
 from lort.experiments.protocols import plan
-from lort.methods import TABLE1, get_method, make_head
+from lort.methods import TABLE1, Method, get_method, make_head
 from lort.run.finished import FinishedRun, open_run_locked
 from lort.run.fit import history_table
 from lort.run.folder import HISTORY, STAGE1
@@ -38,6 +45,15 @@ from lort.stage2.select import ValScore, best_on_validation
 # paper's, whose rows are Table 1's formulas (an LDAM on the linear head, MaxNorm without its
 # loss) rather than the methods lort ships.
 KEEPABLE = ("tuned", "authors")
+# The paired bootstrap of a choice on validation: resamples, and the share of them in which the
+# validation winner must beat the run's own method to replace it (0.8 had the lowest regret of
+# 0.5 to 0.99 on 13 digits and small-folder runs: docs/calibration-and-keep.md).
+BOOTSTRAP_SAMPLES = 2000
+SURE = 0.8
+RULE = (
+    f"the validation winner replaces the run's own method only when it is better in >= "
+    f"{SURE:.0%} of {BOOTSTRAP_SAMPLES:,} paired bootstrap resamples of the validation images"
+)
 _NOT_KEPT = {
     "test-selected": " (test-selected chose on the TEST set)",
     "paper-test-selected": " (paper-test-selected chose on the TEST set)",
@@ -97,6 +113,32 @@ def _keep(
     seed: int | None,
     notes: list[str],
 ) -> Kept:
+    seeds, results = compared_results(run, table_name, protocol)
+    validation: dict[str, Any] | None = None
+    if method is None:
+        chosen, why, validation = choose(run, results, seeds, protocol)
+        notes.append(validation["line"])
+    else:
+        get_method(method)
+        if method not in results:
+            raise InputError(
+                f"{method} is not in {run.root}/{table_name} (it compared "
+                f"{', '.join(results)}); run `lort compare {run.root} --methods {method}`"
+            )
+        chosen, why = method, "named by the user"
+    seed = seeds[0] if seed is None else seed
+    if seed not in seeds:
+        raise InputError(f"--seed {seed}: the comparison ran seeds {seeds}")
+    point_name = protocol_point(chosen, seed, protocol)
+    stored = results[chosen][seeds.index(seed)]
+    saved = _saved_head(run, point_name)
+    return _write(run, stored, saved, point_name, protocol, seed, why, validation, notes)
+
+
+def compared_results(
+    run: FinishedRun, table_name: str, protocol: str
+) -> tuple[list[int], dict[str, list[dict[str, Any]]]]:
+    """The seeds of the comparison ``table_name`` and each method's stored result per seed."""
     if not run.folder.path(table_name).is_file():
         raise InputError(
             f"{run.root} has no {protocol} comparison ({table_name}); run "
@@ -120,34 +162,64 @@ def _keep(
                     f"the run; run `lort compare {run.root}` again (it keeps what is intact)"
                 )
             results[name].append(stored)
-    if method is None:
-        names = list(results)
-        scores = [
-            ValScore(
-                _mean([r["val_balanced_accuracy"] for r in results[n]]),
-                _mean([r["val_nll"] for r in results[n]]),
-            )
-            for n in names
-        ]
-        if all(v.accuracy is None for v in scores):
-            raise InputError(f"{run.root} has no validation scores to choose on: name a --method")
-        chosen = names[best_on_validation(scores)]
-        why = (
-            f"the best mean class-mean accuracy on the validation split over seeds {seeds} "
-            f"among {len(names)} methods (ties broken by the lower NLL)"
+    return seeds, results
+
+
+_ROLES = {"own": "the run's own", "runner_up": "runner-up"}
+
+
+@dataclass(frozen=True)
+class Paired:
+    """One classifier's class-mean validation accuracy minus another's (mean over the compared
+    seeds), its 95% paired bootstrap interval and the share of resamples where it is higher."""
+
+    difference: float
+    low: float
+    high: float
+    p_better: float
+
+    def text(self) -> str:
+        return (
+            f"{100 * self.difference:+.1f} points [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"
+            f", better in {self.p_better:.0%} of resamples"
         )
-    else:
-        get_method(method)
-        if method not in results:
-            raise InputError(
-                f"{method} is not in {run.root}/{table_name} (it compared "
-                f"{', '.join(results)}); run `lort compare {run.root} --methods {method}`"
-            )
-        chosen, why = method, "named by the user"
-    seed = seeds[0] if seed is None else seed
-    if seed not in seeds:
-        raise InputError(f"--seed {seed}: the comparison ran seeds {seeds}")
-    point_name = protocol_point(chosen, seed, protocol)
+
+
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, labels: np.ndarray, samples: int = BOOTSTRAP_SAMPLES
+) -> Paired:
+    """Classifier ``a`` against ``b`` from their S x N correctness (one row per compared seed) on
+    the same N validation images (``labels``). The images are resampled within each class, so
+    every resample holds the split's classes and the class-mean accuracy stays defined; both
+    classifiers and every seed see the same resample. Seeded: the same inputs give the same
+    answer."""
+    diff = (np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).mean(axis=0)
+    y = np.asarray(labels)
+    rng = np.random.default_rng(0)
+    classes = np.unique(y)
+    resampled = np.zeros(samples)
+    for c in classes:
+        d = diff[y == c]
+        step = max(1, 2_000_000 // len(d))  # bounds the index matrix of a large class
+        for start in range(0, samples, step):
+            n = min(step, samples - start)
+            resampled[start : start + n] += d[rng.integers(0, len(d), (n, len(d)))].mean(axis=1)
+    resampled /= len(classes)
+    low, high = np.percentile(resampled, [2.5, 97.5])
+    point = float(np.mean([diff[y == c].mean() for c in classes]))
+    return Paired(point, float(low), float(high), float(np.mean(resampled > 0)))
+
+
+def _head(run: FinishedRun, saved: dict[str, Any]) -> tuple[Method, nn.Module, float]:
+    """A compared head as :func:`lort.experiments.points.kept_head`'s file holds it."""
+    problem = run.problem
+    method = get_method(saved["method"])
+    head = make_head(method, problem.init.in_features, problem.k, problem.init)
+    head.load_state_dict(saved["head"])
+    return method, head.eval(), float(saved["tau"])
+
+
+def _saved_head(run: FinishedRun, point_name: str) -> dict[str, Any]:
     head_file = kept_head(point_name)
     if not run.folder.path(head_file).is_file():
         raise InputError(
@@ -155,9 +227,82 @@ def _keep(
             "no heads): run `lort compare` again with a new --out, or keep it with `lort fit "
             "--resume --method ...`"
         )
-    stored = results[chosen][seeds.index(seed)]
-    saved = run.folder.load_torch(head_file)
-    return _write(run, stored, saved, point_name, protocol, seed, why, notes)
+    return run.folder.load_torch(head_file)
+
+
+def _val_correct(run: FinishedRun, name: str, seeds: list[int], protocol: str) -> np.ndarray:
+    """S x N: whether each compared seed's head of ``name`` gets each validation image right."""
+    rows = []
+    for s in seeds:
+        method, head, tau = _head(run, _saved_head(run, protocol_point(name, s, protocol)))
+        logits = run.problem.logits(method, head, "val", tau)
+        rows.append(logits.argmax(axis=1) == run.problem.data.val_labels)
+    return np.stack(rows)
+
+
+def choose(
+    run: FinishedRun, results: dict[str, list[dict[str, Any]]], seeds: list[int], protocol: str
+) -> tuple[str, str, dict[str, Any]]:
+    """The method kept without a --method, why, and how sure validation is of it (report.json's
+    ``kept.validation``, whose ``line`` the command prints)."""
+    names = list(results)
+    scores = [
+        ValScore(
+            _mean([r["val_balanced_accuracy"] for r in results[n]]),
+            _mean([r["val_nll"] for r in results[n]]),
+        )
+        for n in names
+    ]
+    if all(v.accuracy is None for v in scores):
+        raise InputError(f"{run.root} has no validation scores to choose on: name a --method")
+    winner = names[best_on_validation(scores)]
+    rest = [i for i, n in enumerate(names) if n != winner]
+    runner_up = names[rest[best_on_validation([scores[i] for i in rest])]] if rest else None
+    own = run.cfg.method if run.cfg.method in results else None
+    labels = run.problem.data.val_labels
+    correct = {
+        n: _val_correct(run, n, seeds, protocol) for n in {winner, runner_up, own} if n is not None
+    }
+    against: dict[str, dict[str, Any]] = {}
+    said = []
+    for role, other in (("own", own), ("runner_up", runner_up)):  # against ours first
+        if other is None or other == winner or (role == "runner_up" and other == own):
+            continue
+        paired = paired_bootstrap(correct[winner], correct[other], labels)
+        against[role] = {"method": other} | dataclasses.asdict(paired)
+        said.append(f"{_ROLES[role]} {other} {paired.text()}")
+    told_apart = "own" not in against or against["own"]["p_better"] >= SURE
+    chosen = winner if told_apart else (own or winner)
+    split = f"validation ({len(labels):,} images, seeds {seeds})"
+    vs = "; ".join(said)
+    if not told_apart:
+        line = (
+            f"{split} cannot tell {winner} from the run's own {own} ({vs}): kept {own}, as "
+            f"the rule says ({RULE})"
+        )
+        why = (
+            f"the run's own method: validation could not tell it from the best there, {winner} "
+            f"(better in {against['own']['p_better']:.0%} of bootstrap resamples, under "
+            f"{SURE:.0%})"
+        )
+    else:
+        best = f"{winner}, the run's own method," if winner == own else winner
+        line = f"{split} chose {best} against " + (vs or "no other method")
+        why = (
+            f"the best mean class-mean accuracy on the validation split over seeds {seeds} "
+            f"among {len(names)} methods (ties broken by the lower NLL)"
+        )
+    validation = {
+        "images": len(labels),
+        "seeds": seeds,
+        "winner": winner,
+        "own": own,
+        "against": against,
+        "told_apart": told_apart,
+        "rule": RULE,
+        "line": line,
+    }
+    return chosen, why, validation
 
 
 def _history(run: FinishedRun, stored: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
@@ -181,14 +326,11 @@ def _write(
     protocol: str,
     seed: int,
     why: str,
+    validation: dict[str, Any] | None,
     notes: list[str],
 ) -> Kept:
     problem = run.problem
-    method = get_method(saved["method"])
-    head = make_head(method, problem.init.in_features, problem.k, problem.init)
-    head.load_state_dict(saved["head"])
-    head.eval()
-    tau = float(saved["tau"])
+    method, head, tau = _head(run, saved)
     logits = problem.logits(method, head, "test", tau)
     analysis = problem.evaluate(logits)
     if analysis.accuracy != stored["test"]["all"]:
@@ -209,6 +351,8 @@ def _write(
         "val_balanced_accuracy": stored["val_balanced_accuracy"],
         "val_nll": stored["val_nll"],
     }
+    if validation is not None:
+        record["validation"] = validation
     report = dict(run.report)
     report |= {
         "method": dataclasses.asdict(method),

@@ -1,6 +1,8 @@
 """Temperature scaling: one scalar T fitted on the validation split by NLL, so that
 ``softmax(z / T)`` are probabilities one can act on (Guo et al., "On Calibration of Modern
-Neural Networks", 2017). The order of the classes, and so every accuracy, is unchanged.
+Neural Networks", 2017). The order of the classes, and so every accuracy, is unchanged. The NLL
+is class-balanced, and a T that does not help held-out folds of the split is not used
+(:func:`calibrate`; docs/calibration-and-keep.md has the measurements).
 
 LORT needs it more than most: it trains against ``(1 - delta) onehot + delta / K``, so with
 delta 0.98 and K = 100 the target's own top probability is 0.0298 and a well-trained head's
@@ -17,49 +19,65 @@ from typing import Any
 
 import numpy as np
 
-from lort.analysis import analyze
+from lort.analysis import ECE_BINS, analyze, shot_groups
 from lort.errors import InputError
 
 # The search keeps 1 / T inside these bounds: a separable validation split drives the NLL's
 # minimum towards T = 0, a constant head towards T = infinity.
 BETA_RANGE = (1e-3, 1e3)
 NEWTON_STEPS = 100
+# The held-out check of a fitted temperature: stratified folds of the validation split.
+FOLDS = 5
 
 
-def _nll_and_derivatives(z: np.ndarray, y: np.ndarray, beta: float) -> tuple[float, float, float]:
-    """NLL of softmax(beta z) and its first two derivatives in beta (convex: the second is the
-    mean variance of z under the softmax)."""
+def _nll_and_derivatives(
+    z: np.ndarray, y: np.ndarray, w: np.ndarray, beta: float
+) -> tuple[float, float, float]:
+    """NLL of softmax(beta z), rows weighted by ``w`` (summing to 1), and its first two
+    derivatives in beta (convex: the second is the weighted variance of z under the softmax)."""
     s = beta * z
     s = s - s.max(axis=1, keepdims=True)
     p = np.exp(s)
     total = p.sum(axis=1, keepdims=True)
     p /= total
     zy = z[np.arange(len(y)), y]
-    nll = float(np.mean(np.log(total[:, 0]) - s[np.arange(len(y)), y]))
+    nll = float(w @ (np.log(total[:, 0]) - s[np.arange(len(y)), y]))
     mean_z = (p * z).sum(axis=1)
-    grad = float(np.mean(mean_z - zy))
-    hess = float(np.mean((p * z * z).sum(axis=1) - mean_z**2))
+    grad = float(w @ (mean_z - zy))
+    hess = float(w @ ((p * z * z).sum(axis=1) - mean_z**2))
     return nll, grad, hess
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The T > 0 minimising the NLL of ``softmax(logits / T)`` on (``logits``, ``labels``):
-    Newton's method on beta = 1 / T (the NLL is convex in beta), a halved step whenever a step
-    does not lower it, beta kept in :data:`BETA_RANGE`."""
+def class_balanced(labels: np.ndarray) -> np.ndarray:
+    """Row weights that give every class present the same total weight (summing to 1)."""
+    y = np.asarray(labels, dtype=np.int64)
+    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    return 1.0 / (counts[inverse] * len(counts))
+
+
+def fit_temperature(
+    logits: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None
+) -> float:
+    """The T > 0 minimising the NLL of ``softmax(logits / T)`` on (``logits``, ``labels``),
+    its rows weighted by ``weights`` (equal when None): Newton's method on beta = 1 / T (the
+    NLL is convex in beta), a halved step whenever a step does not lower it, beta kept in
+    :data:`BETA_RANGE`."""
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
     if z.ndim != 2 or len(z) == 0 or y.shape != (len(z),):
         raise InputError(f"calibration needs N x K logits and N labels, got {z.shape}, {y.shape}")
     if not np.isfinite(z).all():
         raise InputError("calibration needs finite logits")
+    w = np.full(len(y), 1.0 / len(y)) if weights is None else np.asarray(weights, np.float64)
+    w = w / w.sum()
     lo, hi = BETA_RANGE
     beta = 1.0
-    nll, grad, hess = _nll_and_derivatives(z, y, beta)
+    nll, grad, hess = _nll_and_derivatives(z, y, w, beta)
     for _ in range(NEWTON_STEPS):
         step = -grad / hess if hess > 0 else -math.copysign(beta, grad)
         while True:
             trial = min(max(beta + step, lo), hi)
-            t_nll, t_grad, t_hess = _nll_and_derivatives(z, y, trial)
+            t_nll, t_grad, t_hess = _nll_and_derivatives(z, y, w, trial)
             if t_nll <= nll or abs(step) < 1e-12:
                 break
             step /= 2
@@ -70,45 +88,135 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return 1.0 / beta
 
 
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def classwise_ece(logits: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Class-wise ECE (Kull et al., 2019): for each class k, the gap between the probability of
+    k and how often k is the label, over all rows in equal-width bins (b/bins, (b+1)/bins] of
+    that probability; the mean over the classes. The top-1 ECE looks only at the predicted
+    class, so a tail class that is never predicted hides there."""
+    p = _softmax(logits)
+    y = np.asarray(labels)
+    total = 0.0
+    for k in range(p.shape[1]):
+        b = np.clip(np.ceil(p[:, k] * bins).astype(np.int64) - 1, 0, bins - 1)
+        conf = np.bincount(b, weights=p[:, k], minlength=bins)
+        hits = np.bincount(b, weights=(y == k).astype(np.float64), minlength=bins)
+        total += float(np.abs(conf - hits).sum()) / len(y)
+    return total / p.shape[1]
+
+
 def _scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     a = analyze(logits, labels, hessian="none")
-    return {"nll": a.nll, "ece": a.ece, "mean_top_probability": _mean_top(logits)}
+    return {
+        "nll": a.nll,
+        "ece": a.ece,
+        "mean_top_probability": float(_softmax(logits).max(axis=1).mean()),
+    }
 
 
-def _mean_top(logits: np.ndarray) -> float:
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    return float(np.mean(1.0 / np.exp(z).sum(axis=1)))
+def scores(
+    logits: np.ndarray, labels: np.ndarray, counts: np.ndarray | None = None
+) -> dict[str, Any]:
+    """NLL, top-1 ECE, mean top probability and class-wise ECE of ``softmax(logits)``, and with
+    the training ``counts`` the first three on the rows of each many / medium / few group
+    (None for a group without rows)."""
+    out: dict[str, Any] = _scores(logits, labels) | {"classwise_ece": classwise_ece(logits, labels)}
+    if counts is not None:
+        out["groups"] = {}
+        for name, classes in shot_groups(counts).items():
+            rows = np.isin(labels, classes)
+            out["groups"][name] = _scores(logits[rows], labels[rows]) if rows.any() else None
+    return out
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """A classifier's temperature (None: the run has no validation split to fit it on) and
-    its NLL, ECE and mean top probability on each split before and after."""
+    """A classifier's temperature (None: the run has no validation split to fit it on; 1: the
+    fitted one failed the held-out check) and its :func:`scores` on each split before and
+    after."""
 
     temperature: float | None
     fitted_on: str
-    splits: dict[str, dict[str, dict[str, float]]]  # split -> before / after -> scores
+    splits: dict[str, dict[str, dict[str, Any]]]  # split -> before / after -> scores
+    check: dict[str, float] | None = None  # the held-out check of the fitted temperature
 
     def to_dict(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "fitted_on": self.fitted_on, **self.splits}
+        out = {"temperature": self.temperature, "fitted_on": self.fitted_on, **self.splits}
+        return out | ({} if self.check is None else {"check": self.check})
+
+
+def folds(labels: np.ndarray, k: int = FOLDS) -> np.ndarray:
+    """A fold in 0..k-1 for each row, stratified: each class's rows, in a seeded random order,
+    dealt round the folds from a seeded random first fold."""
+    y = np.asarray(labels)
+    rng = np.random.default_rng(0)
+    fold = np.zeros(len(y), dtype=np.int64)
+    for c in np.unique(y):
+        rows = np.flatnonzero(y == c)
+        rng.shuffle(rows)
+        fold[rows] = (np.arange(len(rows)) + rng.integers(k)) % k
+    return fold
+
+
+def _balanced_nll(z: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+    return _nll_and_derivatives(z, y, w, 1.0)[0]
+
+
+def held_out_nll(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """The class-balanced NLL of the validation split's rows, each scaled by the temperature
+    fitted on the other folds (:func:`folds`), and at T = 1: whether fitting a temperature on
+    a split this size helps rows it was not fitted on."""
+    z, y = np.asarray(logits, dtype=np.float64), np.asarray(labels)
+    w = class_balanced(y)
+    fold = folds(y)
+    scaled = z.copy()
+    for k in range(FOLDS):
+        rest = fold != k
+        if rest.all() or not rest.any():
+            continue
+        scaled[~rest] /= fit_temperature(z[rest], y[rest], class_balanced(y[rest]))
+    return _balanced_nll(scaled, y, w), _balanced_nll(z, y, w)
 
 
 def calibrate(
-    val: tuple[np.ndarray, np.ndarray] | None, test: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray] | None,
+    test: tuple[np.ndarray, np.ndarray],
+    counts: np.ndarray | None = None,
 ) -> Calibration:
-    """T fitted on ``val`` (logits, labels) and the scores of both splits at T and at 1; with
-    no validation split, T stays unset and only the test split's raw scores are given."""
+    """The temperature of ``val`` (logits, labels) and the :func:`scores` of both splits at T
+    and at 1 (per many / medium / few group of the training ``counts`` when given). T minimises
+    the class-balanced NLL on validation (every class weighs the same, as in the class-mean
+    accuracy every choice is made on and the balanced test sets), and is kept only where
+    :func:`held_out_nll` says it lowers that NLL on rows it was not fitted on; otherwise T = 1
+    (a small split's temperature made calibration worse). With no validation split, T stays
+    unset and only the test split's raw scores are given."""
     if val is None:
         return Calibration(
             None,
             "not calibrated: the run has no validation split to fit a temperature on "
             "(its probabilities are the raw softmax)",
-            {"test": {"before": _scores(*test)}},
+            {"test": {"before": scores(*test, counts)}},
         )
-    t = fit_temperature(*val)
+    z, y = val
+    fitted = fit_temperature(z, y, class_balanced(y))
+    held_out, raw = held_out_nll(z, y)
+    check = f"{FOLDS}-fold held-out NLL {raw:.4g} at T = 1, {held_out:.4g} fitted"
+    t = fitted if held_out < raw else 1.0
+    how = f"validation split ({len(y):,} images), by class-balanced NLL"
+    if t == 1.0:
+        how += f"; T = 1 kept (the fitted {fitted:.3g} did not help held-out rows: {check})"
     splits = {
-        name: {"before": _scores(z, y), "after": _scores(z / t, y)}
-        for name, (z, y) in (("val", val), ("test", test))
+        name: {"before": scores(a, b, counts), "after": scores(a / t, b, counts)}
+        for name, (a, b) in (("val", val), ("test", test))
     }
-    return Calibration(t, f"validation split ({len(val[1]):,} images), by NLL", splits)
+    return Calibration(
+        t,
+        how,
+        splits,
+        {"fitted": fitted, "held_out_nll": held_out, "held_out_nll_at_1": raw, "folds": FOLDS},
+    )

@@ -248,7 +248,7 @@ class Stage2:
         val = None
         if self.has_val:
             val = (self.logits(method, head, "val", tau), self.data.val_labels)
-        return calibrate(val, (test_logits, self.data.test_labels))
+        return calibrate(val, (test_logits, self.data.test_labels), self.counts)
 
     def val_score(
         self, method: Method, head: nn.Module, tau: float | None = None, split: Split = "val"
