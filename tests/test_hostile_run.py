@@ -359,3 +359,68 @@ def test_the_best_seed_is_shown_with_its_own_settings() -> None:
     line = next(x for x in console.export_text().splitlines() if x.startswith("│ ce"))
     assert "lr 0.0625" in line and "wd 0.125" in line and "17" in line, line
     assert "lr 0.5" not in line and " 3 " not in line, line
+
+
+# --------------------------------------------------------------------------------------
+# 7. A reader never takes half of a write; a run missing its record or its options is no run.
+
+
+def test_a_run_written_while_predict_reads_it_is_refused(
+    finished: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`lort keep` switching heads between predict's reads of stage2.pt and report.json: the
+    head of one stage 2 beside another's report, silently, before."""
+    from lort.errors import DamagedFileError
+    from lort.run import trained
+    from lort.run.folder import RunFolder
+
+    run = copy(finished, tmp_path / "run")
+    real = RunFolder.load_npy
+
+    def keep_writes_meanwhile(self: RunFolder, name: str, *args: bool) -> np.ndarray:
+        out = real(self, name, *args)
+        report = json.loads((run / "report.json").read_text())
+        RunFolder(run).write_json("report.json", report | {"notes": ["kept another head"]})
+        return out
+
+    monkeypatch.setattr(RunFolder, "load_npy", keep_writes_meanwhile)
+    with pytest.raises(DamagedFileError, match="while this one read it"):
+        trained.open_trained(run)
+    monkeypatch.setattr(RunFolder, "load_npy", real)
+    assert trained.open_trained(run).num_classes == 10  # whole again once written
+
+
+def test_resume_without_config_yaml_refuses_rather_than_change_the_method(
+    finished: Path, tmp_path: Path
+) -> None:
+    run = copy(finished, tmp_path / "run")
+    (run / "config.yaml").unlink()
+    before = (run / "stage2.pt").read_bytes()
+    one_line_error(run_cli("fit", "--resume", "--out", run, *SMALL), "config.yaml is missing")
+    assert (run / "stage2.pt").read_bytes() == before
+
+
+def test_a_run_file_without_state_json_gives_no_numbers(finished: Path, tmp_path: Path) -> None:
+    run = copy(finished, tmp_path / "run")
+    (run / STATE).unlink()
+    logits = np.load(run / "logits.npy")
+    np.save(run / "logits.npy", logits[:, ::-1].copy())  # damaged: no record says so now
+    result = run_cli("analyze", run / "logits.npy", "--labels", run / "labels.npy")
+    one_line_error(result, "not a lort run", STATE)
+
+
+def test_a_file_lort_cannot_read_never_advises_overwrite(
+    finished: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--overwrite would delete a healthy run whose file is merely unreadable to this user."""
+    from lort import files
+    from lort.errors import DamagedFileError
+    from lort.run.folder import RunFolder
+
+    def denied(path: object, **_: object) -> files.Written:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(files, "digest", denied)
+    with pytest.raises(DamagedFileError, match="Permission denied") as caught:
+        RunFolder(finished).verify("manifest.json")
+    assert "--overwrite" not in str(caught.value)

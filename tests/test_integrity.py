@@ -177,22 +177,26 @@ import os, sys
 from pathlib import Path
 import lort.files
 from lort.cli import main
-name, nth = sys.argv[1], int(sys.argv[2])
+name, nth, before = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "before"
 real, seen = os.replace, []
 def replace(src, dst):
-    real(src, dst)
+    if not before:
+        real(src, dst)
     if Path(dst).name == name:
         seen.append(dst)
         if len(seen) == nth:
             os._exit(137)  # SIGKILL: no cleanup runs
+    if before:
+        real(src, dst)
 lort.files.os.replace = replace
-main(sys.argv[3:])
+main(sys.argv[4:])
 """
 
 
-def killed_after_rename(name: str, nth: int, *args: str | Path) -> None:
-    """``lort ARGS`` in a process killed just after the ``nth`` rename onto ``name``."""
-    cmd = [sys.executable, "-c", KILL_AT, name, str(nth), *map(str, args)]
+def killed_at_rename(name: str, nth: int, when: str, *args: str | Path) -> None:
+    """``lort ARGS`` in a process killed just ``when`` ("before", "after") the ``nth`` rename
+    onto ``name``."""
+    cmd = [sys.executable, "-c", KILL_AT, name, str(nth), when, *map(str, args)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 137, done.stderr
@@ -201,13 +205,25 @@ def killed_after_rename(name: str, nth: int, *args: str | Path) -> None:
 def test_a_kill_between_the_rename_and_the_record_keeps_the_checkpoint(tmp_path: Path) -> None:
     run = tmp_path / "run"
     # killed after stage 1's second checkpoint (epoch 2) is renamed, before it is recorded
-    killed_after_rename("stage1.ckpt", 2, "fit", "--out", run, *SMALL, "--threads", "1")
+    killed_at_rename("stage1.ckpt", 2, "after", "fit", "--out", run, *SMALL, "--threads", "1")
     recorded = state(run)["files"]["stage1.ckpt"]
     assert files.digest(run / "stage1.ckpt").sha256 != recorded["sha256"]  # the epoch-1 one
     result = ok("fit", "--resume", "--out", run)
     assert "took over the lock" in result.stdout + result.stderr
     assert state(run)["done"] == ["stage1", "features"]
     assert files.digest(run / "stage1.ckpt").sha256 == state(run)["files"]["stage1.ckpt"]["sha256"]
+
+
+def test_a_kill_between_the_manifests_record_and_its_rename_can_be_resumed(
+    tmp_path: Path,
+) -> None:
+    """The pending record of a manifest that never reached its name: refused for ever before."""
+    run = tmp_path / "run"
+    killed_at_rename("manifest.json", 1, "before", "fit", "--out", run, *SMALL, "--threads", "1")
+    assert not (run / "manifest.json").exists()
+    assert "pending" in state(run)["files"]["manifest.json"]
+    ok("fit", "--resume", "--out", run, *SMALL)
+    assert state(run)["files"]["manifest.json"]["size"] > 0
 
 
 # --------------------------------------------------------------------------------------
