@@ -133,6 +133,13 @@ def test_pipes_and_devices_given_by_path_are_named_as_such(
     one_line(lort(*args, "--dry-run", timeout=60), "train_features.npy", word)
 
 
+def test_a_fifo_config_file_does_not_hang_fit(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    os.mkfifo(config)
+    done = lort("fit", "--config", config, "--out", tmp_path / "r", "--dry-run", timeout=60)
+    one_line(done, "config file", "named pipe")
+
+
 # --------------------------------------------------------------------------------------
 # 3. JSON lort reads: bounded in depth and size, of the shape lort writes (a depth bomb was a
 #    RecursionError, a list where a mapping belongs an AttributeError).

@@ -15,7 +15,8 @@ import yaml
 
 from lort.data.build import ships_val, takes_leftover
 from lort.errors import InputError, OptionError
-from lort.limits import MAX_GRID, MAX_TAU
+from lort.files import NotRegularFile, read_bytes
+from lort.limits import MAX_GRID, MAX_JSON_BYTES, MAX_TAU
 from lort.methods import check_delta, get_method
 from lort.models import check_arch
 from lort.optim import LDAM_DRW_OPTIM, StageConfig
@@ -187,15 +188,17 @@ def recorded_val_split(val_split: Any, val_fraction: float) -> Any:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(read_bytes(p, MAX_JSON_BYTES).decode())
     except FileNotFoundError:
         raise InputError(f"config file {p} does not exist") from None
+    except NotRegularFile as e:  # a FIFO would hang the read
+        raise InputError(f"config file: {e}") from None
     except yaml.YAMLError as e:
         problem = getattr(e, "problem", None) or type(e).__name__
         mark = getattr(e, "problem_mark", None)
         where = "" if mark is None else f" at line {mark.line + 1}, column {mark.column + 1}"
         raise InputError(f"config file {p} is not valid YAML ({problem}{where})") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except (OSError, ValueError) as e:  # unreadable, too large, or not UTF-8
         raise InputError(f"cannot read config file {p}: {e}") from None
     if data is None:
         return {}

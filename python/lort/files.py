@@ -127,7 +127,7 @@ def read_bytes(path: PathLike, limit: int, *, follow: bool = True) -> bytes:
     with open_regular(path, follow=follow) as f:
         data = f.read(limit + 1)
     if len(data) > limit:
-        raise ValueError(f"larger than {limit:,} bytes, more than lort ever writes there")
+        raise ValueError(f"larger than {limit:,} bytes, more than lort reads of such a file")
     return data
 
 
