@@ -314,5 +314,7 @@ def test_the_full_search_stays_available_and_old_tables_are_kept_from(
     # A table that names no search was made by the full one: its points are kept from.
     assert "search" not in json.loads((copy / "compare-lort_ce.json").read_text())
     assert "lort" in flat(ok("keep", copy, "--methods", "lort,ce", "--method", "lort").stdout)
+    authors = ok("compare", copy, "--methods", "lort,ce", "--protocol", "authors")
+    assert "full search:" in flat(authors.stdout) and "halving" not in flat(authors.stdout)
     result = run_cli("compare", copy, "--methods", "ce", "--search", "some")
     assert result.exit_code == 2 and "--search" in result.stderr
