@@ -213,11 +213,13 @@ impl LanczosOptions {
     /// worker, and the Rayleigh quotient's eigen-decomposition.
     pub fn memory_bytes(&self, k: usize, threads: usize) -> u64 {
         let (k, m) = (k as u64, self.max_basis.min(k.saturating_sub(1)) as u64);
-        let vectors = (2 * m)
-            .saturating_add((threads as u64 + 2).saturating_mul(self.block as u64))
+        let workers = (threads as u64).saturating_add(2);
+        let vectors = m
+            .saturating_mul(2)
+            .saturating_add(workers.saturating_mul(self.block as u64))
             .saturating_mul(k);
         vectors
-            .saturating_add(3 * m.saturating_mul(m))
+            .saturating_add(m.saturating_mul(m).saturating_mul(3))
             .saturating_mul(8)
     }
 }

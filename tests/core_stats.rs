@@ -224,3 +224,28 @@ fn f32_input_agrees_with_f64_input() {
     assert_eq!(a.per_class.accuracy, b.per_class.accuracy);
     assert!(close(a.overall.nll, b.overall.nll, 1e-6));
 }
+
+#[test]
+fn nll_keeps_the_log_of_tied_maxima_next_to_huge_logits() {
+    let ln = |c: f64| c.ln();
+    for (z, y, k, want) in [
+        (vec![1e20, 1e20], 0, 2, ln(2.0)),
+        (vec![-1e300, 1e300, 1e300, 1e300], 3, 4, ln(3.0)),
+        (
+            vec![1e15 + 1.0, 1e15, 1e15 + 1.0],
+            1,
+            3,
+            1.0 + ln(2.0 + (-1f64).exp()),
+        ),
+    ] {
+        let s = run(&z, &[y], k, Options::default(), 1);
+        let nll = s.finalize(None).unwrap().overall.nll;
+        assert!((nll - want).abs() <= 4e-15 * want, "{z:?}: {nll} != {want}");
+    }
+    let rows = [1e38f32, 1e38, -1e38, 1e38];
+    let mut s = LogitStats::new(4, Options::default()).unwrap();
+    s.update(Rows::F32(&rows), &Labels::I64(&[1]), &Control::new(1))
+        .unwrap();
+    let nll = s.finalize(None).unwrap().overall.nll;
+    assert!((nll - ln(3.0)).abs() <= 1e-7, "{nll}");
+}
