@@ -431,3 +431,12 @@ def test_a_file_lort_cannot_read_never_advises_overwrite(
     with pytest.raises(DamagedFileError, match="Permission denied") as caught:
         RunFolder(finished).verify("manifest.json")
     assert "--overwrite" not in str(caught.value)
+
+
+def test_a_name_outside_the_run_is_never_read(finished: Path) -> None:
+    """A compare table names its points' files: a name leading out of the run is refused."""
+    from lort.run.folder import RunFolder
+
+    for name in ("../run/report.json", str(finished / "report.json")):
+        with pytest.raises(InputError, match="no file of a run folder"):
+            RunFolder(finished).read_json(name)

@@ -60,6 +60,10 @@ _NOT_KEPT = {
     "paper": " (the paper protocol runs Table 1's formulas as a study, not the methods lort ships)",
 }
 
+# What keep reads of a compare table (compare.json, compare-*.json): the seeds, and the file
+# of each method's point per seed.
+TABLE_SHAPE = {"seeds": [int], "points": {"*": [str]}, "?search": (str, type(None))}
+
 
 @dataclass
 class Kept:
@@ -146,7 +150,7 @@ def compared_results(
             + ("" if protocol == "tuned" else f" --protocol {protocol}")
             + "` first"
         )
-    table = run.folder.read_json(table_name)
+    table = run.folder.read_json(table_name, TABLE_SHAPE)
     results: dict[str, list[dict[str, Any]]] = {}
     seeds = list(table["seeds"])
     for name, point_names in table["points"].items():

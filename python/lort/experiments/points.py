@@ -41,6 +41,9 @@ from lort.stage2.select import ValScore
 # (a point without them was made by the full search)
 POINT_VERSION = 7
 
+# A stored point as :func:`stored_or_measured` writes it.
+POINT_SHAPE = {"fingerprint": dict, "result": dict}
+
 # The stopping protocols as users name them (``lort compare --epoch``).
 STOP_NAME = {"last": "last", "val": "val", "test": "test-selected"}
 
@@ -305,7 +308,7 @@ def stored_result(run: FinishedRun, name: str, fp: dict[str, Any]) -> dict[str, 
     if not run.folder.path(name).is_file():
         return None
     try:
-        stored = run.folder.read_json(name)
+        stored = run.folder.read_json(name, POINT_SHAPE)
     except DamagedFileError:  # measured again
         return None
     if isinstance(stored, dict) and stored.get("fingerprint") == fp and "result" in stored:

@@ -152,27 +152,28 @@ STATE_SHAPE = {
     "?info": {"*": dict},
     "?writing": str,
 }
+_NONE = type(None)
 MANIFEST_SHAPE = {
     "?num_classes": int,
     "?class_names": [str],
     "?train_counts": [int],
     "?test_total": int,
-    "?kept_sha256": str,
-    "?val_sha256": str,
-    "?labels_sha256": str,
+    "?kept_sha256": (str, _NONE),
+    "?val_sha256": (str, _NONE),  # None: no validation split
+    "?labels_sha256": (str, _NONE),
 }
 # report.json as its readers use it (the rest is shown as it is).
 REPORT_SHAPE = {
     "method": {"name": str},
     "?config": dict,
-    "?smooth": (dict, type(None)),
-    "?hyper": (dict, type(None)),
-    "?stage2_epoch": (dict, type(None)),
-    "?baselines": {"*": dict},
+    "?smooth": (dict, _NONE),
+    "?hyper": (dict, _NONE),
+    "?stage2_epoch": (dict, _NONE),
+    "?baselines": dict,
     "?results": dict,
-    "?calibration": (dict, type(None)),
-    "?timings": {"*": float},
-    "?input": (dict, type(None)),
+    "?calibration": (dict, _NONE),
+    "?timings": dict,
+    "?input": (dict, _NONE),
     "?flip_tta": bool,
     "?notes": [str],
     "?files": [str],
@@ -385,6 +386,8 @@ class RunFolder:
     def inside(self, name: str) -> Path:
         """The path lort writes ``name`` to, once no folder between the run and it is a
         symbolic link (lort makes none: a write through one would land outside the run)."""
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise InputError(f"{name!r} is no file of a run folder; lort reads none outside it")
         p = self.path(name)
         for below in reversed(Path(name).parents[:-1]):  # the run folder itself is the user's
             folder = self.root / below
