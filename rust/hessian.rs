@@ -17,8 +17,10 @@ use faer::linalg::matmul::triangular::{matmul, BlockStructure};
 use faer::{Accum, MatMut, MatRef};
 
 use crate::curvature::{exact_spectrum, Curvature};
+use crate::memory::zeros;
 use crate::pool::{parallelism, pool};
 use crate::stats::HessianState;
+use crate::Result;
 
 /// The Hessian verdict reported by `finalize`.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,13 +68,19 @@ pub fn gram_update(gram: &mut [f64], k: usize, probs: &[f64], threads: usize) {
 }
 
 /// The verdict for an accumulated state over `rows` rows; `None` when the mode
-/// is off or no row was seen. Exact mode's eigen-analysis runs on `threads`.
-pub fn check(state: &HessianState, k: usize, rows: u64, threads: usize) -> Option<HessianCheck> {
+/// is off or no row was seen. Exact mode's eigen-analysis runs on `threads`;
+/// the error is a refused allocation of its K x K copy.
+pub fn check(
+    state: &HessianState,
+    k: usize,
+    rows: u64,
+    threads: usize,
+) -> Result<Option<HessianCheck>> {
     if rows == 0 {
-        return None;
+        return Ok(None);
     }
     let n = rows as f64;
-    match state {
+    Ok(match state {
         HessianState::None => None,
         HessianState::Bound { gershgorin, psum } => {
             let lambda_min = gershgorin.iter().fold(f64::INFINITY, |m, &g| m.min(g / n));
@@ -92,17 +100,17 @@ pub fn check(state: &HessianState, k: usize, rows: u64, threads: usize) -> Optio
             let tolerance = tolerance(k, scale);
             if k < 2 {
                 // H = s (1 - s) = 0 for one class: no subspace orthogonal to 1.
-                return Some(HessianCheck {
+                return Ok(Some(HessianCheck {
                     mode: "exact",
                     lambda_min: dsum[0] / n,
                     scale,
                     tolerance,
                     psd: dsum[0] / n >= -tolerance,
                     curvature: None,
-                });
+                }));
             }
             // H = (diag(dsum) - offdiag(gram)) / n, both triangles filled.
-            let mut h = vec![0.0; k * k];
+            let mut h = zeros(k * k, "the K x K matrix of hessian='exact'")?;
             for j in 0..k {
                 h[j * k + j] = dsum[j] / n;
                 for i in j + 1..k {
@@ -124,5 +132,5 @@ pub fn check(state: &HessianState, k: usize, rows: u64, threads: usize) -> Optio
                 curvature: Some(spectrum.curvature),
             })
         }
-    }
+    })
 }

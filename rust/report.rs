@@ -187,7 +187,7 @@ impl LogitStats {
             per_class,
             overall,
             groups,
-            hessian: check(&self.hessian, k, self.rows, threads),
+            hessian: check(&self.hessian, k, self.rows, threads)?,
             ece_bins: self.ece.to_vec(),
         })
     }
