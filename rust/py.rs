@@ -11,9 +11,8 @@ use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use crate::memory::MAX_CLASSES;
-
 use crate::curvature::{lanczos, Curvature, LanczosOptions, SoftmaxOperator};
+use crate::memory::MAX_CLASSES;
 use crate::npy::NpyFile;
 use crate::options::{HessianMode, NanPolicy, Options};
 use crate::report::Report;
