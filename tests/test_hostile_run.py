@@ -250,6 +250,27 @@ def test_a_label_beyond_the_training_rows_is_one_line(tmp_path: Path) -> None:
     one_line_error(dry_fit(data, tmp_path / "r"), "train_labels.npy", "only 4 rows")
 
 
+def test_a_header_claiming_billions_of_rows_costs_no_memory(tmp_path: Path) -> None:
+    """2^31 + 1 labels on a sparse file: read whole (16 GiB of int64) before the row count
+    was checked, or numpy's ArrayMemoryError. Mapped now (a shared file mapping, outside the
+    4 GiB data limit the command runs under), and refused by its count."""
+    import resource
+
+    logits, labels = tmp_path / "logits.npy", tmp_path / "labels.npy"
+    np.save(logits, np.zeros((3, 2), np.float32))
+    np.lib.format.open_memmap(labels, mode="w+", dtype=np.int64, shape=(2**31 + 1,)).flush()
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_DATA, (4 << 30, 4 << 30))
+
+    cmd = [sys.executable, "-m", "lort", "analyze", str(logits), "--labels", str(labels)]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=120, env=env, preexec_fn=limited
+    )
+    one_line(done, "3 rows", "2147483649 labels")
+
+
 def test_a_planted_pickle_as_weights_is_one_line(tmp_path: Path) -> None:
     import torch
 

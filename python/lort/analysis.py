@@ -74,10 +74,11 @@ def coerce_labels(labels: npt.ArrayLike) -> np.ndarray:
 
 
 def load_array(path: PathLikeStr, what: str) -> np.ndarray:
-    """``np.load`` of a small .npy file (labels, counts) with lort's errors."""
+    """A .npy file of labels or counts, mapped (a header that claims billions of rows costs
+    no memory: the row count is checked against the logits' first), with lort's errors."""
     p = regular_file(path, what)
     try:
-        return load_npy(p)
+        return load_npy(p, mmap_mode="r")
     except FileNotFoundError:
         raise FileReadError(f"{what} file {p} does not exist") from None
     except NotRegularFile:
