@@ -345,7 +345,9 @@ def test_the_docs_onnxruntime_example_gives_predicts_probabilities(
     [
         (TransformSpec("large", 224, IMAGENET_MEAN, IMAGENET_STD), [(300, 260), (255, 401)]),
         (
-            TransformSpec("resized", 160, IMAGENET_MEAN, IMAGENET_STD, resize=171, interpolation="bicubic"),
+            TransformSpec(
+                "resized", 160, IMAGENET_MEAN, IMAGENET_STD, resize=171, interpolation="bicubic"
+            ),
             [(171, 171), (640, 333), (201, 500)],
         ),
     ],
