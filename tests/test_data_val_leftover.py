@@ -47,7 +47,9 @@ def balanced(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def rows(data: LTData, split: str) -> np.ndarray:
     """The positions (column 0) of a split's feature rows, or the paths of its images."""
     images = data.sources[split]
-    return images.paths if isinstance(images, ImageFiles) else images[:, 0].astype(np.int64)
+    if isinstance(images, ImageFiles):
+        return images.paths
+    return images.block(0, len(images))[:, 0].astype(np.int64)
 
 
 def build(root: Path, **options: Any) -> LTData:

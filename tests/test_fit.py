@@ -144,7 +144,10 @@ def test_bare_defaults_end_to_end(tmp_path: Path, one_thread: int) -> None:
     assert results["overall"]["accuracy"] > 0.5
     assert set(results["groups"]) == {"many", "medium", "few"}
     timings = report["timings"]
-    assert set(timings) == {"stage1_s", "stage1_images_per_s", "features_s", "stage2_s", "eval_s"}
+    assert set(timings) == {
+        *("stage1_s", "stage1_images_per_s", "features_s", "stage2_s", "eval_s"),
+        *("baselines_s", "calibration_s"),
+    }
     assert timings["stage1_images_per_s"] > 0
     assert report["runtime"]["torch"] == torch.__version__
     assert report["runtime"]["world_size"] == 1

@@ -210,7 +210,8 @@ def test_the_table_says_what_it_is(run: Path, paper: Any) -> None:
     assert "the paper's protocol" in out and "TEST-SELECTED" not in out
     assert "g = W f(x) - 1{i=y} C / n_i^(1/4)" in out  # each row's formula
     assert "no paper numbers are shown" in out  # digits is not the paper's dataset
-    assert "temperature fitted on validation, NLL and ECE before -> after" in out
+    assert "temperature fitted on validation" in out
+    assert "NLL, ECE and class-wise ECE before -> after" in out
     data = json.loads((run / "compare-paper.json").read_text())
     assert data["protocol"] == "paper" and "Appendix B" in data["definitions"]["protocol"]
     assert all(r["paper"] is None and r["formula"] for r in data["rows"])
@@ -220,7 +221,7 @@ def test_paper_test_selected_reports_the_best_seed_chosen_on_test(run: Path, pap
     result = ok("compare", run, "--protocol", "paper-test-selected", "--seeds", "2")
     out = flat(result.stdout)
     assert "TEST-SELECTED" in out and "not which method is better" in out
-    assert "All..Few: the best seed" in out
+    assert "All..Few, delta, epoch and settings: the best seed's" in out
     data = json.loads((run / "compare-paper-test-selected.json").read_text())
     assert "not a fair comparison" in data["definitions"]["protocol"]
     for row in data["rows"]:

@@ -18,6 +18,7 @@ from lort.data.ltdata import LTData
 from lort.data.transforms import TransformSpec
 from lort.errors import DamagedFileError, FileReadError, InputError
 from lort.methods import Method
+from lort.run.feature_cache import open_cache
 from lort.run.folder import (
     FROZEN,
     RETRAIN_NEEDS,
@@ -30,7 +31,7 @@ from lort.run.folder import (
     require_finished,
     split_changed,
 )
-from lort.stage1.features import FeatureCache, open_cache
+from lort.stage1.features import FeatureCache
 from lort.stage1.losses import stage1_init
 from lort.stage2.problem import Stage2, load_data
 

@@ -27,6 +27,7 @@ from lort.errors import DamagedFileError, InputError, LortError
 from lort.methods import Method, get_method, rho
 from lort.models import Classifier, build_model, classifier_head, load_backbone_weights
 from lort.options import AUTO_METHOD
+from lort.run.feature_cache import open_cache, save_extracted, save_given
 from lort.run.folder import (
     CONFIG,
     HISTORY,
@@ -44,7 +45,7 @@ from lort.run.folder import (
     resume_values,
 )
 from lort.runtime import Progress
-from lort.stage1.features import FeatureCache, build_cache, open_cache, save_extracted, save_given
+from lort.stage1.features import FeatureCache, build_cache
 from lort.stage1.loop import Stage1State, train_stage1
 from lort.stage1.losses import checkpoint_head, stage1_head, stage1_init
 from lort.stage2.grid import EpochScores
