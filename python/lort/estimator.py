@@ -41,7 +41,7 @@ from lort.data.feature_files import check_rows
 # The dtypes X is taken in without a copy; any other numeric dtype is converted to float32.
 _FLOATS = (np.float32, np.float64)
 # The options passed on to ``lort fit`` (None: its default).
-_OPTIONS = ("method", "smooth", "tau", "stage2_stop", "val_fraction", "seed")
+_OPTIONS: tuple[str, ...] = ("method", "smooth", "tau", "stage2_stop", "val_fraction", "seed")
 _OPTIONS += ("epochs1", "lr1", "wd1", "batch1", "epochs2", "lr2", "wd2", "batch2")
 
 
