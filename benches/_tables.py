@@ -1,4 +1,22 @@
-"""Plain-text and Markdown tables shared by the benchmark scripts."""
+"""Plain-text and Markdown tables, and the header naming a run, shared by the benchmark
+scripts."""
+
+import os
+import shlex
+import subprocess
+import sys
+
+
+def run_header(threads: int, torch_version: str) -> str:
+    """The command, the commit and the machine's load: what a quoted number needs beside it."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return (
+        f"command: python {shlex.join(sys.argv)}\n"
+        f"lort commit {commit}, torch {torch_version}, {threads} threads, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
 
 
 def fmt_table(rows: list[list[str]], header: list[str]) -> str:

@@ -52,9 +52,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -65,7 +63,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lort.stage2.grid as grid_module
 import lort.stage2.select as select_module
-from _tables import fmt_md, fmt_table
+from _tables import fmt_md, fmt_table, run_header
 from lort.experiments.protocols import SEARCHES, Chosen, Plan, plan, run_plan
 from lort.methods import TABLE1
 from lort.run.finished import FinishedRun, open_run
@@ -246,12 +244,7 @@ def main() -> None:
     ap.add_argument("--protocols", default="paper,tuned")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    print(f"command: python {shlex.join(sys.argv)}")
-    print(f"lort commit {commit}, torch {torch.__version__}, {args.threads} threads, "
-          f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print(run_header(args.threads, torch.__version__))
     if args.searches or args.replay:
         study = search_study if args.searches else replay_study
         study(args.runs, args.protocols.split(","))

@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _tables import fmt_md, fmt_table  # benches/ is on sys.path when run as a script
+from _tables import fmt_md, fmt_table, run_header  # benches/ is on sys.path when run as a script
 from stage2_grid import gemm_rate
 
 SEED = 20_261_207
@@ -279,12 +279,7 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     only = args.only.split(",")
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    print(f"command: python {shlex.join(sys.argv)}")
-    print(f"lort commit {commit}, torch {torch.__version__}, {args.threads} threads, "
-          f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print(run_header(args.threads, torch.__version__))
     results = {}
     for name in args.sizes.split(","):
         size = SIZES[name]

@@ -232,23 +232,38 @@ def atomic_write(
     called with them just before the rename. The temp file is opened like any new file (so it
     gets the umask's mode, unlike mkstemp's 0600) and removed if anything fails."""
     dest = Path(path)
-    tmp = temp_beside(dest)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
+    with _replacing(dest) as tmp:
         with open(tmp, "xb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        written = digest(tmp)  # read back: writers such as zipfile seek, so hash afterwards
-        if before_rename is not None:
-            before_rename(written)
-        os.replace(tmp, dest)
+        written = _rename(tmp, dest, before_rename)
+    return written
+
+
+@contextmanager
+def _replacing(dest: Path) -> Iterator[Path]:
+    """A temp file's path beside ``dest`` for the block to write and flush to disk; if the
+    block fails, the temp file is removed and a refused write is named (:func:`write_failure`)."""
+    tmp = temp_beside(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         failed = write_failure(dest, exc)
         if failed is None:
             raise
         raise failed from exc
+
+
+def _rename(tmp: Path, dest: Path, before_rename: BeforeRename | None) -> Written:
+    """Hash the flushed ``tmp`` (read back: writers such as zipfile seek), tell
+    ``before_rename``, then rename it onto ``dest``."""
+    written = digest(tmp)
+    if before_rename is not None:
+        before_rename(written)
+    os.replace(tmp, dest)
     return written
 
 
@@ -295,24 +310,13 @@ def atomic_npy(
     batch), which is then flushed, hashed and renamed as :func:`atomic_write` does; removed if
     the block fails."""
     dest = Path(path)
-    tmp = temp_beside(dest)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
+    with _replacing(dest) as tmp:
         target = NpyTarget(np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape))
         yield target
         target.array.flush()
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        target.written = digest(tmp)
-        if before_rename is not None:
-            before_rename(target.written)
-        os.replace(tmp, dest)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        failed = write_failure(dest, exc)
-        if failed is None:
-            raise
-        raise failed from exc
+        target.written = _rename(tmp, dest, before_rename)
 
 
 def write_text(path: PathLike, text: str, before_rename: BeforeRename | None = None) -> Written:
