@@ -165,3 +165,56 @@ def test_the_cached_loop_gathers_rows_in_blocks(monkeypatch: pytest.MonkeyPatch)
     whole = trained()
     monkeypatch.setattr(loop, "GATHER_BYTES", 1)  # one step's rows at a time
     assert all(torch.equal(a, b) for a, b in zip(trained(), whole, strict=True))
+
+
+def test_a_float16_cache_is_converted_block_by_block(
+    run: Path, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stage 2 reads a float16 cache as it is mapped (no float32 copy of a whole split): the
+    grid, the cached loop and inference convert the rows they read, so each trains and scores
+    exactly as on the same values given in float32, whatever the block size."""
+    import torch
+
+    from lort.methods import get_method
+    from lort.optim import StageConfig
+    from lort.stage2 import grid, loop, problem
+    from lort.stage2.grid import EvalSplit, HeadConfig, train_head_grid
+
+    out = data.parent / "half"
+    if not out.exists():
+        ok("fit", "--dataset", "features", "--data-root", data, "--out", out, *FAST,
+           "--cache-dtype", "float16")  # fmt: skip
+    cache = open_run(out).problem.cache
+    tensor = cache.tensor("train")
+    assert tensor is not None and tensor.dtype == torch.float16
+    assert np.shares_memory(tensor.numpy(), cache.arrays["train"])
+
+    g = torch.Generator().manual_seed(0)
+    half = torch.rand(300, 8, generator=g).half()
+    half_flip = torch.rand(300, 8, generator=g).half()
+    labels = torch.arange(300) % 5
+    counts = np.bincount(labels.numpy())
+    init = torch.nn.Linear(8, 5)
+    st = StageConfig(2, 0.05, 1e-4, 16)
+    method = get_method("lort")
+    configs = [HeadConfig(st, 3, {"smooth": d}) for d in (0.5, 0.9)]
+
+    def trained(f: torch.Tensor, f_flip: torch.Tensor) -> list[torch.Tensor]:
+        head = loop.train_head_cached(
+            method, f, f_flip, labels, counts, init, st, smooth=0.9, seed=3
+        )
+        split = EvalSplit(f[:60], f_flip[:60], labels[:60])
+        heads = train_head_grid(method, f, f_flip, labels, counts, init, configs, val=split)
+        z = problem.infer(method, head, f[:60], f_flip[:60], counts, 1.0)
+        return [*head.state_dict().values(), *(r.best_head.weight for r in heads), z]
+
+    want = trained(half.float(), half_flip.float())
+    for gather in (1, loop.GATHER_BYTES):  # one step's rows at a time, and the default
+        monkeypatch.setattr(loop, "GATHER_BYTES", gather)
+        monkeypatch.setattr(grid, "GATHER_BYTES", gather)
+        monkeypatch.setattr(problem, "GATHER_BYTES", gather)
+        got = trained(half, half_flip)
+        assert all(a.dtype == torch.float32 for a in got)
+        # Training is exact; logits of rows blocked otherwise agree to the product's rounding.
+        assert all(torch.equal(a, b) for a, b in zip(got[:-1], want[:-1], strict=True))
+        torch.testing.assert_close(got[-1], want[-1], rtol=1e-6, atol=1e-6)

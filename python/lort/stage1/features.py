@@ -107,12 +107,10 @@ class FeatureCache:
         return self.arrays.get(key(split, flipped))
 
     def tensor(self, split: str, flipped: bool = False) -> torch.Tensor | None:
-        """A split's features as a float32 tensor: a mapped float32 array as it is (no copy),
-        a float16 cache converted here (a float32 copy in memory)."""
+        """A split's features as a tensor over the mapped array (no copy; a float16 cache
+        stays float16, converted by stage 2 a block of rows at a time)."""
         a = self.get(split, flipped)
-        if a is None:
-            return None
-        return torch.from_numpy(a if a.dtype == np.float32 else a.astype(np.float32))
+        return None if a is None else torch.from_numpy(a)
 
 
 def build_cache(

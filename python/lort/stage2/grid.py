@@ -77,7 +77,14 @@ from lort.methods.constraints import check_threshold
 from lort.methods.recipes import AUTHORS_TAU, recipe_for
 from lort.optim import MOMENTUM, StageConfig, cosine_schedule
 from lort.runtime import Progress
-from lort.stage2.loop import LOSS_HYPER, SMALL_STEP, torch_threads
+from lort.stage2.loop import (
+    GATHER_BYTES,
+    LOSS_HYPER,
+    SMALL_STEP,
+    compute_dtype,
+    gather_rows,
+    torch_threads,
+)
 from lort.stage2.select import ValScore, halving_rungs, ranked
 from lort.stage2.select import better as is_better
 
@@ -306,7 +313,6 @@ def train_head_grid(
     device = feats.device
     budget = default_memory_budget(device) if memory_budget is None else memory_budget
     labels = labels.to(device)
-    views = feats if feats_flip is None else torch.cat([feats, feats_flip])
 
     # Heads that share a recipe shape train together, sorted by seed so that each seed's
     # heads are one slice of the stack.
@@ -328,7 +334,7 @@ def train_head_grid(
             k,
             batch,
             budget,
-            itemsize=feats.element_size(),
+            itemsize=compute_dtype(feats).itemsize,
             evaluate=val is not None,
         )
         if device.type == "cpu" and batch * feats.shape[1] * k >= SMALL_STEP:
@@ -336,7 +342,8 @@ def train_head_grid(
             # memory-bound (benches/stage2_grid.py at K = 1,000 and 8,142).
             most = 1
         for chunk in _chunks(list(units.values()), most):
-            grid = _Grid(method, feats, views, labels, counts, init, [configs[i] for i in chunk])
+            chunk_configs = [configs[i] for i in chunk]
+            grid = _Grid(method, feats, feats_flip, labels, counts, init, chunk_configs)
             grid.index = chunk
             if halving:  # trained below, every chunk in step with the others
                 grids.append(grid)
@@ -432,8 +439,10 @@ class _SeedGroup:
     heads: slice
     generator: torch.Generator
     template: StageTwoHead
-    ys: Tensor | None = None  # this epoch's labels and rows of ``views``
+    ys: Tensor | None = None  # this epoch's labels, rows and flip draws
     rows: Tensor | None = None
+    flipped: Tensor | None = None
+    xs: Tensor | None = None  # the gathered rows of the block of steps under way
 
 
 class _Inference(nn.Module):
@@ -456,17 +465,21 @@ class _Grid:
         self,
         method: Method,
         feats: Tensor,
-        views: Tensor,
+        feats_flip: Tensor | None,
         labels: Tensor,
         counts: np.ndarray,
         init: nn.Linear | None,
         configs: list[HeadConfig],
     ) -> None:
-        self.method, self.views, self.labels, self.configs = method, views, labels, configs
+        self.method, self.labels, self.configs = method, labels, configs
+        self.feats, self.feats_flip = feats, feats_flip
         self.n, self.dim = feats.shape
         self.k = counts.size
         self.batch, self.epochs = configs[0].stage.batch_size, configs[0].stage.epochs
-        device, dtype = feats.device, feats.dtype
+        device, dtype = feats.device, compute_dtype(feats)
+        self.dtype = dtype
+        # Steps whose rows are gathered at once (GATHER_BYTES of them).
+        self.block = max(1, GATHER_BYTES // (self.batch * self.dim * dtype.itemsize))
         # The heads trained (configurations differing in tau alone share one) and, for each
         # configuration, the index of its trained head.
         first: dict[tuple[object, ...], int] = {}
@@ -567,7 +580,7 @@ class _Grid:
         """Train every head on from its current epoch to epoch ``until``, scoring each epoch
         on ``val`` (and ``test``) when given."""
         g = len(self.configs)
-        rows = eval_rows(g, self.k, budget, self.views.element_size())
+        rows = eval_rows(g, self.k, budget, self.dtype.itemsize)
         if val is not None and self.best is None:
             self.best = {name: p.detach().clone() for name, p in self._scored().items()}
         total = self.epochs * self.steps
@@ -602,7 +615,7 @@ class _Grid:
                 self.best_acc = torch.where(better, v_acc, self.best_acc)
                 self.best_nll = torch.where(better, v_nll, self.best_nll)
                 self.best_epoch[better] = epoch + 1
-                on = better.to(self.views.device)
+                on = better.to(self.feats.device)
                 assert self.best is not None
                 for name, p in self._scored().items():
                     mask = on.view(-1, *[1] * (p.ndim - 1))
@@ -628,7 +641,7 @@ class _Grid:
 
     def state_bytes(self) -> int:
         """Bytes this chunk holds between epochs: parameters, momentum and best-epoch copies."""
-        per = sum(p[0].numel() for p in self.params.values()) * self.views.element_size()
+        per = sum(p[0].numel() for p in self.params.values()) * self.dtype.itemsize
         return per * (2 * self.trained + len(self.configs))
 
     def stop(self, gone: list[int]) -> list[tuple[int, HeadResult]]:
@@ -639,7 +652,7 @@ class _Grid:
         stays = [j for j in range(len(self.configs)) if j not in gone]
         heads = sorted({self.owner[j] for j in stays})
         renumber = {h: i for i, h in enumerate(heads)}
-        device = self.views.device
+        device = self.feats.device
         at = torch.tensor(heads, dtype=torch.long, device=device)
         with torch.no_grad():
             self.params = {
@@ -676,7 +689,7 @@ class _Grid:
 
     def _draw_epoch(self) -> None:
         """Each seed's batch order and flip draws for one epoch, as train_head_cached draws."""
-        device = self.views.device
+        device = self.feats.device
         for grp in self.groups:
             if self.sample_weights is None:
                 order = torch.randperm(self.n, generator=grp.generator)
@@ -685,8 +698,8 @@ class _Grid:
                     self.sample_weights, self.n, replacement=True, generator=grp.generator
                 )
             grp.ys = self.labels[order.to(device)]
-            if len(self.views) > self.n:  # row i of the flipped view is row n + i
-                order = order + self.n * (torch.rand(self.n, generator=grp.generator) < 0.5)
+            if self.feats_flip is not None:
+                grp.flipped = (torch.rand(self.n, generator=grp.generator) < 0.5).to(device)
             grp.rows = order.to(device)
 
     def _learning_rates(self, epoch: int) -> Tensor:
@@ -695,7 +708,7 @@ class _Grid:
         t = range(epoch * self.steps, (epoch + 1) * self.steps)
         factors = torch.tensor([self.cosine(s) for s in t], dtype=torch.float64)
         lrs = factors.unsqueeze(1) * self.lr
-        return lrs.to(self.views.device, self.wd.dtype).neg_()
+        return lrs.to(self.feats.device, self.wd.dtype).neg_()
 
     def _step(self, i: int, lr: Tensor, last: bool) -> tuple[float, float]:
         """Batch ``i`` of this epoch for every head, ``lr`` minus their learning rates; the
@@ -706,7 +719,13 @@ class _Grid:
         losses, hits = [], []
         for grp in self.groups:
             assert grp.rows is not None and grp.ys is not None
-            x, y = self.views.index_select(0, grp.rows[batch]), grp.ys[batch]
+            if i % self.block == 0:
+                span = slice(i * self.batch, (i + self.block) * self.batch)
+                mirror = None if grp.flipped is None else grp.flipped[span]
+                grp.xs = gather_rows(self.feats, self.feats_flip, grp.rows[span], mirror)
+            assert grp.xs is not None
+            j = i % self.block
+            x, y = grp.xs[j * self.batch : (j + 1) * self.batch], grp.ys[batch]
             params = self.params if whole else {n: p[grp.heads] for n, p in self.params.items()}
             z = self._logits(params, x)
             losses.append(self._loss(z, y, grp.heads))
@@ -775,7 +794,7 @@ class _Grid:
     def _scores(self, split: EvalSplit, rows: int) -> tuple[Tensor, Tensor]:
         """Per head: class-mean accuracy and mean NLL (float64, on the CPU) of the split's
         inference logits (flip-averaged when a flipped view is given)."""
-        device = self.views.device
+        device = self.feats.device
         g = len(self.configs)
         params = {f"head.{n}": p for n, p in self._scored().items()}
 
@@ -789,9 +808,9 @@ class _Grid:
         diverged = torch.zeros(g, dtype=torch.bool, device=device)
         for start in range(0, len(labels), rows):
             block = slice(start, start + rows)
-            z = logits(params, self.tau, split.feats[block])
+            z = logits(params, self.tau, split.feats[block].to(self.dtype))
             if split.feats_flip is not None:
-                z = (z + logits(params, self.tau, split.feats_flip[block])) / 2
+                z = (z + logits(params, self.tau, split.feats_flip[block].to(self.dtype))) / 2
             diverged |= ~torch.isfinite(z).flatten(1).all(1)
             y = labels[block]
             nll += F.cross_entropy(z.transpose(1, 2), y.expand(g, -1), reduction="none").sum(
@@ -814,7 +833,7 @@ class _Grid:
         repeated for each of its taus)."""
         if not self.shared:
             return {n: p.detach() for n, p in self.params.items()}
-        index = torch.tensor(self.owner, device=self.views.device)
+        index = torch.tensor(self.owner, device=self.feats.device)
         return {n: p.detach().index_select(0, index) for n, p in self.params.items()}
 
     def _head(self, j: int, state: Mapping[str, Tensor], row: int) -> StageTwoHead:

@@ -66,6 +66,27 @@ SMALL_STEP = 1 << 24
 GATHER_BYTES = 64 << 20
 
 
+def compute_dtype(feats: torch.Tensor) -> torch.dtype:
+    """The dtype a head computes in on ``feats``: theirs, float32 for a half-precision cache
+    (converted block by block as rows are read, never whole)."""
+    return torch.float32 if feats.dtype in (torch.float16, torch.bfloat16) else feats.dtype
+
+
+def gather_rows(
+    feats: torch.Tensor,
+    feats_flip: torch.Tensor | None,
+    rows: torch.Tensor,
+    mirror: torch.Tensor | None,
+) -> torch.Tensor:
+    """Rows ``rows`` of the features, each from the mirrored view where ``mirror`` says so,
+    as a new tensor in :func:`compute_dtype` (the features, perhaps mapped from the run's
+    cache, are never copied whole)."""
+    xs = feats[rows]
+    if feats_flip is not None and mirror is not None:
+        xs[mirror] = feats_flip[rows[mirror]]
+    return xs.to(compute_dtype(feats))
+
+
 # make_loss's keywords among a method's hyperparameters (the others are the constraint's
 # threshold and the inference rule's tau).
 LOSS_HYPER = frozenset(inspect.signature(make_loss).parameters) - {"method", "train_counts"}
@@ -117,7 +138,7 @@ def train_head_cached(
     threads = 1 if st.batch_size * dim * k < SMALL_STEP else torch.get_num_threads()
     # Rows are gathered for a block of steps at a time (at most GATHER_BYTES): the features,
     # mapped from the run's cache, are never copied whole.
-    block = max(1, GATHER_BYTES // (st.batch_size * dim * feats.element_size()))
+    block = max(1, GATHER_BYTES // (st.batch_size * dim * compute_dtype(feats).itemsize))
     with torch_threads(threads):
         for epoch in range(st.epochs):
             order = torch.randperm(n) if w is None else torch.multinomial(w, n, replacement=True)
@@ -125,11 +146,9 @@ def train_head_cached(
             flipped = None if feats_flip is None else torch.rand(n) < 0.5
             for i in range(steps):
                 if i % block == 0:
-                    rows = order[i * st.batch_size : (i + block) * st.batch_size]
-                    xs = feats[rows]
-                    if feats_flip is not None and flipped is not None:
-                        mirror = flipped[i * st.batch_size : (i + block) * st.batch_size]
-                        xs[mirror] = feats_flip[rows[mirror]]
+                    span = slice(i * st.batch_size, (i + block) * st.batch_size)
+                    mirror = None if flipped is None else flipped[span]
+                    xs = gather_rows(feats, feats_flip, order[span], mirror)
                 j = i % block
                 x = xs[j * st.batch_size : (j + 1) * st.batch_size]
                 y = ys[i * st.batch_size : (i + 1) * st.batch_size]

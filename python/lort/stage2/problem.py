@@ -35,7 +35,7 @@ from lort.runtime import Progress, Runtime
 from lort.stage1.features import FeatureCache
 from lort.stage2.calibrate import Calibration, calibrate
 from lort.stage2.grid import EpochScores, EvalSplit, HeadConfig, HeadResult, train_head_grid
-from lort.stage2.loop import train_head_cached
+from lort.stage2.loop import GATHER_BYTES, compute_dtype, train_head_cached
 from lort.stage2.select import ValScore, best_on_validation, kept_scores
 
 Stop = Literal["last", "val", "test"]
@@ -98,11 +98,24 @@ def infer(
 ) -> torch.Tensor:
     """Logits of ``features`` as ``method`` infers them; with the features of the mirror
     images (``flipped``), the mean of both views' logits. ``lort fit``'s evaluation and
-    ``lort predict`` both go through here."""
-    z = inference_logits(method, head, features, counts, tau=tau)
-    if flipped is not None:
-        z = (z + inference_logits(method, head, flipped, counts, tau=tau)) / 2
-    return z
+    ``lort predict`` both go through here. Half-precision features are converted a block of
+    rows at a time (:func:`lort.stage2.loop.compute_dtype`)."""
+    dtype = compute_dtype(features)
+    if features.dtype == dtype:
+        blocks = [(features, flipped)]
+    else:
+        step = max(1, GATHER_BYTES // (features.shape[1] * dtype.itemsize))
+        blocks = [
+            (features[i : i + step], None if flipped is None else flipped[i : i + step])
+            for i in range(0, len(features), step)
+        ]
+    out = []
+    for x, x_flip in blocks:
+        z = inference_logits(method, head, x.to(dtype), counts, tau=tau)
+        if x_flip is not None:
+            z = (z + inference_logits(method, head, x_flip.to(dtype), counts, tau=tau)) / 2
+        out.append(z)
+    return out[0] if len(out) == 1 else torch.cat(out)
 
 
 @dataclass
