@@ -205,8 +205,8 @@ FIT_OPTIONS: tuple[Option, ...] = (
     Option(
         "cache_dtype",
         "str",
-        "The feature cache's dtype: float16 halves its files and reads (stage 2 computes in "
-        "float32). [float32]",
+        "The feature cache's dtype: float16 halves its files and reads (stage 2 converts the "
+        "rows it reads to float32). [float32]",
         CACHE_DTYPES,
     ),
 )
