@@ -8,13 +8,16 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from cli_helpers import flat, ok, one_line_error, run_cli
@@ -43,6 +46,10 @@ def cifar_run(small_cifar_folder: Path, tmp_path_factory: pytest.TempPathFactory
         "--epochs1", "2", "--epochs2", "2", "--smooth", "0.5", "--out", out,
     )  # fmt: skip
     return out
+
+
+def config_value(run: Path, key: str) -> str:
+    return str(yaml.safe_load((run / "config.yaml").read_text())[key])
 
 
 def rel_error(got: np.ndarray, want: np.ndarray) -> float:
@@ -378,3 +385,133 @@ def test_export_onnx_without_onnxruntime_writes_nothing(
     result = run_cli("export", digits_run, "--format", "onnx", "--out", tmp_path / "m.onnx")
     one_line_error(result, "onnxruntime", "pip install 'lort[onnx]'")
     assert list(tmp_path.iterdir()) == []
+
+
+FEATURE_DIM = 1024
+
+
+@pytest.fixture(scope="module")
+def wide_features_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A features run on 1,024-d features with their mirror view (flip averaging)."""
+    tmp = tmp_path_factory.mktemp("wide")
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(4, FEATURE_DIM)).astype(np.float32) / 8
+    data = tmp / "data"
+    data.mkdir()
+    for split, per in (("train", [30, 20, 12, 8]), ("test", [15] * 4)):
+        y = np.repeat(np.arange(4), per)
+        x = means[y] + rng.normal(size=(y.size, FEATURE_DIM)).astype(np.float32) / 2
+        np.save(data / f"{split}_features.npy", x)
+        np.save(data / f"{split}_flipped_features.npy", x + 0.01)
+        np.save(data / f"{split}_labels.npy", y)
+    out = tmp / "run"
+    ok("fit", "--dataset", "features", "--data-root", data, "--out", out,
+       "--epochs1", "3", "--epochs2", "2")  # fmt: skip
+    return out
+
+
+def test_feature_arrays_are_read_a_chunk_at_a_time_with_the_same_results(
+    wide_features_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of 7 rows (plain and mirrored view alike) give the run's own logits, and
+    float16 features those of the same values as float32; a bad row is named by its row in
+    the file, not in its chunk."""
+    from lort.deploy import predict as module
+
+    data = Path(config_value(wide_features_run, "data_root"))
+    whole = module.predict(wide_features_run, [data / "test_features.npy"], keep_logits=True)
+    sizes: list[int] = []
+    real = module.check_rows
+
+    def spy(a: np.ndarray, where: str, first: int = 0) -> None:
+        sizes.append(len(a))
+        real(a, where, first)
+
+    monkeypatch.setattr(module, "FEATURE_CHUNK_BYTES", 7 * FEATURE_DIM * 4)
+    monkeypatch.setattr(module, "check_rows", spy)
+    chunked = module.predict(wide_features_run, [data / "test_features.npy"], keep_logits=True)
+    assert max(sizes) == 7 and sum(sizes) == 2 * 60  # both views, every row once
+    np.testing.assert_array_equal(chunked.all_logits(), np.load(wide_features_run / "logits.npy"))
+    np.testing.assert_array_equal(chunked.all_logits(), whole.all_logits())
+    np.testing.assert_array_equal(chunked.indices(), whole.indices())
+    np.testing.assert_array_equal(chunked.probabilities(), whole.probabilities())
+    assert chunked.names == whole.names == [f"{data / 'test_features.npy'}[{i}]" for i in range(60)]
+
+    run = open_trained(wide_features_run)
+    x16 = (np.load(data / "test_features.npy") * 3).astype(np.float16)
+    np.save(tmp_path / "half_features.npy", x16)
+    np.save(tmp_path / "half_flipped_features.npy", x16[::-1])
+    want = run.logits(
+        torch.from_numpy(x16.astype(np.float32)), torch.from_numpy(x16[::-1].astype(np.float32))
+    )
+    half = module.predict(wide_features_run, [tmp_path / "half_features.npy"], keep_logits=True)
+    np.testing.assert_array_equal(half.all_logits(), want.numpy())
+
+    x16[45, 3] = np.inf
+    np.save(tmp_path / "half_flipped_features.npy", x16)
+    one_line_error(
+        run_cli("predict", wide_features_run, tmp_path / "half_features.npy"),
+        "half_flipped_features.npy row 45 holds NaN or Inf",
+    )
+
+
+MEMORY = """
+import resource, sys
+from pathlib import Path
+from lort.deploy.predict import predict
+run, small, big = map(Path, sys.argv[1:])
+predict(run, [small])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+n = len(predict(run, [big]).names)
+print(n, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+def test_a_large_feature_array_costs_memory_by_the_chunk_not_the_file(
+    wide_features_run: Path, tmp_path: Path
+) -> None:
+    """512 MiB of features (a sparse file) raise the peak resident memory by far less than
+    the file: copied whole as float32 before, and its mapped pages kept resident."""
+    big = tmp_path / "big.npy"
+    rows = (512 << 20) // (FEATURE_DIM * 4)
+    np.lib.format.open_memmap(big, mode="w+", dtype=np.float32, shape=(rows, FEATURE_DIM)).flush()
+    data = Path(config_value(wide_features_run, "data_root"))
+    cmd = [
+        sys.executable,
+        "-c",
+        MEMORY,
+        str(wide_features_run),
+        str(data / "test_features.npy"),
+        str(big),
+    ]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=True)
+    n, grown_mib = map(int, done.stdout.split())
+    assert n == rows and grown_mib < 160, grown_mib
+
+
+def test_a_header_claiming_billions_of_rows_is_one_line(
+    wide_features_run: Path, tmp_path: Path
+) -> None:
+    """2^31 + 1 rows of the run's width on a sparse file (8 TiB claimed): refused by their
+    count before any is read, within a 4 GiB data limit (copied whole before: numpy's
+    ArrayMemoryError, after a scan of every row)."""
+    import resource
+
+    huge = tmp_path / "huge.npy"
+    header = {"descr": "<f4", "fortran_order": False, "shape": (2**31 + 1, FEATURE_DIM)}
+    with open(huge, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.truncate(f.tell() + 4 * FEATURE_DIM * (2**31 + 1))
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_DATA, (4 << 30, 4 << 30))
+
+    cmd = [sys.executable, "-m", "lort", "predict", str(wide_features_run), str(huge)]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=120, env=env, preexec_fn=limited
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    last = [line for line in done.stderr.splitlines() if line.strip()][-1]
+    assert last.startswith("Error:") and "2,147,483,649 inputs" in flat(last), done.stderr

@@ -17,6 +17,7 @@ MAX_WORKERS = 256  # fit / predict --workers (processes)
 MAX_EPOCHS = 10_000  # --epochs1, --epochs2
 MAX_BATCH = 1 << 16  # --batch1, --batch2, predict --batch-size
 MAX_TOP_K = 10_000  # predict --top-k
+MAX_INPUTS = 1 << 27  # inputs of one predict call (it holds every result in memory)
 MAX_GRID = 1000  # values of one list (smooth_grid, sweep --smooth / --lr / --wd), grid points
 MAX_SEED = (1 << 32) - 1  # --seed (NumPy's seed range)
 MAX_IMAGE_PIXELS = 1 << 26  # pixels of one image file (8192 x 8192), read from its header

@@ -69,20 +69,24 @@ def _features(path: Path, dim: int | None) -> np.ndarray:
     return a
 
 
-def check_rows(a: np.ndarray, where: str) -> None:
+def check_rows(a: np.ndarray, where: str, first: int = 0) -> None:
     """Refuse feature rows holding NaN, Inf or a value beyond :data:`MAX_FEATURE` in
-    magnitude (one line naming ``where`` and the row), in chunks of bounded memory."""
+    magnitude (one line naming ``where`` and the row, ``a``'s first row being row ``first``),
+    in chunks of bounded memory."""
     for start in range(0, a.shape[0], CHUNK_ROWS):
         chunk = a[start : start + CHUNK_ROWS]
         bad = ~np.isfinite(chunk).all(axis=1)
         if bad.any():
-            raise InputError(f"{where} row {start + int(np.argmax(bad))} holds NaN or Inf")
+            raise InputError(f"{where} row {first + start + int(np.argmax(bad))} holds NaN or Inf")
+        # float16's finite values are within the bound (which would overflow its cast)
+        if np.finfo(a.dtype).max <= MAX_FEATURE:
+            continue
         big = (np.abs(chunk) > MAX_FEATURE).any(axis=1)
         if big.any():
             row = int(np.argmax(big))
             top = float(np.abs(chunk[row]).max())
             raise InputError(
-                f"{where} row {start + row} holds a value of magnitude {top:.3g}, beyond "
+                f"{where} row {first + start + row} holds a value of magnitude {top:.3g}, beyond "
                 f"{MAX_FEATURE:.0e}, where float32 arithmetic on the features overflows; scale "
                 "the features down (divide by a constant, or L2-normalise each row)"
             )

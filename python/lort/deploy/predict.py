@@ -7,13 +7,15 @@ the run's evaluation read its test split (the same decoding, transform and batch
 through the run's backbone, and their logits through the run's head with the method's inference
 rule and the run's flip averaging (:meth:`lort.run.trained.TrainedRun.logits`), so a run's own test
 images get the logits of its ``logits.npy``. A features array ``NAME_features.npy`` is averaged
-with ``NAME_flipped_features.npy`` beside it when the run used flip averaging.
+with ``NAME_flipped_features.npy`` beside it when the run used flip averaging. Every input is
+read, checked and classified a chunk at a time: memory grows with the results kept, not with
+the inputs' size.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,8 @@ from lort.data.sources import ImageFiles
 from lort.data.tensor_images import TensorImages, decode_small
 from lort.data.transforms import build_transform
 from lort.errors import InputError
-from lort.files import NotRegularFile, load_npy, regular_file
+from lort.files import NotRegularFile, load_npy, open_regular, regular_file
+from lort.limits import MAX_INPUTS
 from lort.run.trained import TrainedRun, open_trained
 from lort.runtime import Runtime, pick_device
 from lort.stage1.features import BATCH, EvalSet, extract
@@ -36,6 +39,8 @@ from lort.stage1.features import BATCH, EvalSet, extract
 # Images decoded and run through the backbone at a time (rounded up to whole batches, so that
 # the batches are those of one pass over all of them).
 CHUNK = 4096
+# Bytes of the widest float32 array of a chunk of feature rows (its features or its logits).
+FEATURE_CHUNK_BYTES = 32 << 20
 
 OnProgress = Callable[[int, int], None]
 """on_progress(inputs done, inputs in all) after every chunk."""
@@ -66,18 +71,19 @@ class Predictions:
 
     def rows(self) -> list[tuple[str, list[tuple[str, int, float]]]]:
         """(input, [(class name, class index, probability), ...]) per input."""
-        names = self.run.class_names
-        return [
-            (n, [(names[int(i)], int(i), float(p)) for i, p in zip(ix, pr, strict=True)])
-            for n, ix, pr in zip(self.names, self.indices(), self.probabilities(), strict=True)
-        ]
+        return list(self._rows())
 
-    def csv(self) -> tuple[list[str], list[list[Any]]]:
-        """Header and rows: the input, then class, index and probability per rank."""
+    def _rows(self) -> Iterator[tuple[str, list[tuple[str, int, float]]]]:
+        names = self.run.class_names
+        for n, ix, pr in zip(self.names, self.indices(), self.probabilities(), strict=True):
+            yield n, [(names[int(i)], int(i), float(p)) for i, p in zip(ix, pr, strict=True)]
+
+    def csv(self) -> tuple[list[str], Iterable[list[Any]]]:
+        """Header and rows (made as they are read): the input, then class, index and
+        probability per rank."""
         k = self.indices().shape[1] if self.names else 0
         header = ["input"] + [f"{c}_{r}" for r in range(1, k + 1) for c in CSV_COLUMNS]
-        rows = [[n, *(v for top in tops for v in top)] for n, tops in self.rows()]
-        return header, rows
+        return header, ([n, *(v for top in tops for v in top)] for n, tops in self._rows())
 
     def to_json(self) -> dict[str, Any]:
         run = self.run
@@ -93,7 +99,7 @@ class Predictions:
                     "input": n,
                     "top": [{"class": c, "index": i, "probability": p} for c, i, p in tops],
                 }
-                for n, tops in self.rows()
+                for n, tops in self._rows()
             ],
         }
 
@@ -205,7 +211,29 @@ def _count(paths: list[Path]) -> int:
             n += int(a.shape[0])
         else:
             n += 1
+        if n > MAX_INPUTS:
+            raise InputError(
+                f"{p}: {n:,} inputs so far; one predict classifies at most {MAX_INPUTS:,} "
+                "(it holds every result in memory): split the inputs"
+            )
     return n
+
+
+def _blocks(path: Path, a: np.ndarray, rows: int) -> Iterator[np.ndarray]:
+    """The rows of ``a`` (``path``'s array, memory-mapped) ``rows`` at a time, each a new
+    array. Read from the file, not through the mapping: a mapping's pages, once read, count in
+    the process's memory until the kernel needs them back."""
+    if not isinstance(a, np.memmap) or not a.flags.c_contiguous:  # Fortran order: by columns
+        for start in range(0, len(a), rows):
+            yield np.array(a[start : start + rows])
+        return
+    with open_regular(path) as f:
+        f.seek(a.offset)
+        for start in range(0, len(a), rows):
+            block = np.empty((min(rows, len(a) - start), *a.shape[1:]), a.dtype)
+            if f.readinto(block.reshape(-1).view(np.uint8)) != block.nbytes:
+                raise InputError(f"{path} ended before its {len(a):,} rows (cut while read?)")
+            yield block
 
 
 Features = tuple[np.ndarray, np.ndarray | None]
@@ -278,7 +306,7 @@ class Reader:
         """The rows of a .npy array: features, or decoded images."""
         a = open_npy(path)
         if a.ndim == 2:
-            yield self._feature_rows(path, a, notes)
+            yield from self._feature_rows(path, a, notes)
         elif a.ndim == 4:
             yield from self._array_images(path, a)
         else:
@@ -287,32 +315,42 @@ class Reader:
                 "images as N x H x W x C uint8 or N x C x H x W floats"
             )
 
-    def _checked(self, path: Path, a: np.ndarray) -> np.ndarray:
+    def _check(self, path: Path, a: np.ndarray) -> None:
         if a.ndim != 2 or a.dtype.kind != "f" or a.shape[1] != self.run.feature_dim:
             shape = " x ".join(map(str, a.shape)) if a.ndim else "a single value of"
             raise InputError(
                 f"{path} holds {shape} {a.dtype}; the run's head reads "
                 f"{self.run.feature_dim}-d float features (N x {self.run.feature_dim})"
             )
-        check_rows(a, str(path))
-        return np.array(a, dtype=np.float32)  # a writable copy (the file is memory-mapped)
 
-    def _feature_rows(self, path: Path, a: np.ndarray, notes: list[str]) -> Part:
-        features = self._checked(path, a)
-        flipped = None
+    def _feature_rows(self, path: Path, a: np.ndarray, notes: list[str]) -> Iterator[Part]:
+        """N x D features (and their mirror beside them), read, checked and converted to
+        float32 a chunk of rows at a time."""
+        self._check(path, a)
+        views = [(path, a)]
         if self.run.flips:
             stem = path.name.removesuffix("_features.npy")
             mirror = path.with_name(stem + "_flipped_features.npy")
             if path.name.endswith("_features.npy") and mirror.is_file():
-                flipped = self._checked(mirror, open_npy(mirror))
-                if flipped.shape != features.shape:
-                    raise InputError(f"{mirror} has shape {flipped.shape}, {path} {features.shape}")
+                m = open_npy(mirror)
+                self._check(mirror, m)
+                if m.shape != a.shape:
+                    raise InputError(f"{mirror} has shape {m.shape}, {path} {a.shape}")
+                views.append((mirror, m))
             else:
                 notes.append(
                     f"the run averages each input with its mirror image; {path} has no "
                     f"{mirror.name} beside it, so its rows use the plain view only"
                 )
-        return [f"{path}[{i}]" for i in range(len(features))], (features, flipped)
+        widest = max(a.shape[1], self.run.num_classes) * 4
+        rows = max(1, FEATURE_CHUNK_BYTES // widest)
+        blocks = zip(*(_blocks(p, v, rows) for p, v in views), strict=True)
+        for start, chunk in zip(range(0, len(a), rows), blocks, strict=True):
+            for (p, _), block in zip(views, chunk, strict=True):
+                check_rows(block, str(p), first=start)
+            features, *flipped = (b.astype(np.float32, copy=False) for b in chunk)
+            names = [f"{path}[{i}]" for i in range(start, start + len(features))]
+            yield names, (features, flipped[0] if flipped else None)
 
     def _array_images(self, path: Path, a: np.ndarray) -> Iterator[Part]:
         """Decoded images, read as image files of the same pixels are (see
