@@ -37,11 +37,23 @@ def copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def lort(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``lort ARGS`` in a child process: a hang is a failed test, not a hung suite."""
+def lort(
+    *args: str | Path, timeout: float = 120, memory: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``lort ARGS`` in a child process: a hang is a failed test, not a hung suite; with
+    ``memory``, its data limited to that many bytes, so that a case which grows fails alone
+    rather than take the machine's memory."""
+    import resource
+
+    def limited() -> None:
+        if memory is not None:
+            resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
+
     cmd = [sys.executable, "-m", "lort", *map(str, args)]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env=env, preexec_fn=limited
+    )
 
 
 def one_line(done: subprocess.CompletedProcess[str], *parts: str) -> None:
@@ -199,6 +211,58 @@ def test_read_json_bounds_size_depth_and_shape(tmp_path: Path) -> None:
             files.read_json(p, shape)
 
 
+def alias_bomb(levels: int = 9) -> str:
+    """ "Billion laughs": each anchor repeats the one before nine times (9^9 strings expanded)."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]")
+    return "\n".join(lines) + f"\nsmooth_grid: [*a{levels - 1}]\n"
+
+
+YAML_BOMBS = {
+    "aliases": (alias_bomb(), "more than 10,000 values"),
+    "depth": ("x: " + BOMB + "\n", "deeper than 32 levels"),
+    "self": ("a: &a [1, *a]\n", "alias to a value that contains it"),
+}
+
+
+@pytest.mark.parametrize("kind", YAML_BOMBS)
+def test_a_yaml_bomb_config_is_refused_before_it_expands(kind: str, tmp_path: Path) -> None:
+    """The alias bomb was a MemoryError traceback (repr of the expanded value in the type
+    check, after gigabytes), the depth bomb a RecursionError in PyYAML's composer."""
+    text, why = YAML_BOMBS[kind]
+    config = tmp_path / "bomb.yaml"
+    config.write_text(text)
+    done = lort("fit", "--config", config, "--dry-run", "--out", tmp_path / "r", memory=4 << 30)
+    one_line(done, str(config), why)
+
+
+def test_a_resumed_run_whose_config_yaml_is_a_bomb_is_one_line(
+    finished: Path, tmp_path: Path
+) -> None:
+    run = copy(finished, tmp_path / "run")
+    (run / "config.yaml").write_text(alias_bomb())
+    restamp(run, "config.yaml")
+    before = (run / "stage2.pt").read_bytes()
+    done = lort("fit", "--resume", "--out", run, *SMALL, memory=4 << 30)
+    one_line(done, "config.yaml", "10,000")
+    assert (run / "stage2.pt").read_bytes() == before
+
+
+def test_a_config_with_a_few_aliases_still_loads(tmp_path: Path) -> None:
+    from lort.config import MAX_CONFIG_NODES, load_yaml
+
+    config = tmp_path / "c.yaml"
+    config.write_text("stage1: &s {epochs: 2, lr: 0.1}\nstage2: *s\nsmooth_grid: [0.1, 0.5]\n")
+    assert load_yaml(config)["stage2"] == {"epochs": 2, "lr": 0.1}
+    # values: the mapping, its key, the list and the list's items
+    config.write_text("smooth_grid: [" + "0.5, " * (MAX_CONFIG_NODES - 4) + "0.5]\n")
+    assert len(load_yaml(config)["smooth_grid"]) == MAX_CONFIG_NODES - 3
+    config.write_text("smooth_grid: [" + "0.5, " * (MAX_CONFIG_NODES - 3) + "0.5]\n")
+    with pytest.raises(InputError, match="more than 10,000 values"):
+        load_yaml(config)
+
+
 # --------------------------------------------------------------------------------------
 # 4. Arrays: an .npz where an .npy belongs, labels beyond int64, a planted pickle.
 
@@ -254,20 +318,10 @@ def test_a_header_claiming_billions_of_rows_costs_no_memory(tmp_path: Path) -> N
     """2^31 + 1 labels on a sparse file: read whole (16 GiB of int64) before the row count
     was checked, or numpy's ArrayMemoryError. Mapped now (a shared file mapping, outside the
     4 GiB data limit the command runs under), and refused by its count."""
-    import resource
-
     logits, labels = tmp_path / "logits.npy", tmp_path / "labels.npy"
     np.save(logits, np.zeros((3, 2), np.float32))
     np.lib.format.open_memmap(labels, mode="w+", dtype=np.int64, shape=(2**31 + 1,)).flush()
-
-    def limited() -> None:
-        resource.setrlimit(resource.RLIMIT_DATA, (4 << 30, 4 << 30))
-
-    cmd = [sys.executable, "-m", "lort", "analyze", str(logits), "--labels", str(labels)]
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=120, env=env, preexec_fn=limited
-    )
+    done = lort("analyze", logits, "--labels", labels, memory=4 << 30)
     one_line(done, "3 rows", "2147483649 labels")
 
 

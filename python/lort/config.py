@@ -16,7 +16,7 @@ import yaml
 from lort.data.build import ships_val, takes_leftover
 from lort.errors import InputError, OptionError
 from lort.files import NotRegularFile, read_bytes
-from lort.limits import MAX_GRID, MAX_JSON_BYTES, MAX_TAU
+from lort.limits import MAX_GRID, MAX_JSON_BYTES, MAX_JSON_DEPTH, MAX_TAU
 from lort.methods import check_delta, get_method
 from lort.models import check_arch
 from lort.optim import LDAM_DRW_OPTIM, StageConfig
@@ -185,10 +185,65 @@ def recorded_val_split(val_split: Any, val_fraction: float) -> Any:
     return "fraction" if val_split == "leftover" and val_fraction > 0.0 else val_split
 
 
+# The most values a config file may hold, each alias counted as the values it repeats: a
+# config lort writes holds about 60, and under 1,100 with ``smooth_grid`` at its bound.
+MAX_CONFIG_NODES = 10_000
+
+
+class _TooLarge(Exception):
+    """A YAML document beyond :data:`MAX_CONFIG_NODES` or :data:`MAX_JSON_DEPTH`."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, bounded while it composes, before anything is built: at most
+    :data:`MAX_CONFIG_NODES` values with aliases expanded (an alias bomb, nested anchors that
+    repeat each other, expands exponentially in whatever walks the result) and at most
+    :data:`MAX_JSON_DEPTH` levels (a depth bomb overflows the composer's recursion)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._open = 0  # nodes being composed: the depth so far
+        self._made = 0  # nodes composed
+        self._expanded: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth) expanded
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        is_alias = self.check_event(yaml.AliasEvent)
+        self._open += 1
+        if self._open > MAX_JSON_DEPTH:
+            raise _TooLarge(f"nests deeper than {MAX_JSON_DEPTH} levels")
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._open -= 1
+        if is_alias:
+            if id(node) not in self._expanded:  # an alias inside its own anchor
+                raise _TooLarge("holds an alias to a value that contains it")
+            return node
+        self._made += 1
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        sizes = [self._expanded[id(c)] for c in children]
+        values = 1 + sum(v for v, _ in sizes)
+        depth = 1 + max((d for _, d in sizes), default=0)
+        if max(values, self._made) > MAX_CONFIG_NODES:
+            raise _TooLarge(f"holds more than {MAX_CONFIG_NODES:,} values (aliases expanded)")
+        if depth > MAX_JSON_DEPTH:
+            raise _TooLarge(f"nests deeper than {MAX_JSON_DEPTH} levels (aliases expanded)")
+        self._expanded[id(node)] = (values, depth)
+        return node
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in the YAML file ``path``, bounded in size, values and depth; an
+    InputError saying why not."""
     p = Path(path)
     try:
-        data = yaml.safe_load(read_bytes(p, MAX_JSON_BYTES).decode())
+        data = yaml.load(read_bytes(p, MAX_JSON_BYTES).decode(), Loader=_BoundedLoader)
+    except _TooLarge as e:
+        raise InputError(f"config file {p} {e}, more than a lort config holds") from None
     except FileNotFoundError:
         raise InputError(f"config file {p} does not exist") from None
     except NotRegularFile as e:  # a FIFO would hang the read
@@ -498,14 +553,17 @@ def validate(cfg: FitConfig) -> None:
             f"{{imbalance_ratio}} must be a finite number >= 1, got {cfg.imbalance_ratio}",
             "imbalance_ratio",
         )
-    for name in ("stage1", "stage2"):
-        st: StageConfig = getattr(cfg, name)
-        finite = math.isfinite(st.lr) and math.isfinite(st.weight_decay)
-        if not finite or st.epochs < 0 or st.lr <= 0 or st.weight_decay < 0 or st.batch_size < 1:
-            raise InputError(
-                f"{name} needs epochs >= 0, lr > 0, weight_decay >= 0 (both finite), batch >= 1; "
-                f"got epochs {st.epochs}, lr {st.lr}, weight_decay {st.weight_decay}, "
-                f"batch {st.batch_size}"
+    for n in "12":  # the bounds above check the epochs and the batch size
+        st: StageConfig = getattr(cfg, f"stage{n}")
+        if not (math.isfinite(st.lr) and st.lr > 0):
+            raise OptionError(
+                f"{{lr{n}}} is stage{n}'s lr: it must be finite, lr > 0, got {st.lr}", f"lr{n}"
+            )
+        if not (math.isfinite(st.weight_decay) and st.weight_decay >= 0):
+            raise OptionError(
+                f"{{wd{n}}} is stage{n}'s weight_decay: it must be finite, weight_decay >= 0, "
+                f"got {st.weight_decay}",
+                f"wd{n}",
             )
 
 
