@@ -22,6 +22,7 @@ from lort.stage2.calibrate import (
     classwise_ece,
     fit_temperature,
     held_out_nll,
+    log_t_standard_error,
 )
 from lort.stage2.problem import load_data
 
@@ -102,6 +103,43 @@ def test_a_temperature_that_does_not_help_held_out_rows_is_not_used() -> None:
     assert flat.temperature == pytest.approx(0.1, rel=0.15)
 
 
+def test_the_standard_error_of_log_t_is_the_bootstraps() -> None:
+    """The sandwich estimate against the spread of log T over class-stratified resamples."""
+    rng = np.random.default_rng(5)
+    y = np.repeat(np.arange(5), [120, 60, 30, 15, 8])
+    z = rng.normal(size=(len(y), 5))
+    z[np.arange(len(y)), y] += 1.5
+    t = fit_temperature(z, y, class_balanced(y))
+    rows = [np.flatnonzero(y == c) for c in range(5)]
+    logs = []
+    for _ in range(300):
+        i = np.concatenate([rng.choice(r, len(r)) for r in rows])
+        logs.append(np.log(fit_temperature(z[i], y[i], class_balanced(y[i]))))
+    assert log_t_standard_error(z, y, t) == pytest.approx(np.std(logs), rel=0.25)
+
+
+def test_a_small_splits_temperature_is_moved_towards_1_by_its_standard_error() -> None:
+    """A head twice too sharp: 150 validation rows give T about 2, moved 1.5 standard errors of
+    log T towards 1; 20,000 rows give it almost unmoved."""
+    rng = np.random.default_rng(6)
+
+    def twice_too_sharp(n: int) -> tuple[np.ndarray, np.ndarray]:
+        z = 2.0 * rng.normal(size=(n, 4))
+        p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+        y = np.array([rng.choice(4, p=row) for row in p])
+        return 2.0 * z, y
+
+    small = twice_too_sharp(150)
+    cal = calibrate(small, small)
+    assert cal.check is not None
+    fitted, error = cal.check["fitted"], cal.check["log_t_standard_error"]
+    assert error == pytest.approx(log_t_standard_error(*small, fitted))
+    assert cal.temperature == pytest.approx(fitted * np.exp(-1.5 * error))
+    assert 1.2 < cal.temperature < fitted and "standard errors" in cal.fitted_on
+    large = calibrate(twice_too_sharp(20_000), small)
+    assert large.temperature == pytest.approx(2.0, rel=0.05)
+
+
 def test_classwise_ece_and_the_groups() -> None:
     k = 4
     uniform = np.zeros((8, k))
@@ -125,22 +163,23 @@ def test_classwise_ece_and_the_groups() -> None:
     assert none_many["groups"]["many"] is None
 
 
-def test_calibration_makes_no_methods_test_ece_worse_on_digits(tmp_path: Path) -> None:
-    """The twelve methods compared on digits (seed 1, 117 validation images): with a temperature
-    fitted by plain NLL, four had a worse test ECE than raw, by up to 0.013 (cosine 0.079 ->
-    0.092). Now none is worse by more than one test image's share of the ECE (1/300: CE's
-    0.051 -> 0.054 is the one left, a head chosen on the same split; see
-    docs/calibration-and-keep.md). Measured with the full search: the halving search keeps other
-    configurations, one of whose CE heads is worse by 0.0034, just over the bound."""
+@pytest.mark.parametrize(("seed", "methods"), [(1, "all"), (7, "balanced-softmax")])
+def test_calibration_makes_no_methods_test_ece_worse_on_digits(
+    tmp_path: Path, seed: int, methods: str
+) -> None:
+    """The methods compared on digits (117 validation images, the full search). Seed 1, all
+    twelve: with a temperature fitted by plain NLL, four had a worse test ECE than raw, by up to
+    0.013 (cosine 0.079 -> 0.092). Seed 7: the held-out check alone took balanced softmax's T
+    1.64 (held-out NLL 0.5001 against 0.5114 at T = 1), test ECE 0.033 -> 0.062; the margin
+    the check now asks for (0.015) keeps T = 1 (docs/calibration-and-keep.md)."""
     out = tmp_path / "run"
-    ok("fit", "--out", out, "--seed", "1")
-    result = ok("compare", out, "--search", "full")
+    ok("fit", "--out", out, "--seed", seed)
+    result = ok("compare", out, "--search", "full", "--methods", methods)
     assert "class-wise ECE" in flat(result.output)
-    one_image = 1 / len(np.load(out / "labels.npy"))
     for point in sorted((out / "compare").glob("*.json")):
         cal = json.loads(point.read_text())["result"]["calibration"]
         before, after = cal["test"]["before"], cal["test"]["after"]
-        assert after["ece"] <= before["ece"] + one_image, (point.name, before, after)
+        assert after["ece"] <= before["ece"] + 1e-12, (point.name, before, after)
         assert set(after["groups"]) == {"many", "medium", "few"} and after["classwise_ece"] >= 0
 
 

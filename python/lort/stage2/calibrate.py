@@ -1,8 +1,9 @@
 """Temperature scaling: one scalar T fitted on the validation split by NLL, so that
 ``softmax(z / T)`` are probabilities one can act on (Guo et al., "On Calibration of Modern
 Neural Networks", 2017). The order of the classes, and so every accuracy, is unchanged. The NLL
-is class-balanced, and a T that does not help held-out folds of the split is not used
-(:func:`calibrate`; docs/calibration-and-keep.md has the measurements).
+is class-balanced, log T is moved towards 0 by its standard error, and a T that does not help
+held-out folds of the split is not used (:func:`calibrate`; docs/calibration-and-keep.md has
+the measurements).
 
 LORT needs it more than most: it trains against ``(1 - delta) onehot + delta / K``, so with
 delta 0.98 and K = 100 the target's own top probability is 0.0298 and a well-trained head's
@@ -26,8 +27,15 @@ from lort.errors import InputError
 # minimum towards T = 0, a constant head towards T = infinity.
 BETA_RANGE = (1e-3, 1e3)
 NEWTON_STEPS = 100
-# The held-out check of a fitted temperature: stratified folds of the validation split.
+# The held-out check of a fitted temperature: stratified folds of the validation split, whose
+# class-balanced NLL at the folds' temperatures must be at least HELD_OUT_MARGIN (nats per
+# image) below that at T = 1.
 FOLDS = 5
+HELD_OUT_MARGIN = 0.015
+# log T is moved this many of its standard errors towards 0 (T = 1): on a small split the fitted
+# T is noise as much as signal. Both constants were chosen on the runs
+# docs/calibration-and-keep.md measures.
+SHRINK_SE = 1.5
 
 
 def _nll_and_derivatives(
@@ -86,6 +94,25 @@ def fit_temperature(
         if converged:
             break
     return 1.0 / beta
+
+
+def log_t_standard_error(logits: np.ndarray, labels: np.ndarray, t: float) -> float:
+    """The standard error of log T fitted by class-balanced NLL: the sandwich estimate of the
+    fit's beta = 1 / T (the rows' weighted score variance over the squared curvature), by the
+    delta method. It grows as the split shrinks, and with the weight of a class of few rows."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    w = class_balanced(y)
+    beta = 1.0 / t
+    s = beta * z
+    p = np.exp(s - s.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    mean_z = (p * z).sum(axis=1)
+    score = mean_z - z[np.arange(len(y)), y]
+    curvature = float(w @ ((p * z * z).sum(axis=1) - mean_z**2))
+    if curvature <= 0.0:
+        return math.inf
+    return math.sqrt(float((w * w) @ (score * score))) / curvature / beta
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -191,10 +218,12 @@ def calibrate(
     """The temperature of ``val`` (logits, labels) and the :func:`scores` of both splits at T
     and at 1 (per many / medium / few group of the training ``counts`` when given). T minimises
     the class-balanced NLL on validation (every class weighs the same, as in the class-mean
-    accuracy every choice is made on and the balanced test sets), and is kept only where
-    :func:`held_out_nll` says it lowers that NLL on rows it was not fitted on; otherwise T = 1
-    (a small split's temperature made calibration worse). With no validation split, T stays
-    unset and only the test split's raw scores are given."""
+    accuracy every choice is made on and the balanced test sets), log T moved :data:`SHRINK_SE`
+    standard errors (:func:`log_t_standard_error`) towards 0, and is used only where
+    :func:`held_out_nll` says the fit lowers that NLL by at least :data:`HELD_OUT_MARGIN` on
+    rows it was not fitted on; otherwise T = 1 (a small split's temperature made calibration
+    worse). With no validation split, T stays unset and only the
+    test split's raw scores are given."""
     if val is None:
         return Calibration(
             None,
@@ -204,12 +233,22 @@ def calibrate(
         )
     z, y = val
     fitted = fit_temperature(z, y, class_balanced(y))
+    error = log_t_standard_error(z, y, fitted)
+    log_t = math.log(fitted)
+    shrunk = math.exp(math.copysign(max(0.0, abs(log_t) - SHRINK_SE * error), log_t))
     held_out, raw = held_out_nll(z, y)
     check = f"{FOLDS}-fold held-out NLL {raw:.4g} at T = 1, {held_out:.4g} fitted"
-    t = fitted if held_out < raw else 1.0
+    helps = held_out <= raw - HELD_OUT_MARGIN
+    t = shrunk if helps else 1.0
     how = f"validation split ({len(y):,} images), by class-balanced NLL"
-    if t == 1.0:
-        how += f"; T = 1 kept (the fitted {fitted:.3g} did not help held-out rows: {check})"
+    if not helps:
+        how += (
+            f"; T = 1 kept (the fitted {fitted:.3g} did not lower the NLL of held-out rows by "
+            f"{HELD_OUT_MARGIN:g}: {check})"
+        )
+    elif t != fitted:
+        how += f" ({fitted:.3g} moved towards 1 by {SHRINK_SE:g} standard errors of log T, "
+        how += f"{error:.2g})"
     splits = {
         name: {"before": scores(a, b, counts), "after": scores(a / t, b, counts)}
         for name, (a, b) in (("val", val), ("test", test))
@@ -218,5 +257,11 @@ def calibrate(
         t,
         how,
         splits,
-        {"fitted": fitted, "held_out_nll": held_out, "held_out_nll_at_1": raw, "folds": FOLDS},
+        {
+            "fitted": fitted,
+            "log_t_standard_error": error,
+            "held_out_nll": held_out,
+            "held_out_nll_at_1": raw,
+            "folds": FOLDS,
+        },
     )
