@@ -167,6 +167,30 @@ def test_val_fraction_is_a_parameter_and_errors_name_it() -> None:
     assert "--" not in str(e.value)
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"stage2_stop": "val", "val_fraction": 0.0, "smooth": 0.9},
+            "give the run a validation split (X_val and y_val, or val_fraction > 0), or use "
+            "stage2_stop last",
+        ),
+        ({"threads": 0}, "threads must be between 1 and"),
+        ({"lr1": -1.0}, "lr1 is stage1's lr: it must be finite, lr > 0, got -1.0"),
+        ({"wd2": float("inf")}, "wd2 is stage2's weight_decay"),
+        ({"smooth": 1.5}, "smooth must lie in [0, 1)"),
+    ],
+)
+def test_lort_fits_errors_name_the_estimators_parameters(
+    options: dict[str, object], message: str
+) -> None:
+    """Not the command line's flags (``--stage2-stop``, ``--val-split``, ``--threads``)."""
+    x, y, *_ = _digits()
+    with pytest.raises(ValueError) as e:
+        lort.LortClassifier(**options).fit(x, y)  # type: ignore[arg-type]
+    assert message in str(e.value) and "--" not in str(e.value)
+
+
 def test_report_says_which_rows_its_numbers_are_on(fitted: lort.LortClassifier) -> None:
     x, y, *_ = _digits()
     assert fitted.report_["evaluated_on"]["split"] == "val"

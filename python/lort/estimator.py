@@ -37,12 +37,16 @@ from sklearn.utils.validation import (
 )
 
 from lort.data.feature_files import check_rows
+from lort.errors import InputError, OptionError
 
 # The dtypes X is taken in without a copy; any other numeric dtype is converted to float32.
 _FLOATS = (np.float32, np.float64)
 # The options passed on to ``lort fit`` (None: its default).
 _OPTIONS: tuple[str, ...] = ("method", "smooth", "tau", "stage2_stop", "val_fraction", "seed")
 _OPTIONS += ("epochs1", "lr1", "wd1", "batch1", "epochs2", "lr2", "wd2", "batch2")
+# How an error of ``lort fit`` names an option the estimator has no parameter for; the others
+# are its parameters, spelled as the option's key.
+_SPELLED = {"val_split": "X_val and y_val"}
 
 
 class LortClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
@@ -135,15 +139,18 @@ class LortClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 np.save(data / f"{split}_features.npy", features)
                 np.save(data / f"{split}_labels.npy", split_codes.astype(np.int64))
             arrays_s = time.perf_counter() - start
-            run = fit(
-                Path(tmp) / "run",
-                dataset="features",
-                data_root=str(data),
-                threads=self.threads,
-                figures=False,
-                baselines=False,
-                **options,
-            )
+            try:
+                run = fit(
+                    Path(tmp) / "run",
+                    dataset="features",
+                    data_root=str(data),
+                    threads=self.threads,
+                    figures=False,
+                    baselines=False,
+                    **options,
+                )
+            except OptionError as e:  # named by this estimator's parameters
+                raise InputError(e.spelled(lambda key: _SPELLED.get(key, key))) from None
             self.run_ = open_trained(run.path)
         self.classes_ = classes
         self.report_ = _report(run.report, evaluated, len(splits["test"][1]))

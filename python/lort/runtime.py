@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from lort.errors import InputError
+from lort.errors import InputError, OptionError
 from lort.limits import MAX_THREADS, check_count, env_threads
 
 
@@ -94,7 +94,10 @@ def set_threads(threads: int | None) -> int:
     if threads is None:
         threads = env_threads()
     if threads is not None:
-        check_count(threads, "--threads", 1, MAX_THREADS)
+        try:
+            check_count(threads, "{threads}", 1, MAX_THREADS)
+        except InputError as e:  # named as the caller spells it
+            raise OptionError(str(e), "threads") from None
         torch.set_num_threads(threads)
     return torch.get_num_threads()
 

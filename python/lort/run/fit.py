@@ -23,7 +23,7 @@ from lort import runtime
 from lort.analysis import Analysis
 from lort.config import FitConfig, resolve, validate_for_fit
 from lort.data import LTData
-from lort.errors import DamagedFileError, InputError, LortError
+from lort.errors import DamagedFileError, InputError, LortError, OptionError
 from lort.methods import Method, get_method, rho
 from lort.models import Classifier, build_model, classifier_head, load_backbone_weights
 from lort.options import AUTO_METHOD
@@ -193,9 +193,12 @@ def _fit(
     data.check_images()
     _import_what_the_run_uses(cfg, data)
     if cfg.stage2_stop == "val" and (data.val_labels is None or len(data.val_labels) == 0):
-        raise InputError(
-            "--stage2-stop val keeps the best validation epoch: give the run a validation "
-            "split (--val-split leftover or --val-fraction), or use --stage2-stop last"
+        raise OptionError(
+            "{stage2_stop} val keeps the best validation epoch: give the run a validation "
+            "split ({val_split}, or {val_fraction} > 0), or use {stage2_stop} last",
+            "stage2_stop",
+            "val_split",
+            "val_fraction",
         )
     k = data.num_classes
     if cfg.smooth != "auto" and method.target == "smooth":

@@ -25,7 +25,7 @@ from lort.analysis import Analysis, analyze, new_stats, summarize
 from lort.config import FitConfig
 from lort.data import LTData, build_dataset
 from lort.data.ltdata import Split
-from lort.errors import InputError
+from lort.errors import InputError, OptionError
 from lort.files import finite_or_none
 from lort.methods import Method, inference_logits, rho
 from lort.methods.recipes import AUTHORS_TAU, recipe_for
@@ -381,7 +381,13 @@ class Stage2:
             d = float(smooth)
             return d, {"mode": "fixed", "delta": d, "rho": finite_or_none(rho(self.k, d))}
         if not self.has_val:
-            raise InputError("--smooth auto needs a validation split; give --val-fraction > 0")
+            raise OptionError(
+                "{smooth} auto needs a validation split: give the run one ({val_split}, or "
+                "{val_fraction} > 0)",
+                "smooth",
+                "val_split",
+                "val_fraction",
+            )
         configs = [self.config(method, d, seed, stage2) for d in grid]
         if stop == "last":
             heads = self.train_many(method, configs)
