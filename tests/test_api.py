@@ -62,6 +62,19 @@ def test_fit_and_compare_give_the_commands_numbers(tmp_path: Path) -> None:
     assert opened.analysis.accuracy == pytest.approx(run.analysis.accuracy)
 
 
+def test_compare_takes_the_search_as_the_command_does(tmp_path: Path) -> None:
+    """``search=`` is ``lort compare --search``: the points record it, the notes count its
+    head-epochs, and a bad value is one InputError before anything is trained."""
+    run = lort.fit(tmp_path / "run", epochs1=3, epochs2=4, seed=0)
+    point = run.path / "compare" / "ce-seed0-protocol-tuned.json"
+    for search in ("halving", "full"):
+        table = run.compare(methods=["ce"], search=search, figures=False)
+        assert json.loads(point.read_text())["result"]["search"]["name"] == search
+        assert any(n.startswith(f"{search} search:") for n in table.notes), table.notes
+    with pytest.raises(lort.InputError, match="--search must be one of halving, full"):
+        lort.compare([run], ["ce"], search="quick")  # type: ignore[arg-type]
+
+
 def test_open_run_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     with pytest.raises(lort.InputError):
         lort.open_run(tmp_path)

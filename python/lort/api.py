@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from lort.config import FitConfig
     from lort.deploy.export import ExportResult
     from lort.deploy.predict import Predictions
+    from lort.experiments.protocols import Search
 
 Note = Callable[[str], None]
 
@@ -115,11 +116,16 @@ class Run:
         *,
         seeds: int = 1,
         protocol: str = "tuned",
+        search: Search = "halving",
         figures: bool = True,
     ) -> Table:
         """``lort compare``: the methods re-trained on the run's features under ``protocol``
-        (tuned, authors, test-selected or shared); a row per (method, seed)."""
-        return compare([self.path], methods, seeds=seeds, protocol=protocol, figures=figures)
+        (tuned, authors, test-selected, paper, paper-test-selected or shared), its
+        configurations searched by ``search`` (halving or full, as ``--search``); a row per
+        (method, seed)."""
+        return compare(
+            [self.path], methods, seeds=seeds, protocol=protocol, search=search, figures=figures
+        )
 
     def sweep(
         self,
@@ -225,10 +231,13 @@ def compare(
     *,
     seeds: int = 1,
     protocol: str = "tuned",
+    search: Search = "halving",
     figures: bool = True,
 ) -> Table:
     """``lort compare``: on one run, a row per (method, seed); on several runs of one dataset
-    (backbones), each compared in its own folder and the rows of all of them together."""
+    (backbones), each compared in its own folder and the rows of all of them together.
+    ``search`` is ``--search``: successive halving on the choosing split, or the full search
+    (every configuration to its last epoch)."""
     from lort.experiments.compare import check_comparable, flat_table, parse_methods
     from lort.experiments.compare import compare as run_compare
 
@@ -243,7 +252,7 @@ def compare(
     notes: list[str] = []
     files: list[Path] = []
     for root in roots:
-        res = run_compare(root, names, seeds, protocol=protocol, figures=figures)
+        res = run_compare(root, names, seeds, protocol=protocol, search=search, figures=figures)
         header, these = flat_table(res)
         prefix = [str(root)] if len(roots) > 1 else []
         rows += [prefix + r for r in these]

@@ -14,6 +14,7 @@ the inputs' size.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -230,10 +231,11 @@ def _blocks(path: Path, a: np.ndarray, rows: int) -> Iterator[np.ndarray]:
     with open_regular(path) as f:
         f.seek(a.offset)
         for start in range(0, len(a), rows):
-            block = np.empty((min(rows, len(a) - start), *a.shape[1:]), a.dtype)
-            if f.readinto(block.reshape(-1).view(np.uint8)) != block.nbytes:
+            shape = (min(rows, len(a) - start), *a.shape[1:])
+            block = np.fromfile(f, a.dtype, count=(count := math.prod(shape)))
+            if block.size != count:
                 raise InputError(f"{path} ended before its {len(a):,} rows (cut while read?)")
-            yield block
+            yield block.reshape(shape)
 
 
 Features = tuple[np.ndarray, np.ndarray | None]
