@@ -194,6 +194,7 @@ def test_lort_fits_errors_name_the_estimators_parameters(
 def test_report_says_which_rows_its_numbers_are_on(fitted: lort.LortClassifier) -> None:
     x, y, *_ = _digits()
     assert fitted.report_["evaluated_on"]["split"] == "val"
+    assert "files" not in fitted.report_  # the run folder's, removed after the fit
     alone = lort.LortClassifier(method="ce", epochs1=2, epochs2=2).fit(x, y)
     assert alone.report_["evaluated_on"]["split"] == "train"
     assert "training numbers" in alone.report_["evaluated_on"]["why"]

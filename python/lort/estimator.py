@@ -193,10 +193,12 @@ def _float32(x: np.ndarray, name: str) -> np.ndarray:
 
 
 def _report(report: dict[str, Any], evaluated: str, rows: int) -> dict[str, Any]:
-    """The run's report, with the rows its numbers (results, calibration) are on."""
+    """The run's report, less the files of its folder (removed after the fit), with the rows
+    its numbers (results, calibration) are on."""
     why = {
         "val": "X_val, y_val: the rows the run chose its epoch, delta and temperature on, "
         "so they flatter the classifier; score held-out rows for an unbiased estimate",
         "train": "X, y: no held-out rows were given, so these are training numbers",
     }[evaluated]
-    return {**report, "evaluated_on": {"split": evaluated, "rows": rows, "why": why}}
+    kept = {k: v for k, v in report.items() if k != "files"}
+    return kept | {"evaluated_on": {"split": evaluated, "rows": rows, "why": why}}
