@@ -95,7 +95,9 @@ SIZES = {
 }
 
 
-def make_data(size: Size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
+def make_data(
+    size: Size, dim: int = DIM
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
     rng = np.random.default_rng(SEED)
     k = size.num_classes
     if size.samples is None:
@@ -106,7 +108,7 @@ def make_data(size: Size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.
         labels = rng.choice(k, size.samples, p=p / p.sum())
     g = torch.Generator().manual_seed(SEED + k)
     n = len(labels)
-    feats, flip = torch.rand(n, DIM, generator=g), torch.rand(n, DIM, generator=g)
+    feats, flip = torch.rand(n, dim, generator=g), torch.rand(n, dim, generator=g)
     return feats, flip, torch.from_numpy(labels), np.bincount(labels, minlength=k)
 
 

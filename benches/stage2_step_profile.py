@@ -2,11 +2,12 @@
 
 Run (from the repository root, in the project's venv)::
 
-    python benches/stage2_step_profile.py [--size cifar100-lt] [--path grid|alone] [--heads 1]
-        [--epochs 2] [--repeats 3] [--profile]
+    python benches/stage2_step_profile.py [--size cifar100-lt] [--dim 512] [--path grid|alone]
+        [--heads 1] [--epochs 2] [--repeats 3] [--profile]
 
 It trains ``--heads`` LORT heads on the synthetic data of ``benches/stage2_grid.py`` (``--size``:
-cifar100-lt is 10,847 x 512, K = 100; imagenet-lt 4,096 x 512, K = 1,000) for ``--epochs``
+cifar100-lt is 10,847 rows, K = 100; imagenet-lt 4,096 rows, K = 1,000; ``--dim`` features,
+512 by default, 2,048 for the paper's ResNet-50 features) for ``--epochs``
 epochs of batch 64, either through ``lort.stage2.grid.train_head_grid`` (``grid``) or one head
 through ``lort.stage2.loop.train_head_cached`` (``alone``), on one thread, and prints the median
 CPU seconds of ``--repeats`` runs (after one warm-up), the milliseconds per step, and the ratio
@@ -53,6 +54,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", default="cifar100-lt", choices=list(SIZES))
     ap.add_argument("--path", default="grid", choices=["grid", "alone"])
+    ap.add_argument("--dim", type=int, default=DIM)
     ap.add_argument("--heads", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
@@ -60,10 +62,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     size = SIZES[args.size]
-    feats, flip, labels, counts = make_data(size)
+    feats, flip, labels, counts = make_data(size, args.dim)
+    dim = args.dim
     k, n = size.num_classes, len(labels)
     torch.manual_seed(0)
-    init = nn.Linear(DIM, k)
+    init = nn.Linear(dim, k)
     method = get_method("lort")
     heads = 1 if args.path == "alone" else args.heads
     configs = [
@@ -89,15 +92,15 @@ def main() -> None:
         times.append(time.process_time() - t0)
     seconds = statistics.median(times)
     gk = heads * k
-    x, w, dz = torch.rand(BATCH, DIM), torch.rand(gk, DIM), torch.rand(BATCH, gk)
+    x, w, dz = torch.rand(BATCH, dim), torch.rand(gk, dim), torch.rand(BATCH, gk)
     rates = {
         "forward": cpu_gemm_rate(x, w.T),
         "weight gradient": cpu_gemm_rate(dz.T, x),
         "1024^3": cpu_gemm_rate(torch.rand(1024, 1024), torch.rand(1024, 1024)),
     }
-    floor = 4 * n * args.epochs * DIM * gk / max(rates.values()) / 1e9
+    floor = 4 * n * args.epochs * dim * gk / max(rates.values()) / 1e9
     steps = -(-n // BATCH) * args.epochs
-    print(f"{args.path}, {heads} head(s), {args.size}: {n:,} x {DIM}, K = {k:,}, batch {BATCH}")
+    print(f"{args.path}, {heads} head(s), {args.size}: {n:,} x {dim}, K = {k:,}, batch {BATCH}")
     print("gemm (CPU time): " + ", ".join(f"{s} {r:.1f} GFLOP/s" for s, r in rates.items()))
     each = ", ".join(f"{t:.3f}" for t in times)
     print(f"CPU s (median of {args.repeats}): {seconds:.3f} ({each}); "
