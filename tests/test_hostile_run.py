@@ -191,6 +191,41 @@ def test_a_hostile_report_json_is_one_line(text: str, finished: Path, tmp_path: 
     assert "\n" not in str(caught.value)
 
 
+@pytest.fixture(scope="module")
+def compared(finished: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = copy(finished, tmp_path_factory.mktemp("compared") / "run")
+    ok("compare", run, "--methods", "ce")
+    return run
+
+
+POINT = "compare/ce-seed0-protocol-tuned.json"
+
+
+@pytest.mark.parametrize("damage", ["0.9", [0.9], {"all": 0.9}, None])
+def test_a_compare_point_of_another_shape_is_measured_again_or_refused(
+    damage: object, compared: Path, tmp_path: Path
+) -> None:
+    """A point whose numbers are strings, lists or mappings (its fingerprint intact, its record
+    restamped) was reused as "a mapping": compare printed or summed what it held. Now it is
+    damaged: compare measures it again, keep refuses it in one line."""
+    from lort.experiments.points import RESULT_SHAPE
+
+    run = copy(compared, tmp_path / "run")
+    point = json.loads((run / POINT).read_text())
+    good = point["result"]["test"]["all"]
+    point["result"]["test"]["all" if damage is not None else "few"] = damage
+    if damage is None:  # a group's accuracy may be None, but the group's class count may not
+        point["result"]["test"]["classes_few"] = None
+    (run / POINT).write_text(json.dumps(point))
+    restamp(run, POINT)
+    one_line_error(run_cli("keep", run, "--methods", "ce"), POINT, "damaged")
+    assert "re-trained" in flat(ok("compare", run, "--methods", "ce").output)
+    again = json.loads((run / POINT).read_text())["result"]
+    assert again["test"]["all"] == good
+    assert isinstance(again["test"]["classes_few"], int)
+    assert {k.removeprefix("?") for k in RESULT_SHAPE} >= set(again)  # every key it writes
+
+
 def test_read_json_bounds_size_depth_and_shape(tmp_path: Path) -> None:
     from lort import files
     from lort.limits import MAX_JSON_BYTES, MAX_JSON_DEPTH

@@ -41,8 +41,57 @@ from lort.stage2.select import ValScore
 # (a point without them was made by the full search)
 POINT_VERSION = 7
 
-# A stored point as :func:`stored_or_measured` writes it.
-POINT_SHAPE = {"fingerprint": dict, "result": dict}
+# A stored point as :func:`stored_or_measured` writes it (:func:`lort.files.check_shape`): the
+# result as :func:`_evaluate` and :func:`measure_protocol` make it, every number a number (or
+# None where a split or a group has none), so that a table never prints or sums a string.
+_NONE = type(None)
+_NUMBER = (float, _NONE)  # float admits integers
+_SCORES = {
+    "nll": _NUMBER,
+    "ece": _NUMBER,
+    "mean_top_probability": _NUMBER,
+    "?classwise_ece": _NUMBER,
+    "?groups": {"*": ({"*": _NUMBER}, _NONE)},
+}
+_SPLIT_SCORES = {"before": _SCORES, "?after": _SCORES}
+_TEST_SUMMARY = {
+    key: int if key.startswith("classes_") else _NUMBER
+    for key in (
+        "all",
+        "balanced_accuracy",
+        "lambda_2",
+        "condition",
+        *(f"{m}_{g}" for g in ("all", *GROUP_NAMES) for m in "Lrw"),
+        *(f"{m}{g}" for g in GROUP_NAMES for m in ("", "classes_")),
+    )
+}
+RESULT_SHAPE = {
+    "method": str,
+    "seed": int,
+    "stage2": ({"epochs": int, "lr": float, "weight_decay": float, "batch_size": int}, _NONE),
+    "delta": _NUMBER,
+    "smooth": {"mode": str, "*": (str, float, _NONE, [_NUMBER])},
+    "epoch": int,
+    "stop": str,
+    "val_balanced_accuracy": _NUMBER,
+    "val_nll": _NUMBER,
+    "test": _TEST_SUMMARY,
+    "calibration": {
+        "temperature": _NUMBER,
+        "fitted_on": str,
+        "?val": _SPLIT_SCORES,
+        "test": _SPLIT_SCORES,
+        "?check": {"*": _NUMBER},
+    },
+    "per_class": {k: [_NUMBER] for k in ("accuracy", "magnitude", "rstd", "weight_norm")},
+    "?hyper": dict,
+    "?protocol": str,
+    "?chosen": {"init": str, "hyper": {"*": _NUMBER}, "chosen_on": str},
+    "?candidates": [{"?hyper": {"*": _NUMBER}, "*": (float, _NONE, dict)}],
+    "?curve": [{"epoch": int, "val_accuracy": _NUMBER, "test_accuracy": _NUMBER}],
+    "?search": {"name": str, "head_epochs": int, "full_head_epochs": int},
+}
+POINT_SHAPE = {"fingerprint": dict, "result": RESULT_SHAPE}
 
 # The stopping protocols as users name them (``lort compare --epoch``).
 STOP_NAME = {"last": "last", "val": "val", "test": "test-selected"}
