@@ -71,8 +71,8 @@ def test_compare_takes_the_search_as_the_command_does(tmp_path: Path) -> None:
         table = run.compare(methods=["ce"], search=search, figures=False)
         assert json.loads(point.read_text())["result"]["search"]["name"] == search
         assert any(n.startswith(f"{search} search:") for n in table.notes), table.notes
-    with pytest.raises(lort.InputError, match="--search must be one of halving, full"):
-        lort.compare([run], ["ce"], search="quick")  # type: ignore[arg-type]
+    with pytest.raises(lort.InputError, match=r"^search must be one of halving, full, got 'q'$"):
+        lort.compare([run], ["ce"], search="q")  # type: ignore[arg-type]
 
 
 def test_open_run_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:

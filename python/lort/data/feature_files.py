@@ -79,7 +79,7 @@ def check_rows(a: np.ndarray, where: str, first: int = 0) -> None:
         if bad.any():
             raise InputError(f"{where} row {first + start + int(np.argmax(bad))} holds NaN or Inf")
         # float16's finite values are within the bound (which would overflow its cast)
-        if np.finfo(a.dtype).max <= MAX_FEATURE:
+        if float(np.finfo(a.dtype).max) <= MAX_FEATURE:
             continue
         big = (np.abs(chunk) > MAX_FEATURE).any(axis=1)
         if big.any():

@@ -27,7 +27,7 @@ import numpy as np
 
 from lort import files
 from lort.analysis import AUTO_EXACT_MAX_CLASSES, GROUP_NAMES, GROUP_RULE
-from lort.errors import InputError
+from lort.errors import InputError, OptionError
 from lort.experiments.intervals import paired, t_interval
 from lort.experiments.points import (
     STOP_NAME,
@@ -178,7 +178,8 @@ def compare(
     search with ``search`` (:data:`lort.experiments.protocols.SEARCH_DEFINITION`)."""
     check_count(seeds, "--seeds", 1, MAX_SEEDS)
     if search not in SEARCHES:
-        raise InputError(f"--search must be one of {', '.join(SEARCHES)}, got {search!r}")
+        choices = ", ".join(SEARCHES)
+        raise OptionError(f"{{search}} must be one of {choices}, got {search!r}", "search")
     if protocol not in COMPARE_PROTOCOLS:
         raise InputError(
             f"--protocol must be one of {', '.join(COMPARE_PROTOCOLS)}, got {protocol!r}"
