@@ -118,26 +118,30 @@ def test_the_standard_error_of_log_t_is_the_bootstraps() -> None:
     assert log_t_standard_error(z, y, t) == pytest.approx(np.std(logs), rel=0.25)
 
 
-def test_a_small_splits_temperature_is_moved_towards_1_by_its_standard_error() -> None:
-    """A head twice too sharp: 150 validation rows give T about 2, moved 1.5 standard errors of
-    log T towards 1; 20,000 rows give it almost unmoved."""
+def test_a_small_splits_sharpening_temperature_is_moved_towards_1_by_its_standard_error() -> None:
+    """A head twice too flat: 150 validation rows give T about 0.5, moved 1.5 standard errors
+    of log T towards 1; 20,000 rows give it almost unmoved. A head twice too sharp keeps its
+    fitted T of about 2: the split flatters the heads chosen on it towards sharper
+    probabilities, not softer."""
     rng = np.random.default_rng(6)
 
-    def twice_too_sharp(n: int) -> tuple[np.ndarray, np.ndarray]:
+    def drawn(n: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
         z = 2.0 * rng.normal(size=(n, 4))
         p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
         y = np.array([rng.choice(4, p=row) for row in p])
-        return 2.0 * z, y
+        return scale * z, y
 
-    small = twice_too_sharp(150)
+    small = drawn(150, 0.5)
     cal = calibrate(small, small)
     assert cal.check is not None
     fitted, error = cal.check["fitted"], cal.check["log_t_standard_error"]
     assert error == pytest.approx(log_t_standard_error(*small, fitted))
-    assert cal.temperature == pytest.approx(fitted * np.exp(-1.5 * error))
-    assert 1.2 < cal.temperature < fitted and "standard errors" in cal.fitted_on
-    large = calibrate(twice_too_sharp(20_000), small)
-    assert large.temperature == pytest.approx(2.0, rel=0.05)
+    assert cal.temperature == pytest.approx(fitted * np.exp(1.5 * error))
+    assert fitted < cal.temperature < 0.8 and "standard errors" in cal.fitted_on
+    large = calibrate(drawn(20_000, 0.5), small)
+    assert large.temperature == pytest.approx(0.5, rel=0.05)
+    sharp = calibrate(drawn(150, 2.0), small)
+    assert sharp.check is not None and sharp.temperature == sharp.check["fitted"] > 1.5
 
 
 def test_classwise_ece_and_the_groups() -> None:
