@@ -18,6 +18,7 @@ from lort.methods import (
     CosineHead,
     LinearHead,
     LWSHead,
+    SoftmaxLoss,
     apply_constraint,
     class_balanced_sample_weights,
     class_balanced_weights,
@@ -113,6 +114,28 @@ def test_lort_loss_is_torch_label_smoothing(k: int, delta: float) -> None:
     loss = make_loss(METHODS["lort"], np.full(k, 10), smooth=delta)(logits, labels)
     want = F.cross_entropy(logits, labels, label_smoothing=delta)
     torch.testing.assert_close(loss, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_per_row_delta_and_class_weights_are_the_soft_target_formula(weighted: bool) -> None:
+    """The loss a grid of heads uses (a delta per row, or class weights, so not torch's fused
+    kernel) is -sum q log softmax(z) with q = (1 - delta) onehot + delta / K, value and
+    gradient."""
+    k = 7
+    logits, labels = batch(k, n=40, seed=3)
+    delta = torch.linspace(0.0, 0.99, 40, dtype=logits.dtype).unsqueeze(1)
+    weights = torch.rand(k, dtype=logits.dtype) + 0.5 if weighted else None
+    z = logits.clone().requires_grad_()
+    loss = SoftmaxLoss(k, delta=delta, class_weight=weights)(z, labels)
+    z_ref = logits.clone().requires_grad_()
+    q = F.one_hot(labels, k).to(logits) * (1 - delta) + delta / k
+    rows = -(q * F.log_softmax(z_ref, 1)).sum(1)
+    w = torch.ones(k, dtype=logits.dtype) if weights is None else weights
+    want = (w[labels] * rows).sum() / w[labels].sum()
+    torch.testing.assert_close(loss, want, rtol=1e-12, atol=1e-12)
+    loss.backward()
+    want.backward()
+    torch.testing.assert_close(z.grad, z_ref.grad, rtol=1e-10, atol=1e-12)
 
 
 def test_lort_loss_differs_from_ce() -> None:
