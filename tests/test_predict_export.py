@@ -490,7 +490,7 @@ def test_a_large_feature_array_costs_memory_by_the_chunk_not_the_file(
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=True)
     n, grown_mib = map(int, done.stdout.split())
-    assert n == rows and grown_mib < 160, grown_mib
+    assert n == rows and grown_mib < 256, grown_mib  # about 3 chunks; 691 MiB before
 
 
 def test_a_header_claiming_billions_of_rows_is_one_line(
