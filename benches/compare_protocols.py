@@ -5,6 +5,7 @@ CPU recipe's ``lort fit --config recipes/cifar10-lt-ir100-cpu.yaml --data-root D
 
     python benches/compare_protocols.py RUN [--threads 2] [--seeds 3]
     python benches/compare_protocols.py RUN [RUN ...] --searches [--protocols paper,tuned]
+        [--methods lort,ce]
     python benches/compare_protocols.py RUN [RUN ...] --replay [--protocols paper,tuned]
 
 What it times (each (method, seed) plan trained and chosen as `lort compare` does, through
@@ -29,11 +30,11 @@ arithmetic, not how far it could be brought. The searches are the default (succe
 ones; the floor counts the head-epochs they trained.
 
 ``--searches`` instead measures the halving search against the full one (`lort compare
---search`): on every RUN (e.g. five digits backbones), every method of Table 1 for the run's
-seed under each of ``--protocols``, both searches through ``run_plan``; per method the kept
-head's test top-1 accuracy (mean over the runs) under each search and their difference, the
-head-epochs each trained (the kept configuration's test-curve re-training included) and the
-seconds, then the totals.
+--search`): on every RUN (e.g. five digits backbones), every method of Table 1 (or of
+``--methods``) for the run's seed under each of ``--protocols``, both searches through
+``run_plan``; per method the kept head's test top-1 accuracy (mean over the runs) under each
+search and their difference, the head-epochs each trained (the kept configuration's
+test-curve re-training included) and the seconds, then the totals.
 
 ``--replay`` trains every searched configuration of every method to its end once, with
 validation and test scored after every epoch, and replays halving schedules on those curves (a
@@ -128,14 +129,14 @@ def test_accuracy(run: FinishedRun, p: Plan, chosen: Chosen) -> float:
     return float((logits.argmax(1) == problem.data.test_labels).mean())
 
 
-def search_study(runs: list[Path], protocols: list[str]) -> None:
+def search_study(runs: list[Path], protocols: list[str], methods: list[str]) -> None:
     """The halving search against the full one on every run and method (see the docstring)."""
     opened = [open_run(r) for r in runs]
     for protocol in protocols:
         rows = []
         totals = {s: [0, 0.0] for s in SEARCHES}  # head-epochs, seconds
         diffs = []
-        for m in TABLE1:
+        for m in methods:
             acc = {s: [] for s in SEARCHES}
             epochs = {s: 0 for s in SEARCHES}
             for run in opened:
@@ -195,13 +196,13 @@ def replay(
 SCHEDULES = ((2, 10), (2, None), (3, 10), (3, None), (2, 5), (2, 3))  # eta, start (None: 1)
 
 
-def replay_study(runs: list[Path], protocols: list[str]) -> None:
+def replay_study(runs: list[Path], protocols: list[str], methods: list[str]) -> None:
     """Halving schedules replayed on the full search's curves (see the docstring)."""
     opened = [open_run(r) for r in runs]
     for protocol in protocols:
         curves = []
         for run in opened:
-            for m in TABLE1:
+            for m in methods:
                 p = plan(run, m, run.cfg.seed, protocol, "full")  # type: ignore[arg-type]
                 if not p.recipe.retrains or len(p.candidates) < 2 or p.choose_on != "val":
                     continue
@@ -242,12 +243,13 @@ def main() -> None:
     ap.add_argument("--searches", action="store_true", help="halving against full")
     ap.add_argument("--replay", action="store_true", help="halving schedules replayed")
     ap.add_argument("--protocols", default="paper,tuned")
+    ap.add_argument("--methods", default=",".join(TABLE1), help="--searches/--replay's methods")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(run_header(args.threads, torch.__version__))
     if args.searches or args.replay:
         study = search_study if args.searches else replay_study
-        study(args.runs, args.protocols.split(","))
+        study(args.runs, args.protocols.split(","), args.methods.split(","))
         print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
         return
     if len(args.runs) > 1:
