@@ -1,12 +1,13 @@
 """Test ECE of every compared head of finished runs: raw, with the temperature fitted by plain
 NLL on the validation split (lort before issue 27), and with lort's rule
-(:func:`lort.stage2.calibrate.calibrate`: class-balanced NLL, kept only where it helps held-out
-folds). Each head is the one `lort compare` kept for the run's first compared seed (tuned).
+(:func:`lort.stage2.calibrate.calibrate`: class-balanced NLL, a T below 1 moved towards 1 by
+its standard error, used only where it helps held-out folds by a margin). Each head is the one
+`lort compare` kept for the run's first compared seed (tuned).
 
     python benches/calibration_small_splits.py runs/dg0 runs/dg1 ...
 
 Prints one row per (run, method) and, last, how many heads each rule made worse than raw and
-the mean ECE of each; docs/calibration-and-keep.md has the numbers.
+the mean ECE of each; docs/results.md ("Keep regret and calibration") has the numbers.
 """
 
 from __future__ import annotations

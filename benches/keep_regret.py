@@ -5,7 +5,8 @@ and for lort's rule (the run's own method unless validation tells the winner apa
 
     python benches/keep_regret.py runs/dg0 runs/dg1 ...
 
-One row per run, then the mean regret of each rule; docs/calibration-and-keep.md has the numbers.
+One row per run, then the mean regret of each rule; docs/results.md ("Keep regret and
+calibration") has the numbers.
 """
 
 from __future__ import annotations
