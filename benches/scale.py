@@ -9,7 +9,10 @@ Writes synthetic long-tailed features in the ``features`` layout (``train/val/te
 * ``imagenet-lt``: K = 1,000, 115,846 rows from 1,280 down to 5 per class, 20 validation and 50
   test rows per class, D = 2,048;
 * ``inat2018``: K = 8,142, 437,513 rows from 1,000 down to 2 per class, 2 validation and 3 test
-  rows per class, D = 2,048 (7.2 GB of float32 training features with the mirrored view).
+  rows per class, D = 2,048 (7.2 GB of float32 training features with the mirrored view);
+* ``k1000-64``: K = 1,000, 28,962 rows from 320 down to 2 per class (ImageNet-LT's divided by
+  four), 20 validation and 50 test rows per class, D = 64: a K = 1,000 set on which a CPU can
+  run the full search beside the halving one (``benches/compare_protocols.py --searches``).
 
 The profiles between the published extremes are ``floor(max * (min/max)^((i/(K-1))^p))`` with
 ``p`` chosen so that the rows add up to the published total. Rows are ``relu(mean_y + 2.5 *
@@ -101,6 +104,9 @@ SIZES = {
     "cifar100-lt-512": Size(100, 512, 500, 5, 10_847, 20, 100),
     "imagenet-lt": Size(1_000, 2_048, 1_280, 5, 115_846, 20, 50),
     "inat2018": Size(8_142, 2_048, 1_000, 2, 437_513, 2, 3),
+    # K = 1,000 small enough for a CPU to run both searches: ImageNet-LT's extremes and total
+    # divided by four, 64-d
+    "k1000-64": Size(1_000, 64, 320, 2, 28_962, 20, 50),
 }
 
 
