@@ -437,6 +437,10 @@ def test_feature_arrays_are_read_a_chunk_at_a_time_with_the_same_results(
     np.testing.assert_array_equal(chunked.indices(), whole.indices())
     np.testing.assert_array_equal(chunked.probabilities(), whole.probabilities())
     assert chunked.names == whole.names == [f"{data / 'test_features.npy'}[{i}]" for i in range(60)]
+    for view in ("features", "flipped_features"):  # Fortran order: copied from the mapping
+        np.save(tmp_path / f"f_{view}.npy", np.asfortranarray(np.load(data / f"test_{view}.npy")))
+    fortran = module.predict(wide_features_run, [tmp_path / "f_features.npy"], keep_logits=True)
+    np.testing.assert_array_equal(fortran.all_logits(), whole.all_logits())
 
     run = open_trained(wide_features_run)
     x16 = (np.load(data / "test_features.npy") * 3).astype(np.float16)

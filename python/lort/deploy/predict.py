@@ -226,7 +226,7 @@ def _blocks(path: Path, a: np.ndarray, rows: int) -> Iterator[np.ndarray]:
     the process's memory until the kernel needs them back."""
     if not isinstance(a, np.memmap) or not a.flags.c_contiguous:  # Fortran order: by columns
         for start in range(0, len(a), rows):
-            yield np.array(a[start : start + rows])
+            yield np.array(a[start : start + rows], order="C")
         return
     with open_regular(path) as f:
         f.seek(a.offset)
@@ -361,8 +361,8 @@ class Reader:
         spec = self.run.spec
         channels = len(spec.mean)
         array_images(a[:0], str(path), spec.kind, channels, spec.image_size)  # its form
-        for start in range(0, len(a), self.chunk):
-            rows = np.array(a[start : start + self.chunk])  # a writable copy of the rows
+        blocks = _blocks(path, a, self.chunk)
+        for start, rows in zip(range(0, len(a), self.chunk), blocks, strict=True):
             chunk = array_images(rows, str(path), spec.kind, channels, spec.image_size)
             labels = np.zeros(len(chunk), np.int64)
             images: EvalSet = (
