@@ -135,6 +135,7 @@ def test_a_small_splits_sharpening_temperature_is_moved_towards_1_by_its_standar
     cal = calibrate(small, small)
     assert cal.check is not None
     fitted, error = cal.check["fitted"], cal.check["log_t_standard_error"]
+    assert fitted is not None and error is not None
     assert error == pytest.approx(log_t_standard_error(*small, fitted))
     assert cal.temperature == pytest.approx(fitted * np.exp(1.5 * error))
     assert fitted < cal.temperature < 0.8 and "standard errors" in cal.fitted_on
@@ -142,6 +143,12 @@ def test_a_small_splits_sharpening_temperature_is_moved_towards_1_by_its_standar
     assert large.temperature == pytest.approx(0.5, rel=0.05)
     sharp = calibrate(drawn(150, 2.0), small)
     assert sharp.check is not None and sharp.temperature == sharp.check["fitted"] > 1.5
+    # Constant logits: no curvature, no standard error; report.json takes no infinity.
+    y = np.arange(20) % 3
+    flat = calibrate((np.zeros((20, 3)), y), (np.zeros((20, 3)), y))
+    assert flat.temperature == 1.0 and flat.check is not None
+    assert flat.check["log_t_standard_error"] is None
+    json.dumps(flat.to_dict(), allow_nan=False)
 
 
 def test_classwise_ece_and_the_groups() -> None:
@@ -177,7 +184,7 @@ def test_calibration_makes_no_methods_test_ece_worse_on_digits(
     1.64 (held-out NLL 0.5001 against 0.5114 at T = 1), test ECE 0.033 -> 0.062; the margin
     the check now asks for (0.015) keeps T = 1 (docs/calibration-and-keep.md)."""
     out = tmp_path / "run"
-    ok("fit", "--out", out, "--seed", seed)
+    ok("fit", "--out", out, "--seed", str(seed))
     result = ok("compare", out, "--search", "full", "--methods", methods)
     assert "class-wise ECE" in flat(result.output)
     for point in sorted((out / "compare").glob("*.json")):

@@ -22,6 +22,7 @@ import numpy as np
 
 from lort.analysis import ECE_BINS, analyze, shot_groups
 from lort.errors import InputError
+from lort.files import finite_or_none
 
 # The search keeps 1 / T inside these bounds: a separable validation split drives the NLL's
 # minimum towards T = 0, a constant head towards T = infinity.
@@ -100,7 +101,8 @@ def fit_temperature(
 def log_t_standard_error(logits: np.ndarray, labels: np.ndarray, t: float) -> float:
     """The standard error of log T fitted by class-balanced NLL: the sandwich estimate of the
     fit's beta = 1 / T (the rows' weighted score variance over the squared curvature), by the
-    delta method. It grows as the split shrinks, and with the weight of a class of few rows."""
+    delta method. It grows as the split shrinks, and with the weight of a class of few rows;
+    infinite where the NLL has no curvature (constant logits)."""
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
     w = class_balanced(y)
@@ -171,7 +173,7 @@ class Calibration:
     temperature: float | None
     fitted_on: str
     splits: dict[str, dict[str, dict[str, Any]]]  # split -> before / after -> scores
-    check: dict[str, float] | None = None  # the held-out check of the fitted temperature
+    check: dict[str, float | None] | None = None  # the held-out check of the fitted temperature
 
     def to_dict(self) -> dict[str, Any]:
         out = {"temperature": self.temperature, "fitted_on": self.fitted_on, **self.splits}
@@ -260,7 +262,7 @@ def calibrate(
         splits,
         {
             "fitted": fitted,
-            "log_t_standard_error": error,
+            "log_t_standard_error": finite_or_none(error),  # None: a flat NLL, no spread
             "held_out_nll": held_out,
             "held_out_nll_at_1": raw,
             "folds": FOLDS,
