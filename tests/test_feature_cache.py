@@ -167,6 +167,29 @@ def test_the_cached_loop_gathers_rows_in_blocks(monkeypatch: pytest.MonkeyPatch)
     assert all(torch.equal(a, b) for a, b in zip(trained(), whole, strict=True))
 
 
+def test_the_cached_loop_reports_progress_at_a_bounded_rate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reading a step's loss and accuracy back costs as much as a small step: the loop reports
+    after its first step, then at most every REPORT_S and at the end of every epoch."""
+    import torch
+
+    from lort.methods import get_method
+    from lort.optim import StageConfig
+    from lort.stage2 import loop
+
+    feats = torch.rand(300, 8, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(300) % 5
+    calls: list[tuple] = []
+    monkeypatch.setattr(loop, "REPORT_S", float("inf"))
+    loop.train_head_cached(
+        get_method("ce"), feats, None, labels, np.bincount(labels.numpy()), None,
+        StageConfig(3, 0.05, 1e-4, 16), smooth=0.0, seed=0, progress=lambda *a: calls.append(a),
+    )  # fmt: skip
+    assert [c[1:3] for c in calls] == [(1, 57), (19, 57), (38, 57), (57, 57)]  # first, epochs
+    assert all(0.0 <= c[4] <= 1.0 and c[3] > 0 for c in calls)
+
+
 def test_a_float16_cache_is_converted_block_by_block(
     run: Path, data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

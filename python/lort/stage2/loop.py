@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
@@ -64,6 +65,8 @@ def torch_threads(n: int) -> Iterator[None]:
 SMALL_STEP = 1 << 24
 # Bytes of training rows gathered at a time by the cached loop.
 GATHER_BYTES = 64 << 20
+# Seconds between the cached loop's progress reports within an epoch.
+REPORT_S = 0.1
 
 
 def compute_dtype(feats: torch.Tensor) -> torch.dtype:
@@ -139,6 +142,7 @@ def train_head_cached(
     # Rows are gathered for a block of steps at a time (at most GATHER_BYTES): the features,
     # mapped from the run's cache, are never copied whole.
     block = max(1, GATHER_BYTES // (st.batch_size * dim * compute_dtype(feats).itemsize))
+    reported = -math.inf
     with torch_threads(threads):
         for epoch in range(st.epochs):
             order = torch.randperm(n) if w is None else torch.multinomial(w, n, replacement=True)
@@ -153,7 +157,12 @@ def train_head_cached(
                 x = xs[j * st.batch_size : (j + 1) * st.batch_size]
                 y = ys[i * st.batch_size : (i + 1) * st.batch_size]
                 loss, acc = head_step(head, loss_fn, opt, sched, x, y)
-                if progress is not None:
+                # Reading the loss and accuracy back (an argmax over batch x K) and drawing the
+                # line cost as much as a small step: after the first step, then at most every
+                # REPORT_S and at each epoch's end.
+                now = time.perf_counter()
+                if progress is not None and (i + 1 == steps or now - reported >= REPORT_S):
+                    reported = now
                     progress("stage 2", epoch * steps + i + 1, st.epochs * steps, loss(), acc())
             apply_constraint(method, head, radius)
     return head.eval()
