@@ -12,8 +12,8 @@ own: the same head through the same inference function.
 A choice on validation says how sure it is: a paired bootstrap over the validation images of
 the winner against the run's own method and against the runner-up. Where the winner is better
 than the run's own method in fewer than :data:`SURE` of the resamples, validation cannot tell
-them apart and the run's own method is kept (docs/calibration-and-keep.md has the measurements
-behind the rule).
+them apart and the run's own method is kept (docs/calibration-and-keep.md has the rule,
+docs/results.md the measurements behind it).
 """
 
 from __future__ import annotations
