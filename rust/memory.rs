@@ -1,6 +1,6 @@
 //! What the core may allocate: the largest number of classes it keeps state
 //! for (`MAX_CLASSES`), and allocation that reports failure as an error
-//! instead of aborting the process (`zeros`, `reserve`).
+//! instead of aborting the process (`zeros`, `reserve`, `copy`, `collect`).
 
 use std::alloc::{alloc_zeroed, Layout};
 
@@ -56,7 +56,26 @@ pub fn reserve<T>(v: &mut Vec<T>, len: usize, what: &str) -> Result<()> {
         .map_err(|_| out_of_memory::<T>(len, what))
 }
 
-fn out_of_memory<T>(n: usize, what: &str) -> Error {
+/// A copy of `items`, or an error naming `what` (where `to_vec` and `clone`
+/// would abort the process).
+pub fn copy<T: Copy>(items: &[T], what: &str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    reserve(&mut v, items.len(), what)?;
+    v.extend_from_slice(items);
+    Ok(v)
+}
+
+/// The items of `iter` in a vector allocated once for its length, or an error
+/// naming `what` (where `collect` would abort the process).
+pub fn collect<T>(iter: impl ExactSizeIterator<Item = T>, what: &str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    reserve(&mut v, iter.len(), what)?;
+    v.extend(iter);
+    Ok(v)
+}
+
+/// The error for `n` values of `T` that the system would not allocate.
+pub fn out_of_memory<T>(n: usize, what: &str) -> Error {
     let bytes = (n as u128) * std::mem::size_of::<T>() as u128;
     Error::Input(format!(
         "out of memory: cannot allocate {:.2} GB for {what}",
@@ -92,5 +111,13 @@ mod tests {
         assert!(reserve(&mut v, usize::MAX - 8, "x").is_err());
         reserve(&mut v, 10, "x").unwrap();
         assert!(v.capacity() >= 10);
+        assert_eq!(copy(&[1.5, 2.0], "x").unwrap(), vec![1.5, 2.0]);
+        assert_eq!(
+            collect((0..4usize).map(|j| j * j), "x").unwrap(),
+            vec![0, 1, 4, 9]
+        );
+        // An iterator claiming more items than memory holds is refused before it is read.
+        let huge = std::iter::repeat_n(0u64, usize::MAX / 8);
+        assert!(collect(huge, "the test").is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! A versioned little-endian byte format for `LogitStats`, used for pickling
 //! (shards and DDP ranks ship their accumulators as bytes).
 
+use crate::memory::zeros;
 use crate::options::{HessianMode, NanPolicy, Options};
 use crate::stats::{EceBin, HessianState, LogitStats, Moments, ECE_BINS};
 use crate::{Error, Result};
@@ -10,20 +11,46 @@ const MAGIC: &[u8; 8] = b"LORTSTAT";
 /// modes are laid out the same way and still read.
 const VERSION: u32 = 2;
 
-struct Writer(Vec<u8>);
-
-impl Writer {
+/// Where `LogitStats::emit` puts the state: a `Count` of its bytes first, then
+/// a `Fill` of a buffer allocated (fallibly) to that length, so the state is
+/// laid out in one place and nothing grows while it is written.
+trait Sink {
+    fn bytes(&mut self, b: &[u8]);
     fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
+        self.bytes(&v.to_le_bytes());
     }
     fn f64(&mut self, v: f64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
+        self.bytes(&v.to_le_bytes());
     }
     fn u64s(&mut self, v: &[u64]) {
         v.iter().for_each(|&x| self.u64(x));
     }
     fn f64s(&mut self, v: &[f64]) {
         v.iter().for_each(|&x| self.f64(x));
+    }
+}
+
+struct Count(usize);
+
+impl Sink for Count {
+    fn bytes(&mut self, b: &[u8]) {
+        self.0 += b.len();
+    }
+    fn u64s(&mut self, v: &[u64]) {
+        self.0 += 8 * v.len();
+    }
+    fn f64s(&mut self, v: &[f64]) {
+        self.0 += 8 * v.len();
+    }
+}
+
+struct Fill<'a>(&'a mut [u8]);
+
+impl Sink for Fill<'_> {
+    fn bytes(&mut self, b: &[u8]) {
+        let (head, rest) = std::mem::take(&mut self.0).split_at_mut(b.len());
+        head.copy_from_slice(b);
+        self.0 = rest;
     }
 }
 
@@ -44,18 +71,26 @@ impl Reader<'_> {
     fn f64(&mut self) -> Result<f64> {
         Ok(f64::from_le_bytes(self.take(8)?.try_into().unwrap()))
     }
-    fn u64s(&mut self, n: usize) -> Result<Vec<u64>> {
-        (0..n).map(|_| self.u64()).collect()
+    /// Reads `out.len()` values into `out` (allocated by `LogitStats::new`):
+    /// a truncated state is refused before anything is read.
+    fn u64s(&mut self, out: &mut [u64]) -> Result<()> {
+        let bytes = self.take(8 * out.len())?;
+        for (x, b) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+            *x = u64::from_le_bytes(b.try_into().unwrap());
+        }
+        Ok(())
     }
-    fn f64s(&mut self, n: usize) -> Result<Vec<f64>> {
-        (0..n).map(|_| self.f64()).collect()
+    fn f64s(&mut self, out: &mut [f64]) -> Result<()> {
+        let bytes = self.take(8 * out.len())?;
+        for (x, b) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+            *x = f64::from_le_bytes(b.try_into().unwrap());
+        }
+        Ok(())
     }
-    fn moments(&mut self, k: usize) -> Result<Moments> {
-        Ok(Moments {
-            n: self.u64s(k)?,
-            mean: self.f64s(k)?,
-            m2: self.f64s(k)?,
-        })
+    fn moments(&mut self, m: &mut Moments) -> Result<()> {
+        self.u64s(&mut m.n)?;
+        self.f64s(&mut m.mean)?;
+        self.f64s(&mut m.m2)
     }
 }
 
@@ -68,9 +103,30 @@ fn mode_code(m: HessianMode) -> u64 {
 }
 
 impl LogitStats {
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = Writer(MAGIC.to_vec());
-        w.0.extend_from_slice(&VERSION.to_le_bytes());
+    /// The state as bytes, in a buffer allocated fallibly (an error, not an
+    /// abort, when the system refuses it).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = zeros(self.byte_len(), "the pickled LogitStats state")?;
+        self.write_bytes(&mut out);
+        Ok(out)
+    }
+
+    /// The length of [`LogitStats::to_bytes`]'s output.
+    pub fn byte_len(&self) -> usize {
+        let mut count = Count(0);
+        self.emit(&mut count);
+        count.0
+    }
+
+    /// Writes the state into `out`, which holds exactly `byte_len()` bytes.
+    pub fn write_bytes(&self, out: &mut [u8]) {
+        assert_eq!(out.len(), self.byte_len(), "a buffer of byte_len() bytes");
+        self.emit(&mut Fill(out));
+    }
+
+    fn emit(&self, w: &mut impl Sink) {
+        w.bytes(MAGIC);
+        w.bytes(&VERSION.to_le_bytes());
         w.u64(self.k as u64);
         w.u64(mode_code(self.options.hessian));
         w.u64((self.options.nan_policy == NanPolicy::Omit) as u64);
@@ -105,7 +161,6 @@ impl LogitStats {
         if let HessianState::Exact { dsum, .. } = &self.hessian {
             w.f64s(dsum);
         }
-        w.0
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
@@ -144,6 +199,11 @@ impl LogitStats {
                 )))
             }
         };
+        if hessian == HessianMode::Exact && k.saturating_mul(k) > r.0.len() / 8 {
+            return Err(Error::Input(format!(
+                "LogitStats state is corrupt (K = {k} needs a K x K matrix)"
+            )));
+        }
         let nan_policy = if r.u64()? == 1 {
             NanPolicy::Omit
         } else {
@@ -158,10 +218,10 @@ impl LogitStats {
         )?;
         s.rows = r.u64()?;
         s.omitted = r.u64()?;
-        s.pos = r.moments(k)?;
-        s.neg = r.moments(k)?;
-        s.correct = r.u64s(k)?;
-        s.predicted = r.u64s(k)?;
+        r.moments(&mut s.pos)?;
+        r.moments(&mut s.neg)?;
+        r.u64s(&mut s.correct)?;
+        r.u64s(&mut s.predicted)?;
         s.nll_sum = r.f64()?;
         for b in s.ece.iter_mut().take(ECE_BINS) {
             *b = EceBin {
@@ -170,18 +230,18 @@ impl LogitStats {
                 correct: r.u64()?,
             };
         }
-        s.hessian = match hessian {
-            HessianMode::None => HessianState::None,
-            HessianMode::Bound => HessianState::Bound {
-                gershgorin: r.f64s(k)?,
-                psum: r.f64s(k)?,
-            },
-            HessianMode::Exact => HessianState::Exact {
-                ssum: r.f64s(k)?,
-                gram: r.f64s(k * k)?,
-                dsum: r.f64s(k)?,
-            },
-        };
+        match &mut s.hessian {
+            HessianState::None => {}
+            HessianState::Bound { gershgorin, psum } => {
+                r.f64s(gershgorin)?;
+                r.f64s(psum)?;
+            }
+            HessianState::Exact { ssum, gram, dsum } => {
+                r.f64s(ssum)?;
+                r.f64s(gram)?;
+                r.f64s(dsum)?;
+            }
+        }
         if !r.0.is_empty() {
             return Err(Error::Input("LogitStats state has trailing bytes".into()));
         }

@@ -7,12 +7,12 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use numpy::{PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
-use pyo3::exceptions::PyKeyboardInterrupt;
+use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::curvature::{lanczos, Curvature, LanczosOptions, SoftmaxOperator};
-use crate::memory::MAX_CLASSES;
+use crate::memory::{out_of_memory, MAX_CLASSES};
 use crate::npy::NpyFile;
 use crate::options::{HessianMode, NanPolicy, Options};
 use crate::report::Report;
@@ -361,21 +361,22 @@ impl PyLogitStats {
         self.update_file(py, path, labels, progress)
     }
 
-    /// Folds `other` in; merging an accumulator with itself doubles it.
+    /// Folds `other` in; merging an accumulator with itself doubles it (from a
+    /// copy, the only case that needs one).
     fn merge(slf: &Bound<'_, Self>, other: &Bound<'_, Self>) -> PyResult<()> {
-        let theirs = if slf.is(other) {
-            slf.borrow().inner.clone()
-        } else {
-            other.borrow().inner.clone()
-        };
-        slf.borrow_mut().inner.merge(&theirs).map_err(to_py)
+        if slf.is(other) {
+            let theirs = slf.borrow().inner.try_clone().map_err(to_py)?;
+            return slf.borrow_mut().inner.merge(&theirs).map_err(to_py);
+        }
+        let theirs = other.borrow();
+        slf.borrow_mut().inner.merge(&theirs.inner).map_err(to_py)
     }
 
-    fn copy(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
+    fn copy(&self) -> PyResult<Self> {
+        Ok(Self {
+            inner: self.inner.try_clone().map_err(to_py)?,
             threads: self.threads,
-        }
+        })
     }
 
     #[pyo3(signature = (train_counts = None))]
@@ -411,8 +412,21 @@ impl PyLogitStats {
         report_dict(py, &report, counts)
     }
 
-    fn __getstate__<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, &self.inner.to_bytes())
+    /// The state written straight into a Python `bytes` object; one Python
+    /// refuses to allocate is an `InputError` like the core's own.
+    fn __getstate__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let len = self.inner.byte_len();
+        PyBytes::new_with(py, len, |buf| {
+            self.inner.write_bytes(buf);
+            Ok(())
+        })
+        .map_err(|e| {
+            if e.is_instance_of::<PyMemoryError>(py) {
+                to_py(out_of_memory::<u8>(len, "the pickled LogitStats state"))
+            } else {
+                e
+            }
+        })
     }
 
     fn __setstate__(&mut self, state: &[u8]) -> PyResult<()> {

@@ -2,6 +2,7 @@
 //! overall scores and the many / medium / few groups.
 
 use crate::hessian::{check, HessianCheck};
+use crate::memory::{collect, copy, reserve, zeros};
 use crate::pool::resolve_threads;
 use crate::stats::{EceBin, LogitStats, Moments};
 use crate::{Error, Result};
@@ -113,25 +114,25 @@ impl LogitStats {
                 )));
             }
         }
+        // The report's arrays (about 110 bytes per class) are allocated fallibly,
+        // like the state they are computed from.
+        let what = "the report's per-class arrays";
+        let per_class = |f: &dyn Fn(usize) -> f64| collect((0..k).map(f), what);
         let (pos, neg) = (&self.pos, &self.neg);
-        let pos_mean: Vec<f64> = (0..k).map(|j| pos.mean_or_nan(j)).collect();
-        let neg_mean: Vec<f64> = (0..k).map(|j| neg.mean_or_nan(j)).collect();
-        let pos_std: Vec<f64> = (0..k).map(|j| pos.std(j)).collect();
-        let neg_std: Vec<f64> = (0..k).map(|j| neg.std(j)).collect();
-        let std = (0..k)
-            .map(|j| {
-                let mut all = Moments::new(1)?;
-                all.merge_one(0, pos.n[j], pos.mean[j], pos.m2[j]);
-                all.merge_one(0, neg.n[j], neg.mean[j], neg.m2[j]);
-                Ok(all.std(0))
-            })
-            .collect::<Result<Vec<f64>>>()?;
-        let magnitude: Vec<f64> = (0..k).map(|j| pos_mean[j] - neg_mean[j]).collect();
-        let over_l =
-            |s: &[f64]| -> Vec<f64> { (0..k).map(|j| ratio(s[j], magnitude[j])).collect() };
-        let accuracy: Vec<f64> = (0..k)
-            .map(|j| ratio(self.correct[j] as f64, pos.n[j] as f64))
-            .collect();
+        let pos_mean = per_class(&|j| pos.mean_or_nan(j))?;
+        let neg_mean = per_class(&|j| neg.mean_or_nan(j))?;
+        let pos_std = per_class(&|j| pos.std(j))?;
+        let neg_std = per_class(&|j| neg.std(j))?;
+        let mut std = zeros::<f64>(k, what)?;
+        for (j, sd) in std.iter_mut().enumerate() {
+            let mut all = Moments::new(1)?;
+            all.merge_one(0, pos.n[j], pos.mean[j], pos.m2[j]);
+            all.merge_one(0, neg.n[j], neg.mean[j], neg.m2[j]);
+            *sd = all.std(0);
+        }
+        let magnitude = per_class(&|j| pos_mean[j] - neg_mean[j])?;
+        let over_l = |s: &[f64]| per_class(&|j| ratio(s[j], magnitude[j]));
+        let accuracy = per_class(&|j| ratio(self.correct[j] as f64, pos.n[j] as f64))?;
 
         let rows = self.rows as f64;
         let correct: u64 = self.correct.iter().sum();
@@ -151,11 +152,11 @@ impl LogitStats {
         };
 
         let per_class = PerClass {
-            pos_count: pos.n.clone(),
-            neg_count: neg.n.clone(),
-            rstd: over_l(&pos_std),
-            rstd_neg: over_l(&neg_std),
-            rstd_all: over_l(&std),
+            pos_count: copy(&pos.n, what)?,
+            neg_count: copy(&neg.n, what)?,
+            rstd: over_l(&pos_std)?,
+            rstd_neg: over_l(&neg_std)?,
+            rstd_all: over_l(&std)?,
             pos_mean,
             neg_mean,
             pos_std,
@@ -163,25 +164,29 @@ impl LogitStats {
             std,
             magnitude,
             accuracy,
-            predicted_count: self.predicted.clone(),
+            predicted_count: copy(&self.predicted, what)?,
         };
-        let groups = train_counts.map(|tc| {
-            GROUP_NAMES
-                .iter()
-                .enumerate()
-                .map(|(g, &name)| {
-                    let members: Vec<usize> = (0..k).filter(|&j| shot_group(tc[j]) == g).collect();
+        let groups = match train_counts {
+            None => None,
+            Some(tc) => {
+                let mut members = Vec::new();
+                reserve(&mut members, k, what)?;
+                let mut groups = Vec::with_capacity(GROUP_NAMES.len());
+                for (g, &name) in GROUP_NAMES.iter().enumerate() {
+                    members.clear();
+                    members.extend((0..k).filter(|&j| shot_group(tc[j]) == g));
                     let mean_of = |v: &[f64]| nan_mean(members.iter().map(|&j| v[j]));
-                    Group {
+                    groups.push(Group {
                         name,
                         classes: members.len(),
                         accuracy: mean_of(&per_class.accuracy),
                         mean_magnitude: mean_of(&per_class.magnitude),
                         mean_rstd: mean_of(&per_class.rstd),
-                    }
-                })
-                .collect()
-        });
+                    });
+                }
+                Some(groups)
+            }
+        };
         Ok(Report {
             num_classes: k,
             per_class,

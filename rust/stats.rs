@@ -6,15 +6,16 @@
 //! Moments are kept in Welford form (count, mean, M2) and merged with Chan's
 //! formula, so shards, threads and DDP ranks combine in any order.
 
-use crate::memory::{check_classes, zeros};
+use crate::memory::{check_classes, copy, zeros};
 pub use crate::options::{exact_memory_bytes, HessianMode, NanPolicy, Options, EXACT_MAX_CLASSES};
 use crate::{Error, Result};
 
 /// Number of equal-width confidence bins of the expected calibration error.
 pub const ECE_BINS: usize = 15;
 
-/// Per-class count, mean and sum of squared deviations.
-#[derive(Clone, Debug, PartialEq)]
+/// Per-class count, mean and sum of squared deviations. Not `Clone`: copies are
+/// made by `try_clone`, which reports an allocation the system refuses.
+#[derive(Debug, PartialEq)]
 pub struct Moments {
     pub n: Vec<u64>,
     pub mean: Vec<f64>,
@@ -28,6 +29,15 @@ impl Moments {
             n: zeros(k, what)?,
             mean: zeros(k, what)?,
             m2: zeros(k, what)?,
+        })
+    }
+
+    pub fn try_clone(&self) -> Result<Self> {
+        let what = "a copy of the per-class moments";
+        Ok(Self {
+            n: copy(&self.n, what)?,
+            mean: copy(&self.mean, what)?,
+            m2: copy(&self.m2, what)?,
         })
     }
 
@@ -88,7 +98,7 @@ pub fn ece_bin(conf: f64) -> usize {
 }
 
 /// What the Hessian check accumulates, per mode.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub enum HessianState {
     None,
     /// Sums over rows of s_i (1 - sum_j s_j) (the Gershgorin lower bound of row
@@ -120,6 +130,22 @@ impl HessianState {
                 ssum: zeros(k, what)?,
                 dsum: zeros(k, what)?,
                 gram: zeros(k * k, "the K x K matrix of hessian='exact'")?,
+            },
+        })
+    }
+
+    fn try_clone(&self) -> Result<Self> {
+        let what = "a copy of the Hessian check";
+        Ok(match self {
+            Self::None => Self::None,
+            Self::Bound { gershgorin, psum } => Self::Bound {
+                gershgorin: copy(gershgorin, what)?,
+                psum: copy(psum, what)?,
+            },
+            Self::Exact { ssum, dsum, gram } => Self::Exact {
+                ssum: copy(ssum, what)?,
+                dsum: copy(dsum, what)?,
+                gram: copy(gram, "a copy of the K x K matrix of hessian='exact'")?,
             },
         })
     }
@@ -156,8 +182,8 @@ impl HessianState {
     }
 }
 
-/// The accumulator behind `lort._core.LogitStats`.
-#[derive(Clone, Debug, PartialEq)]
+/// The accumulator behind `lort._core.LogitStats`. Not `Clone`: see `try_clone`.
+#[derive(Debug, PartialEq)]
 pub struct LogitStats {
     pub k: usize,
     pub options: Options,
@@ -197,6 +223,25 @@ impl LogitStats {
             nll_sum: 0.0,
             ece: [EceBin::default(); ECE_BINS],
             hessian: HessianState::new(options.hessian, k)?,
+        })
+    }
+
+    /// A copy, or an error when the system refuses its memory (a clone would
+    /// abort the process).
+    pub fn try_clone(&self) -> Result<Self> {
+        let what = "a copy of the per-class counts";
+        Ok(Self {
+            k: self.k,
+            options: self.options,
+            rows: self.rows,
+            omitted: self.omitted,
+            pos: self.pos.try_clone()?,
+            neg: self.neg.try_clone()?,
+            correct: copy(&self.correct, what)?,
+            predicted: copy(&self.predicted, what)?,
+            nll_sum: self.nll_sum,
+            ece: self.ece,
+            hessian: self.hessian.try_clone()?,
         })
     }
 

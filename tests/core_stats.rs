@@ -124,9 +124,9 @@ fn state_bytes_round_trip_exactly() {
             },
             2,
         );
-        let back = LogitStats::from_bytes(&s.to_bytes()).unwrap();
+        let back = LogitStats::from_bytes(&s.to_bytes().unwrap()).unwrap();
         assert_eq!(s, back);
-        let mut bytes = s.to_bytes();
+        let mut bytes = s.to_bytes().unwrap();
         bytes.pop();
         assert!(LogitStats::from_bytes(&bytes).is_err());
     }

@@ -637,3 +637,47 @@ def test_analysis_curvature_beyond_max_classes_is_refused():
 def test_memory_sizes_saturate_instead_of_wrapping():
     assert _core.exact_memory_bytes(2**40) == 2**64 - 1
     assert _core.lanczos_memory_bytes(2**62) == 2**64 - 1
+
+
+# Copies of a state the system cannot hold: `copy`, `merge` with itself, pickling and
+# `finalize` cloned or grew vectors infallibly, aborting the process ("memory allocation of
+# ... failed") where every other allocation of the core is an error.
+STATE_BEYOND_MEMORY = """
+import pickle, resource
+from lort.errors import LortError
+s = _core.LogitStats(2**24)  # some 1.3 GB of state, mapped but never touched
+data = next(int(x.split()[1]) for x in open('/proc/self/status') if x.startswith('VmData'))
+room = data * 1024 + (256 << 20)  # no room for a second copy of the state
+resource.setrlimit(resource.RLIMIT_DATA, (room, room))
+for name, call in [
+    ('copy', s.copy),
+    ('merge', lambda: s.merge(s)),
+    ('pickle', lambda: pickle.dumps(s)),
+    ('finalize', s.finalize),
+]:
+    try:
+        call()
+    except LortError as e:
+        print(name, type(e).__name__, e)
+    else:
+        print(name, 'accepted')
+"""
+
+
+def test_a_state_the_system_cannot_copy_is_an_error_not_an_abort():
+    lines = run_isolated(STATE_BEYOND_MEMORY).splitlines()
+    assert [line.split(" ")[:2] for line in lines] == [
+        [name, "InputError"] for name in ("copy", "merge", "pickle", "finalize")
+    ], lines
+    assert all("out of memory: cannot allocate" in line for line in lines), lines
+
+
+def test_copies_and_pickles_are_exact():
+    for hessian in ("none", "bound", "exact"):
+        stats = stats_with_data(5, hessian=hessian)
+        copied = stats.copy()
+        assert pickle.dumps(copied) == pickle.dumps(stats)
+        assert_report_close(pickle.loads(pickle.dumps(stats)).finalize(), stats.finalize())
+        stats.merge(stats)
+        copied.merge(copied.copy())
+        assert pickle.dumps(copied) == pickle.dumps(stats)

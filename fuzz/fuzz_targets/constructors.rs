@@ -2,7 +2,8 @@
 //! error, never a panic or an abort: `LogitStats::new` with any K and options
 //! (refused above `MAX_CLASSES`, and above `EXACT_MAX_CLASSES` in exact mode,
 //! before anything is allocated), `LogitStats::from_bytes` on any bytes (a
-//! pickled state), and the memory estimates for any sizes.
+//! pickled state, written back and copied), and the memory estimates for any
+//! sizes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -50,9 +51,11 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-/// A state reads back to the same bytes.
+/// A state reads back to the same bytes, and a copy of it is equal to it.
 fn round_trips(s: &LogitStats) {
-    let bytes = s.to_bytes();
+    let bytes = s.to_bytes().expect("a small state is written");
+    assert_eq!(bytes.len(), s.byte_len());
     let back = LogitStats::from_bytes(&bytes).expect("a written state reads back");
-    assert_eq!(back.to_bytes(), bytes);
+    assert_eq!(back.to_bytes().unwrap(), bytes);
+    assert_eq!(&s.try_clone().expect("a small state is copied"), s);
 }
