@@ -32,6 +32,13 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
+@pytest.fixture(scope="module")
+def compared(finished: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = copy(finished, tmp_path_factory.mktemp("compared") / "run")
+    ok("compare", run, "--methods", "ce")
+    return run
+
+
 def copy(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, symlinks=True)
     return dst
@@ -80,10 +87,39 @@ def test_a_lock_linked_to_a_users_file_is_refused_and_the_file_kept(tmp_path: Pa
     assert bashrc.read_text() == "export PATH=$HOME/bin:$PATH\n"
 
 
-def test_a_lock_that_is_a_fifo_is_refused_at_once(finished: Path, tmp_path: Path) -> None:
+# Every command that takes the lock (fit --resume, compare, sweep, keep): each truncated a
+# linked lock's target and wrote its pid there; a FIFO lock hung compare.
+LOCKING = {
+    "fit": ("fit", "--resume", "--out", "RUN", *SMALL),
+    "compare": ("compare", "RUN", "--methods", "ce"),
+    "sweep": ("sweep", "RUN", "--smooth", "0,0.5"),
+    "keep": ("keep", "RUN", "--methods", "ce"),
+}
+
+
+def locking(command: str, run: Path) -> list[str | Path]:
+    return [run if a == "RUN" else a for a in LOCKING[command]]
+
+
+@pytest.mark.parametrize("command", LOCKING)
+def test_no_command_writes_through_a_linked_lock(
+    command: str, finished: Path, tmp_path: Path
+) -> None:
+    run = copy(finished, tmp_path / "run")
+    bashrc = tmp_path / "bashrc"
+    bashrc.write_text("export PATH=$HOME/bin:$PATH\n")
+    (run / LOCK).symlink_to(bashrc)
+    one_line_error(run_cli(*locking(command, run)), LOCK, "symbolic link")
+    assert bashrc.read_text() == "export PATH=$HOME/bin:$PATH\n"
+
+
+@pytest.mark.parametrize("command", ["fit", "compare"])
+def test_a_lock_that_is_a_fifo_is_refused_at_once(
+    command: str, finished: Path, tmp_path: Path
+) -> None:
     run = copy(finished, tmp_path / "run")
     os.mkfifo(run / LOCK)
-    one_line(lort("fit", "--resume", "--out", run, *SMALL, timeout=60), LOCK, "named pipe")
+    one_line(lort(*locking(command, run), timeout=60), LOCK, "named pipe")
 
 
 # --------------------------------------------------------------------------------------
@@ -107,16 +143,19 @@ def test_a_run_file_linked_elsewhere_is_not_read(name: str, finished: Path, tmp_
     one_line_error(run_cli("compare", run, "--methods", "ce"), name, "symbolic link")
 
 
+@pytest.mark.parametrize("command", ["fit", "keep"])
 def test_a_linked_figures_folder_is_refused_before_anything_is_deleted(
-    finished: Path, tmp_path: Path
+    command: str, compared: Path, tmp_path: Path
 ) -> None:
-    run = copy(finished, tmp_path / "run")
+    """fit --resume and keep deleted the user's reliability.png through the link."""
+    run = copy(compared, tmp_path / "run")
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "reliability.png").write_bytes(b"my own figure")
     shutil.rmtree(run / "figures", ignore_errors=True)
     (run / "figures").symlink_to(mine, target_is_directory=True)
-    result = run_cli("fit", "--resume", "--out", run, *SMALL, "--method", "ce")
+    args = locking(command, run) + (["--method", "ce"] if command == "fit" else [])
+    result = run_cli(*args)
     assert result.exit_code == 1
     assert f"{run / 'figures'} is a symbolic link" in flat(result.output)
     assert (mine / "reliability.png").read_bytes() == b"my own figure"
@@ -191,17 +230,10 @@ def test_a_hostile_report_json_is_one_line(text: str, finished: Path, tmp_path: 
     assert "\n" not in str(caught.value)
 
 
-@pytest.fixture(scope="module")
-def compared(finished: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = copy(finished, tmp_path_factory.mktemp("compared") / "run")
-    ok("compare", run, "--methods", "ce")
-    return run
-
-
 POINT = "compare/ce-seed0-protocol-tuned.json"
 
 
-@pytest.mark.parametrize("damage", ["0.9", [0.9], {"all": 0.9}, None])
+@pytest.mark.parametrize("damage", ["0.9", [0.9], {"all": 0.9}, None, "depth bomb"])
 def test_a_compare_point_of_another_shape_is_measured_again_or_refused(
     damage: object, compared: Path, tmp_path: Path
 ) -> None:
@@ -216,7 +248,7 @@ def test_a_compare_point_of_another_shape_is_measured_again_or_refused(
     point["result"]["test"]["all" if damage is not None else "few"] = damage
     if damage is None:  # a group's accuracy may be None, but the group's class count may not
         point["result"]["test"]["classes_few"] = None
-    (run / POINT).write_text(json.dumps(point))
+    (run / POINT).write_text(BOMB if damage == "depth bomb" else json.dumps(point))
     restamp(run, POINT)
     one_line_error(run_cli("keep", run, "--methods", "ce"), POINT, "damaged")
     assert "re-trained" in flat(ok("compare", run, "--methods", "ce").output)
