@@ -179,6 +179,11 @@ def test_val_fraction_is_a_parameter_and_errors_name_it() -> None:
         ({"lr1": -1.0}, "lr1 is stage1's lr: it must be finite, lr > 0, got -1.0"),
         ({"wd2": float("inf")}, "wd2 is stage2's weight_decay"),
         ({"smooth": 1.5}, "smooth must lie in [0, 1)"),
+        (
+            {"method": "auto", "smooth": 0.9, "val_fraction": 0.0, "epochs1": 2, "epochs2": 2},
+            "method auto chooses a method on the validation split, and the run has none: give it "
+            "one (X_val and y_val, or val_fraction > 0), or name a method",
+        ),
     ],
 )
 def test_lort_fits_errors_name_the_estimators_parameters(

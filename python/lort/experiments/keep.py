@@ -28,7 +28,7 @@ import numpy as np
 from torch import nn
 
 from lort.analysis import Analysis
-from lort.errors import InputError
+from lort.errors import InputError, OptionError
 from lort.experiments.compare import CompareResult, compare
 from lort.experiments.compare import table_name as table_name_of
 from lort.experiments.points import OnPoint, ProtocolPoint, kept_head, protocol_point, stored_result
@@ -105,6 +105,15 @@ def keep(
 def compare_and_keep(root: Path, on_point: OnPoint | None = None) -> tuple[CompareResult, Kept]:
     """``lort fit --method auto``'s second half: the tuned comparison of the twelve methods on
     the run's features (one seed), then the one best on validation kept."""
+    with open_run_locked(root, lambda _: None) as run:
+        if not run.has_val:  # said before twelve methods are trained for nothing
+            raise OptionError(
+                "{method} auto chooses a method on the validation split, and the run has none: "
+                "give it one ({val_split}, or {val_fraction} > 0), or name a {method}",
+                "method",
+                "val_split",
+                "val_fraction",
+            )
     res = compare(root, list(TABLE1), 1, on_point=on_point)
     return res, keep(root, None, "tuned", None, list(TABLE1))
 
