@@ -109,16 +109,6 @@ class SoftmaxLoss:
         if plain and self.form == "softmax":
             # The common case (CE, LORT, balanced softmax, LDAM) as torch's fused kernel.
             return F.cross_entropy(z, labels, label_smoothing=self.delta)
-        if self.form == "softmax" and not isinstance(self.gamma, Tensor) and self.gamma == 0.0:
-            # -sum_k q_k log p_k for q = (1 - delta) onehot + delta / K, without building q:
-            # logsumexp(z) - (1 - delta) z_y - delta mean(z) (a per-row delta of a grid of
-            # heads, or class weights: a third of the ops of the general path below).
-            d = self.delta
-            if isinstance(d, Tensor) and d.ndim:
-                d = d.squeeze(1)
-            z_y = z.gather(1, labels.unsqueeze(1)).squeeze(1)
-            row_loss = torch.logsumexp(z, 1) - (1 - d) * z_y - d * z.mean(1)
-            return self._reduced(row_loss, labels, z)
         q = retarget(labels, self.num_classes, self.delta, z.dtype)
         if self.form == "sigmoid":
             row_loss = F.binary_cross_entropy_with_logits(z, q, reduction="none").sum(dim=1)
@@ -138,10 +128,6 @@ class SoftmaxLoss:
                 one_minus_p = (-torch.expm1(log_p)).clamp_min(torch.finfo(z.dtype).tiny)
                 q = q * one_minus_p.pow(self.gamma)
             row_loss = -(q * log_p).sum(dim=1)
-        return self._reduced(row_loss, labels, z)
-
-    def _reduced(self, row_loss: Tensor, labels: Tensor, z: Tensor) -> Tensor:
-        """The batch's loss from its rows' (mean, or weighted by ``class_weight``)."""
         if self.class_weight is None:
             return row_loss.mean()
         w = self.class_weight.to(z)[labels]
