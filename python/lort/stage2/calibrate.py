@@ -3,7 +3,7 @@
 Neural Networks", 2017). The order of the classes, and so every accuracy, is unchanged. The NLL
 is class-balanced, a T below 1 is moved towards 1 by its standard error, and a T that does not
 help held-out folds of the split is not used (:func:`calibrate`; docs/calibration-and-keep.md has
-the measurements).
+the rule, docs/results.md the measurements).
 
 LORT needs it more than most: it trains against ``(1 - delta) onehot + delta / K``, so with
 delta 0.98 and K = 100 the target's own top probability is 0.0298 and a well-trained head's
@@ -36,7 +36,7 @@ HELD_OUT_MARGIN = 0.015
 # A T below 1 (sharper probabilities) has log T moved this many of its standard errors towards
 # 0: the head was chosen on the same split (its epoch, its settings), which flatters it, so the
 # split asks for sharper probabilities than new rows bear; a T above 1 has no such bias. Both
-# constants were chosen on the runs docs/calibration-and-keep.md measures.
+# constants were chosen on the runs of docs/results.md's "Keep regret and calibration".
 SHRINK_SE = 1.5
 
 
