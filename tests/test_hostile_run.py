@@ -47,9 +47,11 @@ def copy(src: Path, dst: Path) -> Path:
 def lort(
     *args: str | Path, timeout: float = 120, memory: int | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """``lort ARGS`` in a child process: a hang is a failed test, not a hung suite; with
-    ``memory``, its data limited to that many bytes, so that a case which grows fails alone
-    rather than take the machine's memory."""
+    """``lort ARGS`` in a child process. A hang fails the test after ``timeout`` seconds
+    (some ten times what a refusal takes on an idle machine: a loaded one needs several
+    times that) rather than hang the suite; with ``memory``, the child's data is limited to
+    that many bytes, so that a case which grows fails alone rather than take the machine's
+    memory."""
     import resource
 
     def limited() -> None:
@@ -119,7 +121,7 @@ def test_a_lock_that_is_a_fifo_is_refused_at_once(
 ) -> None:
     run = copy(finished, tmp_path / "run")
     os.mkfifo(run / LOCK)
-    one_line(lort(*locking(command, run), timeout=60), LOCK, "named pipe")
+    one_line(lort(*locking(command, run)), LOCK, "named pipe")
 
 
 # --------------------------------------------------------------------------------------
@@ -131,7 +133,7 @@ def test_a_fifo_state_json_does_not_hang_a_resume(finished: Path, tmp_path: Path
     run = copy(finished, tmp_path / "run")
     (run / STATE).unlink()
     os.mkfifo(run / STATE)
-    one_line(lort("fit", "--resume", "--out", run, *SMALL, timeout=60), STATE, "named pipe")
+    one_line(lort("fit", "--resume", "--out", run, *SMALL), STATE, "named pipe")
 
 
 @pytest.mark.parametrize("name", ["report.json", "labels.npy"])
@@ -181,13 +183,13 @@ def test_pipes_and_devices_given_by_path_are_named_as_such(
     np.save(data / "test_labels.npy", np.zeros(4, np.int64))
     (data / "train_features.npy").symlink_to(given)
     args = ("fit", "--dataset", "features", "--data-root", data, "--out", tmp_path / "r")
-    one_line(lort(*args, "--dry-run", timeout=60), "train_features.npy", word)
+    one_line(lort(*args, "--dry-run"), "train_features.npy", word)
 
 
 def test_a_fifo_config_file_does_not_hang_fit(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     os.mkfifo(config)
-    done = lort("fit", "--config", config, "--out", tmp_path / "r", "--dry-run", timeout=60)
+    done = lort("fit", "--config", config, "--out", tmp_path / "r", "--dry-run")
     one_line(done, "config file", "named pipe")
 
 
