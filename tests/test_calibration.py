@@ -21,6 +21,7 @@ from lort.stage2.calibrate import (
     class_balanced,
     classwise_ece,
     fit_temperature,
+    folds,
     held_out_nll,
     log_t_standard_error,
 )
@@ -101,6 +102,22 @@ def test_a_temperature_that_does_not_help_held_out_rows_is_not_used() -> None:
     z, y = calibrated(2_000, 3.0)
     flat = calibrate((z / 10, y), (z / 10, y))
     assert flat.temperature == pytest.approx(0.1, rel=0.15)
+
+
+def test_a_fold_whose_other_rows_are_separable_does_not_veto_the_temperature() -> None:
+    """Flat logits, every row right but one: the folds without that row are separable, their
+    temperature runs to its bound, and that row scaled by it (NLL about 100) used to outweigh
+    every other held-out row (a flat head left raw, as digits 4's LDAM at ECE 0.713). Its fold
+    now counts at T = 1, and the rest say the temperature helps."""
+    rng = np.random.default_rng(7)
+    y = np.arange(60) % 5
+    z = 0.05 * (rng.normal(scale=0.3, size=(60, 5)) + 2.0 * np.eye(5)[y])
+    z[0] = 0.1 * np.eye(5)[(y[0] + 1) % 5]
+    rest = folds(y) != folds(y)[0]
+    assert fit_temperature(z[rest], y[rest], class_balanced(y[rest])) == pytest.approx(1e-3)
+    held_out, raw = held_out_nll(z, y)
+    assert held_out < raw / 2
+    assert calibrate((z, y), (z, y)).temperature < 0.05
 
 
 def test_the_standard_error_of_log_t_is_the_bootstraps() -> None:

@@ -200,7 +200,9 @@ def _balanced_nll(z: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
 def held_out_nll(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """The class-balanced NLL of the validation split's rows, each scaled by the temperature
     fitted on the other folds (:func:`folds`), and at T = 1: whether fitting a temperature on
-    a split this size helps rows it was not fitted on."""
+    a split this size helps rows it was not fitted on. Where the other folds are separable,
+    their NLL falls as T does down to :data:`BETA_RANGE`'s bound, which is no temperature to
+    test: that fold's rows count at T = 1 on both sides."""
     z, y = np.asarray(logits, dtype=np.float64), np.asarray(labels)
     w = class_balanced(y)
     fold = folds(y)
@@ -209,7 +211,9 @@ def held_out_nll(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
         rest = fold != k
         if rest.all() or not rest.any():
             continue
-        scaled[~rest] /= fit_temperature(z[rest], y[rest], class_balanced(y[rest]))
+        t = fit_temperature(z[rest], y[rest], class_balanced(y[rest]))
+        if not any(math.isclose(1.0 / t, bound, rel_tol=1e-9) for bound in BETA_RANGE):
+            scaled[~rest] /= t
     return _balanced_nll(scaled, y, w), _balanced_nll(z, y, w)
 
 
