@@ -75,6 +75,25 @@ def test_compare_takes_the_search_as_the_command_does(tmp_path: Path) -> None:
         lort.compare([run], ["ce"], search="q")  # type: ignore[arg-type]
 
 
+def test_fit_auto_draws_no_figures_when_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``figures=False`` reaches the comparison ``method="auto"`` runs (the estimator's
+    auto spent a fifth of its time drawing the comparison's figures)."""
+    from lort.experiments import keep
+
+    seen: dict[str, object] = {}
+
+    def compare(*args: object, **kwargs: object) -> None:
+        seen.update(kwargs)
+        raise RuntimeError("stopped after the fit")
+
+    monkeypatch.setattr(keep, "compare", compare)
+    with pytest.raises(RuntimeError, match="stopped after the fit"):
+        lort.fit(tmp_path / "r", method="auto", figures=False, epochs1=1, epochs2=1)
+    assert seen["figures"] is False
+
+
 def test_open_run_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     with pytest.raises(lort.InputError):
         lort.open_run(tmp_path)

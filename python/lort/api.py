@@ -201,7 +201,7 @@ def fit(
     mapping of ``config.yaml`` keys; ``options`` override it as flags do (``method="lort"``,
     ``smooth=0.9``, ``epochs1=5``; ``method="auto"`` as ``--method auto``). ``on_note``
     receives the plan and notes the command prints, as plain text; ``figures=False`` draws
-    no reliability diagram."""
+    no figures (the reliability diagram; with ``method="auto"``, the comparison's too)."""
     from lort.config import load_yaml
     from lort.run.fit import FitOptions, fit_config
     from lort.run.fit import fit as run_fit
@@ -220,7 +220,7 @@ def fit(
     if auto:
         from lort.experiments.keep import compare_and_keep
 
-        _, kept = compare_and_keep(result.folder)
+        _, kept = compare_and_keep(result.folder, figures=figures)
         return Run(result.folder, kept.report)
     return Run(result.folder, result.report)
 

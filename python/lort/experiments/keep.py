@@ -102,9 +102,12 @@ def keep(
         return _keep(run, table_name, method, protocol, seed, notes)
 
 
-def compare_and_keep(root: Path, on_point: OnPoint | None = None) -> tuple[CompareResult, Kept]:
+def compare_and_keep(
+    root: Path, on_point: OnPoint | None = None, figures: bool = True
+) -> tuple[CompareResult, Kept]:
     """``lort fit --method auto``'s second half: the tuned comparison of the twelve methods on
-    the run's features (one seed), then the one best on validation kept."""
+    the run's features (one seed, its figures unless ``figures`` is false), then the one best
+    on validation kept."""
     with open_run_locked(root, lambda _: None) as run:
         if not run.has_val:  # said before twelve methods are trained for nothing
             raise OptionError(
@@ -114,7 +117,7 @@ def compare_and_keep(root: Path, on_point: OnPoint | None = None) -> tuple[Compa
                 "val_split",
                 "val_fraction",
             )
-    res = compare(root, list(TABLE1), 1, on_point=on_point)
+    res = compare(root, list(TABLE1), 1, on_point=on_point, figures=figures)
     return res, keep(root, None, "tuned", None, list(TABLE1))
 
 
