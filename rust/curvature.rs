@@ -26,7 +26,7 @@ use faer::reborrow::ReborrowMut;
 use faer::{Mat, MatMut, Side};
 
 use crate::kernel::{dispatch, Logit, Simd};
-use crate::memory::{check_classes, reserve, zeros};
+use crate::memory::{check_classes, collect, reserve, zeros};
 use crate::npy::NpyFile;
 use crate::options::NanPolicy;
 use crate::pool::{parallelism, Control};
@@ -256,27 +256,28 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 
 /// Orthonormalises the columns of `x` (K each) against the ones vector, the
 /// columns of `basis` and each other (Gram-Schmidt, twice); drops columns that
-/// are (numerically) in the span already. Returns the columns kept.
-fn orthonormalize(x: &mut Vec<f64>, basis: &[f64], k: usize) -> usize {
+/// are (numerically) in the span already. Returns the columns kept. `v` is a
+/// scratch vector of K.
+fn orthonormalize(x: &mut Vec<f64>, basis: &[f64], k: usize, v: &mut [f64]) -> usize {
     let mut kept = 0;
     let cols = x.len() / k;
     for c in 0..cols {
-        let mut v = x[c * k..(c + 1) * k].to_vec();
-        let start = dot(&v, &v).sqrt();
+        v.copy_from_slice(&x[c * k..(c + 1) * k]);
+        let start = dot(v, v).sqrt();
         for _ in 0..2 {
             let mean = v.iter().sum::<f64>() / k as f64;
             v.iter_mut().for_each(|x| *x -= mean);
             for b in basis.chunks_exact(k).chain(x[..kept * k].chunks_exact(k)) {
-                let d = dot(&v, b);
+                let d = dot(v, b);
                 v.iter_mut().zip(b).for_each(|(x, y)| *x -= d * y);
             }
         }
-        let norm = dot(&v, &v).sqrt();
+        let norm = dot(v, v).sqrt();
         if norm.is_nan() || norm <= 1e-10 * start {
             continue;
         }
         v.iter_mut().for_each(|x| *x /= norm);
-        x[kept * k..(kept + 1) * k].copy_from_slice(&v);
+        x[kept * k..(kept + 1) * k].copy_from_slice(v);
         kept += 1;
     }
     x.truncate(kept * k);
@@ -300,16 +301,18 @@ pub fn lanczos(op: &mut dyn Operator, k: usize, opts: &LanczosOptions) -> Result
     reserve(&mut v, basis, "the Lanczos basis")?;
     reserve(&mut hv, basis, "the Lanczos basis")?;
     let mut rand = noise(0x6C6F_7274);
-    let mut x: Vec<f64> = (0..k * opts.block.clamp(1, max_basis))
-        .map(|_| rand())
-        .collect();
+    let mut x = collect(
+        (0..k * opts.block.clamp(1, max_basis)).map(|_| rand()),
+        "a Lanczos block",
+    )?;
+    let mut scratch: Vec<f64> = zeros(k, "a Lanczos vector")?;
     let mut t = Mat::<f64>::zeros(0, 0);
     let mut passes = 0;
     let mut ritz = (f64::NAN, f64::NAN, false);
     loop {
         let room = max_basis - v.len() / k;
         x.truncate(room.min(x.len() / k) * k);
-        if orthonormalize(&mut x, &v, k) == 0 {
+        if orthonormalize(&mut x, &v, k, &mut scratch) == 0 {
             // The Krylov space is invariant: its Ritz values are exact.
             ritz.2 = true;
             break;
@@ -345,8 +348,9 @@ pub fn lanczos(op: &mut dyn Operator, k: usize, opts: &LanczosOptions) -> Result
             .self_adjoint_eigen(Side::Lower)
             .map_err(|e| Error::Input(format!("Lanczos: eigen-solver failed ({e:?})")))?;
         let (vals, vecs) = (eig.S().column_vector(), eig.U());
-        let residual = |c: usize, theta: f64| {
-            let mut r = vec![0.0; k];
+        let mut residual = |c: usize, theta: f64| {
+            let r = &mut scratch;
+            r.fill(0.0);
             for i in 0..p {
                 let yi = vecs[(i, c)];
                 let (vi, hvi) = (&v[i * k..(i + 1) * k], &hv[i * k..(i + 1) * k]);
@@ -354,13 +358,13 @@ pub fn lanczos(op: &mut dyn Operator, k: usize, opts: &LanczosOptions) -> Result
                     .zip(vi.iter().zip(hvi))
                     .for_each(|(r, (a, b))| *r += yi * (b - theta * a));
             }
-            dot(&r, &r).sqrt()
+            dot(r, r).sqrt()
         };
         let (lo, hi) = (vals[0], vals[p - 1]);
         // Error of a Ritz value with residual r and gap g to the next Ritz value:
         // at most |r|, and about |r|^2 / g once the vector has separated from its
         // neighbours (Kato-Temple, with the Ritz gap standing in for the true one).
-        let error = |c: usize, theta: f64, next: f64| {
+        let mut error = |c: usize, theta: f64, next: f64| {
             let r = residual(c, theta);
             let gap = (next - theta).abs();
             if gap > 0.0 {
