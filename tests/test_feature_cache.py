@@ -235,7 +235,8 @@ def test_a_float16_cache_is_converted_block_by_block(
     for gather in (1, loop.GATHER_BYTES):  # one step's rows at a time, and the default
         monkeypatch.setattr(loop, "GATHER_BYTES", gather)
         monkeypatch.setattr(grid, "GATHER_BYTES", gather)
-        monkeypatch.setattr(problem, "GATHER_BYTES", gather)
+        monkeypatch.setattr(problem, "CONVERT_BYTES", gather)
+        monkeypatch.setattr(grid, "CONVERT_BYTES", gather)
         got = trained(half, half_flip)
         assert all(a.dtype == torch.float32 for a in got)
         # Training is exact; logits of rows blocked otherwise agree to the product's rounding.

@@ -344,7 +344,7 @@ def test_clear_errors() -> None:
     with pytest.raises(InputError, match="pass val too"):
         run(ce, [HeadConfig(st, 0)], test=EvalSplit(feats, None, labels))
     with pytest.raises(
-        InputError, match=r"initial head is torch\.float32, the features torch\.float64"
+        InputError, match=r"initial head is torch\.float32; heads on torch\.float64 features"
     ):
         train_head_grid(ce, feats, flip, labels, COUNTS, nn.Linear(D, K), [HeadConfig(st, 0)])
     with pytest.raises(InputError, match="evaluation features"):

@@ -78,6 +78,7 @@ from lort.methods.recipes import AUTHORS_TAU, recipe_for
 from lort.optim import MOMENTUM, StageConfig, cosine_schedule
 from lort.runtime import Progress
 from lort.stage2.loop import (
+    CONVERT_BYTES,
     GATHER_BYTES,
     LOSS_HYPER,
     SMALL_STEP,
@@ -502,8 +503,8 @@ class _Grid:
             wrong = {t.dtype for t in head.state_dict().values()} - {dtype}
             if wrong:
                 raise InputError(
-                    f"the initial head is {wrong.pop()}, the features {dtype}: "
-                    "pass init in the features' dtype"
+                    f"the initial head is {wrong.pop()}; heads on {feats.dtype} features "
+                    f"compute in {dtype}: pass init in {dtype}"
                 )
             self.groups.append(_SeedGroup(c.seed, slice(i, i + 1), gen, head))
         # The stacked heads run through the first template's forward. Its buffers (LWS's
@@ -581,6 +582,8 @@ class _Grid:
         on ``val`` (and ``test``) when given."""
         g = len(self.configs)
         rows = eval_rows(g, self.k, budget, self.dtype.itemsize)
+        if self.feats.dtype != self.dtype:  # half-precision rows converted a block at a time
+            rows = min(rows, max(1, CONVERT_BYTES // (self.dim * self.dtype.itemsize)))
         if val is not None and self.best is None:
             self.best = {name: p.detach().clone() for name, p in self._scored().items()}
         total = self.epochs * self.steps
@@ -590,6 +593,8 @@ class _Grid:
                 lrs = self._learning_rates(epoch)
                 for i in range(self.steps):
                     loss, acc = self._step(i, lrs[i], last=i + 1 == self.steps)
+                for grp in self.groups:  # held no longer than the epoch (halving keeps grids)
+                    grp.xs = None
                 if self.method.constraint == "maxnorm":
                     with torch.no_grad():
                         assert self.radius_rows is not None

@@ -35,7 +35,7 @@ from lort.runtime import Progress, Runtime
 from lort.stage1.features import FeatureCache
 from lort.stage2.calibrate import Calibration, calibrate
 from lort.stage2.grid import EpochScores, EvalSplit, HeadConfig, HeadResult, train_head_grid
-from lort.stage2.loop import GATHER_BYTES, compute_dtype, train_head_cached
+from lort.stage2.loop import CONVERT_BYTES, compute_dtype, train_head_cached
 from lort.stage2.select import ValScore, best_on_validation, kept_scores
 
 Stop = Literal["last", "val", "test"]
@@ -104,7 +104,7 @@ def infer(
     if features.dtype == dtype:
         blocks = [(features, flipped)]
     else:
-        step = max(1, GATHER_BYTES // (features.shape[1] * dtype.itemsize))
+        step = max(1, CONVERT_BYTES // (features.shape[1] * dtype.itemsize))
         blocks = [
             (features[i : i + step], None if flipped is None else flipped[i : i + step])
             for i in range(0, len(features), step)
@@ -115,6 +115,8 @@ def infer(
         if x_flip is not None:
             z = (z + inference_logits(method, head, x_flip.to(dtype), counts, tau=tau)) / 2
         out.append(z)
+    if not out:  # no rows
+        return inference_logits(method, head, features.to(dtype), counts, tau=tau)
     return out[0] if len(out) == 1 else torch.cat(out)
 
 
