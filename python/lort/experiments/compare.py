@@ -176,14 +176,16 @@ def compare(
     keeps each re-training's last epoch, or its best epoch on the validation split, or
     (``"test"``, the published habit, labelled as such) on the test set. The other protocols
     search with ``search`` (:data:`lort.experiments.protocols.SEARCH_DEFINITION`)."""
-    check_count(seeds, "--seeds", 1, MAX_SEEDS)
+    try:
+        check_count(seeds, "{seeds}", 1, MAX_SEEDS)
+    except InputError as e:  # named as the caller spells it
+        raise OptionError(str(e), "seeds") from None
     if search not in SEARCHES:
         choices = ", ".join(SEARCHES)
         raise OptionError(f"{{search}} must be one of {choices}, got {search!r}", "search")
     if protocol not in COMPARE_PROTOCOLS:
-        raise InputError(
-            f"--protocol must be one of {', '.join(COMPARE_PROTOCOLS)}, got {protocol!r}"
-        )
+        choices = ", ".join(COMPARE_PROTOCOLS)
+        raise OptionError(f"{{protocol}} must be one of {choices}, got {protocol!r}", "protocol")
     if stop not in STOP_NAME:
         raise InputError(f"--epoch must be one of {', '.join(STOP_NAME.values())}, got {stop!r}")
     if protocol != "shared" and (stop != "last" or select_on is not None):
