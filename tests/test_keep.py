@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from cli_helpers import flat, ok, run_cli
+from cli_helpers import flat, ok, one_line_error, run_cli
 from lort.analysis import analyze
 from lort.experiments.keep import SURE, choose, paired_bootstrap
 from lort.methods import TABLE1
@@ -248,6 +248,18 @@ def test_fit_method_auto_keeps_the_tuned_comparisons_best(tmp_path: Path) -> Non
     np.testing.assert_array_equal(np.load(auto / "logits.npy"), np.load(by_hand / "logits.npy"))
     run = lort.fit(tmp_path / "api", method="auto", epochs1=5, epochs2=3, seed=0)
     assert run.method == report["method"]["name"] and "kept" in run.report
+
+
+def test_fit_method_auto_without_validation_refuses_before_training(tmp_path: Path) -> None:
+    """`--method auto` chooses on validation: a run without a validation split is refused
+    once its data is read, before either stage trains, naming the flags."""
+    out = tmp_path / "auto"
+    result = run_cli(
+        "fit", "--out", out, "--method", "auto", "--val-fraction", "0", "--smooth", "0.9"
+    )
+    one_line_error(result, "--method auto chooses a method on the validation split")
+    assert "--val-fraction" in result.output
+    assert not (out / "stage1.ckpt").exists() and not (out / "features").exists()
 
 
 def test_the_kept_heads_history_replaces_the_fits_stage2_rows(

@@ -215,7 +215,9 @@ def fit(
         base = load_yaml(config)
     source = str(config) if isinstance(config, (str, Path)) else "config"
     cfg, auto = fit_config(out, base, options, resume=resume, source=source)
-    opts = FitOptions(out=out, resume=resume, overwrite=overwrite, threads=threads, figures=figures)
+    opts = FitOptions(
+        out=out, resume=resume, overwrite=overwrite, threads=threads, figures=figures, auto=auto
+    )
     result = run_fit(cfg, opts, on_note, lambda *_: None)
     if auto:
         from lort.experiments.keep import compare_and_keep

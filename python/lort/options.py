@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from lort.errors import OptionError
 from lort.limits import MAX_BATCH, MAX_EPOCHS, MAX_SEED, MAX_WORKERS
 
 # The choices of the options below, each the one definition the code checks against.
@@ -41,6 +42,18 @@ CACHE_DTYPES = ("float32", "float16")
 COMPARE_PROTOCOLS = ("tuned", "authors", "test-selected", "paper", "paper-test-selected", "shared")
 # ``--method auto``: the method lort fit keeps is chosen after it, by `lort compare --keep`.
 AUTO_METHOD = "auto"
+
+
+def auto_needs_validation() -> OptionError:
+    """The error of ``--method auto`` on a run without a validation split."""
+    return OptionError(
+        "{method} auto chooses a method on the validation split, and the run has none: "
+        "give it one ({val_split}, or {val_fraction} > 0), or name a {method}",
+        "method",
+        "val_split",
+        "val_fraction",
+    )
+
 
 Kind = Literal["str", "str?", "bool", "int", "number", "number?", "auto-or-number"]
 # How a boolean option is spelled: ``--x`` sets True, ``--no-x`` sets False, or both.

@@ -435,6 +435,7 @@ def fit(
         dry_run=dry_run,
         stop_after=stop_after,
         threads=threads,
+        auto=auto,
     )
     with progress_bar(err, "{task.description:8}", fields="{task.fields[stats]}") as bar:
         tasks: dict[str, Any] = {}

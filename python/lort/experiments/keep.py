@@ -28,12 +28,13 @@ import numpy as np
 from torch import nn
 
 from lort.analysis import Analysis
-from lort.errors import InputError, OptionError
+from lort.errors import InputError
 from lort.experiments.compare import CompareResult, compare
 from lort.experiments.compare import table_name as table_name_of
 from lort.experiments.points import OnPoint, ProtocolPoint, kept_head, protocol_point, stored_result
 from lort.experiments.protocols import plan
 from lort.methods import TABLE1, Method, get_method, make_head
+from lort.options import auto_needs_validation
 from lort.run.finished import FinishedRun, open_run_locked
 from lort.run.fit import history_table
 from lort.run.folder import HISTORY, STAGE1
@@ -110,13 +111,7 @@ def compare_and_keep(
     on validation kept."""
     with open_run_locked(root, lambda _: None) as run:
         if not run.has_val:  # said before twelve methods are trained for nothing
-            raise OptionError(
-                "{method} auto chooses a method on the validation split, and the run has none: "
-                "give it one ({val_split}, or {val_fraction} > 0), or name a {method}",
-                "method",
-                "val_split",
-                "val_fraction",
-            )
+            raise auto_needs_validation()
     res = compare(root, list(TABLE1), 1, on_point=on_point, figures=figures)
     return res, keep(root, None, "tuned", None, list(TABLE1))
 

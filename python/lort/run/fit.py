@@ -26,7 +26,7 @@ from lort.data import LTData
 from lort.errors import DamagedFileError, InputError, LortError, OptionError
 from lort.methods import Method, get_method, rho
 from lort.models import Classifier, build_model, classifier_head, load_backbone_weights
-from lort.options import AUTO_METHOD
+from lort.options import AUTO_METHOD, auto_needs_validation
 from lort.run.feature_cache import open_cache, save_extracted, save_given
 from lort.run.folder import (
     CONFIG,
@@ -66,6 +66,7 @@ class FitOptions:
     stop_after: str | None = None  # "stage1"
     threads: int | None = None  # torch's intra-op threads (see runtime.set_threads)
     figures: bool = True  # the reliability diagram (LortClassifier draws none)
+    auto: bool = False  # --method auto: a comparison chooses the method on validation after it
 
 
 @dataclass
@@ -192,7 +193,10 @@ def _fit(
         data = load_data(cfg)
     data.check_images()
     _import_what_the_run_uses(cfg, data)
-    if cfg.stage2_stop == "val" and (data.val_labels is None or len(data.val_labels) == 0):
+    no_val = data.val_labels is None or len(data.val_labels) == 0
+    if opts.auto and no_val:  # said before anything trains
+        raise auto_needs_validation()
+    if cfg.stage2_stop == "val" and no_val:
         raise OptionError(
             "{stage2_stop} val keeps the best validation epoch: give the run a validation "
             "split ({val_split}, or {val_fraction} > 0), or use {stage2_stop} last",
