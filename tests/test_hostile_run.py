@@ -442,9 +442,9 @@ def test_the_api_bounds_seeds_and_grids_like_the_cli(finished: Path) -> None:
     import lort
 
     run = lort.open_run(finished)
-    with pytest.raises(lort.InputError, match="^seeds must be between 1 and 1,000"):
+    with pytest.raises(lort.InputError, match=r"^seeds must be between 1 and 1,000"):
         run.compare(seeds=10**8)  # named as the API spells it (the CLI says --seeds)
-    with pytest.raises(lort.InputError, match="^protocol must be one of"):
+    with pytest.raises(lort.InputError, match=r"^protocol must be one of"):
         run.compare(protocol="best")
     with pytest.raises(lort.InputError, match="at most 1,000"):
         run.sweep(smooth=[0.5] * 1001)
