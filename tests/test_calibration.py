@@ -212,14 +212,17 @@ def test_calibration_makes_no_methods_test_ece_worse_on_digits(
 
 
 def test_the_default_fit_is_calibrated(tmp_path: Path) -> None:
-    """The README's bare run: ECE <= 0.06 on the test split after scaling, accuracy unchanged."""
+    """The README's bare run: ECE <= 0.07 on the test split after scaling (0.056 with the
+    fitted T; 0.065 with it moved 1.5 standard errors towards 1, the rule that leaves no
+    small split's head worse: docs/results.md "Keep regret and calibration"), accuracy
+    unchanged."""
     out = tmp_path / "run"
     result = ok("fit", "--out", out, "--seed", "0")
     assert "calibrated: temperature" in flat(result.output)
     report = json.loads((out / "report.json").read_text())
     cal = report["calibration"]
     assert cal["test"]["before"]["ece"] > 0.3  # LORT's flat targets
-    assert cal["test"]["after"]["ece"] <= 0.06
+    assert cal["test"]["after"]["ece"] <= 0.07
     assert cal["val"]["after"]["nll"] <= cal["val"]["before"]["nll"]
     assert cal["test"]["after"]["groups"]["few"]["ece"] >= 0
     assert cal["test"]["after"]["classwise_ece"] < cal["test"]["before"]["classwise_ece"]
