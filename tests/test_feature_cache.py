@@ -200,7 +200,7 @@ def test_a_float16_cache_is_converted_block_by_block(
 
     from lort.methods import get_method
     from lort.optim import StageConfig
-    from lort.stage2 import grid, loop, problem
+    from lort.stage2 import loop, problem
     from lort.stage2.grid import EvalSplit, HeadConfig, train_head_grid
 
     out = data.parent / "half"
@@ -234,9 +234,7 @@ def test_a_float16_cache_is_converted_block_by_block(
     want = trained(half.float(), half_flip.float())
     for gather in (1, loop.GATHER_BYTES):  # one step's rows at a time, and the default
         monkeypatch.setattr(loop, "GATHER_BYTES", gather)
-        monkeypatch.setattr(grid, "GATHER_BYTES", gather)
-        monkeypatch.setattr(problem, "CONVERT_BYTES", gather)
-        monkeypatch.setattr(grid, "CONVERT_BYTES", gather)
+        monkeypatch.setattr(loop, "CONVERT_BYTES", gather)
         got = trained(half, half_flip)
         assert all(a.dtype == torch.float32 for a in got)
         # Training is exact; logits of rows blocked otherwise agree to the product's rounding.

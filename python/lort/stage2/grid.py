@@ -78,12 +78,12 @@ from lort.methods.recipes import AUTHORS_TAU, recipe_for
 from lort.optim import MOMENTUM, StageConfig, cosine_schedule
 from lort.runtime import Progress
 from lort.stage2.loop import (
-    CONVERT_BYTES,
-    GATHER_BYTES,
     LOSS_HYPER,
     SMALL_STEP,
     compute_dtype,
+    convert_rows,
     gather_rows,
+    gather_steps,
     torch_threads,
 )
 from lort.stage2.select import ValScore, halving_rungs, ranked
@@ -479,8 +479,7 @@ class _Grid:
         self.batch, self.epochs = configs[0].stage.batch_size, configs[0].stage.epochs
         device, dtype = feats.device, compute_dtype(feats)
         self.dtype = dtype
-        # Steps whose rows are gathered at once (GATHER_BYTES of them).
-        self.block = max(1, GATHER_BYTES // (self.batch * self.dim * dtype.itemsize))
+        self.block = gather_steps(self.batch, feats)
         # The heads trained (configurations differing in tau alone share one) and, for each
         # configuration, the index of its trained head.
         first: dict[tuple[object, ...], int] = {}
@@ -582,8 +581,7 @@ class _Grid:
         on ``val`` (and ``test``) when given."""
         g = len(self.configs)
         rows = eval_rows(g, self.k, budget, self.dtype.itemsize)
-        if self.feats.dtype != self.dtype:  # half-precision rows converted a block at a time
-            rows = min(rows, max(1, CONVERT_BYTES // (self.dim * self.dtype.itemsize)))
+        rows = min(rows, convert_rows(self.feats))  # half-precision rows: a block at a time
         if val is not None and self.best is None:
             self.best = {name: p.detach().clone() for name, p in self._scored().items()}
         total = self.epochs * self.steps

@@ -79,6 +79,20 @@ def compute_dtype(feats: torch.Tensor) -> torch.dtype:
     return torch.float32 if feats.dtype in (torch.float16, torch.bfloat16) else feats.dtype
 
 
+def gather_steps(batch_size: int, feats: torch.Tensor) -> int:
+    """Steps whose rows are gathered at once (GATHER_BYTES of them, at least one step)."""
+    return max(1, GATHER_BYTES // (batch_size * feats.shape[1] * compute_dtype(feats).itemsize))
+
+
+def convert_rows(feats: torch.Tensor) -> int:
+    """Rows of ``feats`` read at a time where they must be converted (CONVERT_BYTES of
+    them), or all of them where they are used as they are."""
+    dtype = compute_dtype(feats)
+    if feats.dtype == dtype:
+        return max(1, len(feats))
+    return max(1, CONVERT_BYTES // (feats.shape[1] * dtype.itemsize))
+
+
 def gather_rows(
     feats: torch.Tensor,
     feats_flip: torch.Tensor | None,
@@ -146,7 +160,7 @@ def train_head_cached(
     threads = 1 if st.batch_size * dim * k < SMALL_STEP else torch.get_num_threads()
     # Rows are gathered for a block of steps at a time (at most GATHER_BYTES): the features,
     # mapped from the run's cache, are never copied whole.
-    block = max(1, GATHER_BYTES // (st.batch_size * dim * compute_dtype(feats).itemsize))
+    block = gather_steps(st.batch_size, feats)
     reported = -math.inf
     with torch_threads(threads):
         for epoch in range(st.epochs):

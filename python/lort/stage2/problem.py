@@ -35,7 +35,7 @@ from lort.runtime import Progress, Runtime
 from lort.stage1.features import FeatureCache
 from lort.stage2.calibrate import Calibration, calibrate
 from lort.stage2.grid import EpochScores, EvalSplit, HeadConfig, HeadResult, train_head_grid
-from lort.stage2.loop import CONVERT_BYTES, compute_dtype, train_head_cached
+from lort.stage2.loop import compute_dtype, convert_rows, train_head_cached
 from lort.stage2.select import ValScore, best_on_validation, kept_scores
 
 Stop = Literal["last", "val", "test"]
@@ -100,23 +100,14 @@ def infer(
     images (``flipped``), the mean of both views' logits. ``lort fit``'s evaluation and
     ``lort predict`` both go through here. Half-precision features are converted a block of
     rows at a time (:func:`lort.stage2.loop.compute_dtype`)."""
-    dtype = compute_dtype(features)
-    if features.dtype == dtype:
-        blocks = [(features, flipped)]
-    else:
-        step = max(1, CONVERT_BYTES // (features.shape[1] * dtype.itemsize))
-        blocks = [
-            (features[i : i + step], None if flipped is None else flipped[i : i + step])
-            for i in range(0, len(features), step)
-        ]
+    dtype, step = compute_dtype(features), convert_rows(features)
     out = []
-    for x, x_flip in blocks:
-        z = inference_logits(method, head, x.to(dtype), counts, tau=tau)
-        if x_flip is not None:
-            z = (z + inference_logits(method, head, x_flip.to(dtype), counts, tau=tau)) / 2
+    for i in range(0, max(1, len(features)), step):  # one block, empty, when there are no rows
+        z = inference_logits(method, head, features[i : i + step].to(dtype), counts, tau=tau)
+        if flipped is not None:
+            x_flip = flipped[i : i + step].to(dtype)
+            z = (z + inference_logits(method, head, x_flip, counts, tau=tau)) / 2
         out.append(z)
-    if not out:  # no rows
-        return inference_logits(method, head, features.to(dtype), counts, tau=tau)
     return out[0] if len(out) == 1 else torch.cat(out)
 
 
