@@ -40,22 +40,29 @@ HELD_OUT_MARGIN = 0.015
 SHRINK_SE = 1.5
 
 
-def _nll_and_derivatives(
-    z: np.ndarray, y: np.ndarray, w: np.ndarray, beta: float
-) -> tuple[float, float, float]:
-    """NLL of softmax(beta z), rows weighted by ``w`` (summing to 1), and its first two
-    derivatives in beta (convex: the second is the weighted variance of z under the softmax)."""
+def _row_terms(
+    z: np.ndarray, y: np.ndarray, beta: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row, for softmax(beta z): the NLL, its derivative in beta (the score) and its
+    second derivative (the variance of z under the softmax)."""
     s = beta * z
     s = s - s.max(axis=1, keepdims=True)
     p = np.exp(s)
     total = p.sum(axis=1, keepdims=True)
     p /= total
-    zy = z[np.arange(len(y)), y]
-    nll = float(w @ (np.log(total[:, 0]) - s[np.arange(len(y)), y]))
+    rows = np.arange(len(y))
     mean_z = (p * z).sum(axis=1)
-    grad = float(w @ (mean_z - zy))
-    hess = float(w @ ((p * z * z).sum(axis=1) - mean_z**2))
-    return nll, grad, hess
+    nll = np.log(total[:, 0]) - s[rows, y]
+    return nll, mean_z - z[rows, y], (p * z * z).sum(axis=1) - mean_z**2
+
+
+def _nll_and_derivatives(
+    z: np.ndarray, y: np.ndarray, w: np.ndarray, beta: float
+) -> tuple[float, float, float]:
+    """NLL of softmax(beta z), rows weighted by ``w`` (summing to 1), and its first two
+    derivatives in beta (convex: the second is the weighted variance of z under the softmax)."""
+    nll, score, variance = _row_terms(z, y, beta)
+    return float(w @ nll), float(w @ score), float(w @ variance)
 
 
 def class_balanced(labels: np.ndarray) -> np.ndarray:
@@ -107,12 +114,8 @@ def log_t_standard_error(logits: np.ndarray, labels: np.ndarray, t: float) -> fl
     y = np.asarray(labels, dtype=np.int64)
     w = class_balanced(y)
     beta = 1.0 / t
-    s = beta * z
-    p = np.exp(s - s.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    mean_z = (p * z).sum(axis=1)
-    score = mean_z - z[np.arange(len(y)), y]
-    curvature = float(w @ ((p * z * z).sum(axis=1) - mean_z**2))
+    _, score, variance = _row_terms(z, y, beta)
+    curvature = float(w @ variance)
     if curvature <= 0.0:
         return math.inf
     return math.sqrt(float((w * w) @ (score * score))) / curvature / beta
