@@ -34,7 +34,6 @@ from lort.experiments.compare import table_name as table_name_of
 from lort.experiments.points import OnPoint, ProtocolPoint, kept_head, protocol_point, stored_result
 from lort.experiments.protocols import plan
 from lort.methods import TABLE1, Method, get_method, make_head
-from lort.options import auto_needs_validation
 from lort.run.finished import FinishedRun, open_run_locked
 from lort.run.fit import history_table
 from lort.run.folder import HISTORY, STAGE1
@@ -108,10 +107,8 @@ def compare_and_keep(
 ) -> tuple[CompareResult, Kept]:
     """``lort fit --method auto``'s second half: the tuned comparison of the twelve methods on
     the run's features (one seed, its figures unless ``figures`` is false), then the one best
-    on validation kept."""
-    with open_run_locked(root, lambda _: None) as run:
-        if not run.has_val:  # said before twelve methods are trained for nothing
-            raise auto_needs_validation()
+    on validation kept. The fit has refused a run without a validation split
+    (:func:`lort.options.auto_needs_validation`)."""
     res = compare(root, list(TABLE1), 1, on_point=on_point, figures=figures)
     return res, keep(root, None, "tuned", None, list(TABLE1))
 
