@@ -9,7 +9,7 @@ import numbers
 import os
 from collections.abc import Sequence
 
-from lort.errors import InputError
+from lort.errors import InputError, OptionError
 
 MAX_SEEDS = 1000  # compare --seeds
 MAX_THREADS = 1024  # analyze / fit --threads, LORT_NUM_THREADS
@@ -41,6 +41,15 @@ def check_count(value: int, name: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise InputError(f"{name} must be between {low:,} and {high:,}, got {value:,}")
     return value
+
+
+def check_option_count(value: int, key: str, low: int, high: int) -> int:
+    """:func:`check_count` for the option ``key``: an OptionError, named as the caller spells
+    the option (the API's parameter, the command's flag)."""
+    try:
+        return check_count(value, "{" + key + "}", low, high)
+    except InputError as e:
+        raise OptionError(str(e), key) from None
 
 
 def env_threads() -> int | None:

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from lort.errors import InputError, OptionError
-from lort.limits import MAX_THREADS, check_count, env_threads
+from lort.errors import InputError
+from lort.limits import MAX_THREADS, check_option_count, env_threads
 
 
 @dataclass(frozen=True)
@@ -94,10 +94,7 @@ def set_threads(threads: int | None) -> int:
     if threads is None:
         threads = env_threads()
     if threads is not None:
-        try:
-            check_count(threads, "{threads}", 1, MAX_THREADS)
-        except InputError as e:  # named as the caller spells it
-            raise OptionError(str(e), "threads") from None
+        check_option_count(threads, "threads", 1, MAX_THREADS)
         torch.set_num_threads(threads)
     return torch.get_num_threads()
 

@@ -48,7 +48,7 @@ from lort.experiments.protocols import (
     Search,
     plan,
 )
-from lort.limits import MAX_SEEDS, check_count
+from lort.limits import MAX_SEEDS, check_option_count
 from lort.methods import METHODS, TABLE1, WEIGHT_NORM_DEFINITION, get_method
 from lort.methods.paper import REPORTED_ON, ROWS, reported
 from lort.options import COMPARE_PROTOCOLS
@@ -176,10 +176,7 @@ def compare(
     keeps each re-training's last epoch, or its best epoch on the validation split, or
     (``"test"``, the published habit, labelled as such) on the test set. The other protocols
     search with ``search`` (:data:`lort.experiments.protocols.SEARCH_DEFINITION`)."""
-    try:
-        check_count(seeds, "{seeds}", 1, MAX_SEEDS)
-    except InputError as e:  # named as the caller spells it
-        raise OptionError(str(e), "seeds") from None
+    check_option_count(seeds, "seeds", 1, MAX_SEEDS)
     if search not in SEARCHES:
         choices = ", ".join(SEARCHES)
         raise OptionError(f"{{search}} must be one of {choices}, got {search!r}", "search")
