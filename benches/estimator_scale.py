@@ -11,13 +11,18 @@ threads of the process: on a shared machine, the less noisy of the two), test ac
 class-mean accuracy, the ratios of the times, and where lort's time went
 (``report_["timings"]``). Run (from the repository root, in the project's venv)::
 
-    python benches/estimator_scale.py [--rows 50000] [--dim 512] [--classes 100]
+    python benches/estimator_scale.py [--rows 50000] [--dim 512] [--classes 100] [--profile]
+
+``--profile`` runs lort's fit under cProfile (its times include the profiler's overhead) and
+prints the 20 functions with the most own time.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
+import pstats
 import shlex
 import sys
 import time
@@ -52,6 +57,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--classes", type=int, default=100)
     ap.add_argument("--method", default="lort", help="LortClassifier's method")
+    ap.add_argument("--profile", action="store_true", help="cProfile lort's fit (its top 20)")
     args = ap.parse_args()
     import lort
 
@@ -69,7 +75,12 @@ def main() -> None:
     print(f"warm-up fit (imports, untimed below): {time.perf_counter() - started:.1f} s")
 
     started, cpu = time.perf_counter(), time.process_time()
+    prof = cProfile.Profile() if args.profile else None
+    if prof is not None:
+        prof.enable()
     clf = lort.LortClassifier(method=args.method).fit(x, y, xv, yv)
+    if prof is not None:
+        prof.disable()
     lort_s, lort_cpu = time.perf_counter() - started, time.process_time() - cpu
     started, cpu = time.perf_counter(), time.process_time()
     logreg = LogisticRegression(class_weight="balanced").fit(x, y)
@@ -92,6 +103,8 @@ def main() -> None:
     timings = clf.report_["timings"]
     print("lort's time: " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
     print(fmt_md(rows, header))
+    if prof is not None:
+        pstats.Stats(prof).sort_stats("tottime").print_stats(20)
 
 
 if __name__ == "__main__":

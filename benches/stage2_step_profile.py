@@ -3,7 +3,7 @@
 Run (from the repository root, in the project's venv)::
 
     python benches/stage2_step_profile.py [--size cifar100-lt] [--dim 512] [--path grid|alone]
-        [--heads 1] [--epochs 2] [--repeats 3] [--profile]
+        [--heads 1] [--epochs 2] [--repeats 3] [--profile] [--val-rows N] [--progress]
 
 It trains ``--heads`` LORT heads on the synthetic data of ``benches/stage2_grid.py`` (``--size``:
 cifar100-lt is 10,847 rows, K = 100; imagenet-lt 4,096 rows, K = 1,000; ``--dim`` features,
@@ -16,6 +16,10 @@ best float32 GEMM rate measured in the same process on the step's own shapes and
 Process CPU time, not wall time: on a shared machine other processes' load inflates wall time
 but not (much) this process's own work, so the ratio stays comparable between runs.
 ``--profile`` adds cProfile's 20 most expensive functions by own time for one more run.
+``--val-rows N`` (grid) also scores the first N training rows, both views, as a validation
+split after every epoch, as a compare's search does; ``--progress`` (alone) passes a progress
+callback, as ``lort fit`` does, so the loss and accuracy are read back as it asks. The floor
+counts the training products only.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from torch import nn
 
 from lort.methods import get_method
 from lort.optim import StageConfig
-from lort.stage2.grid import HeadConfig, train_head_grid
+from lort.stage2.grid import EvalSplit, HeadConfig, train_head_grid
 from lort.stage2.loop import train_head_cached
 from stage2_grid import BATCH, DIM, SIZES, make_configs, make_data
 
@@ -59,6 +63,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--val-rows", type=int, default=0, help="grid: score N rows after each epoch")
+    ap.add_argument("--progress", action="store_true", help="alone: with a progress callback")
     args = ap.parse_args()
     torch.set_num_threads(1)
     size = SIZES[args.size]
@@ -74,15 +80,19 @@ def main() -> None:
         for c in make_configs(method, heads, 1)
     ]
 
+    rows = slice(0, args.val_rows)
+    val = EvalSplit(feats[rows], flip[rows], labels[rows]) if args.val_rows else None
+
     def run() -> None:
         if args.path == "alone":
             c = configs[0]
             train_head_cached(
                 method, feats, flip, labels, counts, init, c.stage,
                 smooth=c.hyper.get("smooth", 0.0), seed=c.seed,
+                progress=(lambda *_: None) if args.progress else None,
             )  # fmt: skip
         else:
-            train_head_grid(method, feats, flip, labels, counts, init, configs)
+            train_head_grid(method, feats, flip, labels, counts, init, configs, val=val)
 
     run()
     times = []
