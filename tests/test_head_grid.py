@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from torch import nn
 
 import lort.stage2.loop
 from lort.errors import InputError
-from lort.methods import METHODS, Method, get_method, inference_logits
+from lort.methods import METHODS, Method, SoftmaxLoss, get_method, inference_logits
 from lort.optim import StageConfig
 from lort.stage2.grid import (
     EvalSplit,
@@ -150,6 +151,41 @@ def test_float32_heads_agree_to_the_stated_tolerance(
     for r in train_head_grid(method, feats, flip, labels, COUNTS, init, configs):
         want = alone(method, feats, flip, labels, init, r.config)
         assert_same_head(r.head, want, F32_RTOL)
+
+
+@pytest.mark.parametrize("name", ["lort", "balanced-softmax", "logit-adjust", "maxnorm"])
+def test_linear_heads_step_without_autograd_as_autograd_would(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """A linear head with a softmax loss steps by SoftmaxLoss.logit_grad in the grid and alone
+    (counted); with that path switched off (autograd's backward instead) every head is the
+    same to float64 rounding. MaxNorm's loss has no analytic gradient: autograd throughout."""
+    method = get_method(name)
+    feats, flip, labels = data()
+    init = stage1()
+    configs = grid(method)
+    calls = 0
+    logit_grad = SoftmaxLoss.logit_grad
+
+    def counted(self: SoftmaxLoss, *args: Any, **kwargs: Any) -> torch.Tensor:
+        nonlocal calls
+        calls += 1
+        return logit_grad(self, *args, **kwargs)
+
+    monkeypatch.setattr(SoftmaxLoss, "logit_grad", counted)
+    fast = train_head_grid(method, feats, flip, labels, COUNTS, init, configs)
+    fast_alone = alone(method, feats, flip, labels, init, configs[-1])
+    steps = math.ceil(N / configs[0].stage.batch_size) * configs[0].stage.epochs
+    analytic = name != "maxnorm"
+    # The grid: one call a step per seed (two seeds); alone: one a step.
+    assert calls == (3 * steps if analytic else 0)
+    monkeypatch.setattr(SoftmaxLoss, "has_logit_grad", property(lambda self: False))
+    slow = train_head_grid(method, feats, flip, labels, COUNTS, init, configs)
+    for f, s in zip(fast, slow, strict=True):
+        assert_same_head(f.head, s.head, F64_RTOL)
+    slow_alone = alone(method, feats, flip, labels, init, configs[-1])
+    assert_same_head(fast_alone, slow_alone, F64_RTOL)
+    assert calls == (3 * steps if analytic else 0)
 
 
 def test_fresh_heads_and_no_flipped_view(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 
@@ -102,6 +103,36 @@ def test_unknown_method_lists_the_valid_names() -> None:
     for name in METHODS:
         assert name in str(err.value)
     assert get_method("lort") is METHODS["lort"]
+
+
+@pytest.mark.parametrize("name", ["ce", "lort", "balanced-softmax", "ldam"])
+@pytest.mark.parametrize("delta", ["number", "per row"])
+def test_the_analytic_logit_gradient_is_autograds(name: str, delta: str) -> None:
+    """SoftmaxLoss.logit_grad (the step of a linear head without autograd) is the gradient of
+    the loss's value, with shift, margins and scale, a delta per row, and a sum over ``rows``."""
+    k, n = 7, 40
+    counts = np.array([50, 30, 25, 15, 12, 10, 8])
+    logits, labels = batch(k, n=n, seed=5)
+    smooth = 0.9 if name == "lort" else 0.0
+    loss = make_loss(METHODS[name], counts, smooth=smooth)
+    assert isinstance(loss, SoftmaxLoss) and loss.has_logit_grad
+    if delta == "per row":
+        rows = torch.linspace(0.0, 0.99, n, dtype=torch.float64).unsqueeze(1)
+        loss = dataclasses.replace(loss, delta=rows)
+    z = logits.clone().requires_grad_()
+    loss(z, labels).backward()
+    torch.testing.assert_close(loss.logit_grad(logits, labels), z.grad, rtol=1e-10, atol=1e-14)
+    halved = loss.logit_grad(logits, labels, rows=2 * n)
+    torch.testing.assert_close(halved, z.grad / 2, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["focal", "cb-loss", "maxnorm", "cb-loss-softmax"])
+def test_losses_without_an_analytic_gradient_say_so(name: str) -> None:
+    loss = make_loss(METHODS[name], np.array([50, 30, 25]))
+    assert isinstance(loss, SoftmaxLoss) and not loss.has_logit_grad
+    logits, labels = batch(3, n=4, seed=0)
+    with pytest.raises(InputError, match="logit_grad covers"):
+        loss.logit_grad(logits, labels)
 
 
 # ---------------------------------------------------------------------------- LORT

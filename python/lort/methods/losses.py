@@ -91,6 +91,41 @@ class SoftmaxLoss:
     form: Form = "softmax"
     reduction: Reduction = "weighted-mean"
 
+    @property
+    def has_logit_grad(self) -> bool:
+        """Whether :meth:`logit_grad` covers this loss: the softmax form without focal term or
+        class weights, whose gradient is ``s (p - q)`` (CE, LORT, balanced softmax, LDAM)."""
+        fixed = not isinstance(self.gamma, Tensor) and not isinstance(self.scale, Tensor)
+        return self.form == "softmax" and fixed and self.gamma == 0.0 and self.class_weight is None
+
+    @torch.no_grad()
+    def logit_grad(self, logits: Tensor, labels: Tensor, rows: int | None = None) -> Tensor:
+        """The gradient of ``sum(row losses) / rows`` (``rows`` the batch: the gradient of
+        :meth:`__call__`) with respect to ``logits``, without autograd: ``s (softmax(u) - q) /
+        rows``. Where a step is small its autograd graph costs more than its products
+        (docs/performance.md). Only for losses with :attr:`has_logit_grad`; ``delta`` may be
+        a number or (rows, 1), one value per row."""
+        if not self.has_logit_grad:
+            raise InputError("logit_grad covers the softmax losses without focal term or weights")
+        labels = labels.long().unsqueeze(1)
+        u = logits
+        if self.shift is not None:
+            u = u + self.shift.to(u)
+        if self.margins is not None:
+            u = u.scatter_add(1, labels, -self.margins.to(u)[labels])
+        scale = float(self.scale)  # a number: has_logit_grad
+        p = torch.softmax(u * scale if scale != 1.0 else u, dim=1)
+        # p - q, with q = (1 - delta) onehot(y) + delta / K.
+        delta = self.delta
+        if isinstance(delta, Tensor) or delta != 0.0:
+            p.sub_(delta / self.num_classes)
+        if isinstance(delta, Tensor):
+            keep = (delta - 1.0).to(p).expand(len(p), 1)
+        else:
+            keep = p.new_full((len(p), 1), delta - 1.0)
+        p.scatter_add_(1, labels, keep)
+        return p.mul_(scale / (len(p) if rows is None else rows))
+
     def __call__(self, logits: Tensor, labels: Tensor) -> Tensor:
         if logits.ndim != 2 or logits.shape[1] != self.num_classes:
             raise InputError(

@@ -525,6 +525,14 @@ class _Grid:
         # A per-class constant that differs between heads (LDAM's margins, class-balanced
         # weights) needs each head's loss on its own: vmap over the heads.
         self.per_head = any(v.ndim > 1 for v in self.varying.values())
+        # A linear head whose loss has an analytic gradient steps without autograd (its graph
+        # costs as much as a small head's products), as train_head_cached's linear_step.
+        self.analytic = (
+            method.head == "linear"
+            and not self.per_head
+            and set(self.varying) <= {"delta"}
+            and self.base_loss.has_logit_grad
+        )
         self.loss = vmap(
             lambda z, y, v: dataclasses.replace(self.base_loss, **v)(z, y), in_dims=(1, None, 0)
         )
@@ -730,16 +738,52 @@ class _Grid:
             j = i % self.block
             x, y = grp.xs[j * self.batch : (j + 1) * self.batch], grp.ys[batch]
             params = self.params if whole else {n: p[grp.heads] for n, p in self.params.items()}
-            z = self._logits(params, x)
-            losses.append(self._loss(z, y, grp.heads))
+            if self.analytic:
+                z = self._linear_grad(params, x, y, grp.heads)
+                if last:  # the loss for the progress line only
+                    with torch.no_grad():
+                        losses.append(self._loss(z, y, grp.heads))
+            else:
+                z = self._logits(params, x)
+                losses.append(self._loss(z, y, grp.heads))
             if last:
                 hits.append((z.detach().argmax(-1) == y.unsqueeze(1)).float().mean(0))
-        loss = losses[0] if whole else torch.stack(losses).sum()
-        loss.backward()
+        loss = None
+        if losses:
+            loss = losses[0] if whole else torch.stack(losses).sum()
+        if not self.analytic:
+            assert loss is not None
+            loss.backward()
         self._update(lr)
         if not last:
             return math.nan, math.nan
+        assert loss is not None
         return loss.item() / self.trained, torch.cat(hits).mean().item()
+
+    @torch.no_grad()
+    def _linear_grad(
+        self, params: Mapping[str, Tensor], x: Tensor, y: Tensor, heads: slice
+    ) -> Tensor:
+        """The linear heads ``params`` (rows ``heads`` of the stack) on batch ``x``: their
+        (batch, heads, K) logits, with the gradient of their summed losses written into the
+        stack's ``.grad`` rows ``heads`` (:meth:`SoftmaxLoss.logit_grad`, no autograd)."""
+        w, b = params["weight"], params["bias"]
+        g, k, d = w.shape
+        z = torch.addmm(b.flatten(), x, w.flatten(0, 1).t())
+        rows = {f: v[heads].repeat(len(x)).unsqueeze(1) for f, v in self.varying.items()}
+        loss = dataclasses.replace(self.base_loss, **rows) if rows else self.base_loss
+        ys = y if g == 1 else y.repeat_interleave(g)
+        # Each head's loss is the mean over the batch, the sum over heads: 1 / batch a row.
+        dz = loss.logit_grad(z.view(-1, k), ys, rows=len(x)).view(len(x), g * k)
+        # Into the same gradient tensors every step (as linear_step; _update leaves them).
+        for p in self.params.values():
+            if p.grad is None:
+                p.grad = torch.empty_like(p)
+        grad_w, grad_b = self.params["weight"].grad, self.params["bias"].grad
+        assert grad_w is not None and grad_b is not None
+        torch.mm(dz.t(), x, out=grad_w[heads].view(g * k, d))
+        torch.sum(dz, 0, out=grad_b[heads].view(g * k))
+        return z.view(len(x), g, k)
 
     def _logits(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
         """(batch, heads, K) logits of the stacked heads, through the head's own forward."""
@@ -782,11 +826,12 @@ class _Grid:
             shape = (-1, *[1] * (p.ndim - 1))
             grad = p.grad
             assert grad is not None
-            p.grad = None
+            if not self.analytic:  # the analytic step writes into the same tensors
+                p.grad = None
             d_p = grad.addcmul(p, self.wd.view(shape)) if self.decay else grad
             buf = self.momentum.get(name)
             if buf is None:
-                self.momentum[name] = buf = d_p
+                self.momentum[name] = buf = d_p.clone()
             else:
                 buf.mul_(MOMENTUM).add_(d_p)
             p.addcmul_(buf, lr.view(shape))
