@@ -8,10 +8,13 @@ test rows per class. Both estimators fit once, in this process, one after the ot
 with the validation split, LogisticRegression on the training rows with its defaults), after
 an untimed warm-up fit that imports torch. The script prints each fit's wall and CPU time (all
 threads of the process: on a shared machine, the less noisy of the two), test accuracy and
-class-mean accuracy, the ratios of the times, and where lort's time went
-(``report_["timings"]``). Run (from the repository root, in the project's venv)::
+class-mean accuracy, the ratios of the times, where lort's time went (``report_["timings"]``),
+and the arithmetic floor of each stage: the head-epochs it trained times their two products,
+at the 1024^3 product's rate measured in the same run (with ``OMP_NUM_THREADS=1`` the stage
+times are one thread's, as the rate is). Run (from the repository root, in the project's venv)::
 
-    python benches/estimator_scale.py [--rows 50000] [--dim 512] [--classes 100] [--profile]
+    OMP_NUM_THREADS=1 python benches/estimator_scale.py [--rows 50000] [--dim 512] \\
+        [--classes 100] [--profile]
 
 ``--profile`` runs lort's fit under cProfile (its times include the profiler's overhead) and
 prints the 20 functions with the most own time.
@@ -21,13 +24,16 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import math
 import os
 import pstats
 import shlex
 import sys
 import time
+from typing import Any
 
 import numpy as np
+import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
@@ -49,6 +55,44 @@ def make_features(rows: int, dim: int, k: int) -> tuple[tuple[np.ndarray, np.nda
         noise = rng.normal(size=(labels.size, dim)).astype(np.float32)
         out.append((np.maximum(means[labels] + NOISE * noise, 0), labels))
     return tuple(out)
+
+
+def gemm_rate() -> float:
+    """GFLOP/s of a 1024^3 float32 product in process CPU time (best of 5 rounds of 10), on
+    the threads torch runs with: the rate the floor below counts."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b
+    best = math.inf
+    for _ in range(5):
+        t0 = time.process_time()
+        for _ in range(10):
+            a @ b
+        best = min(best, (time.process_time() - t0) / 10)
+    return 2 * 1024**3 / best / 1e9
+
+
+def floor(report: dict[str, Any], rows: int, dim: int, k: int, logreg_s: float) -> None:
+    """The arithmetic the fit's two stages did (its head-epochs, read from its report, each
+    two products of rows x dim by dim x k: the forward and the weight gradient) at the
+    measured GEMM rate, against lort's stage times and LogisticRegression's fit."""
+    config = report["config"]
+    stage1 = config["stage1"]["epochs"]
+    epochs2 = config["stage2"]["epochs"]
+    searched = len(report["smooth"]["grid"]) if report["smooth"]["mode"] == "auto" else 0
+    if report["hyper"].get("mode") == "auto":
+        searched += len(report["hyper"]["values"])
+    stage2 = (searched + 1) * epochs2  # the searched heads, then the kept one trained again
+    per_epoch = 2 * 2 * rows * dim * k
+    rate = gemm_rate()
+    floor1, floor2 = stage1 * per_epoch / rate / 1e9, stage2 * per_epoch / rate / 1e9
+    t = report["timings"]
+    print(
+        f"arithmetic floor at {rate:.0f} GFLOP/s (1024^3, CPU time): stage 1 {stage1} "
+        f"head-epochs {floor1:.1f} s (took {t['stage1_s']:.1f} s, {t['stage1_s'] / floor1:.2f}x), "
+        f"stage 2 {stage2} head-epochs {floor2:.1f} s (took {t['stage2_s']:.1f} s, "
+        f"{t['stage2_s'] / floor2:.2f}x); the two floors are {(floor1 + floor2) / logreg_s:.1f}x "
+        "LogisticRegression's fit"
+    )
 
 
 def main() -> None:
@@ -102,6 +146,7 @@ def main() -> None:
     )
     timings = clf.report_["timings"]
     print("lort's time: " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
+    floor(clf.report_, len(y), args.dim, args.classes, logreg_s)
     print(fmt_md(rows, header))
     if prof is not None:
         pstats.Stats(prof).sort_stats("tottime").print_stats(20)
