@@ -525,6 +525,8 @@ class _Grid:
         # A per-class constant that differs between heads (LDAM's margins, class-balanced
         # weights) needs each head's loss on its own: vmap over the heads.
         self.per_head = any(v.ndim > 1 for v in self.varying.values())
+        # The analytic step's loss with its per-row values, by (first head, end, batch rows).
+        self.row_losses: dict[tuple[int, int, int], SoftmaxLoss] = {}
         # A linear head whose loss has an analytic gradient steps without autograd (its graph
         # costs as much as a small head's products), as train_head_cached's linear_step.
         self.analytic = (
@@ -673,6 +675,7 @@ class _Grid:
         self.lr = self.lr[at.cpu()]
         self.wd = self.wd.index_select(0, at)
         self.varying = {f: v.index_select(0, at) for f, v in self.varying.items()}
+        self.row_losses = {}
         if self.radius_rows is not None:
             self.radius_rows = self.radius_rows.view(-1, self.k)[at].reshape(-1, 1)
         groups = []
@@ -770,8 +773,12 @@ class _Grid:
         w, b = params["weight"], params["bias"]
         g, k, d = w.shape
         z = torch.addmm(b.flatten(), x, w.flatten(0, 1).t())
-        rows = {f: v[heads].repeat(len(x)).unsqueeze(1) for f, v in self.varying.items()}
-        loss = dataclasses.replace(self.base_loss, **rows) if rows else self.base_loss
+        key = (heads.start, heads.stop, len(x))
+        loss = self.row_losses.get(key)
+        if loss is None:  # built once per batch shape: its per-row values cost a step's copy
+            rows = {f: v[heads].repeat(len(x)).unsqueeze(1) for f, v in self.varying.items()}
+            loss = dataclasses.replace(self.base_loss, **rows) if rows else self.base_loss
+            self.row_losses[key] = loss
         ys = y if g == 1 else y.repeat_interleave(g)
         # Each head's loss is the mean over the batch, the sum over heads: 1 / batch a row.
         dz = loss.logit_grad(z.view(-1, k), ys, rows=len(x)).view(len(x), g * k)
