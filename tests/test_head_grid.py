@@ -188,6 +188,24 @@ def test_linear_heads_step_without_autograd_as_autograd_would(
     assert calls == (3 * steps if analytic else 0)
 
 
+def test_the_analytic_step_under_bfloat16_autocast() -> None:
+    """benches/scale_gpu.py trains in bfloat16 autocast: the analytic step's weight gradient is
+    autocast's product copied into the float32 gradient, alone and in the grid, and the heads
+    stay float32 near the float32 ones."""
+    method = get_method("lort")
+    feats, flip, labels = data(torch.float32)
+    init = stage1(torch.float32)
+    configs = grid(method)[:2]
+    want = train_head_grid(method, feats, flip, labels, COUNTS, init, configs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = train_head_grid(method, feats, flip, labels, COUNTS, init, configs)
+        alone_head = alone(method, feats, flip, labels, init, configs[0])
+    pairs = [(r.head, w.head) for r, w in zip(got, want, strict=True)]
+    for g, w in [*pairs, (alone_head, want[0].head)]:
+        assert g.weight.dtype == torch.float32
+        torch.testing.assert_close(g.weight, w.weight, rtol=0.0, atol=0.05)
+
+
 def test_fresh_heads_and_no_flipped_view(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without init each seed's head is drawn as train_head_cached draws it, from the same
     stream as the batches; without a flipped view there are no flip draws."""

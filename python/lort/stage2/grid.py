@@ -84,6 +84,7 @@ from lort.stage2.loop import (
     convert_rows,
     gather_rows,
     gather_steps,
+    product_into,
     torch_threads,
 )
 from lort.stage2.select import ValScore, halving_rungs, ranked
@@ -788,7 +789,7 @@ class _Grid:
                 p.grad = torch.empty_like(p)
         grad_w, grad_b = self.params["weight"].grad, self.params["bias"].grad
         assert grad_w is not None and grad_b is not None
-        torch.mm(dz.t(), x, out=grad_w[heads].view(g * k, d))
+        product_into(grad_w[heads].view(g * k, d), dz.t(), x)
         torch.sum(dz, 0, out=grad_b[heads].view(g * k))
         return z.view(len(x), g, k)
 
