@@ -203,7 +203,7 @@ def test_the_analytic_step_under_bfloat16_autocast() -> None:
     pairs = [(r.head, w.head) for r, w in zip(got, want, strict=True)]
     for g, w in [*pairs, (alone_head, want[0].head)]:
         assert g.weight.dtype == torch.float32
-        torch.testing.assert_close(g.weight, w.weight, rtol=0.0, atol=0.05)
+        torch.testing.assert_close(g.weight, w.weight, rtol=0.0, atol=5e-3)  # moved about 0.5
 
 
 def test_fresh_heads_and_no_flipped_view(monkeypatch: pytest.MonkeyPatch) -> None:
