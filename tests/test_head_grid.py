@@ -189,9 +189,9 @@ def test_linear_heads_step_without_autograd_as_autograd_would(
 
 
 def test_the_analytic_step_under_bfloat16_autocast() -> None:
-    """benches/scale_gpu.py trains in bfloat16 autocast: the analytic step's weight gradient is
-    autocast's product copied into the float32 gradient, alone and in the grid, and the heads
-    stay float32 near the float32 ones."""
+    """benches/scale_gpu.py trains the grid in bfloat16 autocast: the analytic step's weight
+    gradient is autocast's product copied into the float32 gradient, and the heads stay
+    float32, near the float32 ones (observed: 5e-4; training moves the weights about 0.5)."""
     method = get_method("lort")
     feats, flip, labels = data(torch.float32)
     init = stage1(torch.float32)
@@ -199,11 +199,9 @@ def test_the_analytic_step_under_bfloat16_autocast() -> None:
     want = train_head_grid(method, feats, flip, labels, COUNTS, init, configs)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = train_head_grid(method, feats, flip, labels, COUNTS, init, configs)
-        alone_head = alone(method, feats, flip, labels, init, configs[0])
-    pairs = [(r.head, w.head) for r, w in zip(got, want, strict=True)]
-    for g, w in [*pairs, (alone_head, want[0].head)]:
-        assert g.weight.dtype == torch.float32
-        torch.testing.assert_close(g.weight, w.weight, rtol=0.0, atol=5e-3)  # moved about 0.5
+    for g, w in zip(got, want, strict=True):
+        assert g.head.weight.dtype == torch.float32
+        torch.testing.assert_close(g.head.weight, w.head.weight, rtol=0.0, atol=5e-3)
 
 
 def test_fresh_heads_and_no_flipped_view(monkeypatch: pytest.MonkeyPatch) -> None:

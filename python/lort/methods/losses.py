@@ -108,7 +108,8 @@ class SoftmaxLoss:
         if not self.has_logit_grad:
             raise InputError("logit_grad covers the softmax losses without focal term or weights")
         labels = labels.long().unsqueeze(1)
-        u = logits
+        # Half-precision logits (autocast's products) in float32: p - q cancels digits.
+        u = logits.float() if logits.dtype.itemsize < 4 else logits
         if self.shift is not None:
             u = u + self.shift.to(u)
         if self.margins is not None:
