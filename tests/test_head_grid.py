@@ -423,6 +423,32 @@ def test_progress_after_every_epoch() -> None:
     assert all(0.0 < c[3] < 10.0 and 0.0 <= c[4] <= 1.0 for c in calls)
 
 
+def test_progress_counts_every_chunk_and_what_halving_stops() -> None:
+    """One count over all chunks (a large head trains alone: a features fit's delta grid at
+    K = 1,000 is ten chunks in a row); a halving search takes a stopped chunk's rest off it."""
+    method = get_method("lort")
+    feats, flip, labels = data()
+    configs = grid(method)  # 8 heads, 3 epochs of 10 steps
+    calls: list[tuple[int, int]] = []
+    train_head_grid(
+        method, feats, flip, labels, COUNTS, stage1(), configs, memory_budget=1,
+        progress=lambda _, done, total, *rest: calls.append((done, total)),
+    )  # fmt: skip
+    assert calls == [(10 * e, 8 * 30) for e in range(1, 25)]  # one head a chunk
+    calls.clear()
+    configs = [HeadConfig(StageConfig(20, c.stage.lr, 0.0, 16), c.seed, c.hyper) for c in configs]
+    one_head = head_bytes(method, D, K, 16, itemsize=8, evaluate=True)  # chunks of two heads
+    train_head_grid(
+        method, feats, flip, labels, COUNTS, stage1(), configs, memory_budget=2 * one_head,
+        val=EvalSplit(*data(n=60, seed=1)), halving=True,
+        progress=lambda _, done, total, *rest: calls.append((done, total)),
+    )  # fmt: skip
+    done = [d for d, _ in calls]
+    # Four chunks of 20 epochs of 10 steps until the first rung; the end is the count.
+    assert calls[0] == (10, 4 * 200) and done == sorted(done)
+    assert calls[-1][0] == calls[-1][1] < 4 * 200
+
+
 def test_configurations_differing_in_tau_alone_train_one_head(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -318,7 +318,13 @@ def _run(
     t = time.perf_counter()
     cached = model is None or cfg.stage2_mode == "cached"
     stop = problem.stop() if cached else "last"
-    smooth, selection = problem.choose_smooth(method, cfg.smooth, cfg.smooth_grid, stop=stop)
+    smooth, selection = problem.choose_smooth(
+        method,
+        cfg.smooth,
+        cfg.smooth_grid,
+        stop=stop,
+        progress=lambda _, *rest: progress("delta grid", *rest),
+    )
     if selection.get("mode") == "auto" and smooth == 0.0:
         notes.append(
             f"delta 0 was chosen on the validation split, so {method.name}'s target is one-hot "
@@ -329,7 +335,7 @@ def _run(
     own, own_record = problem.choose_own(method, smooth, "val" if stop == "val" else None)
     stage2_history: list[EpochScores] = []
     if cached:
-        head, epoch, stage2_history = problem.train_kept(method, smooth, stop, own)
+        head, epoch, stage2_history = problem.train_kept(method, smooth, stop, own, progress)
     else:
         head = _stage2_live(cfg, rt, method, data, model, counts, smooth, progress)
         epoch = cfg.stage2.epochs
@@ -345,7 +351,7 @@ def _run(
     t = time.perf_counter()
     baselines: dict[str, Any] = {"method": {"name": method.name}}
     if rt.is_main and cfg.baselines:
-        baselines = _baselines(problem, method, stop)
+        baselines = _baselines(problem, method, stop, progress)
         timings["baselines_s"] = time.perf_counter() - t
     t = time.perf_counter()
     if model is not None and cfg.stage2_mode == "live" and cfg.live_bn == "train":
@@ -670,16 +676,20 @@ def _stage2_live(
     ).cpu()
 
 
-def _baselines(problem: Stage2, method: Method, stop: Literal["val", "last"]) -> dict[str, Any]:
+def _baselines(
+    problem: Stage2, method: Method, stop: Literal["val", "last"], progress: Progress
+) -> dict[str, Any]:
     """Test accuracy of plain CE re-training and post-hoc logit adjustment on the
     same cached features and seed, their epoch kept as the method's: the yardstick for the
-    chosen method."""
+    chosen method. ``progress`` sees each one's training as "baseline"."""
     out: dict[str, Any] = {"method": {"name": method.name}}
     for name in BASELINES:
         if name == method.name:
             continue
         other = get_method(name)
-        head, _, _ = problem.train_kept(other, 0.0, stop)
+        head, _, _ = problem.train_kept(
+            other, 0.0, stop, progress=lambda _, *rest: progress("baseline", *rest)
+        )
         z = problem.logits(other, head, "test")
         out[name] = problem.evaluate(z, hessian="none").group_accuracies()
     return out

@@ -298,7 +298,8 @@ def train_head_grid(
     The arguments before ``configs`` are those of :func:`lort.stage2.loop.train_head_cached`.
     ``val`` turns on per-epoch evaluation and best-epoch selection, ``test`` adds test
     scores to each epoch's record (it needs ``val``). ``progress`` is called after every
-    epoch of a chunk with the mean loss and batch accuracy of its heads' last step.
+    epoch of a chunk with the steps done and to do over all chunks (as "stage 2") and the
+    mean loss and batch accuracy of the chunk's heads' last step.
     ``halving`` (it needs ``val`` and configurations of one epoch count) stops the
     configurations that validation rules out at the rungs of
     :func:`lort.stage2.select.halving_rungs`; a stopped configuration's result holds the
@@ -322,7 +323,7 @@ def train_head_grid(
     for i, c in enumerate(configs):
         shapes.setdefault((c.stage.batch_size, c.stage.epochs), []).append(i)
     results: list[HeadResult | None] = [None] * len(configs)
-    grids: list[_Grid] = []
+    planned: list[list[int]] = []
     for (batch, _), members in shapes.items():
         members.sort(key=lambda i: configs[i].seed)
         # tau changes only evaluation: configurations that differ in it alone train one head,
@@ -343,20 +344,43 @@ def train_head_grid(
             # One head's step is already mostly arithmetic: stacking only makes the update
             # memory-bound (benches/stage2_grid.py at K = 1,000 and 8,142).
             most = 1
-        for chunk in _chunks(list(units.values()), most):
-            chunk_configs = [configs[i] for i in chunk]
-            grid = _Grid(method, feats, feats_flip, labels, counts, init, chunk_configs)
-            grid.index = chunk
-            if halving:  # trained below, every chunk in step with the others
-                grids.append(grid)
-                continue
-            grid.train(val, test, budget, grid.epochs, progress)
-            for i, result in zip(chunk, grid.results(), strict=True):
-                results[i] = result
+        planned += _chunks(list(units.values()), most)
+    n = len(labels)
+    tally = _Tally(progress)
+    tally.total = sum(
+        configs[c[0]].stage.epochs * math.ceil(n / configs[c[0]].stage.batch_size) for c in planned
+    )
+    grids: list[_Grid] = []
+    for chunk in planned:
+        chunk_configs = [configs[i] for i in chunk]
+        grid = _Grid(method, feats, feats_flip, labels, counts, init, chunk_configs)
+        grid.index = chunk
+        if halving:  # trained below, every chunk in step with the others
+            grids.append(grid)
+            continue
+        grid.train(val, test, budget, grid.epochs, tally)
+        for i, result in zip(chunk, grid.results(), strict=True):
+            results[i] = result
     if grids:
         assert val is not None
-        _halve(grids, val, test, budget, progress, results)
+        _halve(grids, val, test, budget, tally, results)
     return [r for r in results if r is not None]
+
+
+@dataclass
+class _Tally:
+    """The steps of a whole call, over its chunks, for one progress line: ``total`` is what
+    the chunks will train (a halving search takes off what its stopped chunks no longer
+    train)."""
+
+    progress: Progress | None
+    total: int = 0
+    done: int = 0
+
+    def epoch(self, steps: int, loss: float, acc: float) -> None:
+        self.done += steps
+        if self.progress is not None:
+            self.progress("stage 2", self.done, self.total, loss, acc)
 
 
 def _halve(
@@ -364,7 +388,7 @@ def _halve(
     val: EvalSplit,
     test: EvalSplit | None,
     budget: int,
-    progress: Progress | None,
+    tally: _Tally,
     results: list[HeadResult | None],
 ) -> None:
     """Successive halving over the chunks ``grids``: all train to each rung's epoch, then only
@@ -379,7 +403,7 @@ def _halve(
     epochs = grids[0].epochs
     for epoch, keep in halving_rungs(sum(len(g.configs) for g in grids), epochs):
         for g in grids:
-            g.train(val, test, budget, epoch, progress)
+            g.train(val, test, budget, epoch, tally)
         # In the caller's order, so that of equals the first stays.
         where = sorted(
             ((g, j) for g in grids for j in range(len(g.configs))), key=lambda w: w[0].index[w[1]]
@@ -390,9 +414,11 @@ def _halve(
             gone = [j for j in range(len(g.configs)) if (id(g), j) not in kept]
             for i, result in g.stop(gone):
                 results[i] = result
+            if not g.configs:  # what it would have trained is off the count
+                tally.total -= (epochs - epoch) * g.steps
         grids = [g for g in grids if g.configs]
     for g in grids:
-        g.train(val, test, budget, epochs, progress)
+        g.train(val, test, budget, epochs, tally)
         for i, result in zip(g.index, g.results(), strict=True):
             results[i] = result
 
@@ -586,7 +612,7 @@ class _Grid:
         test: EvalSplit | None,
         budget: int,
         until: int,
-        progress: Progress | None,
+        tally: _Tally,
     ) -> None:
         """Train every head on from its current epoch to epoch ``until``, scoring each epoch
         on ``val`` (and ``test``) when given."""
@@ -595,7 +621,6 @@ class _Grid:
         rows = min(rows, convert_rows(self.feats))  # half-precision rows: a block at a time
         if val is not None and self.best is None:
             self.best = {name: p.detach().clone() for name, p in self._scored().items()}
-        total = self.epochs * self.steps
         with torch_threads(self.threads):
             for epoch in range(self.epoch, until):
                 self._draw_epoch()
@@ -609,8 +634,7 @@ class _Grid:
                         assert self.radius_rows is not None
                         max_norm_(self.params["weight"].detach().flatten(0, 1), self.radius_rows)
                 self.epoch = epoch + 1
-                if progress is not None:
-                    progress("stage 2", (epoch + 1) * self.steps, total, loss, acc)
+                tally.epoch(self.steps, loss, acc)
                 if val is None:
                     continue
                 v_acc, v_nll = self._scores(val, rows)

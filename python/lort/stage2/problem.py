@@ -183,6 +183,7 @@ class Stage2:
         smooth: float,
         stop: Literal["val", "last"],
         own: Mapping[str, float] | None = None,
+        progress: Progress | None = None,
     ) -> tuple[nn.Module, int, list[EpochScores]]:
         """The head ``lort fit`` keeps, its epoch and the validation scores of every epoch
         (none when the last is kept): the last, or the best on validation (with the method's
@@ -190,9 +191,9 @@ class Stage2:
         if stop == "last":
             if own:
                 raise ValueError("own hyperparameters are chosen with the epoch, on validation")
-            return self.train(method, smooth), self.cfg.stage2.epochs, []
+            return self.train(method, smooth, progress=progress), self.cfg.stage2.epochs, []
         config = self.config(method, smooth, own=own)
-        (result,) = self.train_stopped(method, [config], on="val")
+        (result,) = self.train_stopped(method, [config], on="val", progress=progress)
         assert result.best_head is not None and result.best_epoch is not None
         return result.best_head, result.best_epoch, result.history
 
@@ -323,6 +324,7 @@ class Stage2:
         fresh: bool = False,
         record_test: bool = False,
         halving: bool = False,
+        progress: Progress | None = None,
     ) -> list[HeadResult]:
         """Heads trained together (from the stage-1 head, or ``fresh``ly initialised) and
         scored on split ``on`` after every epoch; each result's ``best_head`` is its head at the
@@ -340,16 +342,24 @@ class Stage2:
             val=self.eval_split(on),
             test=test,
             halving=halving,
+            progress=progress,
         )
 
     def train_many(
-        self, method: Method, configs: list[HeadConfig], *, fresh: bool = False
+        self,
+        method: Method,
+        configs: list[HeadConfig],
+        *,
+        fresh: bool = False,
+        progress: Progress | None = None,
     ) -> list[nn.Module]:
         """Heads of ``method``, one per configuration, trained together on the cached
         features (:mod:`lort.stage2.grid`: each agrees with its training alone to float
         rounding), from the stage-1 head or ``fresh``ly initialised."""
         init = None if fresh else self.init
-        results = train_head_grid(method, *self._training_set(), self.counts, init, configs)
+        results = train_head_grid(
+            method, *self._training_set(), self.counts, init, configs, progress=progress
+        )
         return [r.head for r in results]
 
     def choose_smooth(
@@ -361,13 +371,14 @@ class Stage2:
         seed: int | None = None,
         stage2: StageConfig | None = None,
         stop: Stop = "last",
+        progress: Progress | None = None,
     ) -> tuple[float, dict[str, Any]]:
         """The label-smooth delta and how it was had: fixed, or (``smooth="auto"``) the grid
         value whose head scores best on the validation split (:func:`best_on_validation`).
         The grid's heads are trained together and only scored; the caller trains the chosen
         delta again, so a chosen delta gives the numbers of the same delta fixed. With
         ``stop`` other than "last" each head is scored at its best epoch on the split the
-        protocol stops on (see :data:`STOP_SPLIT`)."""
+        protocol stops on (see :data:`STOP_SPLIT`). ``progress`` sees the grid's steps."""
         if method.target != "smooth":
             return 0.0, {"mode": "unused", "why": f"{method.name} trains on one-hot targets"}
         if smooth != "auto":
@@ -383,11 +394,12 @@ class Stage2:
             )
         configs = [self.config(method, d, seed, stage2) for d in grid]
         if stop == "last":
-            heads = self.train_many(method, configs)
+            heads = self.train_many(method, configs, progress=progress)
             scores = [self.val_score(method, head) for head in heads]
             epochs = None
         else:
-            picked, scores = kept_scores(self.train_stopped(method, configs, on=STOP_SPLIT[stop]))
+            trained = self.train_stopped(method, configs, on=STOP_SPLIT[stop], progress=progress)
+            picked, scores = kept_scores(trained)
             epochs = [e.epoch for e in picked]
         best = best_on_validation(scores)
         d = grid[best]
