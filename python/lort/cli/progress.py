@@ -74,6 +74,7 @@ class Heartbeat:
         self.started = clock()
         self.phase: str | None = None
         self.phase_start = (0.0, 0)  # (time, count) of the phase's first report
+        self.last = 0.0  # the time of the latest report: a rate runs to it, not to now
         self.done, self.total, self.unit, self.detail = 0, 0, "", ""
         self.epochs: int | None = None
         self.stop = threading.Event()
@@ -94,6 +95,7 @@ class Heartbeat:
         now = self.clock()
         if phase != self.phase:
             self.phase, self.phase_start = phase, (now, done)
+        self.last = now
         self.done, self.total, self.unit = done, total or 0, unit
         self.epochs, self.detail = epochs, detail
 
@@ -112,8 +114,10 @@ class Heartbeat:
         if self.detail:
             parts.append(self.detail)
         t0, n0 = self.phase_start
-        if self.done > n0 and now > t0:
-            rate = (self.done - n0) / (now - t0)
+        # To the latest report: after a phase's end (and between a phase's sparse reports)
+        # the time since is not the phase's work.
+        if self.done > n0 and self.last > t0:
+            rate = (self.done - n0) / (self.last - t0)
             parts.append(f"{rate:,.1f} {self.unit}/s")
             if self.total:
                 if self.done >= self.total:
