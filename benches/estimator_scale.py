@@ -10,8 +10,9 @@ an untimed warm-up fit that imports torch. The script prints each fit's wall and
 threads of the process: on a shared machine, the less noisy of the two), test accuracy and
 class-mean accuracy, the ratios of the times, where lort's time went (``report_["timings"]``),
 and the arithmetic floor of each stage: the head-epochs it trained times their two products,
-at the 1024^3 product's rate measured in the same run (with ``OMP_NUM_THREADS=1`` the stage
-times are one thread's, as the rate is). Run (from the repository root, in the project's venv)::
+at the 1024^3 product's rate in CPU time measured in the same run (with ``OMP_NUM_THREADS=1``
+the stage times are one thread's, as the rate is). Run (from the repository root, in the
+project's venv)::
 
     OMP_NUM_THREADS=1 python benches/estimator_scale.py [--rows 50000] [--dim 512] \\
         [--classes 100] [--profile]
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import math
 import os
 import pstats
 import shlex
@@ -38,6 +38,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
 from _tables import fmt_md, fmt_table  # benches/ is on sys.path when run as a script
+from stage2_step_profile import cpu_gemm_rate
 
 SEED = 20_261_207
 RATIO, NOISE, VAL_PER_CLASS, TEST_PER_CLASS = 100.0, 2.5, 20, 50
@@ -57,20 +58,6 @@ def make_features(rows: int, dim: int, k: int) -> tuple[tuple[np.ndarray, np.nda
     return tuple(out)
 
 
-def gemm_rate() -> float:
-    """GFLOP/s of a 1024^3 float32 product in process CPU time (best of 5 rounds of 10), on
-    the threads torch runs with: the rate the floor below counts."""
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    a @ b
-    best = math.inf
-    for _ in range(5):
-        t0 = time.process_time()
-        for _ in range(10):
-            a @ b
-        best = min(best, (time.process_time() - t0) / 10)
-    return 2 * 1024**3 / best / 1e9
-
-
 def floor(report: dict[str, Any], rows: int, dim: int, k: int, logreg_s: float) -> None:
     """The arithmetic the fit's two stages did (its head-epochs, read from its report, each
     two products of rows x dim by dim x k: the forward and the weight gradient) at the
@@ -83,7 +70,8 @@ def floor(report: dict[str, Any], rows: int, dim: int, k: int, logreg_s: float) 
         searched += len(report["hyper"]["values"])
     stage2 = (searched + 1) * epochs2  # the searched heads, then the kept one trained again
     per_epoch = 2 * 2 * rows * dim * k
-    rate = gemm_rate()
+    big = torch.randn(1024, 1024)
+    rate = cpu_gemm_rate(big, big)
     floor1, floor2 = stage1 * per_epoch / rate / 1e9, stage2 * per_epoch / rate / 1e9
     t = report["timings"]
     print(

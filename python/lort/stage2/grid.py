@@ -346,10 +346,8 @@ def train_head_grid(
             most = 1
         planned += _chunks(list(units.values()), most)
     n = len(labels)
-    tally = _Tally(progress)
-    tally.total = sum(
-        configs[c[0]].stage.epochs * math.ceil(n / configs[c[0]].stage.batch_size) for c in planned
-    )
+    shape = [configs[chunk[0]].stage for chunk in planned]
+    tally = _Tally(progress, sum(st.epochs * math.ceil(n / st.batch_size) for st in shape))
     grids: list[_Grid] = []
     for chunk in planned:
         chunk_configs = [configs[i] for i in chunk]
@@ -374,7 +372,7 @@ class _Tally:
     train)."""
 
     progress: Progress | None
-    total: int = 0
+    total: int
     done: int = 0
 
     def epoch(self, steps: int, loss: float, acc: float) -> None:
